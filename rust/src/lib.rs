@@ -1,0 +1,27 @@
+//! fairqueue's dispatcher core.
+//!
+//! The modules are named after the concepts of the spec and know nothing of Python:
+//! [`dispatcher`] (requests, slot accounting, leases and delays under a policy),
+//! [`policy`] (`peek_set` and `fair_share`), [`delay`], [`lease`], [`clock`],
+//! [`sim`] (the dispatcher on a virtual clock). The `python` feature adds the thin
+//! PyO3 binding that is built into `fairqueue._core`.
+
+pub mod clock;
+pub mod delay;
+pub mod dispatcher;
+pub mod error;
+pub mod lease;
+pub mod limits;
+pub mod policy;
+pub mod request;
+pub mod sim;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use clock::{Clock, Nanos, SystemClock, VirtualClock, NANOS_PER_SEC};
+pub use dispatcher::{Abort, Counters, Dispatcher, Event, Grant, Location, NewRequest, Outcome, PairStats, Release, Stats};
+pub use error::{CoreError, CoreResult};
+pub use lease::LeaseId;
+pub use limits::{Config, PairLimits, PolicyKind};
+pub use request::{Kind, OrgId, RequestId, KINDS};

@@ -1,0 +1,93 @@
+//! What the dispatcher queues: kinds, org handles and the per-request record.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::CoreError;
+
+/// The handler type of a request. Limits are kept per org *and* per kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// A future call.
+    Future = 0,
+    /// A queueable job.
+    Queueable = 1,
+    /// One phase of a batch job (start, one execute chunk, finish).
+    Batch = 2,
+    /// The scheduler's own trigger firing.
+    Scheduled = 3,
+}
+
+/// How many kinds there are; per-kind tables are arrays of this length.
+pub const KINDS: usize = 4;
+
+impl Kind {
+    /// Every kind, in index order.
+    pub const ALL: [Kind; KINDS] = [Kind::Future, Kind::Queueable, Kind::Batch, Kind::Scheduled];
+
+    /// The kind's position in per-kind tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The kind's name as users write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Future => "future",
+            Kind::Queueable => "queueable",
+            Kind::Batch => "batch",
+            Kind::Scheduled => "scheduled",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = CoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Kind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| CoreError::UnknownKind(s.to_string()))
+    }
+}
+
+/// A tenant, as an index handed out by [`crate::dispatcher::Dispatcher::org`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OrgId(pub u32);
+
+/// The caller's id for a request. It is opaque to the core: callers use it to find
+/// the payload (a store row, a map entry) when the request is dispatched.
+pub type RequestId = u64;
+
+/// Where a request is in its life inside the dispatcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// In its pair's line, waiting for a slot.
+    Ready,
+    /// In the delay heap until its due time.
+    Delayed,
+    /// Holding a slot under a lease.
+    Running,
+    /// Aborted while queued or delayed; its container frees it when it reaches it.
+    Aborted,
+    /// An unused slab entry.
+    Free,
+}
+
+/// One live request. Kept to 24 bytes: a million-request backlog is ordinary.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Request {
+    pub id: RequestId,
+    /// The queue sequence number while `Ready`, the due time while `Delayed`.
+    /// One field serves both because a request is never in both places at once.
+    pub key: u64,
+    /// Index of the request's (org, kind) pair.
+    pub pair: u32,
+    /// Deliveries so far (0 until first dispatched).
+    pub attempts: u16,
+    pub state: State,
+}
