@@ -239,14 +239,20 @@ impl Dispatcher {
         if let Some(&id) = self.org_ids.get(name) {
             return Ok(id);
         }
-        if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
-            return Err(CoreError::invalid("org", name, "1 to 255 characters with no control characters"));
-        }
+        Self::check_org_name(name)?;
         let id = OrgId(self.org_names.len() as u32);
         self.org_names.push(name.to_string());
         self.org_ids.insert(name.to_string(), id);
         self.org_pairs.push([NO_PAIR; KINDS]);
         Ok(id)
+    }
+
+    /// Checks that `name` can name an org: 1 to 255 characters, none of them control characters.
+    pub fn check_org_name(name: &str) -> CoreResult<()> {
+        if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+            return Err(CoreError::invalid("org", name, "1 to 255 characters with no control characters"));
+        }
+        Ok(())
     }
 
     /// The name org `id` was registered with.
@@ -523,6 +529,11 @@ impl Dispatcher {
         self.refile(p);
         let pair = &self.pairs[p as usize];
         Ok(Release { id, org: pair.org, kind: pair.kind, run_time })
+    }
+
+    /// True while `lease` holds a slot.
+    pub fn is_active(&self, lease: LeaseId) -> bool {
+        self.leases.get(lease).is_some()
     }
 
     /// Extends `lease` by the configured lease duration from now; returns the new expiry.

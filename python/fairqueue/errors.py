@@ -1,0 +1,46 @@
+"""Exceptions raised by fairqueue.
+
+Every error names the offending value and the limit or form it broke. The native
+core raises these same classes (it imports them from here), so one ``except``
+clause covers both layers.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FairQueueError",
+    "InvalidArgument",
+    "UnknownKind",
+    "UnknownPolicy",
+    "DuplicateRequest",
+    "UnknownRequest",
+    "UnknownLease",
+]
+
+
+class FairQueueError(Exception):
+    """Base class of every error fairqueue raises on purpose."""
+
+
+class InvalidArgument(FairQueueError, ValueError):
+    """An argument is outside its allowed range or malformed."""
+
+
+class UnknownKind(InvalidArgument):
+    """A kind name other than ``future``, ``queueable``, ``batch`` or ``scheduled``."""
+
+
+class UnknownPolicy(InvalidArgument):
+    """A policy name other than ``fair_share`` or ``peek_set``."""
+
+
+class DuplicateRequest(FairQueueError, ValueError):
+    """A request id that is already queued, delayed or running."""
+
+
+class UnknownRequest(FairQueueError, LookupError):
+    """A request id the dispatcher does not hold."""
+
+
+class UnknownLease(FairQueueError, LookupError):
+    """A lease that is not active: never issued, already released, or expired."""

@@ -1,0 +1,551 @@
+//! The PyO3 binding: `fairqueue._core`. Thin by design — it converts arguments,
+//! releases the interpreter around core work, and maps [`CoreError`] to the
+//! exceptions defined in `fairqueue/errors.py`. No queue logic lives here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::clock::{Clock, Nanos, SystemClock, VirtualClock, NANOS_PER_SEC};
+use crate::dispatcher::{Abort, Dispatcher, Event, Grant, Location, NewRequest, Outcome, Release};
+use crate::error::CoreError;
+use crate::lease::LeaseId;
+use crate::limits::{Config, PairLimits};
+use crate::request::{Kind, OrgId, KINDS};
+
+pyo3::import_exception!(fairqueue.errors, InvalidArgument);
+pyo3::import_exception!(fairqueue.errors, UnknownKind);
+pyo3::import_exception!(fairqueue.errors, UnknownPolicy);
+pyo3::import_exception!(fairqueue.errors, DuplicateRequest);
+pyo3::import_exception!(fairqueue.errors, UnknownRequest);
+pyo3::import_exception!(fairqueue.errors, UnknownLease);
+
+impl From<CoreError> for PyErr {
+    fn from(err: CoreError) -> PyErr {
+        let message = err.to_string();
+        match err {
+            CoreError::InvalidArgument { .. } => InvalidArgument::new_err(message),
+            CoreError::UnknownKind(_) => UnknownKind::new_err(message),
+            CoreError::UnknownPolicy(_) => UnknownPolicy::new_err(message),
+            CoreError::DuplicateRequest(_) => DuplicateRequest::new_err(message),
+            CoreError::UnknownRequest(_) => UnknownRequest::new_err(message),
+            CoreError::UnknownLease(_) => UnknownLease::new_err(message),
+        }
+    }
+}
+
+/// Seconds (a float, as Python gives them) to nanoseconds, refusing NaN, infinities
+/// and negative values.
+fn nanos(name: &'static str, seconds: f64) -> Result<Nanos, CoreError> {
+    if !seconds.is_finite() || seconds < 0.0 || seconds * 1e9 >= u64::MAX as f64 {
+        return Err(CoreError::invalid(name, seconds, "a finite, non-negative number of seconds"));
+    }
+    Ok((seconds * 1e9).round() as Nanos)
+}
+
+fn seconds(t: Nanos) -> f64 {
+    t as f64 / NANOS_PER_SEC as f64
+}
+
+/// A non-negative Python int that fits in 64 bits.
+fn id64(name: &'static str, value: i128) -> Result<u64, CoreError> {
+    u64::try_from(value).map_err(|_| CoreError::invalid(name, value, "an integer from 0 to 2**64 - 1"))
+}
+
+fn count32(name: &'static str, value: i64, expected: &str) -> Result<u32, CoreError> {
+    u32::try_from(value).map_err(|_| CoreError::invalid(name, value, expected))
+}
+
+fn kind(name: &str) -> Result<Kind, CoreError> {
+    name.parse()
+}
+
+/// A request handed to a free slot. Run it, then `ack`, `fail` or `retry` its lease.
+#[pyclass(name = "Grant", module = "fairqueue._core", frozen, get_all)]
+pub struct GrantPy {
+    /// The lease to ack, fail, retry or heartbeat.
+    lease: LeaseId,
+    /// The caller's request id.
+    id: u64,
+    org: String,
+    kind: &'static str,
+    /// 1 for the first delivery, 2 for the first re-delivery, …
+    attempt: u32,
+    /// When the lease expires unless heartbeated (seconds on the dispatcher's clock).
+    expires_at: f64,
+}
+
+#[pymethods]
+impl GrantPy {
+    fn __repr__(&self) -> String {
+        format!(
+            "Grant(lease={}, id={}, org={:?}, kind={:?}, attempt={}, expires_at={})",
+            self.lease, self.id, self.org, self.kind, self.attempt, self.expires_at
+        )
+    }
+}
+
+/// A released slot: which request ran and for how long.
+#[pyclass(name = "Release", module = "fairqueue._core", frozen, get_all)]
+pub struct ReleasePy {
+    id: u64,
+    org: String,
+    kind: &'static str,
+    /// Seconds between dispatch and release.
+    run_time: f64,
+}
+
+#[pymethods]
+impl ReleasePy {
+    fn __repr__(&self) -> String {
+        format!("Release(id={}, org={:?}, kind={:?}, run_time={})", self.id, self.org, self.kind, self.run_time)
+    }
+}
+
+/// The fair multi-tenant dispatcher of `fairqueue`, implemented in Rust.
+#[pyclass(name = "Dispatcher", module = "fairqueue._core", frozen)]
+pub struct DispatcherPy {
+    core: Mutex<Dispatcher>,
+    virtual_clock: Option<VirtualClock>,
+}
+
+impl DispatcherPy {
+    /// Runs core work with the interpreter released; the one place that does so.
+    fn run<T: Send>(&self, py: Python<'_>, work: impl FnOnce(&mut Dispatcher) -> T + Send) -> T {
+        py.detach(|| work(&mut self.core.lock().unwrap_or_else(PoisonError::into_inner)))
+    }
+
+    fn virtual_clock(&self) -> PyResult<&VirtualClock> {
+        self.virtual_clock.as_ref().ok_or_else(|| {
+            PyRuntimeError::new_err("this dispatcher reads the system clock; create it with virtual_time=… to move time by hand")
+        })
+    }
+
+    fn grant(core: &Dispatcher, g: Grant) -> GrantPy {
+        GrantPy {
+            lease: g.lease,
+            id: g.id,
+            org: core.org_name(g.org).unwrap_or_default().to_string(),
+            kind: g.kind.name(),
+            attempt: g.attempt,
+            expires_at: seconds(g.expires_at),
+        }
+    }
+
+    fn release_py(core: &Dispatcher, r: Release) -> ReleasePy {
+        ReleasePy {
+            id: r.id,
+            org: core.org_name(r.org).unwrap_or_default().to_string(),
+            kind: r.kind.name(),
+            run_time: seconds(r.run_time),
+        }
+    }
+
+    fn release_with(&self, py: Python<'_>, lease: i128, outcome: Outcome) -> PyResult<ReleasePy> {
+        let lease = id64("lease", lease)?;
+        Ok(self.run(py, |core| core.release(lease, outcome).map(|r| Self::release_py(core, r)))?)
+    }
+}
+
+fn per_kind<T: Copy>(
+    table: Option<HashMap<String, Option<T>>>,
+    defaults: [Option<T>; KINDS],
+) -> Result<[Option<T>; KINDS], CoreError> {
+    let mut out = defaults;
+    for (name, value) in table.unwrap_or_default() {
+        out[kind(&name)?.index()] = value;
+    }
+    Ok(out)
+}
+
+#[pymethods]
+impl DispatcherPy {
+    /// Creates a dispatcher. See `fairqueue._core.pyi` for every argument.
+    #[new]
+    #[pyo3(signature = (*, policy = "fair_share", slots = 13, peek_set = 2000, cap = 12, min = 0,
+                        weight = 1.0, extended_delay = None, kind_slots = None, lease = 60.0,
+                        virtual_time = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        policy: &str,
+        slots: i64,
+        peek_set: i64,
+        cap: i64,
+        min: i64,
+        weight: f64,
+        extended_delay: Option<HashMap<String, Option<f64>>>,
+        kind_slots: Option<HashMap<String, Option<i64>>>,
+        lease: f64,
+        virtual_time: Option<f64>,
+    ) -> PyResult<Self> {
+        let defaults = Config::default();
+        let limits = PairLimits {
+            cap: count32("cap", cap, "at least 1 slot")?,
+            min: count32("min", min, "from 0 to the cap")?,
+            weight,
+        };
+        let extended_delay = per_kind(extended_delay, defaults.extended_delay.map(|d| d.map(seconds)))?
+            .iter()
+            .map(|d| d.map(|s| nanos("extended_delay", s)).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
+        let kind_slots = per_kind(kind_slots, [None; KINDS])?
+            .iter()
+            .map(|n| n.map(|n| count32("kind_slots", n, "0 or more slots")).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
+        let config = Config {
+            policy: policy.parse()?,
+            slots: count32("slots", slots, "at least 1")?,
+            peek_set: count32("peek_set", peek_set, "at least 1 request")?,
+            extended_delay: extended_delay.try_into().expect("one entry per kind"),
+            kind_slots: kind_slots.try_into().expect("one entry per kind"),
+            lease: nanos("lease", lease)?,
+            default_limits: [limits; KINDS],
+        };
+        let virtual_clock = virtual_time.map(|t| nanos("virtual_time", t)).transpose()?.map(VirtualClock::new);
+        let clock: Arc<dyn Clock> = match &virtual_clock {
+            Some(v) => Arc::new(v.clone()),
+            None => Arc::new(SystemClock),
+        };
+        Ok(DispatcherPy { core: Mutex::new(Dispatcher::new(config, clock)?), virtual_clock })
+    }
+
+    /// Enqueues one request.
+    #[pyo3(signature = (id, org, kind = "future", run_at = None))]
+    fn enqueue(&self, py: Python<'_>, id: i128, org: &str, kind: &str, run_at: Option<f64>) -> PyResult<()> {
+        let id = id64("id", id)?;
+        let kind = self::kind(kind)?;
+        let run_at = run_at.map(|t| nanos("run_at", t)).transpose()?;
+        Ok(self.run(py, |core| {
+            let org = core.org(org)?;
+            core.enqueue(NewRequest { id, org, kind, run_at })
+        })?)
+    }
+
+    /// Enqueues `(id, org, kind[, run_at])` tuples, all or none.
+    fn enqueue_many(&self, py: Python<'_>, requests: Vec<Bound<'_, PyAny>>) -> PyResult<()> {
+        let mut parsed = Vec::with_capacity(requests.len());
+        for item in &requests {
+            let (id, org, kind, run_at): (i128, String, String, Option<f64>) = match item.extract() {
+                Ok(four) => four,
+                Err(_) => {
+                    let (id, org, kind): (i128, String, String) = item.extract().map_err(|_| {
+                        InvalidArgument::new_err(format!(
+                            "invalid request {item}: expected a tuple (id, org, kind) or (id, org, kind, run_at)"
+                        ))
+                    })?;
+                    (id, org, kind, None)
+                }
+            };
+            parsed.push((
+                id64("id", id)?,
+                org,
+                self::kind(&kind)?,
+                run_at.map(|t| nanos("run_at", t)).transpose()?,
+            ));
+        }
+        Ok(self.run(py, |core| {
+            // Register orgs only once the whole batch is known to be valid.
+            for (_, org, _, _) in &parsed {
+                if core.find_org(org).is_none() {
+                    Dispatcher::check_org_name(org)?;
+                }
+            }
+            let batch = parsed
+                .iter()
+                .map(|(id, org, kind, run_at)| {
+                    Ok(NewRequest { id: *id, org: core.org(org)?, kind: *kind, run_at: *run_at })
+                })
+                .collect::<Result<Vec<_>, CoreError>>()?;
+            core.enqueue_many(&batch)
+        })?)
+    }
+
+    /// Fills up to `max` free slots (all free slots when `max` is None).
+    #[pyo3(signature = (max = None))]
+    fn dispatch(&self, py: Python<'_>, max: Option<i64>) -> PyResult<Vec<GrantPy>> {
+        let max = match max {
+            Some(n) => usize::try_from(n).map_err(|_| CoreError::invalid("max", n, "0 or more"))?,
+            None => usize::MAX,
+        };
+        Ok(self.run(py, |core| {
+            let grants = core.dispatch(max);
+            grants.into_iter().map(|g| Self::grant(core, g)).collect()
+        }))
+    }
+
+    /// The request under `lease` is done.
+    fn ack(&self, py: Python<'_>, lease: i128) -> PyResult<ReleasePy> {
+        self.release_with(py, lease, Outcome::Ack)
+    }
+
+    /// Acks many leases; all must be active or none is acked. Returns how many.
+    fn ack_many(&self, py: Python<'_>, leases: Vec<i128>) -> PyResult<usize> {
+        let leases = leases.into_iter().map(|l| id64("lease", l)).collect::<Result<Vec<_>, _>>()?;
+        Ok(self.run(py, |core| {
+            if let Some(&bad) = leases.iter().find(|&&l| !core.is_active(l)) {
+                return Err(CoreError::UnknownLease(bad));
+            }
+            for &lease in &leases {
+                core.ack(lease)?;
+            }
+            Ok(leases.len())
+        })?)
+    }
+
+    /// The request under `lease` failed for good.
+    fn fail(&self, py: Python<'_>, lease: i128) -> PyResult<ReleasePy> {
+        self.release_with(py, lease, Outcome::Fail)
+    }
+
+    /// The request under `lease` failed; deliver it again at `at` (seconds).
+    fn retry(&self, py: Python<'_>, lease: i128, at: f64) -> PyResult<ReleasePy> {
+        let at = nanos("at", at)?;
+        self.release_with(py, lease, Outcome::Retry(at))
+    }
+
+    /// Extends `lease`; returns its new expiry (seconds).
+    fn heartbeat(&self, py: Python<'_>, lease: i128) -> PyResult<f64> {
+        let lease = id64("lease", lease)?;
+        Ok(seconds(self.run(py, |core| core.heartbeat(lease))?))
+    }
+
+    /// Removes a queued or delayed request (returns None) or reports the lease of a
+    /// running one, which the caller must cancel cooperatively.
+    fn abort(&self, py: Python<'_>, id: i128) -> PyResult<Option<LeaseId>> {
+        let id = id64("id", id)?;
+        Ok(match self.run(py, |core| core.abort(id))? {
+            Abort::Removed => None,
+            Abort::Running(lease) => Some(lease),
+        })
+    }
+
+    /// Where request `id` is: a dict with `state` and the figures of that state.
+    fn locate<'py>(&self, py: Python<'py>, id: i128) -> PyResult<Bound<'py, PyDict>> {
+        let id = id64("id", id)?;
+        let location = self.run(py, |core| core.locate(id))?;
+        let d = PyDict::new(py);
+        match location {
+            Location::Queued { ahead_in_pair, ahead_in_queue } => {
+                d.set_item("state", "queued")?;
+                d.set_item("ahead_in_pair", ahead_in_pair)?;
+                d.set_item("ahead_in_queue", ahead_in_queue)?;
+            }
+            Location::Delayed { due } => {
+                d.set_item("state", "delayed")?;
+                d.set_item("due", seconds(due))?;
+            }
+            Location::Running { lease, dispatched_at, expires_at } => {
+                d.set_item("state", "running")?;
+                d.set_item("lease", lease)?;
+                d.set_item("dispatched_at", seconds(dispatched_at))?;
+                d.set_item("expires_at", seconds(expires_at))?;
+            }
+        }
+        Ok(d)
+    }
+
+    /// Sets the limits of one (org, kind) pair, live; omitted ones keep their value.
+    #[pyo3(signature = (org, kind, *, cap = None, min = None, weight = None))]
+    fn set_limits(
+        &self,
+        py: Python<'_>,
+        org: &str,
+        kind: &str,
+        cap: Option<i64>,
+        min: Option<i64>,
+        weight: Option<f64>,
+    ) -> PyResult<()> {
+        let kind = self::kind(kind)?;
+        let cap = cap.map(|c| count32("cap", c, "at least 1 slot")).transpose()?;
+        let min = min.map(|m| count32("min", m, "from 0 to the cap")).transpose()?;
+        Ok(self.run(py, |core| {
+            let org_id = match core.find_org(org) {
+                Some(id) => id,
+                None => {
+                    Dispatcher::check_org_name(org)?;
+                    core.org(org)?
+                }
+            };
+            let current = core.limits(org_id, kind)?;
+            let limits = PairLimits {
+                cap: cap.unwrap_or(current.cap),
+                min: min.unwrap_or(current.min),
+                weight: weight.unwrap_or(current.weight),
+            };
+            limits.validate()?;
+            core.set_limits(org_id, kind, limits)
+        })?)
+    }
+
+    /// The limits of one (org, kind) pair as a dict `{cap, min, weight}`.
+    fn limits<'py>(&self, py: Python<'py>, org: &str, kind: &str) -> PyResult<Bound<'py, PyDict>> {
+        let kind = self::kind(kind)?;
+        let limits = self.run(py, |core| match core.find_org(org) {
+            Some(id) => core.limits(id, kind),
+            None => Dispatcher::check_org_name(org).map(|()| core.config().default_limits[kind.index()]),
+        })?;
+        limits_dict(py, limits)
+    }
+
+    /// Sets the limits of every pair of `kind` without an override.
+    #[pyo3(signature = (kind, *, cap, min = 0, weight = 1.0))]
+    fn set_default_limits(&self, py: Python<'_>, kind: &str, cap: i64, min: i64, weight: f64) -> PyResult<()> {
+        let kind = self::kind(kind)?;
+        let limits = PairLimits {
+            cap: count32("cap", cap, "at least 1 slot")?,
+            min: count32("min", min, "from 0 to the cap")?,
+            weight,
+        };
+        Ok(self.run(py, |core| core.set_default_limits(kind, limits))?)
+    }
+
+    /// Sets the number of worker slots.
+    fn set_slots(&self, py: Python<'_>, slots: i64) -> PyResult<()> {
+        let slots = count32("slots", slots, "at least 1")?;
+        Ok(self.run(py, |core| core.set_slots(slots))?)
+    }
+
+    /// Sets a kind's global slot limit (None: no limit; 0 pauses the kind).
+    fn set_kind_slots(&self, py: Python<'_>, kind: &str, slots: Option<i64>) -> PyResult<()> {
+        let kind = self::kind(kind)?;
+        let slots = slots.map(|n| count32("kind_slots", n, "0 or more slots")).transpose()?;
+        self.run(py, |core| core.set_kind_slots(kind, slots));
+        Ok(())
+    }
+
+    /// Sets the capacity factor (0 to 1) from resource conservation.
+    fn set_capacity(&self, py: Python<'_>, capacity: f64) -> PyResult<()> {
+        Ok(self.run(py, |core| core.set_capacity(capacity))?)
+    }
+
+    /// Queue-wide figures as a dict.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.run(py, |core| core.stats());
+        let d = PyDict::new(py);
+        d.set_item("queued", s.queued)?;
+        d.set_item("delayed", s.delayed)?;
+        d.set_item("running", s.running)?;
+        d.set_item("slots", s.slots)?;
+        d.set_item("effective_slots", s.effective_slots)?;
+        d.set_item("capacity", s.capacity)?;
+        let c = s.counters;
+        for (name, value) in [
+            ("enqueued", c.enqueued),
+            ("dispatched", c.dispatched),
+            ("released", c.released),
+            ("acked", c.acked),
+            ("failed", c.failed),
+            ("retried", c.retried),
+            ("expired", c.expired),
+            ("aborted", c.aborted),
+            ("extended_delays", c.extended_delays),
+            ("events_dropped", c.events_dropped),
+        ] {
+            d.set_item(name, value)?;
+        }
+        Ok(d)
+    }
+
+    /// Figures of one (org, kind) pair as a dict.
+    fn pair_stats<'py>(&self, py: Python<'py>, org: &str, kind: &str) -> PyResult<Bound<'py, PyDict>> {
+        let kind = self::kind(kind)?;
+        let stats = self.run(py, |core| {
+            let org = core.find_org(org).ok_or_else(|| CoreError::invalid("org", org, "an org that has enqueued or has limits"))?;
+            core.pair_stats(org, kind)
+        })?;
+        let d = PyDict::new(py);
+        d.set_item("queued", stats.queued)?;
+        d.set_item("delayed", stats.delayed)?;
+        d.set_item("running", stats.running)?;
+        d.set_item("limits", limits_dict(py, stats.limits)?)?;
+        d.set_item("virtual_time", stats.virtual_time / NANOS_PER_SEC as f64)?;
+        Ok(d)
+    }
+
+    /// Events since the last call (extended delays, expired leases), oldest first.
+    fn take_events<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let (events, names) = self.run(py, |core| {
+            let events = core.take_events();
+            let names: Vec<String> = events
+                .iter()
+                .map(|e| match e {
+                    Event::ExtendedDelay { org, .. } | Event::LeaseExpired { org, .. } => *org,
+                })
+                .map(|org: OrgId| core.org_name(org).unwrap_or_default().to_string())
+                .collect();
+            (events, names)
+        });
+        events
+            .into_iter()
+            .zip(names)
+            .map(|(event, org)| {
+                let d = PyDict::new(py);
+                d.set_item("org", org)?;
+                match event {
+                    Event::ExtendedDelay { kind, count, until, .. } => {
+                        d.set_item("event", "extended_delay")?;
+                        d.set_item("kind", kind.name())?;
+                        d.set_item("count", count)?;
+                        d.set_item("until", seconds(until))?;
+                    }
+                    Event::LeaseExpired { id, kind, attempt, .. } => {
+                        d.set_item("event", "lease_expired")?;
+                        d.set_item("kind", kind.name())?;
+                        d.set_item("id", id)?;
+                        d.set_item("attempt", attempt)?;
+                    }
+                }
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// When a delayed request becomes due or a lease expires next (seconds), if ever.
+    fn next_wakeup(&self, py: Python<'_>) -> Option<f64> {
+        self.run(py, |core| core.next_wakeup()).map(seconds)
+    }
+
+    /// The dispatcher's current time (seconds).
+    fn now(&self) -> f64 {
+        seconds(self.core.lock().unwrap_or_else(PoisonError::into_inner).now())
+    }
+
+    /// Moves a virtual clock forward by `seconds`.
+    fn advance(&self, seconds: f64) -> PyResult<()> {
+        let by = nanos("seconds", seconds)?;
+        self.virtual_clock()?.advance(by);
+        Ok(())
+    }
+
+    /// Sets a virtual clock to `t` seconds (never backwards).
+    fn set_time(&self, t: f64) -> PyResult<()> {
+        let t = nanos("t", t)?;
+        self.virtual_clock()?.set(t);
+        Ok(())
+    }
+
+    /// The policy's name.
+    #[getter]
+    fn policy(&self) -> &'static str {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner).config().policy.name()
+    }
+}
+
+fn limits_dict(py: Python<'_>, limits: PairLimits) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("cap", limits.cap)?;
+    d.set_item("min", limits.min)?;
+    d.set_item("weight", limits.weight)?;
+    Ok(d)
+}
+
+#[pymodule(gil_used = false)]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<DispatcherPy>()?;
+    m.add_class::<GrantPy>()?;
+    m.add_class::<ReleasePy>()?;
+    Ok(())
+}
