@@ -6,7 +6,9 @@
 //! kind; renumbering the peek-set order is amortised over the sequence numbers that
 //! made it necessary). No dispatch walks the queue.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
 use crate::clock::{Clock, Nanos};
@@ -203,14 +205,14 @@ impl Dispatcher {
             config,
             clock,
             org_names: Vec::new(),
-            org_ids: HashMap::new(),
+            org_ids: HashMap::default(),
             org_pairs: Vec::new(),
             pairs: Vec::new(),
             lines: Lines::default(),
             policy,
             requests: Vec::new(),
             free: Vec::new(),
-            by_id: HashMap::new(),
+            by_id: HashMap::default(),
             delays: DelayHeap::default(),
             leases: Leases::default(),
             next_seq: 0,
@@ -338,10 +340,15 @@ impl Dispatcher {
 
     /// Enqueues requests in order, all or none: if any is refused, none is queued.
     pub fn enqueue_many(&mut self, requests: &[NewRequest]) -> CoreResult<()> {
-        let mut seen = std::collections::HashSet::with_capacity(requests.len());
         for r in requests {
             self.org_name(r.org)?;
-            if self.by_id.contains_key(&r.id) || !seen.insert(r.id) {
+            if self.by_id.contains_key(&r.id) {
+                return Err(CoreError::DuplicateRequest(r.id));
+            }
+        }
+        if requests.len() > 1 {
+            let mut seen = HashSet::with_capacity_and_hasher(requests.len(), Default::default());
+            if let Some(r) = requests.iter().find(|r| !seen.insert(r.id)) {
                 return Err(CoreError::DuplicateRequest(r.id));
             }
         }

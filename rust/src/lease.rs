@@ -5,7 +5,9 @@
 //! are recognised by comparing with the lease's current expiry and dropped.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::clock::Nanos;
 
@@ -31,7 +33,7 @@ pub(crate) struct Leases {
 
 impl Default for Leases {
     fn default() -> Self {
-        Leases { active: HashMap::new(), expiry: BinaryHeap::new(), next_id: 1 }
+        Leases { active: HashMap::default(), expiry: BinaryHeap::new(), next_id: 1 }
     }
 }
 

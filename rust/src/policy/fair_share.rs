@@ -72,5 +72,7 @@ fn blend(estimate: Option<f64>, sample: f64) -> f64 {
 
 /// The sort key of a pair under fair share.
 pub(crate) fn key(flow: &Flow, head_seq: u64, pair: u32) -> Key {
-    (flow.tag.to_bits(), head_seq, pair)
+    // -0.0 has its sign bit set and would sort after every positive tag.
+    let tag = if flow.tag > 0.0 { flow.tag.to_bits() } else { 0 };
+    (tag, head_seq, pair)
 }
