@@ -19,7 +19,7 @@ use crate::limits::{Config, PairLimits, PolicyKind};
 use crate::policy::fair_share::{self, FairShare, Flow};
 use crate::policy::peek_set::{Decision, PeekSet, SeqIndex};
 use crate::policy::{Key, Lines, Tier};
-use crate::request::{Kind, OrgId, Request, RequestId, State, KINDS};
+use crate::request::{IdIndex, Kind, OrgId, Request, RequestId, State, KINDS};
 
 /// Marks "no pair yet" in an org's per-kind pair table.
 const NO_PAIR: u32 = u32::MAX;
@@ -176,7 +176,7 @@ pub struct Dispatcher {
     policy: Policy,
     requests: Vec<Request>,
     free: Vec<u32>,
-    by_id: HashMap<RequestId, u32>,
+    by_id: IdIndex,
     delays: DelayHeap,
     leases: Leases,
     next_seq: u64,
@@ -212,7 +212,7 @@ impl Dispatcher {
             policy,
             requests: Vec::new(),
             free: Vec::new(),
-            by_id: HashMap::default(),
+            by_id: IdIndex::default(),
             delays: DelayHeap::default(),
             leases: Leases::default(),
             next_seq: 0,
@@ -342,7 +342,7 @@ impl Dispatcher {
     pub fn enqueue_many(&mut self, requests: &[NewRequest]) -> CoreResult<()> {
         for r in requests {
             self.org_name(r.org)?;
-            if self.by_id.contains_key(&r.id) {
+            if self.by_id.get(r.id, &self.requests).is_some() {
                 return Err(CoreError::DuplicateRequest(r.id));
             }
         }
@@ -356,7 +356,7 @@ impl Dispatcher {
         for r in requests {
             let p = self.pair(r.org, r.kind)?;
             let slot = self.alloc(Request { id: r.id, key: 0, pair: p, attempts: 0, state: State::Free });
-            self.by_id.insert(r.id, slot);
+            self.by_id.insert(slot, &self.requests);
             self.counters.enqueued += 1;
             match r.run_at {
                 Some(due) if due > now => self.delay(slot, due),
@@ -521,7 +521,7 @@ impl Dispatcher {
                 } else {
                     self.counters.failed += 1;
                 }
-                self.by_id.remove(&id);
+                self.by_id.remove(id, &self.requests);
                 self.dealloc(slot);
             }
             Outcome::Retry(at) => {
@@ -551,7 +551,7 @@ impl Dispatcher {
 
     /// Removes a queued or delayed request so it never runs; reports a running one.
     pub fn abort(&mut self, id: RequestId) -> CoreResult<Abort> {
-        let slot = *self.by_id.get(&id).ok_or(CoreError::UnknownRequest(id))?;
+        let slot = self.by_id.get(id, &self.requests).ok_or(CoreError::UnknownRequest(id))?;
         let request = self.requests[slot as usize];
         let p = request.pair;
         match request.state {
@@ -570,7 +570,7 @@ impl Dispatcher {
         }
         // The line or the delay heap still refers to the entry; it is freed when reached.
         self.requests[slot as usize].state = State::Aborted;
-        self.by_id.remove(&id);
+        self.by_id.remove(id, &self.requests);
         self.counters.aborted += 1;
         self.refile(p);
         Ok(Abort::Removed)
@@ -580,7 +580,7 @@ impl Dispatcher {
 
     /// Where request `id` is.
     pub fn locate(&self, id: RequestId) -> CoreResult<Location> {
-        let slot = *self.by_id.get(&id).ok_or(CoreError::UnknownRequest(id))?;
+        let slot = self.by_id.get(id, &self.requests).ok_or(CoreError::UnknownRequest(id))?;
         let request = &self.requests[slot as usize];
         Ok(match request.state {
             State::Ready => {

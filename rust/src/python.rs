@@ -51,8 +51,8 @@ fn seconds(t: Nanos) -> f64 {
 }
 
 /// A non-negative Python int that fits in 64 bits.
-fn id64(name: &'static str, value: i128) -> Result<u64, CoreError> {
-    u64::try_from(value).map_err(|_| CoreError::invalid(name, value, "an integer from 0 to 2**64 - 1"))
+fn id64(name: &'static str, value: &Bound<'_, PyAny>) -> Result<u64, CoreError> {
+    value.extract::<u64>().map_err(|_| CoreError::invalid(name, value, "an integer from 0 to 2**64 - 1"))
 }
 
 fn count32(name: &'static str, value: i64, expected: &str) -> Result<u32, CoreError> {
@@ -144,7 +144,7 @@ impl DispatcherPy {
         }
     }
 
-    fn release_with(&self, py: Python<'_>, lease: i128, outcome: Outcome) -> PyResult<ReleasePy> {
+    fn release_with(&self, py: Python<'_>, lease: &Bound<'_, PyAny>, outcome: Outcome) -> PyResult<ReleasePy> {
         let lease = id64("lease", lease)?;
         Ok(self.run(py, |core| core.release(lease, outcome).map(|r| Self::release_py(core, r)))?)
     }
@@ -214,7 +214,7 @@ impl DispatcherPy {
 
     /// Enqueues one request.
     #[pyo3(signature = (id, org, kind = "future", run_at = None))]
-    fn enqueue(&self, py: Python<'_>, id: i128, org: &str, kind: &str, run_at: Option<f64>) -> PyResult<()> {
+    fn enqueue(&self, py: Python<'_>, id: &Bound<'_, PyAny>, org: &str, kind: &str, run_at: Option<f64>) -> PyResult<()> {
         let id = id64("id", id)?;
         let kind = self::kind(kind)?;
         let run_at = run_at.map(|t| nanos("run_at", t)).transpose()?;
@@ -228,19 +228,20 @@ impl DispatcherPy {
     fn enqueue_many(&self, py: Python<'_>, requests: Vec<Bound<'_, PyAny>>) -> PyResult<()> {
         let mut parsed = Vec::with_capacity(requests.len());
         for item in &requests {
-            let (id, org, kind, run_at): (i128, String, String, Option<f64>) = match item.extract() {
+            let (id, org, kind, run_at): (u64, String, String, Option<f64>) = match item.extract() {
                 Ok(four) => four,
                 Err(_) => {
-                    let (id, org, kind): (i128, String, String) = item.extract().map_err(|_| {
+                    let (id, org, kind): (u64, String, String) = item.extract().map_err(|_| {
                         InvalidArgument::new_err(format!(
-                            "invalid request {item}: expected a tuple (id, org, kind) or (id, org, kind, run_at)"
+                            "invalid request {item}: expected a tuple (id, org, kind) or (id, org, kind, run_at) \
+                             with id an integer from 0 to 2**64 - 1"
                         ))
                     })?;
                     (id, org, kind, None)
                 }
             };
             parsed.push((
-                id64("id", id)?,
+                id,
                 org,
                 self::kind(&kind)?,
                 run_at.map(|t| nanos("run_at", t)).transpose()?,
@@ -277,13 +278,13 @@ impl DispatcherPy {
     }
 
     /// The request under `lease` is done.
-    fn ack(&self, py: Python<'_>, lease: i128) -> PyResult<ReleasePy> {
+    fn ack(&self, py: Python<'_>, lease: &Bound<'_, PyAny>) -> PyResult<ReleasePy> {
         self.release_with(py, lease, Outcome::Ack)
     }
 
     /// Acks many leases; all must be active or none is acked. Returns how many.
-    fn ack_many(&self, py: Python<'_>, leases: Vec<i128>) -> PyResult<usize> {
-        let leases = leases.into_iter().map(|l| id64("lease", l)).collect::<Result<Vec<_>, _>>()?;
+    fn ack_many(&self, py: Python<'_>, leases: Vec<Bound<'_, PyAny>>) -> PyResult<usize> {
+        let leases = leases.iter().map(|l| id64("lease", l)).collect::<Result<Vec<_>, _>>()?;
         Ok(self.run(py, |core| {
             if let Some(&bad) = leases.iter().find(|&&l| !core.is_active(l)) {
                 return Err(CoreError::UnknownLease(bad));
@@ -296,25 +297,25 @@ impl DispatcherPy {
     }
 
     /// The request under `lease` failed for good.
-    fn fail(&self, py: Python<'_>, lease: i128) -> PyResult<ReleasePy> {
+    fn fail(&self, py: Python<'_>, lease: &Bound<'_, PyAny>) -> PyResult<ReleasePy> {
         self.release_with(py, lease, Outcome::Fail)
     }
 
     /// The request under `lease` failed; deliver it again at `at` (seconds).
-    fn retry(&self, py: Python<'_>, lease: i128, at: f64) -> PyResult<ReleasePy> {
+    fn retry(&self, py: Python<'_>, lease: &Bound<'_, PyAny>, at: f64) -> PyResult<ReleasePy> {
         let at = nanos("at", at)?;
         self.release_with(py, lease, Outcome::Retry(at))
     }
 
     /// Extends `lease`; returns its new expiry (seconds).
-    fn heartbeat(&self, py: Python<'_>, lease: i128) -> PyResult<f64> {
+    fn heartbeat(&self, py: Python<'_>, lease: &Bound<'_, PyAny>) -> PyResult<f64> {
         let lease = id64("lease", lease)?;
         Ok(seconds(self.run(py, |core| core.heartbeat(lease))?))
     }
 
     /// Removes a queued or delayed request (returns None) or reports the lease of a
     /// running one, which the caller must cancel cooperatively.
-    fn abort(&self, py: Python<'_>, id: i128) -> PyResult<Option<LeaseId>> {
+    fn abort(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<Option<LeaseId>> {
         let id = id64("id", id)?;
         Ok(match self.run(py, |core| core.abort(id))? {
             Abort::Removed => None,
@@ -323,7 +324,7 @@ impl DispatcherPy {
     }
 
     /// Where request `id` is: a dict with `state` and the figures of that state.
-    fn locate<'py>(&self, py: Python<'py>, id: i128) -> PyResult<Bound<'py, PyDict>> {
+    fn locate<'py>(&self, py: Python<'py>, id: &Bound<'_, PyAny>) -> PyResult<Bound<'py, PyDict>> {
         let id = id64("id", id)?;
         let location = self.run(py, |core| core.locate(id))?;
         let d = PyDict::new(py);

@@ -1,7 +1,11 @@
 //! What the dispatcher queues: kinds, org handles and the per-request record.
 
 use std::fmt;
+use std::hash::BuildHasher;
 use std::str::FromStr;
+
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 
 use crate::error::CoreError;
 
@@ -90,4 +94,37 @@ pub(crate) struct Request {
     /// Deliveries so far (0 until first dispatched).
     pub attempts: u16,
     pub state: State,
+}
+
+/// Finds a live request's slab slot by its id.
+///
+/// The table stores only the 4-byte slot and hashes through the slab to the id, so
+/// the index costs about 5–10 bytes per request instead of the 17–34 of a map that
+/// repeats the 8-byte id.
+#[derive(Debug, Default)]
+pub(crate) struct IdIndex {
+    table: HashTable<u32>,
+}
+
+fn hash_id(id: RequestId) -> u64 {
+    FxBuildHasher.hash_one(id)
+}
+
+impl IdIndex {
+    pub fn get(&self, id: RequestId, requests: &[Request]) -> Option<u32> {
+        self.table.find(hash_id(id), |&slot| requests[slot as usize].id == id).copied()
+    }
+
+    /// Indexes `slot`, whose request's id must not be indexed yet.
+    pub fn insert(&mut self, slot: u32, requests: &[Request]) {
+        let id = requests[slot as usize].id;
+        self.table.insert_unique(hash_id(id), slot, |&s| hash_id(requests[s as usize].id));
+    }
+
+    /// Forgets `id`; call while its slab entry still holds the id.
+    pub fn remove(&mut self, id: RequestId, requests: &[Request]) {
+        if let Ok(entry) = self.table.find_entry(hash_id(id), |&slot| requests[slot as usize].id == id) {
+            entry.remove();
+        }
+    }
 }
