@@ -15,6 +15,9 @@ __all__ = [
     "DuplicateRequest",
     "UnknownRequest",
     "UnknownLease",
+    "StorageError",
+    "SchemaVersionError",
+    "DuplicateSignature",
 ]
 
 
@@ -44,3 +47,15 @@ class UnknownRequest(FairQueueError, LookupError):
 
 class UnknownLease(FairQueueError, LookupError):
     """A lease that is not active: never issued, already released, or expired."""
+
+
+class StorageError(FairQueueError):
+    """The store refused or could not complete an operation; nothing was half-done."""
+
+
+class SchemaVersionError(StorageError):
+    """The store was written by a newer fairqueue than this one; upgrade fairqueue."""
+
+
+class DuplicateSignature(FairQueueError, ValueError):
+    """A job with the same duplicate signature is already holding, queued or running."""

@@ -1,0 +1,95 @@
+"""Job records: what a user submitted, its status and its history (SPEC §5)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Optional
+
+__all__ = ["JobStatus", "NewJob", "JobRecord", "PendingJob", "Finish"]
+
+
+class JobStatus(str, enum.Enum):
+    """Where a job is in its life, as the reference ``AsyncApexJob`` names it."""
+
+    HOLDING = "holding"
+    QUEUED = "queued"
+    PREPARING = "preparing"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+    @property
+    def finished(self) -> bool:
+        """True for the statuses a job never leaves."""
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.ABORTED)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to enqueue. ``payload`` is JSON text, already validated by the caller."""
+
+    org: str
+    kind: str
+    handler: str
+    payload: str
+    run_at: Optional[float] = None
+    parent_id: Optional[int] = None
+    chain_depth: int = 0
+    duplicate_signature: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job's record (SPEC §5). Times are UNIX seconds."""
+
+    id: int
+    org: str
+    kind: str
+    handler: str
+    payload: str
+    status: JobStatus
+    created_at: float
+    run_at: Optional[float]
+    started_at: Optional[float]
+    finished_at: Optional[float]
+    attempts: int
+    items_processed: int
+    items_total: Optional[int]
+    error_count: int
+    extended_status: Optional[str]
+    parent_id: Optional[int]
+    chain_depth: int
+    duplicate_signature: Optional[str]
+    lease_owner: Optional[str]
+    lease_expires_at: Optional[float]
+    cancel_requested: bool
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    """What the dispatcher core needs of a queued job to rebuild its queue."""
+
+    id: int
+    org: str
+    kind: str
+    run_at: Optional[float]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Finish:
+    """How a claimed job ended.
+
+    ``status`` is ``completed`` or ``failed``, or ``queued`` with ``retry_at`` set to
+    deliver it again. ``worker`` must be the job's current lease owner, so a worker
+    whose lease expired cannot overwrite the outcome of the re-delivery.
+    """
+
+    job_id: int
+    worker: str
+    status: JobStatus
+    at: float
+    error: Optional[str] = None
+    retry_at: Optional[float] = None

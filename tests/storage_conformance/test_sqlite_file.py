@@ -1,0 +1,71 @@
+"""What only a file-backed store can show: reopening, versions, and surviving SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from fairqueue.errors import SchemaVersionError, StorageError
+from fairqueue.records import JobStatus, NewJob
+from fairqueue.storage import SCHEMA_VERSION, open_storage
+from fairqueue.storage.sqlite import SQLiteStorage
+
+
+def test_everything_survives_closing_and_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "fq.db"
+    with SQLiteStorage(path) as store:
+        ids = store.job_enqueue([NewJob("org-1", "future", "m:f", "[]") for _ in range(3)], 1.0)
+        store.job_claim(ids[:1], "w1", 100.0, 1.0)
+    with open_storage(str(path)) as store:
+        assert [p.id for p in store.job_pending()] == ids[1:]
+        assert store.job_get(ids[0]).status is JobStatus.PROCESSING  # type: ignore[union-attr]
+
+
+def test_a_store_from_a_newer_fairqueue_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "fq.db"
+    SQLiteStorage(path).close()
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE fq_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    with pytest.raises(SchemaVersionError, match="upgrade fairqueue"):
+        SQLiteStorage(path)
+
+
+def test_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="does not exist"):
+        SQLiteStorage(tmp_path / "nowhere" / "fq.db")
+
+
+def test_every_acknowledged_enqueue_survives_sigkill(tmp_path: Path) -> None:
+    """A child enqueues in a loop and reports each id after job_enqueue returns;
+    it is killed mid-stream. Every id it reported must be in the file."""
+    path = tmp_path / "fq.db"
+    child = textwrap.dedent(
+        f"""
+        import sys
+        from fairqueue.records import NewJob
+        from fairqueue.storage.sqlite import SQLiteStorage
+        store = SQLiteStorage({str(path)!r})
+        while True:
+            ids = store.job_enqueue([NewJob("org-1", "future", "m:f", "[]")] * 50, 1.0)
+            sys.stdout.write(f"{{ids[-1]}}\\n")
+            sys.stdout.flush()
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    reported = [int(proc.stdout.readline()) for _ in range(40)]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    with SQLiteStorage(path) as store:
+        pending = {p.id for p in store.job_pending()}
+    assert set(range(1, reported[-1] + 1)) <= pending
