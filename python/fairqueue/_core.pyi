@@ -79,8 +79,13 @@ class Dispatcher:
     def policy(self) -> str: ...
     def enqueue(self, id: int, org: str, kind: str = "future", run_at: Optional[float] = None) -> None:
         """Enqueues one request; ``run_at`` (seconds) delays it."""
-    def enqueue_many(self, requests: Sequence[RequestTuple]) -> None:
-        """Enqueues ``(id, org, kind[, run_at])`` tuples, all or none."""
+    def enqueue_many(self, requests: Sequence[RequestTuple], *, skip_held: bool = False) -> int:
+        """Enqueues ``(id, org, kind[, run_at])`` tuples, all or none; returns how many.
+
+        With ``skip_held``, ids the dispatcher already holds are passed over instead of refused.
+        """
+    def holds(self, id: int) -> bool:
+        """True while request ``id`` is queued, delayed or running."""
     def dispatch(self, max: Optional[int] = None) -> list[Grant]:
         """Fills up to ``max`` free slots (all free slots when None)."""
     def ack(self, lease: int) -> Release:

@@ -538,6 +538,11 @@ impl Dispatcher {
         Ok(Release { id, org: pair.org, kind: pair.kind, run_time })
     }
 
+    /// True while request `id` is queued, delayed or running.
+    pub fn holds(&self, id: RequestId) -> bool {
+        self.by_id.get(id, &self.requests).is_some()
+    }
+
     /// True while `lease` holds a slot.
     pub fn is_active(&self, lease: LeaseId) -> bool {
         self.leases.get(lease).is_some()

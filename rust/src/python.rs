@@ -224,8 +224,11 @@ impl DispatcherPy {
         })?)
     }
 
-    /// Enqueues `(id, org, kind[, run_at])` tuples, all or none.
-    fn enqueue_many(&self, py: Python<'_>, requests: Vec<Bound<'_, PyAny>>) -> PyResult<()> {
+    /// Enqueues `(id, org, kind[, run_at])` tuples, all or none; with `skip_held`, ids the
+    /// dispatcher already holds are passed over instead of refused. Returns how many
+    /// were enqueued.
+    #[pyo3(signature = (requests, *, skip_held = false))]
+    fn enqueue_many(&self, py: Python<'_>, requests: Vec<Bound<'_, PyAny>>, skip_held: bool) -> PyResult<usize> {
         let mut parsed = Vec::with_capacity(requests.len());
         for item in &requests {
             let (id, org, kind, run_at): (u64, String, String, Option<f64>) = match item.extract() {
@@ -254,14 +257,21 @@ impl DispatcherPy {
                     Dispatcher::check_org_name(org)?;
                 }
             }
-            let batch = parsed
-                .iter()
+            let fresh: Vec<_> = parsed.iter().filter(|(id, ..)| !(skip_held && core.holds(*id))).collect();
+            let batch = fresh
+                .into_iter()
                 .map(|(id, org, kind, run_at)| {
                     Ok(NewRequest { id: *id, org: core.org(org)?, kind: *kind, run_at: *run_at })
                 })
                 .collect::<Result<Vec<_>, CoreError>>()?;
-            core.enqueue_many(&batch)
+            core.enqueue_many(&batch).map(|()| batch.len())
         })?)
+    }
+
+    /// True while request `id` is queued, delayed or running.
+    fn holds(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let id = id64("id", id)?;
+        Ok(self.run(py, |core| core.holds(id)))
     }
 
     /// Fills up to `max` free slots (all free slots when `max` is None).
