@@ -69,21 +69,27 @@ class JobRecord:
 
 @dataclass(frozen=True)
 class PendingJob:
-    """What the dispatcher core needs of a queued job to rebuild its queue."""
+    """What the dispatcher core needs of a queued job to rebuild its queue.
+
+    ``ready_seq`` grows every time any job becomes queued (enqueued, retried, its
+    lease expired), so a worker that remembers the largest it has seen picks up
+    exactly what changed since, whichever process changed it.
+    """
 
     id: int
     org: str
     kind: str
     run_at: Optional[float]
     attempts: int
+    ready_seq: int
 
 
 @dataclass(frozen=True)
 class Finish:
     """How a claimed job ended.
 
-    ``status`` is ``completed`` or ``failed``, or ``queued`` with ``retry_at`` set to
-    deliver it again. ``worker`` must be the job's current lease owner, so a worker
+    ``status`` is ``completed`` or ``failed``, or ``queued`` to deliver it again at
+    ``retry_at`` (None: as soon as possible). ``worker`` must be the job's current lease owner, so a worker
     whose lease expired cannot overwrite the outcome of the re-delivery.
     """
 
@@ -93,3 +99,5 @@ class Finish:
     at: float
     error: Optional[str] = None
     retry_at: Optional[float] = None
+    children: tuple[NewJob, ...] = ()
+    """Jobs the handler enqueued; stored in the same transaction, only if the outcome applies."""

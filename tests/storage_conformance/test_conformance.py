@@ -54,7 +54,8 @@ def test_pending_lists_queued_jobs_oldest_first(store: Storage) -> None:
     store.job_claim([ids[1]], "w1", NOW + 30, NOW)
     store.job_abort(ids[2], NOW)
     assert [p.id for p in store.job_pending()] == [ids[0], ids[3], ids[4], ids[5]]
-    assert [p.id for p in store.job_pending(after_id=ids[3])] == [ids[4], ids[5]]
+    after = store.job_pending()[1].ready_seq
+    assert [p.id for p in store.job_pending(after_seq=after)] == [ids[4], ids[5]]
     assert [p.id for p in store.job_pending(limit=2)] == [ids[0], ids[3]]
     assert store.job_pending()[0].org == "o0"
 
@@ -143,3 +144,37 @@ def test_list_filters_and_pages_newest_first(store: Storage) -> None:
     assert [r.id for r in store.job_list(kind="queueable")] == [ids[1]]
     assert [r.id for r in store.job_list(org="a", status=JobStatus.QUEUED)] == [ids[3], ids[0]]
     assert [r.id for r in store.job_list(before_id=ids[2], limit=1)] == [ids[1]]
+
+
+def test_every_return_to_the_queue_is_seen_after_the_last_seq(store: Storage) -> None:
+    a, b, c = store.job_enqueue([job(), job(), job()], NOW)
+    seen = max(p.ready_seq for p in store.job_pending())
+    store.job_claim([a, b], "w1", NOW + 10, NOW)
+    store.job_finish([Finish(a, "w1", JobStatus.QUEUED, NOW + 1, error="boom", retry_at=NOW + 5)])
+    assert store.job_requeue_expired(NOW + 20) == [b]
+    fresh = store.job_pending(after_seq=seen)
+    assert [p.id for p in fresh] == [a, b]
+    assert fresh[0].run_at == NOW + 5 and fresh[0].attempts == 1
+    assert all(p.ready_seq > seen for p in fresh)
+
+
+def test_children_are_stored_with_the_outcome_and_only_if_it_applies(store: Storage) -> None:
+    parent, other = store.job_enqueue([job(), job(duplicate_signature="busy")], NOW)
+    store.job_claim([parent], "w1", NOW + 30, NOW)
+    child = job(kind="queueable", parent_id=parent, chain_depth=1)
+    dup = job(kind="queueable", duplicate_signature="busy")
+    assert store.job_finish([Finish(parent, "intruder", JobStatus.COMPLETED, NOW + 1, children=(child,))]) == []
+    assert len(store.job_list()) == 2
+    assert store.job_finish([Finish(parent, "w1", JobStatus.COMPLETED, NOW + 1, children=(child, dup))]) == [parent]
+    [stored] = store.job_list(kind="queueable")
+    assert (stored.parent_id, stored.chain_depth, stored.status) == (parent, 1, JobStatus.QUEUED)
+    record = store.job_get(parent)
+    assert record is not None and record.status is JobStatus.COMPLETED
+    assert "busy" in (record.extended_status or "")
+
+
+def test_signature_taken_follows_the_jobs_life(store: Storage) -> None:
+    [job_id] = store.job_enqueue([job(duplicate_signature="sig")], NOW)
+    assert store.job_signature_taken("sig") and not store.job_signature_taken("other")
+    store.job_abort(job_id, NOW)
+    assert not store.job_signature_taken("sig")

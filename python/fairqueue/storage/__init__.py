@@ -48,8 +48,12 @@ class Storage(abc.ABC):
         """Records matching every given filter, newest first, ``limit`` at most."""
 
     @abc.abstractmethod
-    def job_pending(self, after_id: int = 0, limit: Optional[int] = None) -> list[PendingJob]:
-        """Queued jobs with id > ``after_id``, oldest first: what a dispatcher must hold."""
+    def job_pending(self, after_seq: int = 0, limit: Optional[int] = None) -> list[PendingJob]:
+        """Queued jobs with ``ready_seq`` > ``after_seq``, in that order: what a dispatcher must hold."""
+
+    @abc.abstractmethod
+    def job_signature_taken(self, signature: str) -> bool:
+        """True while a job with this duplicate signature is holding, queued or running."""
 
     @abc.abstractmethod
     def job_claim(self, job_ids: Sequence[int], worker: str, lease_until: float, now: float) -> list[JobRecord]:
@@ -65,9 +69,11 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def job_finish(self, finishes: Sequence[Finish]) -> list[int]:
-        """Records outcomes in one transaction (group commit); returns the ids applied.
+        """Records outcomes and their children in one transaction (group commit).
 
-        An outcome whose worker no longer holds the job's lease is ignored.
+        Returns the ids whose outcome applied. An outcome whose worker no longer
+        holds the job's lease is ignored, children included. A child whose duplicate
+        signature is taken is not stored; the parent's extended status says so.
         """
 
     @abc.abstractmethod

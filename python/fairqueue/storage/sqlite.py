@@ -50,9 +50,10 @@ CREATE TABLE IF NOT EXISTS fq_jobs (
     duplicate_signature TEXT,
     lease_owner         TEXT,
     lease_expires_at    REAL,
-    cancel_requested    INTEGER NOT NULL DEFAULT 0
+    cancel_requested    INTEGER NOT NULL DEFAULT 0,
+    ready_seq           INTEGER
 );
-CREATE INDEX IF NOT EXISTS fq_jobs_queued ON fq_jobs (id) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS fq_jobs_queued ON fq_jobs (ready_seq) WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS fq_jobs_leases ON fq_jobs (lease_expires_at) WHERE status = 'processing';
 CREATE INDEX IF NOT EXISTS fq_jobs_org ON fq_jobs (org, id);
 CREATE UNIQUE INDEX IF NOT EXISTS fq_jobs_signature ON fq_jobs (duplicate_signature)
@@ -109,6 +110,7 @@ class SQLiteStorage(Storage):
             row = db.execute("SELECT value FROM fq_meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 db.execute("INSERT INTO fq_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                db.execute("INSERT INTO fq_meta (key, value) VALUES ('ready_seq', '0')")
             elif int(row["value"]) > SCHEMA_VERSION:
                 raise SchemaVersionError(
                     f"store {str(self.path)!r} has schema version {row['value']}, newer than this fairqueue's "
@@ -131,27 +133,46 @@ class SQLiteStorage(Storage):
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
-    def job_enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
+    @staticmethod
+    def _take_ready_seqs(db: sqlite3.Connection, n: int) -> int:
+        """Reserves ``n`` ready sequence numbers; returns the first. Call inside a write transaction."""
+        last = int(db.execute("SELECT value FROM fq_meta WHERE key = 'ready_seq'").fetchone()[0])
+        db.execute("UPDATE fq_meta SET value = ? WHERE key = 'ready_seq'", (str(last + n),))
+        return last + 1
+
+    @classmethod
+    def _insert(cls, db: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> list[int]:
+        first_seq = cls._take_ready_seqs(db, len(jobs))
         rows = [
-            (j.org, j.kind, j.handler, j.payload, "queued", now, j.run_at, j.parent_id, j.chain_depth, j.duplicate_signature)
-            for j in jobs
-        ]
+            (j.org, j.kind, j.handler, j.payload, "queued", now, j.run_at, j.parent_id, j.chain_depth,
+             j.duplicate_signature, first_seq + i)
+            for i, j in enumerate(jobs)
+        ]  # fmt: skip
+        db.executemany(
+            "INSERT INTO fq_jobs (org, kind, handler, payload, status, created_at, run_at, parent_id, "
+            "chain_depth, duplicate_signature, ready_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        # AUTOINCREMENT hands out consecutive ids inside one write transaction.
+        last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+        return list(range(last - len(rows) + 1, last + 1))
+
+    def job_enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
+        if not jobs:
+            return []
         try:
             with self._transaction() as db:
-                first = db.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'fq_jobs'").fetchone()[0]
-                db.executemany(
-                    "INSERT INTO fq_jobs (org, kind, handler, payload, status, created_at, run_at, parent_id, "
-                    "chain_depth, duplicate_signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                return self._insert(db, jobs, now)
         except sqlite3.IntegrityError as e:
             signatures = [j.duplicate_signature for j in jobs if j.duplicate_signature]
             raise DuplicateSignature(
                 f"a job with duplicate signature among {signatures!r} is already holding, queued or running; "
                 "nothing was enqueued"
             ) from e
-        # AUTOINCREMENT hands out consecutive ids inside one write transaction.
-        return list(range(first + 1, first + 1 + len(rows)))
+
+    def job_signature_taken(self, signature: str) -> bool:
+        sql = f"SELECT 1 FROM fq_jobs WHERE duplicate_signature = ? AND status IN {_LIVE}"
+        return bool(self._read(sql, (signature,)))
 
     def job_get(self, job_id: int) -> Optional[JobRecord]:
         rows = self._read(f"SELECT {_COLUMNS} FROM fq_jobs WHERE id = ?", (job_id,))
@@ -178,12 +199,13 @@ class SQLiteStorage(Storage):
         sql = f"SELECT {_COLUMNS} FROM fq_jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
         return [_record(r) for r in self._read(sql, params)]
 
-    def job_pending(self, after_id: int = 0, limit: Optional[int] = None) -> list[PendingJob]:
+    def job_pending(self, after_seq: int = 0, limit: Optional[int] = None) -> list[PendingJob]:
         rows = self._read(
-            "SELECT id, org, kind, run_at, attempts FROM fq_jobs WHERE status = 'queued' AND id > ? ORDER BY id LIMIT ?",
-            (after_id, -1 if limit is None else limit),
+            "SELECT id, org, kind, run_at, attempts, ready_seq FROM fq_jobs "
+            "WHERE status = 'queued' AND ready_seq > ? ORDER BY ready_seq LIMIT ?",
+            (after_seq, -1 if limit is None else limit),
         )
-        return [PendingJob(r["id"], r["org"], r["kind"], r["run_at"], r["attempts"]) for r in rows]
+        return [PendingJob(*r) for r in rows]
 
     def job_claim(self, job_ids: Sequence[int], worker: str, lease_until: float, now: float) -> list[JobRecord]:
         claimed: list[JobRecord] = []
@@ -209,38 +231,69 @@ class SQLiteStorage(Storage):
             )
 
     def job_finish(self, finishes: Sequence[Finish]) -> list[int]:
+        for f in finishes:
+            if f.status not in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.QUEUED):
+                raise StorageError(f"cannot finish job {f.job_id} as {f.status.value!r}: expected completed, failed or queued")
         applied = []
         with self._transaction() as db:
+            retried = sum(f.status is JobStatus.QUEUED for f in finishes)
+            next_seq = self._take_ready_seqs(db, retried) if retried else 0
             for f in finishes:
                 if f.status is JobStatus.QUEUED:
                     sql = (
                         "UPDATE fq_jobs SET status = 'queued', run_at = ?, lease_owner = NULL, lease_expires_at = NULL, "
-                        "extended_status = ?, error_count = error_count + (? IS NOT NULL) "
+                        "extended_status = ?, error_count = error_count + (? IS NOT NULL), ready_seq = ? "
                         "WHERE id = ? AND status = 'processing' AND lease_owner = ?"
                     )
-                    params: tuple[Any, ...] = (f.retry_at, f.error, f.error, f.job_id, f.worker)
-                elif f.status in (JobStatus.COMPLETED, JobStatus.FAILED):
+                    params: tuple[Any, ...] = (f.retry_at, f.error, f.error, next_seq, f.job_id, f.worker)
+                    next_seq += 1
+                else:
                     sql = (
                         "UPDATE fq_jobs SET status = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL, "
                         "extended_status = COALESCE(?, extended_status), error_count = error_count + (? IS NOT NULL) "
                         "WHERE id = ? AND status = 'processing' AND lease_owner = ?"
                     )
                     params = (f.status.value, f.at, f.error, f.error, f.job_id, f.worker)
-                else:
-                    raise StorageError(f"cannot finish job {f.job_id} as {f.status.value!r}: expected completed, failed or queued")
-                if db.execute(sql, params).rowcount:
-                    applied.append(f.job_id)
+                if not db.execute(sql, params).rowcount:
+                    continue
+                applied.append(f.job_id)
+                self._insert_children(db, f)
         return applied
+
+    def _insert_children(self, db: sqlite3.Connection, f: Finish) -> None:
+        taken = [
+            c.duplicate_signature
+            for c in f.children
+            if c.duplicate_signature
+            and db.execute(
+                f"SELECT 1 FROM fq_jobs WHERE duplicate_signature = ? AND status IN {_LIVE}", (c.duplicate_signature,)
+            ).fetchone()
+        ]
+        children = [c for c in f.children if c.duplicate_signature not in taken]
+        if children:
+            self._insert(db, children, f.at)
+        if taken:
+            db.execute(
+                "UPDATE fq_jobs SET extended_status = ? WHERE id = ?",
+                (f"child not enqueued: duplicate signature {taken!r} already queued or running", f.job_id),
+            )
 
     def job_requeue_expired(self, now: float) -> list[int]:
         with self._transaction() as db:
-            rows = db.execute(
-                "UPDATE fq_jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, "
-                "extended_status = 'lease expired; re-delivered' "
-                "WHERE status = 'processing' AND lease_expires_at < ? RETURNING id",
-                (now,),
-            ).fetchall()
-        return sorted(r["id"] for r in rows)
+            expired = [
+                r["id"]
+                for r in db.execute(
+                    "SELECT id FROM fq_jobs WHERE status = 'processing' AND lease_expires_at < ? ORDER BY id", (now,)
+                )
+            ]
+            if expired:
+                first = self._take_ready_seqs(db, len(expired))
+                db.executemany(
+                    "UPDATE fq_jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, "
+                    "extended_status = 'lease expired; re-delivered', ready_seq = ? WHERE id = ?",
+                    [(first + i, job_id) for i, job_id in enumerate(expired)],
+                )
+        return expired
 
     def job_abort(self, job_id: int, now: float, org: Optional[str] = None) -> Optional[JobStatus]:
         with self._transaction() as db:
