@@ -6,17 +6,52 @@ The public API is re-exported here; ``fairqueue._core`` is private.
 from __future__ import annotations
 
 from fairqueue._core import Dispatcher, Grant, Release
+from fairqueue.app import FairQueue, JobHandle, OrgView
 from fairqueue.errors import (
     DuplicateRequest,
+    DuplicateSignature,
     FairQueueError,
+    HandlerNotFound,
     InvalidArgument,
+    LimitExceeded,
+    NotSerializable,
+    SchemaVersionError,
+    StorageError,
     UnknownKind,
     UnknownLease,
     UnknownPolicy,
     UnknownRequest,
 )
+from fairqueue.jobs import (
+    AsyncOptions,
+    Context,
+    Finalizer,
+    FinalizerResult,
+    FutureFunction,
+    Queueable,
+    Retry,
+    current_context,
+)
+from fairqueue.limits import Limits
+from fairqueue.records import JobRecord, JobStatus
+from fairqueue.worker import Worker
 
 __all__ = [
+    "FairQueue",
+    "JobHandle",
+    "OrgView",
+    "Limits",
+    "Queueable",
+    "Context",
+    "AsyncOptions",
+    "Finalizer",
+    "FinalizerResult",
+    "FutureFunction",
+    "Retry",
+    "current_context",
+    "JobRecord",
+    "JobStatus",
+    "Worker",
     "Dispatcher",
     "Grant",
     "Release",
@@ -27,6 +62,12 @@ __all__ = [
     "DuplicateRequest",
     "UnknownRequest",
     "UnknownLease",
+    "DuplicateSignature",
+    "LimitExceeded",
+    "NotSerializable",
+    "HandlerNotFound",
+    "StorageError",
+    "SchemaVersionError",
     "KINDS",
     "POLICIES",
 ]

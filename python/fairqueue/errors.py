@@ -18,6 +18,9 @@ __all__ = [
     "StorageError",
     "SchemaVersionError",
     "DuplicateSignature",
+    "LimitExceeded",
+    "NotSerializable",
+    "HandlerNotFound",
 ]
 
 
@@ -59,3 +62,15 @@ class SchemaVersionError(StorageError):
 
 class DuplicateSignature(FairQueueError, ValueError):
     """A job with the same duplicate signature is already holding, queued or running."""
+
+
+class LimitExceeded(FairQueueError):
+    """An enqueue would break a limit of SPEC §4; nothing was enqueued."""
+
+
+class NotSerializable(InvalidArgument, TypeError):
+    """A job's arguments or state are not JSON-serialisable (fairqueue never pickles)."""
+
+
+class HandlerNotFound(FairQueueError, LookupError):
+    """A job's handler cannot be imported by its import path, so no worker could run it."""

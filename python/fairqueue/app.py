@@ -1,0 +1,344 @@
+"""The application object: where jobs are declared, enqueued, listed and aborted."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union, overload
+
+from fairqueue import jobs as _jobs
+from fairqueue.errors import DuplicateSignature, InvalidArgument, LimitExceeded
+from fairqueue.jobs import AsyncOptions, FutureFunction, Queueable, Transaction
+from fairqueue.limits import KINDS, Limits
+from fairqueue.records import JobRecord, JobStatus, NewJob
+from fairqueue.storage import Storage, open_storage
+
+if TYPE_CHECKING:
+    from fairqueue.worker import Worker
+
+__all__ = ["FairQueue", "JobHandle", "OrgView"]
+
+R = TypeVar("R")
+
+POLICIES = ("fair_share", "peek_set")
+
+
+def check_org(org: object) -> str:
+    """Returns ``org`` if it can name a tenant: a str of 1 to 255 characters, none a control character."""
+    if not isinstance(org, str) or not 0 < len(org) <= 255 or any(ord(c) < 32 or ord(c) == 127 for c in org):
+        raise InvalidArgument(f"invalid org {org!r}: expected a string of 1 to 255 characters with no control characters")
+    return org
+
+
+def _seconds(name: str, value: Union[None, float, timedelta]) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if seconds is None:
+        return 0.0
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds) or seconds < 0:
+        raise InvalidArgument(f"invalid {name} {value!r}: expected seconds >= 0 or a timedelta")
+    return float(seconds)
+
+
+class JobHandle:
+    """A submitted job. Its id is known once its transaction has stored it."""
+
+    def __init__(self, app: FairQueue, job_id: Optional[int], org: str, kind: str) -> None:
+        self.app = app
+        self._id = job_id
+        self.org = org
+        self.kind = kind
+
+    @property
+    def id(self) -> int:
+        """The job id."""
+        if self._id is None:
+            raise RuntimeError("this job is stored when its transaction ends; its id is known from then on")
+        return self._id
+
+    def record(self) -> JobRecord:
+        """The job's current record."""
+        record = self.app.get(self.id)
+        assert record is not None, "a stored job always has a record"
+        return record
+
+    @property
+    def status(self) -> JobStatus:
+        """The job's current status."""
+        return self.record().status
+
+    def abort(self) -> JobStatus:
+        """Aborts the job (see :meth:`FairQueue.abort`)."""
+        return self.app.abort(self.id)
+
+    def wait(self, timeout: float = 30.0, interval: float = 0.01) -> JobRecord:
+        """Blocks until the job has finished, or raises TimeoutError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.record()
+            if record.status.finished:
+                return record
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id} still {record.status.value} after {timeout} s")
+            time.sleep(interval)
+
+    def __repr__(self) -> str:
+        return f"<JobHandle id={self._id} org={self.org!r} kind={self.kind}>"
+
+
+class FairQueue:
+    """A fair, durable job queue.
+
+    Args:
+        store: where jobs live: a SQLite file path (the default ``fairqueue.db``;
+            created on first use), ``":memory:"``, or a :class:`Storage`.
+        policy: ``"fair_share"`` (default) or ``"peek_set"``.
+        limits: every limit of SPEC §4; the reference defaults if omitted.
+    """
+
+    def __init__(
+        self,
+        store: Union[str, Path, Storage] = "fairqueue.db",
+        *,
+        policy: str = "fair_share",
+        limits: Optional[Limits] = None,
+    ) -> None:
+        if policy not in POLICIES:
+            raise InvalidArgument(f"invalid policy {policy!r}: expected one of {', '.join(POLICIES)}")
+        self.policy = policy
+        self.limits = limits or Limits()
+        self.storage = store if isinstance(store, Storage) else open_storage(str(store))
+        self.org_limits: dict[tuple[str, str], dict[str, Any]] = {}
+        self._futures: dict[str, FutureFunction[Any]] = {}
+        self.wakeup = threading.Event()
+        """Set whenever this process stores new work, so an in-process worker looks at once."""
+
+    # ----- declaring ---------------------------------------------------------------------
+
+    @overload
+    def future(self, fn: Callable[..., R], /) -> FutureFunction[R]: ...
+
+    @overload
+    def future(self, *, timeout: Optional[float] = None) -> Callable[[Callable[..., R]], FutureFunction[R]]: ...
+
+    def future(self, fn: Optional[Callable[..., R]] = None, /, *, timeout: Optional[float] = None) -> Any:
+        """Declares a future: ``@app.future`` or ``@app.future(timeout=30)``.
+
+        The function must live at module level (workers import it by path) and take
+        JSON-serialisable arguments. ``def`` and ``async def`` both work.
+        """
+        if timeout is not None:
+            _seconds("timeout", timeout)
+
+        def register(fn: Callable[..., R]) -> FutureFunction[R]:
+            if not callable(fn):
+                raise InvalidArgument(f"@app.future decorates a function, not {fn!r}")
+            path = f"{fn.__module__}:{fn.__qualname__}"
+            if path in self._futures:
+                raise InvalidArgument(f"future {path!r} is already registered; give the function another name")
+            future = FutureFunction(self, fn, timeout)
+            self._futures[path] = future
+            return future
+
+        return register(fn) if fn is not None else register
+
+    # ----- enqueueing ----------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A synchronous transaction: jobs enqueued inside are stored together when the
+        block ends (up to 50 queueables and 50 futures), or not at all if it raises."""
+        outer = _jobs._transaction.get()
+        if outer is not None:
+            yield outer
+            return
+        tx = Transaction(self, asynchronous=False)
+        token = _jobs._transaction.set(tx)
+        try:
+            yield tx
+        finally:
+            _jobs._transaction.reset(token)
+        self._store(tx)
+
+    def _store(self, tx: Transaction) -> None:
+        if not tx.pending:
+            return
+        ids = self.storage.job_enqueue([new for new, _ in tx.pending], time.time())
+        for (_, handle), job_id in zip(tx.pending, ids):
+            handle._id = job_id
+        self.wakeup.set()
+
+    def _submit(self, kind: str, new: NewJob) -> JobHandle:
+        tx = _jobs._transaction.get()
+        own = tx is None
+        if tx is None:
+            tx = Transaction(self, asynchronous=False)
+        if new.duplicate_signature and self.storage.job_signature_taken(new.duplicate_signature):
+            raise DuplicateSignature(
+                f"a job with duplicate signature {new.duplicate_signature!r} is already holding, queued or running"
+            )
+        tx.count(kind)
+        handle = JobHandle(self, None, new.org, kind)
+        tx.pending.append((new, handle))
+        if own:
+            self._store(tx)
+        return handle
+
+    def _enqueue_future(self, fn: FutureFunction[Any], org: str, args: list[Any], kwargs: dict[str, Any]) -> JobHandle:
+        check_org(org)
+        payload = _jobs.encode({"args": args, "kwargs": kwargs}, f"the arguments of {fn.path}", self.limits.max_payload_bytes)
+        return self._submit("future", NewJob(org=org, kind="future", handler=fn.path, payload=payload))
+
+    def enqueue(
+        self,
+        job: Queueable,
+        *,
+        org: str,
+        delay: Union[None, float, timedelta] = None,
+        options: Optional[AsyncOptions] = None,
+    ) -> JobHandle:
+        """Enqueues a queueable for ``org``, not to run before ``delay`` (0 to 10 minutes)."""
+        check_org(org)
+        seconds = _seconds("delay", delay)
+        if seconds > self.limits.max_delay:
+            raise LimitExceeded(f"delay of {seconds:g} s is over the limit of {self.limits.max_delay:g} s")
+        path, state = _jobs.queueable_state(job)
+        options = options or AsyncOptions()
+        parent = _jobs._current.get()
+        inside = parent is not None and _jobs._transaction.get() is parent.transaction
+        depth = parent.chain_depth + 1 if inside and parent else 0
+        max_depth = options.max_depth if options.max_depth is not None else (parent.max_depth if inside and parent else None)
+        ceilings = [d for d in (max_depth, self.limits.max_chain_depth) if d is not None]
+        if ceilings and depth > min(ceilings):
+            raise LimitExceeded(f"chain depth {depth} is over the maximum depth of {min(ceilings)}")
+        requeues = 0
+        if inside and parent and parent.in_finalizer:
+            requeues = parent.finalizer_requeues + 1
+            if requeues > self.limits.finalizer_requeues:
+                raise LimitExceeded(
+                    f"a finalizer re-enqueued {requeues} times in a row, over the limit of {self.limits.finalizer_requeues}"
+                )
+        body = {"state": state, "max_depth": max_depth, "finalizer_requeues": requeues}
+        payload = _jobs.encode(body, f"the state of {path}", self.limits.max_payload_bytes)
+        return self._submit(
+            "queueable",
+            NewJob(
+                org=org,
+                kind="queueable",
+                handler=path,
+                payload=payload,
+                run_at=time.time() + seconds if seconds else None,
+                parent_id=parent.job_id if inside and parent else None,
+                chain_depth=depth,
+                duplicate_signature=options.duplicate_signature,
+            ),
+        )
+
+    # ----- limits ---------------------------------------------------------------------------
+
+    def set_limits(
+        self,
+        org: str,
+        kind: str,
+        *,
+        cap: Optional[int] = None,
+        min: Optional[int] = None,
+        weight: Optional[float] = None,
+    ) -> None:
+        """Overrides one (org, kind) pair's cap, reserved minimum or weight for workers
+        started from this app (they apply it live)."""
+        check_org(org)
+        if kind not in KINDS:
+            raise InvalidArgument(f"invalid kind {kind!r}: expected one of {', '.join(KINDS)}")
+        current = {"cap": self.limits.cap, "min": self.limits.min, "weight": self.limits.weight}
+        merged = {**current, **self.org_limits.get((org, kind), {})}
+        merged.update({k: v for k, v in (("cap", cap), ("min", min), ("weight", weight)) if v is not None})
+        # Limits validates the same three values with the same messages.
+        Limits(cap=merged["cap"], min=merged["min"], weight=merged["weight"])
+        self.org_limits[(org, kind)] = merged
+
+    # ----- records and control ---------------------------------------------------------------
+
+    def get(self, job_id: int) -> Optional[JobRecord]:
+        """The record of ``job_id``, or None."""
+        return self.storage.job_get(job_id)
+
+    def jobs(
+        self,
+        *,
+        org: Optional[str] = None,
+        kind: Optional[str] = None,
+        status: Union[None, str, JobStatus] = None,
+        limit: int = 100,
+        before_id: Optional[int] = None,
+    ) -> list[JobRecord]:
+        """Job records, newest first, filtered by org, kind and status."""
+        if kind is not None and kind not in KINDS:
+            raise InvalidArgument(f"invalid kind {kind!r}: expected one of {', '.join(KINDS)}")
+        try:
+            wanted = JobStatus(status) if status is not None else None
+        except ValueError:
+            raise InvalidArgument(
+                f"invalid status {status!r}: expected one of {', '.join(s.value for s in JobStatus)}"
+            ) from None
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidArgument(f"invalid limit {limit!r}: expected an integer >= 1")
+        return self.storage.job_list(org=org, kind=kind, status=wanted, before_id=before_id, limit=limit)
+
+    def abort(self, job_id: int) -> JobStatus:
+        """Aborts a job: a queued job never runs; a running one sees ``ctx.cancelled``.
+
+        Returns the status after the call; raises LookupError for an unknown id.
+        """
+        status = self.storage.job_abort(job_id, time.time())
+        if status is None:
+            raise LookupError(f"no job with id {job_id}")
+        return status
+
+    def org(self, org: str) -> OrgView:
+        """A view that sees and aborts only ``org``'s jobs."""
+        return OrgView(self, check_org(org))
+
+    def worker(self, **options: Any) -> Worker:
+        """A worker for this app; see :class:`fairqueue.worker.Worker` for the options."""
+        from fairqueue.worker import Worker
+
+        return Worker(self, **options)
+
+    def close(self) -> None:
+        """Closes the store."""
+        self.storage.close()
+
+
+class OrgView:
+    """One org's window on the queue: it cannot see or touch another org's jobs."""
+
+    def __init__(self, app: FairQueue, org: str) -> None:
+        self.app = app
+        self.org = org
+
+    def jobs(
+        self, *, kind: Optional[str] = None, status: Union[None, str, JobStatus] = None, limit: int = 100
+    ) -> list[JobRecord]:
+        """This org's job records, newest first."""
+        return self.app.jobs(org=self.org, kind=kind, status=status, limit=limit)
+
+    def get(self, job_id: int) -> Optional[JobRecord]:
+        """The record of ``job_id`` if it is this org's, else None."""
+        record = self.app.get(job_id)
+        return record if record is not None and record.org == self.org else None
+
+    def abort(self, job_id: int) -> JobStatus:
+        """Aborts one of this org's jobs; another org's id is reported as unknown."""
+        status = self.app.storage.job_abort(job_id, time.time(), org=self.org)
+        if status is None:
+            raise LookupError(f"org {self.org!r} has no job with id {job_id}")
+        return status
+
+    def enqueue(self, job: Queueable, **options: Any) -> JobHandle:
+        """Enqueues a queueable for this org."""
+        return self.app.enqueue(job, org=self.org, **options)
