@@ -853,6 +853,21 @@ impl Dispatcher {
     /// has grown to four times the backlog plus 65,536 sequence numbers, so its
     /// O(n log n) cost is amortised to O(log n) per request.
     fn renumber(&mut self) {
+        // Aborted entries keep their old sequence numbers, which would break the order
+        // of the renumbered lines (and `locate`'s count of requests ahead): free them now.
+        let mut aborted = Vec::new();
+        for pair in &mut self.pairs {
+            pair.line.retain(|&slot| {
+                let live = self.requests[slot as usize].state != State::Aborted;
+                if !live {
+                    aborted.push(slot);
+                }
+                live
+            });
+        }
+        for slot in aborted {
+            self.dealloc(slot);
+        }
         let mut ready: Vec<(u64, u32)> = self
             .pairs
             .iter()
