@@ -112,6 +112,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_lock = threading.Lock()
+        self._loop_thread: Optional[threading.Thread] = None
         self._main: Optional[threading.Thread] = None
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -175,8 +176,7 @@ class Worker:
         finally:
             for _ in self._threads:
                 self._tasks.put(None)
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._loop.stop)
+            self._close_event_loop()
             self._stopped.set()
 
     def _loop_body(self) -> None:
@@ -444,5 +444,14 @@ class Worker:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=loop.run_forever, name=f"fairqueue-async-{self.name}", daemon=True)
                 thread.start()
-                self._loop = loop
+                self._loop, self._loop_thread = loop, thread
             return self._loop
+
+    def _close_event_loop(self) -> None:
+        with self._loop_lock:
+            if self._loop is None or self._loop_thread is None:
+                return
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join()
+            self._loop.close()
+            self._loop = self._loop_thread = None

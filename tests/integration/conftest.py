@@ -1,0 +1,41 @@
+"""Fixtures for tests that run the app end to end on a real SQLite file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import fq_sample_jobs as sample
+import pytest
+
+import fairqueue as fq
+from fairqueue.storage.sqlite import SQLiteStorage
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[fq.FairQueue]:
+    """The sample jobs' app, on a fresh SQLite file for this test."""
+    original = sample.app.storage
+    sample.app.storage = SQLiteStorage(tmp_path / "fq.db")
+    sample.runs.clear()
+    sample.release.clear()
+    try:
+        yield sample.app
+    finally:
+        sample.release.set()
+        sample.app.storage.close()
+        sample.app.storage = original
+
+
+def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Polls ``predicate`` until it is truthy or ``timeout`` passes (then fails the test)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.005)
