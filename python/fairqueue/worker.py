@@ -10,26 +10,25 @@ either keeps both or neither.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
+import multiprocessing
 import os
 import queue
 import signal
 import socket
 import threading
 import time
-import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any, Optional
 
 from fairqueue import jobs as _jobs
 from fairqueue._core import Dispatcher
 from fairqueue.app import FairQueue
 from fairqueue.errors import HandlerNotFound, InvalidArgument
-from fairqueue.jobs import Context, FinalizerResult, FutureFunction, Queueable, Retry
-from fairqueue.records import Finish, JobRecord, JobStatus, NewJob
+from fairqueue.jobs import FutureFunction
+from fairqueue.records import Finish, JobRecord, JobStatus
+from fairqueue.runner import Outcome, Runner
 
 __all__ = ["Worker"]
 
@@ -53,15 +52,6 @@ class _Task:
     timed_out: bool = False
 
 
-@dataclass
-class _Outcome:
-    """What a handler thread reports back."""
-
-    task: _Task
-    status: JobStatus
-    error: Optional[str] = None
-    retry_at: Optional[float] = None
-    children: tuple[NewJob, ...] = ()
 
 
 class Worker:
@@ -72,6 +62,11 @@ class Worker:
         slots: handler slots (default: ``app.limits.slots``).
         name: identifies this worker's leases in the store (default host:pid:n).
         poll_interval: seconds between looks at the store when nothing wakes the worker.
+        mode: ``"thread"`` runs handlers in threads of this process (timeouts are
+            soft: a hung thread is abandoned and replaced); ``"process"`` runs each
+            slot's handlers in a child process, for CPU-bound work, hard timeouts
+            (the child is killed) and handlers that may crash their process.
+        app_path: ``module:attribute`` of the app, which process slots import.
     """
 
     _count = 0
@@ -83,12 +78,21 @@ class Worker:
         slots: Optional[int] = None,
         name: Optional[str] = None,
         poll_interval: float = 0.05,
+        mode: str = "thread",
+        app_path: Optional[str] = None,
     ) -> None:
         limits = app.limits
         self.app = app
         self.slots = slots if slots is not None else limits.slots
         if not isinstance(self.slots, int) or self.slots < 1:
             raise InvalidArgument(f"invalid slots {slots!r}: expected an integer >= 1")
+        if mode not in ("thread", "process"):
+            raise InvalidArgument(f"invalid mode {mode!r}: expected 'thread' or 'process'")
+        if mode == "process" and not app_path:
+            raise InvalidArgument("mode='process' needs app_path='module:attribute' so child processes can import the app")
+        self.mode = mode
+        self.app_path = app_path
+        self.runner = Runner(app)
         Worker._count += 1
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{Worker._count}"
         self.poll_interval = poll_interval
@@ -108,11 +112,8 @@ class Worker:
         self._seen_seq = 0
         self._running: dict[int, _Task] = {}
         self._tasks: queue.SimpleQueue[Optional[_Task]] = queue.SimpleQueue()
-        self._outcomes: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
+        self._outcomes: queue.SimpleQueue[tuple[_Task, Outcome]] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._loop_lock = threading.Lock()
-        self._loop_thread: Optional[threading.Thread] = None
         self._main: Optional[threading.Thread] = None
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -176,7 +177,8 @@ class Worker:
         finally:
             for _ in self._threads:
                 self._tasks.put(None)
-            self._close_event_loop()
+            # Handler threads exit on the sentinel; a hung one (timed out) is abandoned.
+            self.runner.close()
             self._stopped.set()
 
     def _loop_body(self) -> None:
@@ -243,38 +245,35 @@ class Worker:
             task.deadline = task.started + timeout
             self._running[grant.lease] = task
             if record.attempts > limits.max_attempts:
-                self._outcomes.put(
-                    _Outcome(
-                        task,
-                        JobStatus.FAILED,
-                        error=f"delivered {record.attempts} times without finishing (its worker stopped each time); "
-                        f"the limit is {limits.max_attempts}",
-                    )
+                error = (
+                    f"delivered {record.attempts} times without finishing (its worker stopped each time); "
+                    f"the limit is {limits.max_attempts}"
                 )
+                self._outcomes.put((task, Outcome(JobStatus.FAILED, error=error)))
             else:
                 self._tasks.put(task)
 
     def _collect(self) -> None:
         """Commits finished outcomes in one transaction and releases their slots."""
-        outcomes: list[_Outcome] = []
+        outcomes: list[tuple[_Task, Outcome]] = []
         while len(outcomes) < _BATCH:
             try:
                 outcomes.append(self._outcomes.get_nowait())
             except queue.Empty:
                 break
-        outcomes = [o for o in outcomes if self._running.get(o.task.lease) is o.task and not o.task.timed_out]
+        outcomes = [(t, o) for t, o in outcomes if self._running.get(t.lease) is t and not t.timed_out]
         if not outcomes:
             return
         now = time.time()
         self.app.storage.job_finish(
             [
-                Finish(o.task.record.id, self.name, o.status, now, error=o.error, retry_at=o.retry_at, children=o.children)
-                for o in outcomes
+                Finish(t.record.id, self.name, o.status, now, error=o.error, retry_at=o.retry_at, children=o.children)
+                for t, o in outcomes
             ]
         )
-        for o in outcomes:
-            self._release(o.task)
-        if any(o.children for o in outcomes):
+        for task, _ in outcomes:
+            self._release(task)
+        if any(o.children for _, o in outcomes):
             self.app.wakeup.set()
 
     def _release(self, task: _Task) -> None:
@@ -284,6 +283,8 @@ class Worker:
         self.core.ack(task.lease)
 
     def _enforce_timeouts(self, now: float) -> None:
+        if self.mode == "process":
+            return  # process slots kill their own overdue child
         overdue = [t for t in self._running.values() if not t.timed_out and time.monotonic() > t.deadline]
         if not overdue:
             return
@@ -334,124 +335,109 @@ class Worker:
     # ----- handler threads ------------------------------------------------------------------
 
     def _spawn_handler_thread(self) -> None:
-        thread = threading.Thread(target=self._handler_thread, name=f"fairqueue-slot-{self.name}", daemon=True)
+        target = self._process_slot if self.mode == "process" else self._thread_slot
+        thread = threading.Thread(target=target, name=f"fairqueue-slot-{self.name}", daemon=True)
         self._threads.append(thread)
         thread.start()
 
-    def _handler_thread(self) -> None:
+    def _thread_slot(self) -> None:
         while True:
             task = self._tasks.get()
             if task is None:
                 return
-            outcome = self._execute(task)
-            self._outcomes.put(outcome)
+            self._outcomes.put((task, self.runner.execute(task.record, task.cancel)))
             self.app.wakeup.set()
             if task.timed_out:
                 return  # a replacement thread already took this slot
 
-    def _execute(self, task: _Task) -> _Outcome:
-        record = task.record
-        body = json.loads(record.payload)
-        ctx = Context(
-            app=self.app,
-            job_id=record.id,
-            org=record.org,
-            kind=record.kind,
-            attempt=record.attempts,
-            chain_depth=record.chain_depth,
-            max_depth=body.get("max_depth"),
-            finalizer_requeues=body.get("finalizer_requeues", 0),
-            cancel=task.cancel,
-        )
-        error: Optional[BaseException] = None
+    def _process_slot(self) -> None:
+        assert self.app_path is not None
+        child: Optional[_Child] = None
         try:
-            self._call(ctx, record, body)
-        except Retry as r:
-            return _Outcome(task, JobStatus.QUEUED, error=f"Retry: {r.reason}", retry_at=time.time() + r.after)
-        except BaseException as e:  # the job's failure is its own; the worker goes on
-            error = e
-        result = FinalizerResult(
-            job_id=record.id,
-            succeeded=error is None,
-            exception_type=type(error).__name__ if error else None,
-            message=str(error) if error else None,
-        )
-        # A failed job's own enqueues are rolled back, as its transaction is.
-        children = [new for new, _ in ctx.transaction.pending] if error is None else []
-        finalizer_note = self._run_finalizers(ctx, result, children)
-        if error is not None:
-            trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            message = f"{type(error).__name__}: {error}"
-            log.warning("job %d (%s) failed: %s\n%s", record.id, record.handler, message, trace)
-            return _Outcome(task, JobStatus.FAILED, error=message + finalizer_note, children=tuple(children))
-        return _Outcome(task, JobStatus.COMPLETED, error=finalizer_note or None, children=tuple(children))
-
-    def _call(self, ctx: Context, record: JobRecord, body: dict[str, Any]) -> None:
-        handler = _jobs.resolve(record.handler)
-        if record.kind == "future":
-            if not isinstance(handler, FutureFunction):
-                raise HandlerNotFound(f"{record.handler!r} is not a function declared with @app.future")
-            fn: Callable[..., Any] = handler.fn
-            args, kwargs = body.get("args", []), body.get("kwargs", {})
-        else:
-            if not (isinstance(handler, type) and issubclass(handler, Queueable)):
-                raise HandlerNotFound(f"{record.handler!r} is not a fairqueue.Queueable subclass")
-            job = _jobs.restore_queueable(handler, body.get("state", {}))
-            fn, args, kwargs = job.execute, [ctx], {}
-        self._in_context(ctx, ctx.transaction, fn, args, kwargs)
-
-    def _in_context(self, ctx: Context, tx: _jobs.Transaction, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
-        tokens = (_jobs._current.set(ctx), _jobs._transaction.set(tx))
-        try:
-            if _jobs.is_async(fn):
-                return asyncio.run_coroutine_threadsafe(self._with_context(ctx, tx, fn, args, kwargs), self._event_loop()).result()
-            return fn(*args, **kwargs)
+            while True:
+                task = self._tasks.get()
+                if task is None:
+                    return
+                if child is None:
+                    child = _Child(self.app_path)
+                outcome = child.run(task.record, task.deadline - task.started)
+                if not child.alive:
+                    child = None
+                self._outcomes.put((task, outcome))
+                self.app.wakeup.set()
         finally:
-            _jobs._transaction.reset(tokens[1])
-            _jobs._current.reset(tokens[0])
+            if child is not None:
+                child.stop()
 
-    @staticmethod
-    async def _with_context(ctx: Context, tx: _jobs.Transaction, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
-        # Tasks copy the loop thread's context, not the caller's: set ours inside.
-        _jobs._current.set(ctx)
-        _jobs._transaction.set(tx)
-        return await fn(*args, **kwargs)
 
-    def _run_finalizers(self, ctx: Context, result: FinalizerResult, children: list[NewJob]) -> str:
-        """Runs the job's finalizer; its enqueues join ``children``. Returns a note on failure."""
-        for finalizer in ctx.finalizers:
-            fctx = Context(
-                app=self.app,
-                job_id=ctx.job_id,
-                org=ctx.org,
-                kind="queueable",
-                attempt=ctx.attempt,
-                chain_depth=ctx.chain_depth,
-                max_depth=ctx.max_depth,
-                finalizer_requeues=ctx.finalizer_requeues,
-                in_finalizer=True,
+class _Child:
+    """One process slot's child: runs jobs sent down a pipe, one at a time."""
+
+    def __init__(self, app_path: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conn, child_end = context.Pipe()
+        self.process = context.Process(target=_child_main, args=(child_end, app_path), daemon=True)
+        self.process.start()
+        child_end.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def run(self, record: JobRecord, timeout: float) -> Outcome:
+        started = time.monotonic()
+        self.conn.send(record)
+        if not self.conn.poll(timeout):
+            self.kill()
+            return Outcome(
+                JobStatus.FAILED,
+                error=f"TimeoutError: ran {time.monotonic() - started:.1f} s, over its timeout of {timeout:g} s "
+                "(its process was killed)",
             )
+        try:
+            outcome: Outcome = self.conn.recv()
+            return outcome
+        except EOFError:
+            self.process.join()
+            return Outcome(
+                JobStatus.FAILED,
+                error=f"the job's worker process died while running it (exit code {self.process.exitcode})",
+            )
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+    def stop(self) -> None:
+        if self.alive:
             try:
-                self._in_context(fctx, fctx.transaction, finalizer.execute, [fctx, result], {})
-            except BaseException as e:
-                return f"; finalizer {type(finalizer).__qualname__} failed: {type(e).__name__}: {e}"
-            children.extend(new for new, _ in fctx.transaction.pending)
-        return ""
+                self.conn.send(None)
+            except OSError:
+                pass
+            self.process.join(timeout=5)
+        if self.alive:
+            self.kill()
+        self.conn.close()
 
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
-        with self._loop_lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name=f"fairqueue-async-{self.name}", daemon=True)
-                thread.start()
-                self._loop, self._loop_thread = loop, thread
-            return self._loop
 
-    def _close_event_loop(self) -> None:
-        with self._loop_lock:
-            if self._loop is None or self._loop_thread is None:
+def _child_main(conn: Connection, app_path: str) -> None:
+    # The parent decides when to stop; a terminal's Ctrl-C or a SIGTERM to the group must not
+    # kill a child mid-job.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    app = _jobs.resolve(app_path)
+    if not isinstance(app, FairQueue):
+        raise HandlerNotFound(f"{app_path!r} is not a fairqueue.FairQueue")
+    runner = Runner(app)
+    try:
+        while True:
+            try:
+                record = conn.recv()
+            except EOFError:
                 return
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._loop_thread.join()
-            self._loop.close()
-            self._loop = self._loop_thread = None
+            if record is None:
+                return
+            conn.send(runner.execute(record))
+    finally:
+        runner.close()

@@ -153,3 +153,26 @@ def test_a_restarted_worker_picks_up_everything_queued(app: fq.FairQueue) -> Non
     with app.worker(slots=4):
         assert all(h.wait(20).status is JobStatus.COMPLETED for h in handles)
     assert len(sample.runs) == 200
+
+
+def test_process_mode_isolates_a_job_that_kills_its_process_or_hangs(
+    app: fq.FairQueue, tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FQ_STORE", str(app.storage.path))  # type: ignore[attr-defined]
+    killer = sample.die.delay("org-bad")
+    hung = sample.hang.delay("org-bad")
+    others = [sample.spin.delay(f"org-{i}", 0.001) for i in range(12)]
+    with app.worker(slots=3, mode="process", app_path="fq_sample_jobs:app"):
+        assert all(h.wait(60).status is JobStatus.COMPLETED for h in others)
+        died, timed_out = killer.wait(60), hung.wait(60)
+    assert died.status is JobStatus.FAILED
+    assert "worker process died while running it (exit code 17)" in (died.extended_status or "")
+    assert timed_out.status is JobStatus.FAILED
+    assert "over its timeout of 2 s (its process was killed)" in (timed_out.extended_status or "")
+
+
+def test_process_mode_needs_the_app_path(app: fq.FairQueue) -> None:
+    with pytest.raises(fq.InvalidArgument, match="app_path"):
+        app.worker(mode="process")
+    with pytest.raises(fq.InvalidArgument, match="'thread' or 'process'"):
+        app.worker(mode="fiber")
