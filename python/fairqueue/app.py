@@ -111,11 +111,24 @@ class FairQueue:
             raise InvalidArgument(f"invalid policy {policy!r}: expected one of {', '.join(POLICIES)}")
         self.policy = policy
         self.limits = limits or Limits()
-        self.storage = store if isinstance(store, Storage) else open_storage(str(store))
+        self._store_spec = store
+        self._storage: Optional[Storage] = store if isinstance(store, Storage) else None
         self.org_limits: dict[tuple[str, str], dict[str, Any]] = {}
         self._futures: dict[str, FutureFunction[Any]] = {}
         self.wakeup = threading.Event()
         """Set whenever this process stores new work, so an in-process worker looks at once."""
+
+    @property
+    def storage(self) -> Storage:
+        """The store, opened on first use (so importing a module that declares an app
+        touches no file). Assign a :class:`Storage` to point the app elsewhere."""
+        if self._storage is None:
+            self._storage = open_storage(str(self._store_spec))
+        return self._storage
+
+    @storage.setter
+    def storage(self, store: Storage) -> None:
+        self._storage = store
 
     # ----- declaring ---------------------------------------------------------------------
 

@@ -178,3 +178,13 @@ def test_signature_taken_follows_the_jobs_life(store: Storage) -> None:
     assert store.job_signature_taken("sig") and not store.job_signature_taken("other")
     store.job_abort(job_id, NOW)
     assert not store.job_signature_taken("sig")
+
+
+def test_counts_per_org_kind_and_status(store: Storage) -> None:
+    a, _, _ = store.job_enqueue([job(org="a"), job(org="a"), job(org="b", kind="queueable")], NOW)
+    store.job_claim([a], "w1", NOW + 30, NOW)
+    assert store.job_counts() == {
+        ("a", "future", JobStatus.PROCESSING): 1,
+        ("a", "future", JobStatus.QUEUED): 1,
+        ("b", "queueable", JobStatus.QUEUED): 1,
+    }

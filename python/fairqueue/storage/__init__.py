@@ -56,6 +56,10 @@ class Storage(abc.ABC):
         """True while a job with this duplicate signature is holding, queued or running."""
 
     @abc.abstractmethod
+    def job_counts(self) -> dict[tuple[str, str, JobStatus], int]:
+        """How many jobs each (org, kind) has in each status."""
+
+    @abc.abstractmethod
     def job_claim(self, job_ids: Sequence[int], worker: str, lease_until: float, now: float) -> list[JobRecord]:
         """Moves the still-queued jobs among ``job_ids`` to processing under ``worker``'s lease.
 

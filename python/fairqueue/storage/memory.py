@@ -116,6 +116,14 @@ class MemoryStorage(Storage):
                         break
         return pending
 
+    def job_counts(self) -> dict[tuple[str, str, JobStatus], int]:
+        counts: dict[tuple[str, str, JobStatus], int] = {}
+        with self._lock:
+            for r in self._jobs.values():
+                key = (r.org, r.kind, r.status)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def job_claim(self, job_ids: Sequence[int], worker: str, lease_until: float, now: float) -> list[JobRecord]:
         with self._lock:
             return [

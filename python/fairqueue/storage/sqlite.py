@@ -207,6 +207,10 @@ class SQLiteStorage(Storage):
         )
         return [PendingJob(*r) for r in rows]
 
+    def job_counts(self) -> dict[tuple[str, str, JobStatus], int]:
+        rows = self._read("SELECT org, kind, status, COUNT(*) FROM fq_jobs GROUP BY org, kind, status")
+        return {(org, kind, JobStatus(status)): n for org, kind, status, n in rows}
+
     def job_claim(self, job_ids: Sequence[int], worker: str, lease_until: float, now: float) -> list[JobRecord]:
         claimed: list[JobRecord] = []
         with self._transaction() as db:
