@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -200,6 +200,29 @@ class FairQueue:
         if own:
             self._store(tx)
         return handle
+
+    def _enqueue_futures(
+        self, fn: FutureFunction[Any], org: str, calls: Iterable[Union[Sequence[Any], Mapping[str, Any]]]
+    ) -> list[JobHandle]:
+        check_org(org)
+        if _jobs._transaction.get() is not None:
+            raise InvalidArgument(
+                f"{fn.path}.delay_many cannot run inside a transaction or a job; call .delay there, or move the bulk load out"
+            )
+        news = []
+        for i, call in enumerate(calls):
+            if isinstance(call, Mapping):
+                args, kwargs = [], dict(call)
+            elif isinstance(call, (list, tuple)):
+                args, kwargs = list(call), {}
+            else:
+                raise InvalidArgument(f"call {i} of {fn.path}.delay_many is {call!r}: expected a list/tuple of arguments or a dict")
+            where = f"the arguments of call {i} of {fn.path}"
+            payload = _jobs.encode({"args": args, "kwargs": kwargs}, where, self.limits.max_payload_bytes)
+            news.append(NewJob(org=org, kind="future", handler=fn.path, payload=payload))
+        ids = self.storage.job_enqueue(news, time.time())
+        self.wakeup.set()
+        return [JobHandle(self, job_id, org, "future") for job_id in ids]
 
     def _enqueue_future(self, fn: FutureFunction[Any], org: str, args: list[Any], kwargs: dict[str, Any]) -> JobHandle:
         check_org(org)

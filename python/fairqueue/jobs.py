@@ -13,8 +13,7 @@ import importlib
 import inspect
 import json
 import math
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar, Union
 
@@ -122,11 +121,36 @@ class FutureFunction(Generic[R]):
         check_importable(self.path, self)
         return self.app._enqueue_future(self, org, list(args), kwargs)
 
+    def delay_many(self, org: str, calls: Iterable[Union[Sequence[Any], Mapping[str, Any]]]) -> list[JobHandle]:
+        """Enqueues many calls for ``org`` in one durable write (bulk load).
+
+        Each element is the positional arguments (a list or tuple) or the keyword
+        arguments (a dict) of one call. Every call counts as its own transaction, so
+        the per-transaction future limit does not apply; it may not be used inside
+        a transaction or a running job. All or none.
+        """
+        check_importable(self.path, self)
+        return self.app._enqueue_futures(self, org, calls)
+
     def __repr__(self) -> str:
         return f"<future {self.path}>"
 
 
 # ----- the context ---------------------------------------------------------------------
+
+
+class CancelFlag:
+    """Set by the worker when a running job is aborted; read by the job through
+    ``ctx.cancelled``. A plain attribute: handlers poll it, nobody waits on it."""
+
+    __slots__ = ("raised",)
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    def set(self) -> None:
+        """Asks the job to stop at its next safe point."""
+        self.raised = True
 
 
 class Context:
@@ -145,7 +169,7 @@ class Context:
         max_depth: Optional[int],
         finalizer_requeues: int = 0,
         in_finalizer: bool = False,
-        cancel: Optional[threading.Event] = None,
+        cancel: Optional[CancelFlag] = None,
     ) -> None:
         self.app = app
         self.job_id = job_id
@@ -156,14 +180,14 @@ class Context:
         self.max_depth = max_depth
         self.finalizer_requeues = finalizer_requeues
         self.in_finalizer = in_finalizer
-        self._cancel = cancel or threading.Event()
+        self._cancel = cancel or CancelFlag()
         self.transaction = Transaction(app, asynchronous=True, kind=kind, parent=self)
         self.finalizers: list[Finalizer] = []
 
     @property
     def cancelled(self) -> bool:
         """True once the job was aborted while running: stop at the next safe point."""
-        return self._cancel.is_set()
+        return self._cancel.raised
 
     def enqueue(
         self, job: Queueable, *, delay: Optional[float] = None, options: Optional[AsyncOptions] = None

@@ -19,7 +19,7 @@ from typing import Any, Optional
 from fairqueue import jobs as _jobs
 from fairqueue.app import FairQueue
 from fairqueue.errors import HandlerNotFound
-from fairqueue.jobs import Context, FinalizerResult, FutureFunction, Queueable, Retry
+from fairqueue.jobs import CancelFlag, Context, FinalizerResult, FutureFunction, Queueable, Retry
 from fairqueue.records import JobRecord, JobStatus, NewJob
 
 __all__ = ["Outcome", "Runner"]
@@ -46,7 +46,7 @@ class Runner:
         self._loop_thread: Optional[threading.Thread] = None
         self._loop_lock = threading.Lock()
 
-    def execute(self, record: JobRecord, cancel: Optional[threading.Event] = None) -> Outcome:
+    def execute(self, record: JobRecord, cancel: Optional[CancelFlag] = None) -> Outcome:
         """Runs one delivery of ``record``; never raises for the job's own failures."""
         body = json.loads(record.payload)
         ctx = Context(

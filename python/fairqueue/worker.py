@@ -26,7 +26,7 @@ from fairqueue import jobs as _jobs
 from fairqueue._core import Dispatcher
 from fairqueue.app import FairQueue
 from fairqueue.errors import HandlerNotFound, InvalidArgument
-from fairqueue.jobs import FutureFunction
+from fairqueue.jobs import CancelFlag, FutureFunction
 from fairqueue.records import Finish, JobRecord, JobStatus
 from fairqueue.runner import Outcome, Runner
 
@@ -46,7 +46,7 @@ class _Task:
 
     lease: int
     record: JobRecord
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel: CancelFlag = field(default_factory=CancelFlag)
     started: float = field(default_factory=time.monotonic)
     deadline: float = 0.0
     timed_out: bool = False

@@ -113,9 +113,18 @@ pub struct DispatcherPy {
 }
 
 impl DispatcherPy {
-    /// Runs core work with the interpreter released; the one place that does so.
+    /// Runs bulk core work (enqueueing a batch, filling slots) with the interpreter
+    /// released; the one place that releases it.
     fn run<T: Send>(&self, py: Python<'_>, work: impl FnOnce(&mut Dispatcher) -> T + Send) -> T {
-        py.detach(|| work(&mut self.core.lock().unwrap_or_else(PoisonError::into_inner)))
+        py.detach(|| self.with_core(work))
+    }
+
+    /// Runs a small core call (one request, one lease, a lookup) holding the
+    /// interpreter: these take well under a microsecond, less than releasing and
+    /// re-taking the interpreter, and re-taking it under contention can hand a
+    /// worker's dispatch loop to a handler thread for a whole switch interval.
+    fn with_core<T>(&self, work: impl FnOnce(&mut Dispatcher) -> T) -> T {
+        work(&mut self.core.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn virtual_clock(&self) -> PyResult<&VirtualClock> {
@@ -144,9 +153,9 @@ impl DispatcherPy {
         }
     }
 
-    fn release_with(&self, py: Python<'_>, lease: &Bound<'_, PyAny>, outcome: Outcome) -> PyResult<ReleasePy> {
+    fn release_with(&self, lease: &Bound<'_, PyAny>, outcome: Outcome) -> PyResult<ReleasePy> {
         let lease = id64("lease", lease)?;
-        Ok(self.run(py, |core| core.release(lease, outcome).map(|r| Self::release_py(core, r)))?)
+        Ok(self.with_core(|core| core.release(lease, outcome).map(|r| Self::release_py(core, r)))?)
     }
 }
 
@@ -214,11 +223,11 @@ impl DispatcherPy {
 
     /// Enqueues one request.
     #[pyo3(signature = (id, org, kind = "future", run_at = None))]
-    fn enqueue(&self, py: Python<'_>, id: &Bound<'_, PyAny>, org: &str, kind: &str, run_at: Option<f64>) -> PyResult<()> {
+    fn enqueue(&self, id: &Bound<'_, PyAny>, org: &str, kind: &str, run_at: Option<f64>) -> PyResult<()> {
         let id = id64("id", id)?;
         let kind = self::kind(kind)?;
         let run_at = run_at.map(|t| nanos("run_at", t)).transpose()?;
-        Ok(self.run(py, |core| {
+        Ok(self.with_core(|core| {
             let org = core.org(org)?;
             core.enqueue(NewRequest { id, org, kind, run_at })
         })?)
@@ -269,9 +278,9 @@ impl DispatcherPy {
     }
 
     /// True while request `id` is queued, delayed or running.
-    fn holds(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<bool> {
+    fn holds(&self, id: &Bound<'_, PyAny>) -> PyResult<bool> {
         let id = id64("id", id)?;
-        Ok(self.run(py, |core| core.holds(id)))
+        Ok(self.with_core(|core| core.holds(id)))
     }
 
     /// Fills up to `max` free slots (all free slots when `max` is None).
@@ -288,14 +297,14 @@ impl DispatcherPy {
     }
 
     /// The request under `lease` is done.
-    fn ack(&self, py: Python<'_>, lease: &Bound<'_, PyAny>) -> PyResult<ReleasePy> {
-        self.release_with(py, lease, Outcome::Ack)
+    fn ack(&self, lease: &Bound<'_, PyAny>) -> PyResult<ReleasePy> {
+        self.release_with(lease, Outcome::Ack)
     }
 
     /// Acks many leases; all must be active or none is acked. Returns how many.
-    fn ack_many(&self, py: Python<'_>, leases: Vec<Bound<'_, PyAny>>) -> PyResult<usize> {
+    fn ack_many(&self, leases: Vec<Bound<'_, PyAny>>) -> PyResult<usize> {
         let leases = leases.iter().map(|l| id64("lease", l)).collect::<Result<Vec<_>, _>>()?;
-        Ok(self.run(py, |core| {
+        Ok(self.with_core(|core| {
             if let Some(&bad) = leases.iter().find(|&&l| !core.is_active(l)) {
                 return Err(CoreError::UnknownLease(bad));
             }
@@ -307,27 +316,27 @@ impl DispatcherPy {
     }
 
     /// The request under `lease` failed for good.
-    fn fail(&self, py: Python<'_>, lease: &Bound<'_, PyAny>) -> PyResult<ReleasePy> {
-        self.release_with(py, lease, Outcome::Fail)
+    fn fail(&self, lease: &Bound<'_, PyAny>) -> PyResult<ReleasePy> {
+        self.release_with(lease, Outcome::Fail)
     }
 
     /// The request under `lease` failed; deliver it again at `at` (seconds).
-    fn retry(&self, py: Python<'_>, lease: &Bound<'_, PyAny>, at: f64) -> PyResult<ReleasePy> {
+    fn retry(&self, lease: &Bound<'_, PyAny>, at: f64) -> PyResult<ReleasePy> {
         let at = nanos("at", at)?;
-        self.release_with(py, lease, Outcome::Retry(at))
+        self.release_with(lease, Outcome::Retry(at))
     }
 
     /// Extends `lease`; returns its new expiry (seconds).
-    fn heartbeat(&self, py: Python<'_>, lease: &Bound<'_, PyAny>) -> PyResult<f64> {
+    fn heartbeat(&self, lease: &Bound<'_, PyAny>) -> PyResult<f64> {
         let lease = id64("lease", lease)?;
-        Ok(seconds(self.run(py, |core| core.heartbeat(lease))?))
+        Ok(seconds(self.with_core(|core| core.heartbeat(lease))?))
     }
 
     /// Removes a queued or delayed request (returns None) or reports the lease of a
     /// running one, which the caller must cancel cooperatively.
-    fn abort(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<Option<LeaseId>> {
+    fn abort(&self, id: &Bound<'_, PyAny>) -> PyResult<Option<LeaseId>> {
         let id = id64("id", id)?;
-        Ok(match self.run(py, |core| core.abort(id))? {
+        Ok(match self.with_core(|core| core.abort(id))? {
             Abort::Removed => None,
             Abort::Running(lease) => Some(lease),
         })
@@ -336,7 +345,7 @@ impl DispatcherPy {
     /// Where request `id` is: a dict with `state` and the figures of that state.
     fn locate<'py>(&self, py: Python<'py>, id: &Bound<'_, PyAny>) -> PyResult<Bound<'py, PyDict>> {
         let id = id64("id", id)?;
-        let location = self.run(py, |core| core.locate(id))?;
+        let location = self.with_core(|core| core.locate(id))?;
         let d = PyDict::new(py);
         match location {
             Location::Queued { ahead_in_pair, ahead_in_queue } => {
@@ -362,7 +371,6 @@ impl DispatcherPy {
     #[pyo3(signature = (org, kind, *, cap = None, min = None, weight = None))]
     fn set_limits(
         &self,
-        py: Python<'_>,
         org: &str,
         kind: &str,
         cap: Option<i64>,
@@ -372,7 +380,7 @@ impl DispatcherPy {
         let kind = self::kind(kind)?;
         let cap = cap.map(|c| count32("cap", c, "at least 1 slot")).transpose()?;
         let min = min.map(|m| count32("min", m, "from 0 to the cap")).transpose()?;
-        Ok(self.run(py, |core| {
+        Ok(self.with_core(|core| {
             let org_id = match core.find_org(org) {
                 Some(id) => id,
                 None => {
@@ -394,7 +402,7 @@ impl DispatcherPy {
     /// The limits of one (org, kind) pair as a dict `{cap, min, weight}`.
     fn limits<'py>(&self, py: Python<'py>, org: &str, kind: &str) -> PyResult<Bound<'py, PyDict>> {
         let kind = self::kind(kind)?;
-        let limits = self.run(py, |core| match core.find_org(org) {
+        let limits = self.with_core(|core| match core.find_org(org) {
             Some(id) => core.limits(id, kind),
             None => Dispatcher::check_org_name(org).map(|()| core.config().default_limits[kind.index()]),
         })?;
@@ -403,38 +411,38 @@ impl DispatcherPy {
 
     /// Sets the limits of every pair of `kind` without an override.
     #[pyo3(signature = (kind, *, cap, min = 0, weight = 1.0))]
-    fn set_default_limits(&self, py: Python<'_>, kind: &str, cap: i64, min: i64, weight: f64) -> PyResult<()> {
+    fn set_default_limits(&self, kind: &str, cap: i64, min: i64, weight: f64) -> PyResult<()> {
         let kind = self::kind(kind)?;
         let limits = PairLimits {
             cap: count32("cap", cap, "at least 1 slot")?,
             min: count32("min", min, "from 0 to the cap")?,
             weight,
         };
-        Ok(self.run(py, |core| core.set_default_limits(kind, limits))?)
+        Ok(self.with_core(|core| core.set_default_limits(kind, limits))?)
     }
 
     /// Sets the number of worker slots.
-    fn set_slots(&self, py: Python<'_>, slots: i64) -> PyResult<()> {
+    fn set_slots(&self, slots: i64) -> PyResult<()> {
         let slots = count32("slots", slots, "at least 1")?;
-        Ok(self.run(py, |core| core.set_slots(slots))?)
+        Ok(self.with_core(|core| core.set_slots(slots))?)
     }
 
     /// Sets a kind's global slot limit (None: no limit; 0 pauses the kind).
-    fn set_kind_slots(&self, py: Python<'_>, kind: &str, slots: Option<i64>) -> PyResult<()> {
+    fn set_kind_slots(&self, kind: &str, slots: Option<i64>) -> PyResult<()> {
         let kind = self::kind(kind)?;
         let slots = slots.map(|n| count32("kind_slots", n, "0 or more slots")).transpose()?;
-        self.run(py, |core| core.set_kind_slots(kind, slots));
+        self.with_core(|core| core.set_kind_slots(kind, slots));
         Ok(())
     }
 
     /// Sets the capacity factor (0 to 1) from resource conservation.
-    fn set_capacity(&self, py: Python<'_>, capacity: f64) -> PyResult<()> {
-        Ok(self.run(py, |core| core.set_capacity(capacity))?)
+    fn set_capacity(&self, capacity: f64) -> PyResult<()> {
+        Ok(self.with_core(|core| core.set_capacity(capacity))?)
     }
 
     /// Queue-wide figures as a dict.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.run(py, |core| core.stats());
+        let s = self.with_core(|core| core.stats());
         let d = PyDict::new(py);
         d.set_item("queued", s.queued)?;
         d.set_item("delayed", s.delayed)?;
@@ -463,7 +471,7 @@ impl DispatcherPy {
     /// Figures of one (org, kind) pair as a dict.
     fn pair_stats<'py>(&self, py: Python<'py>, org: &str, kind: &str) -> PyResult<Bound<'py, PyDict>> {
         let kind = self::kind(kind)?;
-        let stats = self.run(py, |core| {
+        let stats = self.with_core(|core| {
             let org = core.find_org(org).ok_or_else(|| CoreError::invalid("org", org, "an org that has enqueued or has limits"))?;
             core.pair_stats(org, kind)
         })?;
@@ -478,7 +486,7 @@ impl DispatcherPy {
 
     /// Events since the last call (extended delays, expired leases), oldest first.
     fn take_events<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        let (events, names) = self.run(py, |core| {
+        let (events, names) = self.with_core(|core| {
             let events = core.take_events();
             let names: Vec<String> = events
                 .iter()
@@ -515,8 +523,8 @@ impl DispatcherPy {
     }
 
     /// When a delayed request becomes due or a lease expires next (seconds), if ever.
-    fn next_wakeup(&self, py: Python<'_>) -> Option<f64> {
-        self.run(py, |core| core.next_wakeup()).map(seconds)
+    fn next_wakeup(&self) -> Option<f64> {
+        self.with_core(|core| core.next_wakeup()).map(seconds)
     }
 
     /// The dispatcher's current time (seconds).

@@ -167,3 +167,8 @@ class Payload(fq.Queueable):
 
     def execute(self, ctx: fq.Context) -> None:
         runs.append(("payload", self.data))
+
+
+@app.future
+def noop() -> None:
+    """Does nothing: for measuring the runtime's own cost."""

@@ -4,7 +4,6 @@ for tests and simulation. Nothing survives the process."""
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import threading
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -33,7 +32,11 @@ class MemoryStorage(Storage):
 
     def _set(self, job_id: int, **changes: Any) -> JobRecord:
         """Replaces a record and keeps the indexes in step with its status."""
-        record = dataclasses.replace(self._jobs[job_id], **changes)
+        # A shallow copy with its fields replaced: the frozen record handed out
+        # earlier stays as it was, without dataclasses.replace's re-validation.
+        old = self._jobs[job_id]
+        record = JobRecord.__new__(JobRecord)
+        record.__dict__.update(old.__dict__, **changes)
         self._jobs[job_id] = record
         if record.status is JobStatus.QUEUED and "status" in changes:
             seq = len(self._ready_log) + 1
