@@ -67,6 +67,8 @@ class Worker:
             slot's handlers in a child process, for CPU-bound work, hard timeouts
             (the child is killed) and handlers that may crash their process.
         app_path: ``module:attribute`` of the app, which process slots import.
+        dispatcher: the dispatcher to feed, for simulation and baselines; by default
+            a :class:`fairqueue.Dispatcher` built from the app's policy and limits.
     """
 
     _count = 0
@@ -80,6 +82,7 @@ class Worker:
         poll_interval: float = 0.05,
         mode: str = "thread",
         app_path: Optional[str] = None,
+        dispatcher: Optional[Dispatcher] = None,
     ) -> None:
         limits = app.limits
         self.app = app
@@ -96,7 +99,7 @@ class Worker:
         Worker._count += 1
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{Worker._count}"
         self.poll_interval = poll_interval
-        self.core = Dispatcher(
+        self.core = dispatcher or Dispatcher(
             policy=app.policy,
             slots=self.slots,
             peek_set=limits.peek_set,

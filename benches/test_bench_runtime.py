@@ -1,0 +1,102 @@
+"""Runtime throughput: durable enqueue and drain, fair dispatch against a plain FIFO.
+
+Run: ``pytest benches/test_bench_runtime.py --benchmark-enable --benchmark-only``.
+No-op handlers, so what is measured is fairqueue's own cost. Figures and how to
+read them: benches/README.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fq_sample_jobs as sample
+import pytest
+from fifo import FifoDispatcher
+
+import fairqueue as fq
+from fairqueue.storage import Storage
+from fairqueue.storage.memory import MemoryStorage
+from fairqueue.storage.sqlite import SQLiteStorage
+
+DRAIN_JOBS = 40_000
+BULK_JOBS = 100_000
+SINGLE_JOBS = 1_000
+ORGS = 100
+SLOTS = 13
+
+
+@pytest.fixture
+def fresh_store(tmp_path: Path) -> Iterator[Any]:
+    stores: list[Storage] = []
+
+    def make(kind: str) -> Storage:
+        store: Storage = MemoryStorage() if kind == "memory" else SQLiteStorage(tmp_path / f"fq-{len(stores)}.db")
+        stores.append(store)
+        sample.app.storage = store
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def rate(benchmark: Any, jobs: int) -> None:
+    benchmark.extra_info["jobs_per_second"] = round(jobs / benchmark.stats.stats.mean)
+
+
+def test_durable_enqueue_single(benchmark: Any, fresh_store: Any) -> None:
+    """One job per call, each its own durable (fsynced) transaction."""
+    fresh_store("sqlite")
+
+    def enqueue() -> None:
+        for i in range(SINGLE_JOBS):
+            sample.noop.delay(f"org-{i % ORGS}")
+
+    benchmark.pedantic(enqueue, rounds=3)
+    rate(benchmark, SINGLE_JOBS)
+
+
+def test_durable_enqueue_bulk(benchmark: Any, fresh_store: Any) -> None:
+    """``delay_many`` in calls of 10,000 jobs: one durable write per call."""
+    fresh_store("sqlite")
+    calls = [() for _ in range(10_000)]
+
+    def enqueue() -> None:
+        for i in range(BULK_JOBS // len(calls)):
+            sample.noop.delay_many(f"org-{i % ORGS}", calls)
+
+    benchmark.pedantic(enqueue, rounds=3)
+    rate(benchmark, BULK_JOBS)
+
+
+def _drain(benchmark: Any, fresh_store: Any, store: str, fair: bool) -> None:
+    def setup() -> tuple[tuple[fq.Worker], dict[str, Any]]:
+        fresh_store(store)
+        for i in range(0, DRAIN_JOBS, 10_000):
+            sample.noop.delay_many(f"org-{(i // 10_000) % ORGS}", [() for _ in range(10_000)])
+        dispatcher = None if fair else FifoDispatcher(SLOTS)
+        return (sample.app.worker(slots=SLOTS, dispatcher=dispatcher),), {}
+
+    def drain(worker: fq.Worker) -> None:
+        worker.start()
+        while worker.completed < DRAIN_JOBS:
+            time.sleep(0.002)
+        worker.stop()
+
+    benchmark.pedantic(drain, setup=setup, rounds=3)
+    rate(benchmark, DRAIN_JOBS)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "memory"])
+def test_drain_fair(benchmark: Any, fresh_store: Any, store: str) -> None:
+    """One worker (13 thread slots) drains no-op jobs through the Rust fair dispatcher."""
+    _drain(benchmark, fresh_store, store, fair=True)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "memory"])
+def test_drain_fifo_baseline(benchmark: Any, fresh_store: Any, store: str) -> None:
+    """The same worker, store and jobs with a plain pure-Python FIFO instead."""
+    _drain(benchmark, fresh_store, store, fair=False)
