@@ -268,7 +268,7 @@ class Worker:
         if not outcomes:
             return
         now = time.time()
-        self.app.storage.job_finish(
+        applied = self.app.storage.job_finish(
             [
                 Finish(t.record.id, self.name, o.status, now, error=o.error, retry_at=o.retry_at, children=o.children)
                 for t, o in outcomes
@@ -276,8 +276,19 @@ class Worker:
         )
         for task, _ in outcomes:
             self._release(task)
+        if len(applied) < len(outcomes):
+            self._reclaim_lost([t.record.id for t, _ in outcomes if t.record.id not in set(applied)])
         if any(o.children for _, o in outcomes):
             self.app.wakeup.set()
+
+    def _reclaim_lost(self, job_ids: list[int]) -> None:
+        """Our lease on these jobs lapsed while they ran (the loop stalled past it) and
+        the store queued them again; _pick_up skipped them while we still held them,
+        so queue them in the dispatcher now."""
+        for job_id in job_ids:
+            record = self.app.storage.job_get(job_id)
+            if record is not None and record.status is JobStatus.QUEUED:
+                self.core.enqueue_many([(record.id, record.org, record.kind, record.run_at)], skip_held=True)
 
     def _release(self, task: _Task) -> None:
         del self._running[task.lease]

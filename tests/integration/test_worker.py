@@ -176,3 +176,16 @@ def test_process_mode_needs_the_app_path(app: fq.FairQueue) -> None:
         app.worker(mode="process")
     with pytest.raises(fq.InvalidArgument, match="'thread' or 'process'"):
         app.worker(mode="fiber")
+
+
+def test_a_job_whose_lease_lapsed_while_running_is_run_again(app: fq.FairQueue) -> None:
+    job = sample.wait_for_release.delay("org-1")
+    with app.worker(slots=1):
+        wait_until(lambda: ("started", job.id) in sample.runs, what="the job to start")
+        # As another worker would after our heartbeats stopped: the lease is over.
+        assert app.storage.job_requeue_expired(job.record().lease_expires_at + 1) == [job.id]  # type: ignore[operator]
+        sample.release.set()
+        record = job.wait(10)
+    assert record.status is JobStatus.COMPLETED
+    assert [r for r in sample.runs if r == ("started", job.id)] == [("started", job.id)] * 2
+    assert record.attempts == 2
