@@ -111,7 +111,9 @@ class Thresholds:
             high = getattr(self, f"{resource}_high")
             low = getattr(self, f"{resource}_low")
             if (high is None) != (low is None):
-                given, missing = (f"{resource}_high", f"{resource}_low") if low is None else (f"{resource}_low", f"{resource}_high")
+                given, missing = (f"{resource}_low", f"{resource}_high")
+                if low is None:
+                    given, missing = missing, given
                 raise InvalidArgument(f"invalid {given} {getattr(self, given)!r}: {missing} must be set too (or both None)")
             if high is None:
                 continue
@@ -146,6 +148,11 @@ class Thresholds:
     def low(self, resource: str) -> float:
         """The low threshold of ``resource`` (which must be watched)."""
         return float(getattr(self, f"{resource}_low"))
+
+    def overshoot(self, resource: str, value: float) -> float:
+        """How far ``value`` is over the high threshold of ``resource``, in bands of ``high - low``."""
+        high = self.high(resource)
+        return (value - high) / (high - self.low(resource))
 
     def capacity_for(self, resource: str, value: float) -> float:
         """The capacity one figure allows while throttling is on (see ``reduction``)."""
@@ -311,17 +318,24 @@ class ResourceMonitor:
         """The periods in progress (resource throttling first, then interactive loads)."""
         with self._lock:
             ended = self._expire_loads(self.clock())
-            current = ([self._current] if self._current else []) + [load.period for load in self._loads.values()]
+            current = self._current_locked()
         self._notify(self.on_throttle_end, ended)
         return current
 
     @property
     def throttle_periods(self) -> list[ThrottlePeriod]:
         """Every kept period, oldest start first, including those in progress (``end`` None)."""
-        current = self.current_periods
         with self._lock:
-            finished = list(self._finished)
-        return sorted(finished + current, key=lambda p: p.start)
+            ended = self._expire_loads(self.clock())
+            periods = list(self._finished) + self._current_locked()
+        self._notify(self.on_throttle_end, ended)
+        return sorted(periods, key=lambda p: p.start)
+
+    @property
+    def running(self) -> bool:
+        """True while the sampling thread runs (between :meth:`start` and :meth:`stop`)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     @property
     def last_sample(self) -> Optional[Sample]:
@@ -361,8 +375,8 @@ class ResourceMonitor:
             if current is None:
                 over = [r for r, v in values.items() if v > thresholds.high(r)]
                 if over:
-                    # The cause is the figure furthest over its high threshold, in bands.
-                    cause = max(over, key=lambda r: (values[r] - thresholds.high(r)) / (thresholds.high(r) - thresholds.low(r)))
+                    # Units differ (fractions, cores, bytes), so compare overshoots in bands.
+                    cause = max(over, key=lambda r: thresholds.overshoot(r, values[r]))
                     self._resource_capacity = self._throttled_capacity(values)
                     current = ThrottlePeriod(now, None, cause, values[cause], self._capacity_locked())
                     started.append(current)
@@ -434,7 +448,7 @@ class ResourceMonitor:
 
     def start(self) -> ResourceMonitor:
         """Samples every ``interval`` seconds on a daemon thread until :meth:`stop`; returns self."""
-        if self._thread is not None and self._thread.is_alive():
+        if self.running:
             return self
         if self._sampler is None:
             self._sampler = psutil_sampler()
@@ -470,6 +484,9 @@ class ResourceMonitor:
         thresholds = self.thresholds
         allowed = [thresholds.capacity_for(r, v) for r, v in values.items() if v >= thresholds.low(r)]
         return max(thresholds.min_capacity, min(allowed, default=1.0))
+
+    def _current_locked(self) -> list[ThrottlePeriod]:
+        return ([self._current] if self._current else []) + [load.period for load in self._loads.values()]
 
     def _capacity_locked(self) -> float:
         level = max((load.level for load in self._loads.values()), default=0.0)
