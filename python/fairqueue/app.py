@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union, overload
 
 from fairqueue import jobs as _jobs
+from fairqueue.conservation import ResourceMonitor
 from fairqueue.errors import DuplicateSignature, InvalidArgument, LimitExceeded
 from fairqueue.jobs import AsyncOptions, FutureFunction, Queueable, Transaction
 from fairqueue.limits import KINDS, Limits
@@ -98,6 +99,9 @@ class FairQueue:
             created on first use), ``":memory:"``, or a :class:`Storage`.
         policy: ``"fair_share"`` (default) or ``"peek_set"``.
         limits: every limit of SPEC §4; the reference defaults if omitted.
+        conservation: a :class:`~fairqueue.conservation.ResourceMonitor` that
+            throttles this app's workers when the host or process is busy
+            (SPEC §2.3); None (default) never throttles.
     """
 
     def __init__(
@@ -106,11 +110,13 @@ class FairQueue:
         *,
         policy: str = "fair_share",
         limits: Optional[Limits] = None,
+        conservation: Optional[ResourceMonitor] = None,
     ) -> None:
         if policy not in POLICIES:
             raise InvalidArgument(f"invalid policy {policy!r}: expected one of {', '.join(POLICIES)}")
         self.policy = policy
         self.limits = limits or Limits()
+        self.conservation = conservation
         self._store_spec = store
         self._storage: Optional[Storage] = store if isinstance(store, Storage) else None
         self.org_limits: dict[tuple[str, str], dict[str, Any]] = {}
@@ -275,6 +281,19 @@ class FairQueue:
         )
 
     # ----- limits ---------------------------------------------------------------------------
+
+    def report_load(self, level: float, ttl: float, *, source: str = "default") -> None:
+        """Lets this service's interactive work claim priority over async work in this process.
+
+        For ``ttl`` seconds, this process's workers fill at most ``1 - level`` of
+        their slots (see :meth:`fairqueue.conservation.ResourceMonitor.report_load`).
+
+        Raises:
+            InvalidArgument: no ``conservation`` monitor is configured, or a bad value.
+        """
+        if self.conservation is None:
+            raise InvalidArgument("report_load needs a monitor: FairQueue(..., conservation=ResourceMonitor())")
+        self.conservation.report_load(level, ttl, source=source)
 
     def set_limits(
         self,

@@ -25,6 +25,7 @@ from typing import Any, Optional
 from fairqueue import jobs as _jobs
 from fairqueue._core import Dispatcher
 from fairqueue.app import FairQueue
+from fairqueue.conservation import ResourceMonitor
 from fairqueue.errors import HandlerNotFound, InvalidArgument
 from fairqueue.jobs import CancelFlag, FutureFunction
 from fairqueue.records import Finish, JobRecord, JobStatus
@@ -69,6 +70,9 @@ class Worker:
         app_path: ``module:attribute`` of the app, which process slots import.
         dispatcher: the dispatcher to feed, for simulation and baselines; by default
             a :class:`fairqueue.Dispatcher` built from the app's policy and limits.
+        conservation: the resource monitor whose capacity limits how many slots are
+            filled (SPEC §2.3); default ``app.conservation`` (None: no throttling).
+            The worker starts it if it is not running and stops it if it started it.
     """
 
     _count = 0
@@ -83,6 +87,7 @@ class Worker:
         mode: str = "thread",
         app_path: Optional[str] = None,
         dispatcher: Optional[Dispatcher] = None,
+        conservation: Optional[ResourceMonitor] = None,
     ) -> None:
         limits = app.limits
         self.app = app
@@ -112,6 +117,9 @@ class Worker:
         )
         for (org, kind), values in app.org_limits.items():
             self.core.set_limits(org, kind, **values)
+        self.conservation = conservation if conservation is not None else app.conservation
+        self._owns_monitor = False
+        self._capacity = 1.0
         self._seen_seq = 0
         self._running: dict[int, _Task] = {}
         self._tasks: queue.SimpleQueue[Optional[_Task]] = queue.SimpleQueue()
@@ -130,6 +138,9 @@ class Worker:
 
     def start(self) -> Worker:
         """Starts the worker's threads and returns at once."""
+        if self.conservation is not None and not self.conservation.running:
+            self.conservation.start()
+            self._owns_monitor = True
         for _ in range(self.slots):
             self._spawn_handler_thread()
         self._main = threading.Thread(target=self._run_loop, name=f"fairqueue-loop-{self.name}", daemon=True)
@@ -182,6 +193,8 @@ class Worker:
                 self._tasks.put(None)
             # Handler threads exit on the sentinel; a hung one (timed out) is abandoned.
             self.runner.close()
+            if self._owns_monitor and self.conservation is not None:
+                self.conservation.stop(timeout=5)
             self._stopped.set()
 
     def _loop_body(self) -> None:
@@ -225,6 +238,14 @@ class Worker:
                 return
 
     def _dispatch(self, now: float) -> None:
+        if self.conservation is not None:
+            capacity = self.conservation.capacity
+            if 0 < capacity < 1 / self.slots:
+                # floor(slots × capacity) would pause a small worker outright; slow it to one slot instead.
+                capacity = 1 / self.slots
+            if capacity != self._capacity:
+                self.core.set_capacity(capacity)
+                self._capacity = capacity
         grants = self.core.dispatch()
         if not grants:
             return
