@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from fairqueue._core import Dispatcher, Grant, Release
 from fairqueue.app import FairQueue, JobHandle, OrgView
+from fairqueue.conservation import ResourceMonitor, Thresholds
 from fairqueue.errors import (
     DuplicateRequest,
     DuplicateSignature,
@@ -52,6 +53,8 @@ __all__ = [
     "JobRecord",
     "JobStatus",
     "Worker",
+    "ResourceMonitor",
+    "Thresholds",
     "Dispatcher",
     "Grant",
     "Release",
