@@ -258,23 +258,32 @@ class Transaction:
 # ----- payloads and import paths ----------------------------------------------------------
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def check_json(value: Any, where: str) -> None:
     """Raises NotSerializable naming the first value, and where it sits, that JSON cannot carry."""
-    if value is None or isinstance(value, (str, bool, int)):
+    kind = type(value)
+    if kind in _PLAIN:
         return
-    if isinstance(value, float):
+    if kind is float or isinstance(value, float):
         if not math.isfinite(value):
             raise NotSerializable(f"{where} is {value!r}, which JSON cannot carry; use None or a finite number")
         return
-    if isinstance(value, (list, tuple)):
+    if kind is list or kind is tuple or isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            check_json(item, f"{where}[{i}]")
+            if type(item) not in _PLAIN:
+                check_json(item, f"{where}[{i}]")
         return
-    if isinstance(value, dict):
+    if kind is dict or isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str and not isinstance(key, str):
                 raise NotSerializable(f"{where} has key {key!r} of type {type(key).__name__}; JSON keys must be str")
-            check_json(item, f"{where}[{key!r}]")
+            if type(item) not in _PLAIN:
+                check_json(item, f"{where}[{key!r}]")
+        return
+    if isinstance(value, (str, int)):
         return
     raise NotSerializable(
         f"{where} is {value!r} of type {type(value).__name__}, which is not JSON-serialisable; "
@@ -285,9 +294,10 @@ def check_json(value: Any, where: str) -> None:
 def encode(payload: dict[str, Any], where: str, max_bytes: int) -> str:
     """JSON text of a checked payload, refusing one larger than ``max_bytes``."""
     check_json(payload, where)
-    text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
-    if len(text.encode()) > max_bytes:
-        raise LimitExceeded(f"{where} is {len(text.encode())} bytes as JSON, over the limit of {max_bytes} bytes")
+    text = _ENCODER.encode(payload)
+    size = len(text) if text.isascii() else len(text.encode())
+    if size > max_bytes:
+        raise LimitExceeded(f"{where} is {size} bytes as JSON, over the limit of {max_bytes} bytes")
     return text
 
 
