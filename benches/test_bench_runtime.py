@@ -100,3 +100,23 @@ def test_drain_fair(benchmark: Any, fresh_store: Any, store: str) -> None:
 def test_drain_fifo_baseline(benchmark: Any, fresh_store: Any, store: str) -> None:
     """The same worker, store and jobs with a plain pure-Python FIFO instead."""
     _drain(benchmark, fresh_store, store, fair=False)
+
+
+def test_reload_a_million_request_backlog(benchmark: Any, fresh_store: Any) -> None:
+    """A worker starting on a store with 1,000,000 queued jobs over 100 orgs: the time
+    until its dispatcher holds all of them (the store is the truth; the core is rebuilt)."""
+    store = fresh_store("sqlite")
+    calls = [() for _ in range(10_000)]
+    for i in range(100):
+        sample.noop.delay_many(f"org-{i}", calls)
+
+    def setup() -> tuple[tuple[fq.Worker], dict[str, Any]]:
+        return (sample.app.worker(slots=SLOTS),), {}
+
+    def reload(worker: fq.Worker) -> None:
+        worker._pick_up()
+        assert worker.core.stats()["queued"] == 1_000_000
+
+    benchmark.pedantic(reload, setup=setup, rounds=2)
+    benchmark.extra_info["requests"] = 1_000_000
+    assert store is sample.app.storage
