@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Literal, Optional, TypeVar, Union, overload
 
 from fairqueue import jobs as _jobs
 from fairqueue.conservation import ResourceMonitor
@@ -26,7 +26,8 @@ __all__ = ["FairQueue", "JobHandle", "OrgView"]
 
 R = TypeVar("R")
 
-POLICIES = ("fair_share", "peek_set")
+Policy = Literal["fair_share", "peek_set"]
+POLICIES: tuple[Policy, ...] = ("fair_share", "peek_set")
 
 
 def check_org(org: object) -> str:
@@ -108,7 +109,7 @@ class FairQueue:
         self,
         store: Union[str, Path, Storage] = "fairqueue.db",
         *,
-        policy: str = "fair_share",
+        policy: Policy = "fair_share",
         limits: Optional[Limits] = None,
         conservation: Optional[ResourceMonitor] = None,
     ) -> None:
@@ -139,12 +140,12 @@ class FairQueue:
     # ----- declaring ---------------------------------------------------------------------
 
     @overload
-    def future(self, fn: Callable[..., R], /) -> FutureFunction[R]: ...
+    def future(self, fn: Callable[..., R]) -> FutureFunction[R]: ...
 
     @overload
-    def future(self, *, timeout: Optional[float] = None) -> Callable[[Callable[..., R]], FutureFunction[R]]: ...
+    def future(self, fn: None = None, *, timeout: Optional[float] = None) -> Callable[[Callable[..., R]], FutureFunction[R]]: ...
 
-    def future(self, fn: Optional[Callable[..., R]] = None, /, *, timeout: Optional[float] = None) -> Any:
+    def future(self, fn: Optional[Callable[..., R]] = None, *, timeout: Optional[float] = None) -> Any:
         """Declares a future: ``@app.future`` or ``@app.future(timeout=30)``.
 
         The function must live at module level (workers import it by path) and take

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fairqueue.app import FairQueue
+from fairqueue.app import FairQueue, Policy
 from fairqueue.limits import Limits
 from fairqueue.records import JobStatus
 from fairqueue.storage.sqlite import SQLiteStorage
@@ -68,7 +68,7 @@ def _percentile(values: list[float], q: float) -> float:
 def run(
     database: Path,
     *,
-    policy: str = "fair_share",
+    policy: Policy = "fair_share",
     flood: int = 4000,
     quiet_orgs: int = 8,
     per_quiet_org: int = 20,

@@ -337,12 +337,16 @@ def import_path(obj: Union[type, Callable[..., Any]]) -> str:
     return f"{module}:{qualname}"
 
 
-@functools.lru_cache(maxsize=4096)
+_importable: dict[str, Any] = {}
+
+
 def check_importable(path: str, obj: Any) -> None:
     """Raises HandlerNotFound unless importing ``path`` gives back ``obj``."""
-    found = resolve(path)
-    if found is not obj:
+    if _importable.get(path) is obj:
+        return
+    if resolve(path) is not obj:
         raise HandlerNotFound(f"import path {path!r} does not lead back to {obj!r}; is the name rebound?")
+    _importable[path] = obj
 
 
 def queueable_state(job: Queueable) -> tuple[str, dict[str, Any]]:

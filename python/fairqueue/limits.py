@@ -91,7 +91,7 @@ class Limits:
         for kind, delay in delays.items():
             if delay is not None and (not math.isfinite(delay) or delay < 0):
                 raise InvalidArgument(f"invalid extended_delay[{kind!r}] {delay!r}: expected seconds >= 0 or None")
-        for kind, slots in _per_kind(self.kind_slots, "kind_slots").items():  # type: ignore[arg-type]
+        for kind, slots in _per_kind(self.kind_slots, "kind_slots").items():
             if slots is not None and (not isinstance(slots, int) or slots < 0):
                 raise InvalidArgument(f"invalid kind_slots[{kind!r}] {slots!r}: expected 0 or more slots, or None")
         timeouts = _per_kind(self.timeouts, "timeouts")

@@ -204,7 +204,8 @@ class SQLiteStorage(Storage):
         before_id: Optional[int] = None,
         limit: int = 100,
     ) -> list[JobRecord]:
-        where, params = ["1 = 1"], []
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
         for column, value in (("org", org), ("kind", kind), ("status", status.value if status else None)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -255,25 +256,27 @@ class SQLiteStorage(Storage):
         for f in finishes:
             if f.status not in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.QUEUED):
                 raise StorageError(f"cannot finish job {f.job_id} as {f.status.value!r}: expected completed, failed or queued")
-        applied = []
-        # Plain successes (no error, no children) are the bulk: one statement for all.
-        plain = [f for f in finishes if f.status is JobStatus.COMPLETED and f.error is None and not f.children]
-        rest = [f for f in finishes if not (f.status is JobStatus.COMPLETED and f.error is None and not f.children)]
-        chunks = [
-            [f for f in plain if f.at == at][start : start + _CHUNK]
-            for at in dict.fromkeys(f.at for f in plain)
-            for start in range(0, sum(f.at == at for f in plain), _CHUNK)
-        ]
+        applied: list[int] = []
+        # Plain successes (no error, no children) are the bulk: one statement per finish time.
+        plain: dict[float, list[Finish]] = {}
+        rest: list[Finish] = []
+        for f in finishes:
+            if f.status is JobStatus.COMPLETED and f.error is None and not f.children:
+                plain.setdefault(f.at, []).append(f)
+            else:
+                rest.append(f)
         with self._transaction() as db:
-            for chunk in chunks:
-                conditions = " OR ".join("(id = ? AND lease_owner = ?)" for _ in chunk)
-                params = [p for f in chunk for p in (f.job_id, f.worker)]
-                rows = db.execute(
-                    f"UPDATE fq_jobs SET status = 'completed', finished_at = ?, lease_owner = NULL, "
-                    f"lease_expires_at = NULL WHERE status = 'processing' AND ({conditions}) RETURNING id",
-                    [chunk[0].at, *params],
-                ).fetchall()
-                applied.extend(r[0] for r in rows)
+            for at, group in plain.items():
+                for start in range(0, len(group), _CHUNK):
+                    chunk = group[start : start + _CHUNK]
+                    conditions = " OR ".join("(id = ? AND lease_owner = ?)" for _ in chunk)
+                    owners = [value for f in chunk for value in (f.job_id, f.worker)]
+                    rows = db.execute(
+                        f"UPDATE fq_jobs SET status = 'completed', finished_at = ?, lease_owner = NULL, "
+                        f"lease_expires_at = NULL WHERE status = 'processing' AND ({conditions}) RETURNING id",
+                        [at, *owners],
+                    ).fetchall()
+                    applied.extend(r[0] for r in rows)
             retried = sum(f.status is JobStatus.QUEUED for f in rest)
             next_seq = self._take_ready_seqs(db, retried) if retried else 0
             for f in rest:
