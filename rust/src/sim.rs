@@ -265,7 +265,7 @@ fn secs(t: Nanos) -> f64 {
     t as f64 / NANOS_PER_SEC as f64
 }
 
-/// A duration in a unit that suits it: `850µs`, `12.3ms`, `4.20s`, `5.0min`, `2.10h`.
+/// A duration in a unit that suits it: `850µs`, `12.3ms`, `4.20s`, `5.00min`, `2.10h`.
 pub fn format_duration(s: f64) -> String {
     if !s.is_finite() {
         return "-".to_string();
@@ -279,7 +279,7 @@ pub fn format_duration(s: f64) -> String {
     } else if s < 60.0 {
         format!("{s:.2}s")
     } else if s < 3600.0 {
-        format!("{:.1}min", s / 60.0)
+        format!("{:.2}min", s / 60.0)
     } else {
         format!("{:.2}h", s / 3600.0)
     }

@@ -103,6 +103,7 @@ fn noisy_fair_share(flood: usize) -> Noisy {
     // Work-conserving: the flood finishes no later than under a FIFO with the same caps.
     let (fair_done, fifo_done) =
         (fair.group("flood").unwrap().done_at.unwrap(), fifo.group("flood").unwrap().done_at.unwrap());
+    println!("flood {flood}: done at {fair_done:.3} s under fair_share, {fifo_done:.3} s under FIFO (same caps)");
     assert!(fair_done <= fifo_done * 1.01, "flood {flood}: fair_share {fair_done} s, FIFO {fifo_done} s");
     Noisy { quiet_p99: quiet.wait_p99 }
 }
