@@ -1,13 +1,14 @@
 """Type stubs of the native dispatcher core (private: import from ``fairqueue``)."""
 
 from collections.abc import Mapping, Sequence
-from typing import Literal, Optional, TypedDict, Union, final
+from typing import Any, Literal, Optional, TypedDict, Union, final
 
-Kind = Literal["future", "queueable", "batch", "scheduled"]
-Policy = Literal["fair_share", "peek_set"]
-RequestTuple = Union[tuple[int, str, str], tuple[int, str, str, Optional[float]]]
+__all__ = ["Dispatcher", "Grant", "Release", "simulate"]
 
-class Limits(TypedDict):
+_Policy = Literal["fair_share", "peek_set"]
+_RequestTuple = Union[tuple[int, str, str], tuple[int, str, str, Optional[float]]]
+
+class _Limits(TypedDict):
     cap: int
     min: int
     weight: float
@@ -61,10 +62,10 @@ class Dispatcher:
             here (seconds), moved only by ``advance`` and ``set_time``.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
-        policy: Policy = "fair_share",
+        policy: _Policy = "fair_share",
         slots: int = 13,
         peek_set: int = 2000,
         cap: int = 12,
@@ -74,12 +75,12 @@ class Dispatcher:
         kind_slots: Optional[Mapping[str, Optional[int]]] = None,
         lease: float = 60.0,
         virtual_time: Optional[float] = None,
-    ) -> None: ...
+    ) -> Dispatcher: ...
     @property
     def policy(self) -> str: ...
     def enqueue(self, id: int, org: str, kind: str = "future", run_at: Optional[float] = None) -> None:
         """Enqueues one request; ``run_at`` (seconds) delays it."""
-    def enqueue_many(self, requests: Sequence[RequestTuple], *, skip_held: bool = False) -> int:
+    def enqueue_many(self, requests: Sequence[_RequestTuple], *, skip_held: bool = False) -> int:
         """Enqueues ``(id, org, kind[, run_at])`` tuples, all or none; returns how many.
 
         With ``skip_held``, ids the dispatcher already holds are passed over instead of refused.
@@ -112,7 +113,7 @@ class Dispatcher:
         weight: Optional[float] = None,
     ) -> None:
         """Sets one (org, kind) pair's limits, live; omitted ones keep their value."""
-    def limits(self, org: str, kind: str) -> Limits:
+    def limits(self, org: str, kind: str) -> _Limits:
         """The limits of one (org, kind) pair."""
     def set_default_limits(self, kind: str, *, cap: int, min: int = 0, weight: float = 1.0) -> None:
         """Sets the limits of every pair of ``kind`` without an override."""
@@ -136,3 +137,20 @@ class Dispatcher:
         """Moves a virtual clock forward."""
     def set_time(self, t: float) -> None:
         """Sets a virtual clock (never backwards)."""
+
+def simulate(
+    scenario: str,
+    policy: str = "fair_share",
+    *,
+    flood: Optional[int] = None,
+    seed: int = 1,
+    horizon: Optional[float] = None,
+) -> dict[str, Any]:
+    """Runs a built-in scenario (``seed``, ``seed-extended``, ``noisy``, ``two-orgs``,
+    ``weighted``) on the dispatcher with a virtual clock.
+
+    ``policy`` is ``fair_share``, ``peek_set``, ``fifo`` (one queue, same caps) or
+    ``fifo_uncapped``. Returns the report: ``orgs`` and ``groups`` rows with wait
+    percentiles (seconds), ``makespan``, ``extended_delays``, ``series`` of pending
+    requests per org, and ``table``, a rendered text table.
+    """

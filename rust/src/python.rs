@@ -15,6 +15,7 @@ use crate::error::CoreError;
 use crate::lease::LeaseId;
 use crate::limits::{Config, PairLimits};
 use crate::request::{Kind, OrgId, KINDS};
+use crate::sim::{self, Baseline, OrgRow, ScenarioOptions};
 
 pyo3::import_exception!(fairqueue.errors, InvalidArgument);
 pyo3::import_exception!(fairqueue.errors, UnknownKind);
@@ -561,8 +562,67 @@ fn limits_dict(py: Python<'_>, limits: PairLimits) -> PyResult<Bound<'_, PyDict>
     Ok(d)
 }
 
+fn org_row<'py>(py: Python<'py>, row: &OrgRow) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("org", &row.org)?;
+    d.set_item("orgs", row.orgs)?;
+    d.set_item("n", row.requests)?;
+    d.set_item("dispatched", row.dispatched)?;
+    d.set_item("mean", row.wait_mean)?;
+    d.set_item("p50", row.wait_p50)?;
+    d.set_item("p95", row.wait_p95)?;
+    d.set_item("p99", row.wait_p99)?;
+    d.set_item("max", row.wait_max)?;
+    d.set_item("done_at", row.done_at)?;
+    d.set_item("slot_time", row.slot_time)?;
+    d.set_item("extended_delays", row.extended_delays)?;
+    Ok(d)
+}
+
+/// Runs a built-in scenario on the dispatcher with a virtual clock; returns the report
+/// as a dict (times in seconds). `policy` is `fair_share`, `peek_set`, `fifo` (one
+/// queue with the same caps) or `fifo_uncapped`.
+#[pyfunction]
+#[pyo3(signature = (scenario, policy = "fair_share", *, flood = None, seed = 1, horizon = None))]
+fn simulate<'py>(
+    py: Python<'py>,
+    scenario: &str,
+    policy: &str,
+    flood: Option<i64>,
+    seed: u64,
+    horizon: Option<f64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let flood = flood.map(|f| usize::try_from(f).map_err(|_| CoreError::invalid("flood", f, "1 or more requests"))).transpose()?;
+    if flood == Some(0) {
+        return Err(CoreError::invalid("flood", 0, "1 or more requests").into());
+    }
+    let options = ScenarioOptions { flood, seed, horizon, ..ScenarioOptions::default() };
+    let report = py.detach(|| match policy {
+        "fifo" => sim::run_scenario_fifo(scenario, Baseline::SameCaps, &options),
+        "fifo_uncapped" => sim::run_scenario_fifo(scenario, Baseline::Uncapped, &options),
+        other => other.parse().and_then(|policy| sim::run_scenario(scenario, policy, &options)),
+    })?;
+    let d = PyDict::new(py);
+    d.set_item("scenario", &report.scenario)?;
+    d.set_item("policy", &report.policy)?;
+    d.set_item("slots", report.slots)?;
+    d.set_item("requests", report.requests)?;
+    d.set_item("completed", report.completed)?;
+    d.set_item("makespan", report.makespan)?;
+    d.set_item("cut_short", report.cut_short)?;
+    d.set_item("utilisation", report.utilisation)?;
+    d.set_item("extended_delays", report.extended_delayed_requests)?;
+    d.set_item("extended_delay_events", report.extended_delay_events)?;
+    d.set_item("orgs", report.orgs.iter().map(|r| org_row(py, r)).collect::<PyResult<Vec<_>>>()?)?;
+    d.set_item("groups", report.groups.iter().map(|r| org_row(py, r)).collect::<PyResult<Vec<_>>>()?)?;
+    d.set_item("series", report.series.iter().map(|s| (s.at, s.pending.clone())).collect::<Vec<_>>())?;
+    d.set_item("table", report.table())?;
+    Ok(d)
+}
+
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(simulate, m)?)?;
     m.add_class::<DispatcherPy>()?;
     m.add_class::<GrantPy>()?;
     m.add_class::<ReleasePy>()?;
