@@ -286,7 +286,9 @@ impl Dispatcher {
     /// Limits of the (org, kind) pair.
     pub fn limits(&self, org: OrgId, kind: Kind) -> CoreResult<PairLimits> {
         self.org_name(org)?;
-        Ok(self.find_pair(org, kind).map_or(self.config.default_limits[kind.index()], |p| self.pairs[p as usize].limits))
+        Ok(self
+            .find_pair(org, kind)
+            .map_or(self.config.default_limits[kind.index()], |p| self.pairs[p as usize].limits))
     }
 
     /// Sets the limits of every pair of `kind` that has no override. O(pairs of the kind).
@@ -445,8 +447,12 @@ impl Dispatcher {
         let mut touched = Vec::new();
         for kind in Kind::ALL {
             let Some(delay) = self.config.extended_delay[kind.index()] else { continue };
-            let capped: Vec<u32> =
-                self.lines.iter(Tier::Capped, kind.index()).take_while(|key| key.1 <= boundary).map(|key| key.2).collect();
+            let capped: Vec<u32> = self
+                .lines
+                .iter(Tier::Capped, kind.index())
+                .take_while(|key| key.1 <= boundary)
+                .map(|key| key.2)
+                .collect();
             for p in capped {
                 let before = moved.len();
                 while let Some(slot) = self.pop_head_if(p, |seq| seq <= boundary) {

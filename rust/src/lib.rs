@@ -20,7 +20,9 @@ pub mod sim;
 mod python;
 
 pub use clock::{Clock, Nanos, SystemClock, VirtualClock, NANOS_PER_SEC};
-pub use dispatcher::{Abort, Counters, Dispatcher, Event, Grant, Location, NewRequest, Outcome, PairStats, Release, Stats};
+pub use dispatcher::{
+    Abort, Counters, Dispatcher, Event, Grant, Location, NewRequest, Outcome, PairStats, Release, Stats,
+};
 pub use error::{CoreError, CoreResult};
 pub use lease::LeaseId;
 pub use limits::{Config, PairLimits, PolicyKind};

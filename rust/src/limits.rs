@@ -57,7 +57,11 @@ impl PairLimits {
     /// Checks the limits, naming the first bad value.
     pub fn validate(&self) -> CoreResult<()> {
         if self.cap == 0 {
-            return Err(CoreError::invalid("cap", self.cap, "at least 1 slot (to pause a kind, set its kind slots to 0)"));
+            return Err(CoreError::invalid(
+                "cap",
+                self.cap,
+                "at least 1 slot (to pause a kind, set its kind slots to 0)",
+            ));
         }
         if self.min > self.cap {
             return Err(CoreError::invalid("min", self.min, format!("at most the cap ({})", self.cap)));

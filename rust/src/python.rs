@@ -130,7 +130,9 @@ impl DispatcherPy {
 
     fn virtual_clock(&self) -> PyResult<&VirtualClock> {
         self.virtual_clock.as_ref().ok_or_else(|| {
-            PyRuntimeError::new_err("this dispatcher reads the system clock; create it with virtual_time=… to move time by hand")
+            PyRuntimeError::new_err(
+                "this dispatcher reads the system clock; create it with virtual_time=… to move time by hand",
+            )
         })
     }
 
@@ -253,12 +255,7 @@ impl DispatcherPy {
                     (id, org, kind, None)
                 }
             };
-            parsed.push((
-                id,
-                org,
-                self::kind(&kind)?,
-                run_at.map(|t| nanos("run_at", t)).transpose()?,
-            ));
+            parsed.push((id, org, self::kind(&kind)?, run_at.map(|t| nanos("run_at", t)).transpose()?));
         }
         Ok(self.run(py, |core| {
             // Register orgs only once the whole batch is known to be valid.
@@ -473,7 +470,9 @@ impl DispatcherPy {
     fn pair_stats<'py>(&self, py: Python<'py>, org: &str, kind: &str) -> PyResult<Bound<'py, PyDict>> {
         let kind = self::kind(kind)?;
         let stats = self.with_core(|core| {
-            let org = core.find_org(org).ok_or_else(|| CoreError::invalid("org", org, "an org that has enqueued or has limits"))?;
+            let org = core
+                .find_org(org)
+                .ok_or_else(|| CoreError::invalid("org", org, "an org that has enqueued or has limits"))?;
             core.pair_stats(org, kind)
         })?;
         let d = PyDict::new(py);
@@ -592,7 +591,9 @@ fn simulate<'py>(
     seed: u64,
     horizon: Option<f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let flood = flood.map(|f| usize::try_from(f).map_err(|_| CoreError::invalid("flood", f, "1 or more requests"))).transpose()?;
+    let flood = flood
+        .map(|f| usize::try_from(f).map_err(|_| CoreError::invalid("flood", f, "1 or more requests")))
+        .transpose()?;
     if flood == Some(0) {
         return Err(CoreError::invalid("flood", 0, "1 or more requests").into());
     }
