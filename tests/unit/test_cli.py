@@ -1,0 +1,96 @@
+"""The ``fairqueue`` command line: ``simulate`` against the real Rust simulator."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import pytest
+from click.testing import CliRunner
+
+from fairqueue import cli
+from fairqueue.errors import InvalidArgument
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(cli.main, list(args))
+
+
+def test_simulate_seed_prints_both_policies() -> None:
+    result = run("simulate", "seed")
+    assert result.exit_code == 0, result.output
+    assert "seed under peek_set" in result.output
+    assert "seed under fair_share" in result.output
+    assert "org-1" in result.output and "org-2" in result.output
+
+
+def test_simulate_json_is_one_report_per_policy() -> None:
+    result = run("simulate", "seed-extended", "--json")
+    assert result.exit_code == 0, result.output
+    reports = json.loads(result.output)
+    assert [r["policy"] for r in reports] == ["peek_set", "fair_share"]
+    by_policy = {r["policy"]: r for r in reports}
+    # The seed's extended delay happens under peek_set only.
+    assert by_policy["peek_set"]["extended_delays"] > 0
+    assert by_policy["fair_share"]["extended_delays"] == 0
+    for report in reports:
+        assert report["scenario"] == "seed-extended"
+        assert {row["org"] for row in report["orgs"]} == {"org-1", "org-2"}
+        for row in report["orgs"]:
+            assert 0 <= row["p50"] <= row["p95"] <= row["p99"] <= row["max"]
+
+
+def test_simulate_one_policy_with_a_flood_size() -> None:
+    result = run("simulate", "noisy", "--policy", "fair_share", "--flood", "2000", "--json")
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(result.output)
+    assert report["policy"] == "fair_share"
+    assert max(row["n"] for row in report["orgs"]) == 2000
+
+
+def test_noisy_is_summarised_busiest_org_against_the_others() -> None:
+    result = run("simulate", "noisy", "--flood", "2000")
+    assert result.exit_code == 0, result.output
+    for text in ("busiest org", "other orgs", "p99 wait, median org", "peek_set", "fair_share"):
+        assert text in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("simulate", "no-such-scenario"), "no-such-scenario"),
+        (("simulate", "seed", "--policy", "fifo_lottery"), "fifo_lottery"),
+        (("simulate", "seed", "--flood", "0"), "--flood"),
+        (("simulate", "seed", "--flood", "many"), "--flood"),
+        (("simulate",), "SCENARIO"),
+    ],
+)
+def test_bad_arguments_exit_non_zero_with_a_clear_message(args: tuple[str, ...], message: str) -> None:
+    result = run(*args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_an_error_from_the_core_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(scenario: str, policy: str, *, flood: Optional[int] = None) -> dict[str, Any]:
+        raise InvalidArgument(f"invalid flood: {flood}")
+
+    monkeypatch.setattr(cli._core, "simulate", refuse)
+    result = run("simulate", "noisy", "--flood", "99")
+    assert result.exit_code == 2
+    assert "invalid flood: 99" in result.output
+
+
+def test_every_listed_scenario_exists_in_the_core() -> None:
+    for scenario in cli.SCENARIOS:
+        report = cli._core.simulate(scenario, "fair_share", flood=50)
+        assert report["scenario"] == scenario
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, "—"), (0.0, "0"), (0.0004, "400 µs"), (0.25, "250.0 ms"), (1.5, "1.50 s"), (42.0, "42.0 s"),
+     (300.0, "5.0 min"), (9_000.0, "2.5 h")],
+)
+def test_format_seconds(seconds: Optional[float], text: str) -> None:
+    assert cli.format_seconds(seconds) == text
