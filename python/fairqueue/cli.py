@@ -3,12 +3,13 @@
 ``fairqueue simulate SCENARIO`` runs a built-in workload through the Rust dispatcher
 on a virtual clock (no database, no threads, no waiting) and prints each org's
 dequeue waits under each policy, so the two can be compared side by side.
-``fairqueue demo`` runs the real thing: a worker draining a flood and a trickle of
+``fairqueue worker module:app`` runs a worker until SIGTERM; ``fairqueue demo`` runs the real thing: a worker draining a flood and a trickle of
 quiet orgs from the embedded SQLite store.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import statistics
 import sys
@@ -197,6 +198,45 @@ def simulate(scenario: str, policy: str, flood: Optional[int], as_json: bool) ->
         click.echo(json.dumps(reports, indent=2))
         return
     render(reports, _console())
+
+
+def _load_app(path: str) -> Any:
+    """The FairQueue at ``module:attribute``; the current directory is importable, as for ``python -m``."""
+    from fairqueue.app import FairQueue
+
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise click.BadParameter(f"{path!r}: expected module:attribute, e.g. myservice.jobs:app", param_hint="APP")
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise click.BadParameter(f"cannot import {module_name!r}: {error}", param_hint="APP") from error
+    app = getattr(module, attribute, None)
+    if not isinstance(app, FairQueue):
+        raise click.BadParameter(f"{path!r} is {type(app).__name__}, not a fairqueue.FairQueue", param_hint="APP")
+    return app
+
+
+@main.command()
+@click.argument("app_path", metavar="APP")
+@click.option("--slots", type=click.IntRange(min=1), default=None, help="Worker slots (default: the app's limits).")
+@click.option(
+    "--mode",
+    type=click.Choice(("thread", "process")),
+    default="thread",
+    show_default=True,
+    help="Run handlers in threads, or in a child process per slot (hard timeouts, crashes stay contained).",
+)
+def worker(app_path: str, slots: Optional[int], mode: str) -> None:
+    """Run a worker for the app at APP (module:attribute) until SIGTERM or SIGINT, then drain."""
+    app = _load_app(app_path)
+    try:
+        code = app.worker(slots=slots, mode=mode, app_path=app_path).run()
+    except FairQueueError as error:
+        raise click.UsageError(str(error)) from error
+    sys.exit(code)
 
 
 @main.command()

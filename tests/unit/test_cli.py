@@ -94,3 +94,23 @@ def test_every_listed_scenario_exists_in_the_core() -> None:
 )
 def test_format_seconds(seconds: Optional[float], text: str) -> None:
     assert cli.format_seconds(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("app", "message"),
+    [
+        ("no_colon", "module:attribute"),
+        ("no_such_module_xyz:app", "cannot import"),
+        ("fairqueue.cli:SCENARIOS", "not a fairqueue.FairQueue"),
+    ],
+)
+def test_worker_refuses_a_bad_app_path(app: str, message: str) -> None:
+    result = run("worker", app)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_worker_refuses_zero_slots() -> None:
+    result = run("worker", "fq_sample_jobs:app", "--slots", "0")
+    assert result.exit_code == 2
+    assert "--slots" in result.output
