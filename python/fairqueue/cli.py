@@ -81,7 +81,12 @@ def _org_table(report: Mapping[str, Any]) -> Table:
     ran = bool(report.get("cut_short")) and all("dispatched" in row for row in report["orgs"])
     caption = "n: requests" + ("; run: dispatched" if ran else "") + "; p50…max: waits to be dequeued"
     table = Table(
-        title=_title(report), title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
+        title=_title(report),
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
     columns = ["org", "n", *(["run"] if ran else []), "p50", "p95", "p99", "max", "done at", "slot-time"]
     rows = [
@@ -242,7 +247,12 @@ def worker(app_path: str, slots: Optional[int], mode: str) -> None:
 @main.command()
 @click.option("--policy", type=click.Choice(("fair_share", "peek_set")), default="fair_share", show_default=True)
 @click.option(
-    "--flood", type=click.IntRange(min=1), default=4000, show_default=True, metavar="N", help="Jobs the noisy org enqueues."
+    "--flood",
+    type=click.IntRange(min=1),
+    default=4000,
+    show_default=True,
+    metavar="N",
+    help="Jobs the noisy org enqueues.",
 )
 @click.option(
     "--database",

@@ -89,8 +89,16 @@ def test_every_listed_scenario_exists_in_the_core() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(None, "—"), (0.0, "0"), (0.0004, "400 µs"), (0.25, "250.0 ms"), (1.5, "1.50 s"), (42.0, "42.0 s"),
-     (300.0, "5.0 min"), (9_000.0, "2.5 h")],
+    [
+        (None, "—"),
+        (0.0, "0"),
+        (0.0004, "400 µs"),
+        (0.25, "250.0 ms"),
+        (1.5, "1.50 s"),
+        (42.0, "42.0 s"),
+        (300.0, "5.0 min"),
+        (9_000.0, "2.5 h"),
+    ],
 )
 def test_format_seconds(seconds: Optional[float], text: str) -> None:
     assert cli.format_seconds(seconds) == text

@@ -334,3 +334,21 @@ def test_bad_input_errors_are_also_builtin_errors() -> None:
         d.enqueue(1, "")
     with pytest.raises(LookupError):
         d.ack(12345)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="binding bug: enqueue/enqueue_many register a new org (core.org) before the core refuses the "
+    "request, so a refused enqueue leaves the org behind; remove this marker once fixed",
+)
+@pytest.mark.parametrize("many", [False, True])
+def test_a_refused_enqueue_does_not_register_its_org(many: bool) -> None:
+    d = Dispatcher(virtual_time=0.0)
+    d.enqueue(1, "org-a")
+    with pytest.raises(DuplicateRequest):
+        if many:
+            d.enqueue_many([(2, "ghost", "future"), (1, "org-a", "future")])
+        else:
+            d.enqueue(1, "ghost")
+    with pytest.raises(InvalidArgument):
+        d.pair_stats("ghost", "future")
