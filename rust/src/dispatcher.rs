@@ -38,6 +38,16 @@ pub struct NewRequest {
     pub run_at: Option<Nanos>,
 }
 
+/// A request that names its org, for [`Dispatcher::enqueue_named`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamedRequest<'a> {
+    pub id: RequestId,
+    pub org: &'a str,
+    pub kind: Kind,
+    /// Not before this time; `None` (or a time already past) means now.
+    pub run_at: Option<Nanos>,
+}
+
 /// A request handed to a free slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant {
@@ -344,16 +354,8 @@ impl Dispatcher {
     pub fn enqueue_many(&mut self, requests: &[NewRequest]) -> CoreResult<()> {
         for r in requests {
             self.org_name(r.org)?;
-            if self.by_id.get(r.id, &self.requests).is_some() {
-                return Err(CoreError::DuplicateRequest(r.id));
-            }
         }
-        if requests.len() > 1 {
-            let mut seen = HashSet::with_capacity_and_hasher(requests.len(), Default::default());
-            if let Some(r) = requests.iter().find(|r| !seen.insert(r.id)) {
-                return Err(CoreError::DuplicateRequest(r.id));
-            }
-        }
+        self.check_fresh(requests.iter().map(|r| r.id))?;
         let now = self.clock.now();
         for r in requests {
             let p = self.pair(r.org, r.kind)?;
@@ -363,6 +365,33 @@ impl Dispatcher {
             match r.run_at {
                 Some(due) if due > now => self.delay(slot, due),
                 _ => self.make_ready(slot),
+            }
+        }
+        Ok(())
+    }
+
+    /// Enqueues requests that name their org, registering new orgs only once the whole
+    /// batch is known to be accepted: all or none, and a refusal leaves no trace.
+    pub fn enqueue_named(&mut self, requests: &[NamedRequest<'_>]) -> CoreResult<()> {
+        for r in requests {
+            if self.find_org(r.org).is_none() {
+                Self::check_org_name(r.org)?;
+            }
+        }
+        self.check_fresh(requests.iter().map(|r| r.id))?;
+        let resolved = requests
+            .iter()
+            .map(|r| Ok(NewRequest { id: r.id, org: self.org(r.org)?, kind: r.kind, run_at: r.run_at }))
+            .collect::<CoreResult<Vec<_>>>()?;
+        self.enqueue_many(&resolved)
+    }
+
+    /// Refuses an id the dispatcher holds or one repeated among `ids`.
+    fn check_fresh(&self, ids: impl ExactSizeIterator<Item = RequestId>) -> CoreResult<()> {
+        let mut seen = HashSet::with_capacity_and_hasher(ids.len(), Default::default());
+        for id in ids {
+            if !seen.insert(id) || self.by_id.get(id, &self.requests).is_some() {
+                return Err(CoreError::DuplicateRequest(id));
             }
         }
         Ok(())

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::clock::{Clock, Nanos, SystemClock, VirtualClock, NANOS_PER_SEC};
-use crate::dispatcher::{Abort, Dispatcher, Event, Grant, Location, NewRequest, Outcome, Release};
+use crate::dispatcher::{Abort, Dispatcher, Event, Grant, Location, NamedRequest, Outcome, Release};
 use crate::error::CoreError;
 use crate::lease::LeaseId;
 use crate::limits::{Config, PairLimits};
@@ -230,10 +230,7 @@ impl DispatcherPy {
         let id = id64("id", id)?;
         let kind = self::kind(kind)?;
         let run_at = run_at.map(|t| nanos("run_at", t)).transpose()?;
-        Ok(self.with_core(|core| {
-            let org = core.org(org)?;
-            core.enqueue(NewRequest { id, org, kind, run_at })
-        })?)
+        Ok(self.with_core(|core| core.enqueue_named(&[NamedRequest { id, org, kind, run_at }]))?)
     }
 
     /// Enqueues `(id, org, kind[, run_at])` tuples, all or none; with `skip_held`, ids the
@@ -258,20 +255,12 @@ impl DispatcherPy {
             parsed.push((id, org, self::kind(&kind)?, run_at.map(|t| nanos("run_at", t)).transpose()?));
         }
         Ok(self.run(py, |core| {
-            // Register orgs only once the whole batch is known to be valid.
-            for (_, org, _, _) in &parsed {
-                if core.find_org(org).is_none() {
-                    Dispatcher::check_org_name(org)?;
-                }
-            }
-            let fresh: Vec<_> = parsed.iter().filter(|(id, ..)| !(skip_held && core.holds(*id))).collect();
-            let batch = fresh
-                .into_iter()
-                .map(|(id, org, kind, run_at)| {
-                    Ok(NewRequest { id: *id, org: core.org(org)?, kind: *kind, run_at: *run_at })
-                })
-                .collect::<Result<Vec<_>, CoreError>>()?;
-            core.enqueue_many(&batch).map(|()| batch.len())
+            let batch: Vec<NamedRequest<'_>> = parsed
+                .iter()
+                .filter(|(id, ..)| !(skip_held && core.holds(*id)))
+                .map(|(id, org, kind, run_at)| NamedRequest { id: *id, org, kind: *kind, run_at: *run_at })
+                .collect();
+            core.enqueue_named(&batch).map(|()| batch.len())
         })?)
     }
 
@@ -379,21 +368,19 @@ impl DispatcherPy {
         let cap = cap.map(|c| count32("cap", c, "at least 1 slot")).transpose()?;
         let min = min.map(|m| count32("min", m, "from 0 to the cap")).transpose()?;
         Ok(self.with_core(|core| {
-            let org_id = match core.find_org(org) {
-                Some(id) => id,
-                None => {
-                    Dispatcher::check_org_name(org)?;
-                    core.org(org)?
-                }
+            let current = match core.find_org(org) {
+                Some(id) => core.limits(id, kind)?,
+                None => Dispatcher::check_org_name(org).map(|()| core.config().default_limits[kind.index()])?,
             };
-            let current = core.limits(org_id, kind)?;
             let limits = PairLimits {
                 cap: cap.unwrap_or(current.cap),
                 min: min.unwrap_or(current.min),
                 weight: weight.unwrap_or(current.weight),
             };
+            // Register a new org only once its limits are known to be accepted.
             limits.validate()?;
-            core.set_limits(org_id, kind, limits)
+            let org = core.org(org)?;
+            core.set_limits(org, kind, limits)
         })?)
     }
 

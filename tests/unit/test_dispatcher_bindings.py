@@ -336,11 +336,6 @@ def test_bad_input_errors_are_also_builtin_errors() -> None:
         d.ack(12345)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="binding bug: enqueue/enqueue_many register a new org (core.org) before the core refuses the "
-    "request, so a refused enqueue leaves the org behind; remove this marker once fixed",
-)
 @pytest.mark.parametrize("many", [False, True])
 def test_a_refused_enqueue_does_not_register_its_org(many: bool) -> None:
     d = Dispatcher(virtual_time=0.0)
