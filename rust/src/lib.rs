@@ -21,7 +21,7 @@ mod python;
 
 pub use clock::{Clock, Nanos, SystemClock, VirtualClock, NANOS_PER_SEC};
 pub use dispatcher::{
-    Abort, Counters, Dispatcher, Event, Grant, Location, NewRequest, Outcome, PairStats, Release, Stats,
+    Abort, Counters, Dispatcher, Event, Grant, Location, NamedRequest, NewRequest, Outcome, PairStats, Release, Stats,
 };
 pub use error::{CoreError, CoreResult};
 pub use lease::LeaseId;
