@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fairqueue import _core
+from fairqueue.conservation import ResourceMonitor
 from fairqueue.errors import FairQueueError
 
 __all__ = ["main", "SCENARIOS", "POLICY_CHOICES", "format_seconds"]
@@ -234,11 +235,26 @@ def _load_app(path: str) -> Any:
     show_default=True,
     help="Run handlers in threads, or in a child process per slot (hard timeouts, crashes stay contained).",
 )
-def worker(app_path: str, slots: Optional[int], mode: str) -> None:
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds running jobs get to finish after SIGTERM before they are re-queued.",
+)
+@click.option(
+    "--conservation/--no-conservation",
+    default=True,
+    show_default=True,
+    help="Slow dispatch while the host's CPU or memory is over its threshold (unless the app sets its own monitor).",
+)
+def worker(app_path: str, slots: Optional[int], mode: str, grace: float, conservation: bool) -> None:
     """Run a worker for the app at APP (module:attribute) until SIGTERM or SIGINT, then drain."""
     app = _load_app(app_path)
+    if conservation and app.conservation is None:
+        app.conservation = ResourceMonitor()
     try:
-        code = app.worker(slots=slots, mode=mode, app_path=app_path).run()
+        code = app.worker(slots=slots, mode=mode, app_path=app_path).run(grace=grace)
     except FairQueueError as error:
         raise click.UsageError(str(error)) from error
     sys.exit(code)

@@ -156,8 +156,10 @@ class Worker:
         if self._main is not None:
             self._main.join()
 
-    def run(self) -> int:
-        """Runs until SIGTERM or SIGINT, then drains gracefully; returns the exit code."""
+    def run(self, grace: float = 30.0) -> int:
+        """Runs until SIGTERM or SIGINT, then lets running jobs finish for up to
+        ``grace`` seconds, re-queues the rest, and returns the exit code (0)."""
+        self._grace = grace
 
         def on_signal(signum: int, _frame: Any) -> None:
             log.info("fairqueue worker %s: signal %d, draining", self.name, signum)
