@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import fq_sample_jobs as sample
 import pytest
 
 import fairqueue as fq
 from fairqueue.storage.sqlite import SQLiteStorage
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -27,10 +31,8 @@ def app(tmp_path: Path) -> Iterator[fq.FairQueue]:
         sample.app.storage = original
 
 
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    """Polls ``predicate`` until it is truthy or ``timeout`` passes (then fails the test)."""
-    import time
-
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
+    """Polls ``predicate`` until it is truthy, or fails the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -11,17 +11,15 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 import psutil
 import pytest
+from conftest import wait_until
 
 from fairqueue._core import Dispatcher, Grant
 from fairqueue.conservation import ResourceMonitor, Thresholds, ThrottlePeriod
 
-T = TypeVar("T")
 
 GIB = 1 << 30
 
@@ -29,18 +27,6 @@ GIB = 1 << 30
 # once), says so, and holds them until its stdin closes: if the test process dies,
 # the hog dies with it.
 HOG = "import sys; n = int(sys.argv[1]); b = bytearray(b'\\x01') * n; print('ready', flush=True); sys.stdin.read()"
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
-    """Polls ``predicate`` until it is truthy, or fails the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def memory_used() -> float:
@@ -104,7 +90,7 @@ def monitor(hog: MemoryHog) -> Iterator[ResourceMonitor]:
     )
     mon = ResourceMonitor(thresholds, interval=0.1).start()
     try:
-        wait_for(lambda: mon.last_sample is not None, 5, "the monitor's first sample")
+        wait_until(lambda: mon.last_sample is not None, 5, "the monitor's first sample")
         yield mon
     finally:
         mon.stop(timeout=5)
@@ -119,7 +105,7 @@ def test_memory_hog_throttles_and_recovery_restores_full_capacity(hog: MemoryHog
     assert monitor.capacity == 1.0, f"throttled before the hog started: {monitor.last_sample}"
 
     hog.start()
-    wait_for(lambda: monitor.capacity < 1.0, 15, "throttling while the hog holds its memory")
+    wait_until(lambda: monitor.capacity < 1.0, 15, "throttling while the hog holds its memory")
     assert monitor.throttled
     assert monitor.thresholds.min_capacity <= monitor.capacity < 1.0
     (period,) = monitor.current_periods
@@ -127,7 +113,7 @@ def test_memory_hog_throttles_and_recovery_restores_full_capacity(hog: MemoryHog
     assert period.peak > monitor.thresholds.high("host_memory")
 
     hog.kill()
-    wait_for(lambda: monitor.capacity == 1.0, 15, "full capacity after the hog was killed")
+    wait_until(lambda: monitor.capacity == 1.0, 15, "full capacity after the hog was killed")
     assert not monitor.throttled
     (period,) = monitor.throttle_periods
     assert period.end is not None and period.end >= period.start
@@ -162,7 +148,7 @@ def test_dispatcher_fills_fewer_slots_while_throttled_and_loses_nothing(hog: Mem
     assert before == [(1.0, slots)] * 3
 
     hog.start()
-    wait_for(lambda: monitor.capacity < 1.0, 15, "throttling while the hog holds its memory")
+    wait_until(lambda: monitor.capacity < 1.0, 15, "throttling while the hog holds its memory")
     during = [tick() for _ in range(3)]
     for capacity, filled in during:
         assert capacity < 1.0
@@ -170,7 +156,7 @@ def test_dispatcher_fills_fewer_slots_while_throttled_and_loses_nothing(hog: Mem
         assert filled >= math.floor(slots * monitor.thresholds.min_capacity) >= 1  # throttled, not stopped
 
     hog.kill()
-    wait_for(lambda: monitor.capacity == 1.0, 15, "full capacity after the hog was killed")
+    wait_until(lambda: monitor.capacity == 1.0, 15, "full capacity after the hog was killed")
     after = [tick() for _ in range(3)]
     assert after == [(1.0, slots)] * 3
 
@@ -202,12 +188,12 @@ def test_process_rss_over_its_threshold_throttles_this_process() -> None:
         min_capacity=0.0,
     )
     with ResourceMonitor(thresholds, interval=0.05) as mon:
-        wait_for(lambda: mon.last_sample is not None, 5, "the monitor's first sample")
+        wait_until(lambda: mon.last_sample is not None, 5, "the monitor's first sample")
         assert mon.capacity == 1.0
         ballast = bytearray(b"\x01") * block
-        wait_for(lambda: mon.capacity < 1.0, 10, "throttling on this process's RSS")
+        wait_until(lambda: mon.capacity < 1.0, 10, "throttling on this process's RSS")
         assert mon.current_periods[0].resource == "process_rss"
         del ballast
-        wait_for(lambda: mon.capacity == 1.0, 10, "full capacity once the ballast was freed")
+        wait_until(lambda: mon.capacity == 1.0, 10, "full capacity once the ballast was freed")
     (period,) = mon.throttle_periods
     assert period.end is not None and period.peak >= rss + block // 2
