@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 __all__ = ["JobStatus", "NewJob", "JobRecord", "PendingJob", "Finish"]
 
@@ -23,7 +23,10 @@ class JobStatus(str, enum.Enum):
     @property
     def finished(self) -> bool:
         """True for the statuses a job never leaves."""
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.ABORTED)
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.ABORTED})
 
 
 @dataclass(frozen=True)
@@ -84,13 +87,16 @@ class PendingJob:
     ready_seq: int
 
 
-@dataclass(frozen=True)
-class Finish:
+class Finish(NamedTuple):
     """How a claimed job ended.
 
     ``status`` is ``completed`` or ``failed``, or ``queued`` to deliver it again at
-    ``retry_at`` (None: as soon as possible). ``worker`` must be the job's current lease owner, so a worker
-    whose lease expired cannot overwrite the outcome of the re-delivery.
+    ``retry_at`` (None: as soon as possible). ``worker`` must be the job's current
+    lease owner, so a worker whose lease expired cannot overwrite the outcome of
+    the re-delivery. ``children`` are the jobs the handler enqueued; they are
+    stored in the same transaction, only if the outcome applies.
+
+    A named tuple rather than a dataclass: the worker builds one per job.
     """
 
     job_id: int
@@ -100,4 +106,3 @@ class Finish:
     error: Optional[str] = None
     retry_at: Optional[float] = None
     children: tuple[NewJob, ...] = ()
-    """Jobs the handler enqueued; stored in the same transaction, only if the outcome applies."""

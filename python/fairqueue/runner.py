@@ -13,8 +13,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from fairqueue import jobs as _jobs
 from fairqueue.app import FairQueue
@@ -27,9 +26,8 @@ __all__ = ["Outcome", "Runner"]
 log = logging.getLogger("fairqueue.worker")
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """How one delivery of a job ended."""
+class Outcome(NamedTuple):
+    """How one delivery of a job ended (a named tuple: one is built per job)."""
 
     status: JobStatus
     error: Optional[str] = None
@@ -67,15 +65,17 @@ class Runner:
             return Outcome(JobStatus.QUEUED, error=f"Retry: {r.reason}", retry_at=time.time() + r.after)
         except BaseException as e:  # the job's failure is its own; the worker goes on
             error = e
-        result = FinalizerResult(
-            job_id=record.id,
-            succeeded=error is None,
-            exception_type=type(error).__name__ if error else None,
-            message=str(error) if error else None,
-        )
         # A failed job's own enqueues are rolled back, as its transaction is.
         children = [new for new, _ in ctx.transaction.pending] if error is None else []
-        finalizer_note = self._run_finalizers(ctx, result, children)
+        finalizer_note = ""
+        if ctx.finalizers:
+            result = FinalizerResult(
+                job_id=record.id,
+                succeeded=error is None,
+                exception_type=type(error).__name__ if error else None,
+                message=str(error) if error else None,
+            )
+            finalizer_note = self._run_finalizers(ctx, result, children)
         if error is not None:
             trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
             message = f"{type(error).__name__}: {error}"

@@ -18,7 +18,6 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Optional
 
@@ -41,16 +40,18 @@ _PAGE = 10_000
 _BATCH = 1_000
 
 
-@dataclass
 class _Task:
-    """A claimed job on its way to a handler thread."""
+    """A claimed job on its way to a handler thread (a slotted class: one per job)."""
 
-    lease: int
-    record: JobRecord
-    cancel: CancelFlag = field(default_factory=CancelFlag)
-    started: float = field(default_factory=time.monotonic)
-    deadline: float = 0.0
-    timed_out: bool = False
+    __slots__ = ("lease", "record", "cancel", "started", "deadline", "timed_out")
+
+    def __init__(self, lease: int, record: JobRecord, timeout: float) -> None:
+        self.lease = lease
+        self.record = record
+        self.cancel = CancelFlag()
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout
+        self.timed_out = False
 
 
 
@@ -260,7 +261,6 @@ class Worker:
                 # Aborted, or claimed by another worker process, since we last looked.
                 self.core.ack(grant.lease)
                 continue
-            task = _Task(grant.lease, record)
             timeout = limits.timeouts[record.kind]
             try:
                 handler = _jobs.resolve(record.handler)
@@ -268,7 +268,7 @@ class Worker:
                 handler = None  # the handler thread records the error
             if isinstance(handler, FutureFunction) and handler.timeout is not None:
                 timeout = handler.timeout
-            task.deadline = task.started + timeout
+            task = _Task(grant.lease, record, timeout)
             self._running[grant.lease] = task
             if record.attempts > limits.max_attempts:
                 error = (

@@ -166,6 +166,8 @@ class MemoryStorage(Storage):
                 else:
                     self._set(f.job_id, finished_at=f.at, extended_status=f.error or r.extended_status, **common)
                 applied.append(f.job_id)
+                if not f.children:
+                    continue
                 taken = [c.duplicate_signature for c in f.children if c.duplicate_signature in self._signatures]
                 self._insert([c for c in f.children if c.duplicate_signature not in taken], f.at)
                 if taken:
