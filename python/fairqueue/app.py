@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, ContextManager, Literal, Optional, TypeVar, Union, overload
 
 from fairqueue import jobs as _jobs
 from fairqueue.conservation import ResourceMonitor
@@ -20,6 +20,7 @@ from fairqueue.records import JobRecord, JobStatus, NewJob
 from fairqueue.storage import Storage, open_storage
 
 if TYPE_CHECKING:
+    from fairqueue.testing import TestRun
     from fairqueue.worker import Worker
 
 __all__ = ["FairQueue", "JobHandle", "OrgView"]
@@ -358,6 +359,15 @@ class FairQueue:
     def org(self, org: str) -> OrgView:
         """A view that sees and aborts only ``org``'s jobs."""
         return OrgView(self, check_org(org))
+
+    def testing(self, *, max_jobs: int = 10_000) -> ContextManager[TestRun]:
+        """Test mode: ``with app.testing() as run:`` — jobs enqueued inside go to a fresh
+        in-memory store and all run synchronously, in dispatch order, when the block
+        ends (children, finalizers and retries included; delays on a virtual clock).
+        Read the outcome from ``run.jobs()`` afterwards. See :mod:`fairqueue.testing`."""
+        from fairqueue.testing import run_test_mode
+
+        return run_test_mode(self, max_jobs=max_jobs)
 
     def worker(self, **options: Any) -> Worker:
         """A worker for this app; see :class:`fairqueue.worker.Worker` for the options."""

@@ -1,0 +1,113 @@
+"""Testing helpers: the in-memory store and test mode.
+
+Test mode is the reference platform's ``Test.startTest()`` / ``Test.stopTest()``:
+everything enqueued inside ``with app.testing():`` runs synchronously when the block
+ends — in dispatch order, through the same dispatcher policy, with the same limits,
+chaining, finalizers and retries — so jobs can be unit-tested without a worker or a
+database. Delays do not make the test wait: the dispatcher runs on a virtual clock
+that jumps to the next run-at time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Optional, Union
+
+from fairqueue._core import Dispatcher
+from fairqueue.errors import LimitExceeded
+from fairqueue.records import Finish, JobRecord, JobStatus
+from fairqueue.runner import Runner
+from fairqueue.storage.memory import MemoryStorage
+
+if TYPE_CHECKING:
+    from fairqueue.app import FairQueue
+
+__all__ = ["MemoryStorage", "TestRun", "run_test_mode"]
+
+_WORKER = "test-mode"
+
+
+class TestRun:
+    """What a ``with app.testing()`` block ran; read it after the block."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(self, storage: MemoryStorage) -> None:
+        self.storage = storage
+        self.order: list[int] = []
+        """Job ids in the order they ran (a retried job appears once per run)."""
+
+    def jobs(self, *, org: Optional[str] = None, status: Union[None, str, JobStatus] = None) -> list[JobRecord]:
+        """Records of the jobs the block enqueued (and their children), oldest first."""
+        wanted = JobStatus(status) if status is not None else None
+        return list(reversed(self.storage.job_list(org=org, status=wanted, limit=1_000_000)))
+
+    def get(self, job_id: int) -> Optional[JobRecord]:
+        """The record of one job."""
+        return self.storage.job_get(job_id)
+
+
+@contextmanager
+def run_test_mode(app: FairQueue, *, max_jobs: int = 10_000) -> Iterator[TestRun]:
+    """The body of :meth:`FairQueue.testing`: swaps in a fresh in-memory store, then
+    runs what the block enqueued when it ends (nothing, if the block raised)."""
+    storage = MemoryStorage()
+    original = app.storage
+    app.storage = storage
+    run = TestRun(storage)
+    try:
+        yield run
+        _drain(app, run, max_jobs)
+    finally:
+        app.storage = original
+
+
+def _drain(app: FairQueue, run: TestRun, max_jobs: int) -> None:
+    limits = app.limits
+    core = Dispatcher(
+        policy=app.policy,
+        slots=1,
+        peek_set=limits.peek_set,
+        cap=limits.cap,
+        min=limits.min,
+        weight=limits.weight,
+        extended_delay=dict(limits.extended_delay),
+        kind_slots=dict(limits.kind_slots),
+        lease=limits.lease,
+        virtual_time=time.time(),
+    )
+    for (org, kind), values in app.org_limits.items():
+        core.set_limits(org, kind, **values)
+    runner = Runner(app)
+    seen = 0
+    try:
+        while True:
+            pending = run.storage.job_pending(after_seq=seen)
+            if pending:
+                core.enqueue_many([(p.id, p.org, p.kind, p.run_at) for p in pending], skip_held=True)
+                seen = pending[-1].ready_seq
+            grants = core.dispatch(1)
+            if not grants:
+                wake = core.next_wakeup()
+                if wake is None:
+                    return
+                core.set_time(wake)
+                continue
+            grant = grants[0]
+            now = core.now()
+            claimed = run.storage.job_claim([grant.id], _WORKER, now + limits.lease, now)
+            if claimed:
+                if len(run.order) >= max_jobs:
+                    raise LimitExceeded(
+                        f"test mode ran {max_jobs} jobs and more are queued; does a chain never end? "
+                        "(raise max_jobs if this is intended)"
+                    )
+                run.order.append(grant.id)
+                outcome = runner.execute(claimed[0])
+                finish = Finish(grant.id, _WORKER, outcome.status, core.now(), outcome.error, outcome.retry_at, outcome.children)
+                run.storage.job_finish([finish])
+            core.ack(grant.lease)
+    finally:
+        runner.close()
