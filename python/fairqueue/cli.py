@@ -9,10 +9,13 @@ quiet orgs from the embedded SQLite store.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import statistics
 import sys
+import time
+from datetime import datetime
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -25,6 +28,8 @@ from rich.table import Table
 from fairqueue import _core
 from fairqueue.conservation import ResourceMonitor
 from fairqueue.errors import FairQueueError
+from fairqueue.records import JobRecord, JobStatus
+from fairqueue.storage import Storage, open_storage
 
 __all__ = ["main", "SCENARIOS", "POLICY_CHOICES", "format_seconds"]
 
@@ -284,6 +289,112 @@ def demo(policy: str, flood: int, database: Path) -> None:
     console = _console()
     result = demo_module.run(database, policy=policy, flood=flood, console=console)  # type: ignore[arg-type]
     demo_module.render(result, console)
+
+
+# ----- the store: status, jobs, abort ----------------------------------------------------
+
+store_option = click.option(
+    "--store",
+    envvar="FAIRQUEUE_STORE",
+    default="fairqueue.db",
+    show_default=True,
+    help="The store: a SQLite file path, or a URL (also $FAIRQUEUE_STORE).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _open_store(store: str) -> Storage:
+    if "://" not in store and store != ":memory:" and not Path(store).exists():
+        raise click.UsageError(f"no store at {store!r}: pass --store PATH (or set FAIRQUEUE_STORE)")
+    try:
+        return open_storage(store)
+    except FairQueueError as error:
+        raise click.UsageError(str(error)) from error
+
+
+def _record_json(record: JobRecord) -> dict[str, Any]:
+    data = dataclasses.asdict(record)
+    data["status"] = record.status.value
+    return data
+
+
+def _when(t: Optional[float]) -> str:
+    return "—" if t is None else datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@main.command()
+@store_option
+@json_option
+def status(store: str, as_json: bool) -> None:
+    """How many jobs each org and kind has in each status."""
+    with _open_store(store) as storage:
+        counts = storage.job_counts()
+    statuses = [s.value for s in JobStatus]
+    rows: dict[tuple[str, str], dict[str, int]] = {}
+    for (org, kind, state), n in counts.items():
+        rows.setdefault((org, kind), dict.fromkeys(statuses, 0))[state.value] = n
+    if as_json:
+        click.echo(json.dumps([{"org": o, "kind": k, **c} for (o, k), c in sorted(rows.items())], indent=2))
+        return
+    table = Table(title=f"Jobs in {store}", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("org")
+    table.add_column("kind")
+    for state in statuses:
+        table.add_column(state, justify="right")
+    for (org, kind), by_status in sorted(rows.items()):
+        table.add_row(org, kind, *(f"{by_status[s]:,}" if by_status[s] else "·" for s in statuses))
+    _console().print(table if rows else "No jobs.")
+
+
+@main.command()
+@store_option
+@click.option("--org", default=None, help="Only this org's jobs.")
+@click.option("--kind", type=click.Choice(("future", "queueable", "batch", "scheduled")), default=None)
+@click.option("--status", "state", type=click.Choice([s.value for s in JobStatus]), default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@json_option
+def jobs(store: str, org: Optional[str], kind: Optional[str], state: Optional[str], limit: int, as_json: bool) -> None:
+    """List job records, newest first."""
+    with _open_store(store) as storage:
+        records = storage.job_list(org=org, kind=kind, status=JobStatus(state) if state else None, limit=limit)
+    if as_json:
+        click.echo(json.dumps([_record_json(r) for r in records], indent=2))
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("id", "org", "kind", "handler", "status", "created", "attempts", "extended status"):
+        table.add_column(column, justify="right" if column in ("id", "attempts") else "left")
+    for r in records:
+        table.add_row(str(r.id), r.org, r.kind, r.handler, r.status.value, _when(r.created_at), str(r.attempts), r.extended_status or "")
+    _console().print(table if records else "No jobs match.")
+
+
+@main.command()
+@store_option
+@click.argument("job_id", type=int)
+@click.option("--org", default=None, help="Abort only if the job belongs to this org.")
+@json_option
+def abort(store: str, job_id: int, org: Optional[str], as_json: bool) -> None:
+    """Abort job JOB_ID: a queued job never runs; a running one is asked to stop.
+
+    Exits 1 if there is no such job (for that org).
+    """
+    with _open_store(store) as storage:
+        result = storage.job_abort(job_id, time.time(), org=org)
+    if result is None:
+        message = f"no job {job_id}" + (f" for org {org!r}" if org else "")
+        if as_json:
+            click.echo(json.dumps({"id": job_id, "error": message}))
+        else:
+            click.echo(message, err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps({"id": job_id, "status": result.value}))
+    elif result is JobStatus.ABORTED:
+        click.echo(f"job {job_id} is aborted: it will never run")
+    elif result in (JobStatus.PROCESSING, JobStatus.PREPARING):
+        click.echo(f"job {job_id} is running: it was asked to stop (ctx.cancelled)")
+    else:
+        click.echo(f"job {job_id} had already finished ({result.value}); nothing to abort")
 
 
 if __name__ == "__main__":  # pragma: no cover
