@@ -339,8 +339,8 @@ def status(store: str, as_json: bool) -> None:
     table = Table(title=f"Jobs in {store}", title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("org")
     table.add_column("kind")
-    for state in statuses:
-        table.add_column(state, justify="right")
+    for name in statuses:
+        table.add_column(name, justify="right")
     for (org, kind), by_status in sorted(rows.items()):
         table.add_row(org, kind, *(f"{by_status[s]:,}" if by_status[s] else "·" for s in statuses))
     _console().print(table if rows else "No jobs.")
