@@ -28,6 +28,7 @@ from rich.table import Table
 from fairqueue import _core
 from fairqueue.conservation import ResourceMonitor
 from fairqueue.errors import FairQueueError
+from fairqueue.plot import pending_svg
 from fairqueue.records import JobRecord, JobStatus
 from fairqueue.storage import Storage, open_storage
 
@@ -192,7 +193,14 @@ def main() -> None:
     is_flag=True,
     help="Print a JSON array with one report per policy instead of tables.",
 )
-def simulate(scenario: str, policy: str, flood: Optional[int], as_json: bool) -> None:
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    metavar="FILE.svg",
+    help="Also draw pending requests per org over time into an SVG file (one per policy: FILE-POLICY.svg).",
+)
+def simulate(scenario: str, policy: str, flood: Optional[int], as_json: bool, plot: Optional[Path]) -> None:
     """Run SCENARIO through the dispatcher on a virtual clock and report each org's dequeue waits.
 
     \b
@@ -205,6 +213,11 @@ def simulate(scenario: str, policy: str, flood: Optional[int], as_json: bool) ->
     """
     policies = ("peek_set", "fair_share") if policy == "both" else (policy,)
     reports = [_run(scenario, p, flood) for p in policies]
+    if plot is not None:
+        for report in reports:
+            target = plot if len(reports) == 1 else plot.with_name(f"{plot.stem}-{report['policy']}{plot.suffix or '.svg'}")
+            target.write_text(pending_svg(report))
+            click.echo(f"wrote {target}", err=True)
     if as_json:
         click.echo(json.dumps(reports, indent=2))
         return
