@@ -54,5 +54,12 @@ class FifoDispatcher:
     def next_wakeup(self) -> Optional[float]:
         return None
 
+    def limits(self, org: str, kind: str) -> dict[str, int]:
+        # No caps: the baseline dispatches in arrival order whatever the org.
+        return {"cap": 1 << 30}
+
+    def take_events(self) -> list[dict[str, object]]:
+        return []
+
     def set_limits(self, *args: Any, **kwargs: Any) -> None:
         """Caps do not exist in a plain FIFO."""

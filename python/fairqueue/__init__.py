@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from fairqueue._core import Dispatcher, Grant, Release
 from fairqueue.app import FairQueue, JobHandle, OrgView
+from fairqueue.alerts import AlertEvent
+from fairqueue.batch import Batchable
 from fairqueue.conservation import ResourceMonitor, Thresholds
 from fairqueue.errors import (
+    DailyLimitExceeded,
     DuplicateRequest,
+    FlexQueueFull,
     DuplicateSignature,
     FairQueueError,
     HandlerNotFound,
@@ -34,7 +38,11 @@ from fairqueue.jobs import (
     current_context,
 )
 from fairqueue.limits import Limits
-from fairqueue.records import JobRecord, JobStatus
+from fairqueue.observe import Explanation, Reason
+from fairqueue.processor import AsyncProcessor, Query
+from fairqueue.cron import CronSchedule
+from fairqueue.records import BatchErrorEvent, JobRecord, JobStatus, TriggerRecord, TriggerState
+from fairqueue.storage import DailyUsage
 from fairqueue.worker import Worker
 
 __all__ = [
@@ -43,6 +51,13 @@ __all__ = [
     "OrgView",
     "Limits",
     "Queueable",
+    "Batchable",
+    "BatchErrorEvent",
+    "AsyncProcessor",
+    "Query",
+    "Explanation",
+    "Reason",
+    "AlertEvent",
     "Context",
     "AsyncOptions",
     "Finalizer",
@@ -52,6 +67,10 @@ __all__ = [
     "current_context",
     "JobRecord",
     "JobStatus",
+    "DailyUsage",
+    "TriggerRecord",
+    "TriggerState",
+    "CronSchedule",
     "Worker",
     "ResourceMonitor",
     "Thresholds",
@@ -67,6 +86,8 @@ __all__ = [
     "UnknownLease",
     "DuplicateSignature",
     "LimitExceeded",
+    "DailyLimitExceeded",
+    "FlexQueueFull",
     "NotSerializable",
     "HandlerNotFound",
     "StorageError",

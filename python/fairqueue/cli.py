@@ -29,8 +29,8 @@ from fairqueue import _core
 from fairqueue.conservation import ResourceMonitor
 from fairqueue.errors import FairQueueError
 from fairqueue.plot import pending_svg
-from fairqueue.records import JobRecord, JobStatus
-from fairqueue.storage import Storage, open_storage
+from fairqueue.records import JobRecord, JobStatus, TriggerState
+from fairqueue.storage import SCHEMA_VERSION, Storage, open_storage
 
 __all__ = ["main", "SCENARIOS", "POLICY_CHOICES", "format_seconds"]
 
@@ -266,13 +266,31 @@ def _load_app(path: str) -> Any:
     show_default=True,
     help="Slow dispatch while the host's CPU or memory is over its threshold (unless the app sets its own monitor).",
 )
-def worker(app_path: str, slots: Optional[int], mode: str, grace: float, conservation: bool) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (off unless given; 0: any free port).",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address the metrics endpoint listens on.")
+def worker(
+    app_path: str,
+    slots: Optional[int],
+    mode: str,
+    grace: float,
+    conservation: bool,
+    metrics_port: Optional[int],
+    metrics_host: str,
+) -> None:
     """Run a worker for the app at APP (module:attribute) until SIGTERM or SIGINT, then drain."""
     app = _load_app(app_path)
     if conservation and app.conservation is None:
         app.conservation = ResourceMonitor()
     try:
-        code = app.worker(slots=slots, mode=mode, app_path=app_path).run(grace=grace)
+        job_worker = app.worker(
+            slots=slots, mode=mode, app_path=app_path, metrics_port=metrics_port, metrics_host=metrics_host
+        )
+        code = job_worker.run(grace=grace)
     except FairQueueError as error:
         raise click.UsageError(str(error)) from error
     sys.exit(code)
@@ -316,8 +334,8 @@ store_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
-def _open_store(store: str) -> Storage:
-    if "://" not in store and store != ":memory:" and not Path(store).exists():
+def _open_store(store: str, must_exist: bool = True) -> Storage:
+    if must_exist and "://" not in store and store != ":memory:" and not Path(store).exists():
         raise click.UsageError(f"no store at {store!r}: pass --store PATH (or set FAIRQUEUE_STORE)")
     try:
         return open_storage(store)
@@ -408,6 +426,134 @@ def abort(store: str, job_id: int, org: Optional[str], as_json: bool) -> None:
         click.echo(f"job {job_id} is running: it was asked to stop (ctx.cancelled)")
     else:
         click.echo(f"job {job_id} had already finished ({result.value}); nothing to abort")
+
+
+@main.command(name="explain")
+@store_option
+@click.argument("job_id", type=int)
+@click.option("--app", "app_path", default=None, metavar="MODULE:APP", help="Use this app's store and limits (caps).")
+@json_option
+def explain_command(store: str, job_id: int, app_path: Optional[str], as_json: bool) -> None:
+    """Why job JOB_ID has not started, and when it should; or what delayed it.
+
+    Exits 1 if there is no such job.
+    """
+    from fairqueue.app import FairQueue
+
+    app = _load_app(app_path) if app_path else FairQueue(_open_store(store))
+    try:
+        answer = app.explain(job_id)
+    except LookupError as e:
+        message = str(e).strip("'\"")
+        click.echo(json.dumps({"id": job_id, "error": message}) if as_json else message, err=not as_json)
+        sys.exit(1)
+    finally:
+        if not app_path:
+            app.storage.close()
+    click.echo(json.dumps(answer.to_json(), indent=2) if as_json else answer.render())
+
+
+@main.command()
+@store_option
+@click.option("--app", "app_path", default=None, metavar="MODULE:APP", help="Use this app's store and limits.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless told otherwise).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8700, show_default=True)
+@click.option("--token", envvar="FAIRQUEUE_DASHBOARD_TOKEN", default=None, help="Require this token on every request.")
+def dashboard(store: str, app_path: Optional[str], host: str, port: int, token: Optional[str]) -> None:
+    """Serve the dashboard: pending jobs per org over time, waits, jobs, explanations, the flex queue."""
+    from fairqueue.app import FairQueue
+    from fairqueue.dashboard import Dashboard
+
+    app = _load_app(app_path) if app_path else FairQueue(_open_store(store))
+    try:
+        server = Dashboard(app, host=host, port=port, token=token)
+    except OSError as e:
+        raise click.UsageError(f"cannot listen on {host}:{port}: {e.strerror}; pick another --port") from e
+    click.echo(f"fairqueue dashboard on {server.url} (Ctrl-C stops it)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+@main.command()
+@store_option
+@click.option("--org", default=None, help="Only this org's schedules.")
+@click.option("--state", type=click.Choice([s.value for s in TriggerState]), default=None)
+@json_option
+def schedules(store: str, org: Optional[str], state: Optional[str], as_json: bool) -> None:
+    """List schedules (app.schedule) with their next and previous fire times."""
+    with _open_store(store) as storage:
+        records = storage.trigger_list(org=org, state=TriggerState(state) if state else None)
+    if as_json:
+        click.echo(json.dumps([{**dataclasses.asdict(t), "state": t.state.value} for t in records], indent=2))
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("id", "org", "name", "cron", "zone", "state", "next fire", "previous fire", "fired"):
+        table.add_column(column, justify="right" if column in ("id", "fired") else "left")
+    for t in records:
+        table.add_row(str(t.id), t.org, t.name, t.cron, t.timezone, t.state.value, _when(t.next_fire_at),
+                      _when(t.previous_fire_at), f"{t.times_fired:,}")  # fmt: skip
+    _console().print(table if records else "No schedules match.")
+
+
+@main.command()
+@store_option
+@click.argument("org")
+@click.option("--move", "job_id", type=int, default=None, help="A holding batch job to move (with --to, --before or --after).")
+@click.option("--to", type=click.Choice(("front", "end")), default=None)
+@click.option("--before", type=int, default=None, metavar="ID")
+@click.option("--after", type=int, default=None, metavar="ID")
+@json_option
+def flex(store: str, org: str, job_id: Optional[int], to: Optional[str], before: Optional[int], after: Optional[int],
+         as_json: bool) -> None:  # fmt: skip
+    """ORG's flex queue: its holding batch jobs, the next to start first; --move reorders it."""
+    moving = [v for v in (to, before, after) if v is not None]
+    if (job_id is None) != (not moving) or len(moving) > 1:
+        raise click.UsageError("--move ID takes exactly one of --to front|end, --before ID or --after ID")
+    with _open_store(store) as storage:
+        if job_id is not None:
+            try:
+                storage.flex_move(job_id, org, before=before, after=after, to=to)
+            except FairQueueError as e:
+                raise click.UsageError(str(e)) from e
+        holding = storage.flex_list(org)
+    if as_json:
+        click.echo(json.dumps([_record_json(r) for r in holding], indent=2))
+        return
+    table = Table(title=f"Flex queue of {org}", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("#", "id", "handler", "created"):
+        table.add_column(column, justify="right" if column in ("#", "id") else "left")
+    for i, r in enumerate(holding, start=1):
+        table.add_row(str(i), str(r.id), r.handler, _when(r.created_at))
+    _console().print(table if holding else f"No batch jobs holding for {org}.")
+
+
+@main.group()
+def db() -> None:
+    """The store's schema."""
+
+
+@db.command()
+@store_option
+@json_option
+def upgrade(store: str, as_json: bool) -> None:
+    """Create the store's schema or migrate it to this fairqueue's version.
+
+    Idempotent, and safe while workers run or while other hosts upgrade too. A
+    store written by a newer fairqueue is refused (exit 2) and left as it is.
+    """
+    if "://" not in store and store != ":memory:" and not Path(store).parent.exists():
+        raise click.UsageError(f"no directory for the store {store!r}: create it, or pass --store PATH")
+    with _open_store(store, must_exist=False) as storage:
+        version = SCHEMA_VERSION
+        where = getattr(storage, "schema", None)
+    if as_json:
+        click.echo(json.dumps({"store": store, "schema_version": version}))
+    else:
+        click.echo(f"{store}{f' (schema {where})' if where else ''} is at schema version {version}, this fairqueue's")
 
 
 if __name__ == "__main__":  # pragma: no cover

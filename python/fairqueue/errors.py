@@ -7,6 +7,8 @@ clause covers both layers.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 __all__ = [
     "FairQueueError",
     "InvalidArgument",
@@ -19,6 +21,8 @@ __all__ = [
     "SchemaVersionError",
     "DuplicateSignature",
     "LimitExceeded",
+    "DailyLimitExceeded",
+    "FlexQueueFull",
     "NotSerializable",
     "HandlerNotFound",
 ]
@@ -66,6 +70,35 @@ class DuplicateSignature(FairQueueError, ValueError):
 
 class LimitExceeded(FairQueueError):
     """An enqueue would break a limit of SPEC §4; nothing was enqueued."""
+
+
+class DailyLimitExceeded(LimitExceeded):
+    """An org's async executions in the last 24 hours would exceed its daily limit.
+
+    ``org``, ``count`` (counted in the window), ``limit`` and ``resets_at`` (Unix
+    time at which the oldest counted executions leave the window, so capacity
+    returns) say which and until when.
+    """
+
+    def __init__(self, org: str, count: int, adding: int, limit: int, resets_at: float) -> None:
+        self.org = org
+        self.count = count
+        self.limit = limit
+        self.resets_at = resets_at
+        when = datetime.fromtimestamp(resets_at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        super().__init__(
+            f"org {org!r} has {count:,} async executions in the last 24 hours; {adding:,} more would exceed "
+            f"its daily limit of {limit:,}. Capacity returns at {when}, or raise the limit "
+            "(app.set_daily_limit); nothing was enqueued"
+        )
+
+
+class FlexQueueFull(LimitExceeded):
+    """An org's flex queue is full: 5 batch jobs queued or running and 100 holding."""
+
+    def __init__(self, org: str, message: str) -> None:
+        self.org = org
+        super().__init__(message)
 
 
 class NotSerializable(InvalidArgument, TypeError):

@@ -227,8 +227,18 @@ class Transaction:
     in it are stored together when it ends, or not at all if it raised.
     """
 
-    def __init__(self, app: FairQueue, *, asynchronous: bool, kind: Optional[str] = None, parent: Optional[Context] = None):
+    def __init__(
+        self,
+        app: FairQueue,
+        *,
+        asynchronous: bool,
+        kind: Optional[str] = None,
+        parent: Optional[Context] = None,
+        connection: Optional[Any] = None,
+    ):
         self.app = app
+        self.connection = connection
+        """The caller's database connection whose transaction the jobs join, if any."""
         self.asynchronous = asynchronous
         self.kind = kind
         self.parent = parent

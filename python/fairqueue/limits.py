@@ -49,6 +49,9 @@ class Limits:
         lease: seconds a worker holds a job without a heartbeat before it is re-delivered.
         max_attempts: deliveries before a job whose worker keeps dying is failed.
         finalizer_requeues: consecutive re-enqueues a finalizer may make.
+        daily_executions: async executions (jobs stored) one org may have in any
+            rolling 24 hours; per-org overrides with :meth:`FairQueue.set_daily_limit`.
+        schedules_per_org: schedules (``app.schedule``) one org may have waiting.
     """
 
     slots: int = 13
@@ -72,9 +75,12 @@ class Limits:
     lease: float = 60.0
     max_attempts: int = 3
     finalizer_requeues: int = 5
+    daily_executions: int = 250_000
+    schedules_per_org: int = 100
 
     def __post_init__(self) -> None:
-        for name in ("slots", "cap", "peek_set", "max_payload_bytes", "max_attempts"):
+        for name in ("slots", "cap", "peek_set", "max_payload_bytes", "max_attempts", "daily_executions",
+                     "schedules_per_org"):  # fmt: skip
             self._check_int(name, 1)
         for name in ("min", "futures_per_transaction", "queueables_per_sync_transaction",
                      "queueables_per_async_transaction", "finalizer_requeues"):  # fmt: skip

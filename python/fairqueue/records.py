@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from collections.abc import Iterable
+from typing import Any, NamedTuple, Optional
 
 __all__ = ["JobStatus", "NewJob", "JobRecord", "PendingJob", "Finish"]
 
@@ -87,6 +88,39 @@ class PendingJob:
     ready_seq: int
 
 
+@dataclass(frozen=True)
+class BatchErrorEvent:
+    """A batch phase that raised (the reference platform's ``BatchApexErrorEvent``).
+
+    The batch goes on with its next chunk; ``record_ids`` are the ids of the
+    failed chunk's records (a record's ``"id"`` key or ``id`` attribute, else its
+    position in the batch).
+    """
+
+    job_id: int
+    org: str
+    phase: str
+    """``"START"``, ``"EXECUTE"`` or ``"FINISH"``."""
+    chunk: Optional[int]
+    """The chunk's number (from 0) for ``EXECUTE``, else None."""
+    record_ids: list[Any]
+    exception_type: str
+    message: str
+    traceback: str
+    at: float
+
+
+class Progress(NamedTuple):
+    """What a batch delivery changes on its job besides its status: the payload
+    (the next chunk, the carried state), the item counts and the error events."""
+
+    payload: str
+    items_processed: int
+    items_total: Optional[int]
+    error_count: int
+    errors: tuple[BatchErrorEvent, ...] = ()
+
+
 class Finish(NamedTuple):
     """How a claimed job ended.
 
@@ -106,3 +140,105 @@ class Finish(NamedTuple):
     error: Optional[str] = None
     retry_at: Optional[float] = None
     children: tuple[NewJob, ...] = ()
+    progress: Optional[Progress] = None
+    """A batch's progress: replaces the job's payload and counts, resets its
+    attempts (each chunk is a delivery of its own) and stores the error events."""
+
+
+class Claimed(list[JobRecord]):
+    """The records a claim moved to processing, in the order the ids were asked for.
+
+    ``at_cap`` lists the ids left queued because their (org, kind) already held
+    its cap across every worker sharing the store; the caller offers them again
+    when a slot frees. A job that was aborted or claimed by another worker
+    meanwhile is in neither list.
+    """
+
+    def __init__(self, records: Iterable[JobRecord] = (), at_cap: Iterable[int] = ()) -> None:
+        super().__init__(records)
+        self.at_cap: list[int] = list(at_cap)
+
+
+class TriggerState(str, enum.Enum):
+    """Where a schedule stands."""
+
+    WAITING = "waiting"
+    """It fires at ``next_fire_at``."""
+    COMPLETE = "complete"
+    """Its expression has no fire time left (a year field that has passed)."""
+    ABORTED = "aborted"
+    """Aborted: it never fires again."""
+
+
+@dataclass(frozen=True)
+class NewTrigger:
+    """A schedule to store: ``handler`` with ``payload`` runs as a ``scheduled`` job of
+    ``org`` at each fire time of ``cron`` in ``timezone``, the first at ``next_fire_at``."""
+
+    org: str
+    name: str
+    cron: str
+    timezone: str
+    handler: str
+    payload: str
+    next_fire_at: float
+
+
+@dataclass(frozen=True)
+class TriggerRecord:
+    """A stored schedule and how often it fired (the reference platform's CronTrigger)."""
+
+    id: int
+    org: str
+    name: str
+    cron: str
+    timezone: str
+    handler: str
+    payload: str
+    state: TriggerState
+    created_at: float
+    next_fire_at: Optional[float]
+    previous_fire_at: Optional[float]
+    times_fired: int
+    last_job_id: Optional[int]
+
+
+@dataclass(frozen=True)
+class WaitingFacts:
+    """What the store knows about why a job waits (see :func:`fairqueue.observe.explain`)."""
+
+    ahead_in_line: int
+    """Queued jobs of the same org and kind enqueued before it."""
+    ahead_in_queue: int
+    """Queued jobs of any org, due now, enqueued before it."""
+    holders: list[int]
+    """Ids of the processing jobs of the same org and kind (what holds its slots)."""
+    finished_in_line: int
+    """Jobs of the same org and kind finished within the window."""
+    finished_in_queue: int
+    """Jobs of any org finished within the window."""
+    processing: int
+    """Jobs processing anywhere now."""
+    first_finished_at: Optional[float]
+    """When the earliest of the jobs finished within the window finished: the
+    rates are measured from then on, not over a window the queue was idle in."""
+    active_lines: int = 1
+    """(org, kind) pairs with jobs queued or processing: under ``fair_share`` the
+    slots are shared among them."""
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One recorded fact, for charts and explanations after the fact.
+
+    ``kind`` is ``pending`` / ``running`` (``value``: an org's jobs queued /
+    processing at ``at``), ``throttle_start`` / ``throttle_end`` (a worker's
+    capacity in ``figures``) or ``extended_delay`` (an org's jobs put back until
+    ``value``; kind and count in ``figures``).
+    """
+
+    at: float
+    kind: str
+    org: Optional[str]
+    value: float
+    figures: dict[str, Any]

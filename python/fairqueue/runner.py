@@ -19,7 +19,8 @@ from fairqueue import jobs as _jobs
 from fairqueue.app import FairQueue
 from fairqueue.errors import HandlerNotFound
 from fairqueue.jobs import CancelFlag, Context, FinalizerResult, FutureFunction, Queueable, Retry
-from fairqueue.records import JobRecord, JobStatus, NewJob
+from fairqueue.batch import BatchRunner
+from fairqueue.records import JobRecord, JobStatus, NewJob, Progress
 
 __all__ = ["Outcome", "Runner"]
 
@@ -33,6 +34,8 @@ class Outcome(NamedTuple):
     error: Optional[str] = None
     retry_at: Optional[float] = None
     children: tuple[NewJob, ...] = ()
+    progress: Optional[Progress] = None
+    """A batch delivery's progress (see :class:`fairqueue.records.Progress`)."""
 
 
 class Runner:
@@ -43,6 +46,7 @@ class Runner:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[threading.Thread] = None
         self._loop_lock = threading.Lock()
+        self._batch = BatchRunner(self)
 
     def execute(self, record: JobRecord, cancel: Optional[CancelFlag] = None) -> Outcome:
         """Runs one delivery of ``record``; never raises for the job's own failures."""
@@ -58,6 +62,11 @@ class Runner:
             finalizer_requeues=body.get("finalizer_requeues", 0),
             cancel=cancel,
         )
+        if record.kind == "batch" or body.get("single_chunk"):
+            try:
+                return self._batch.execute(ctx, record, body)
+            except BaseException as e:  # a batch that cannot even be loaded fails as a whole
+                return Outcome(JobStatus.FAILED, error=f"{type(e).__name__}: {e}")
         error: Optional[BaseException] = None
         try:
             self._call(ctx, record, body)
@@ -138,7 +147,8 @@ class Runner:
             return self._loop
 
     def close(self) -> None:
-        """Stops the event loop thread, if one was started."""
+        """Stops the event loop thread, if one was started, and the batch pagers."""
+        self._batch.close()
         with self._loop_lock:
             if self._loop is None or self._loop_thread is None:
                 return

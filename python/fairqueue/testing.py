@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Optional, Union
 
 from fairqueue._core import Dispatcher
 from fairqueue.errors import LimitExceeded
-from fairqueue.records import Finish, JobRecord, JobStatus
+from fairqueue.records import BatchErrorEvent, Finish, JobRecord, JobStatus
 from fairqueue.runner import Runner
 from fairqueue.storage.memory import MemoryStorage
 
@@ -47,6 +47,10 @@ class TestRun:
     def get(self, job_id: int) -> Optional[JobRecord]:
         """The record of one job."""
         return self.storage.job_get(job_id)
+
+    def batch_errors(self, job_id: int) -> list[BatchErrorEvent]:
+        """The error events of one batch."""
+        return self.storage.batch_errors(job_id)
 
 
 @contextmanager
@@ -106,8 +110,10 @@ def _drain(app: FairQueue, run: TestRun, max_jobs: int) -> None:
                     )
                 run.order.append(grant.id)
                 outcome = runner.execute(claimed[0])
-                finish = Finish(grant.id, _WORKER, outcome.status, core.now(), outcome.error, outcome.retry_at, outcome.children)
-                run.storage.job_finish([finish])
+                finish = Finish(grant.id, _WORKER, outcome.status, core.now(), outcome.error, outcome.retry_at,
+                                outcome.children, outcome.progress)  # fmt: skip
+                if run.storage.job_finish([finish]) and outcome.progress and outcome.progress.errors:
+                    app._publish_batch_errors(list(outcome.progress.errors))
             core.ack(grant.lease)
     finally:
         runner.close()

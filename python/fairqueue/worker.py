@@ -19,15 +19,19 @@ import socket
 import threading
 import time
 from multiprocessing.connection import Connection
+from collections.abc import Callable
 from typing import Any, Optional
 
 from fairqueue import jobs as _jobs
 from fairqueue._core import Dispatcher
+from fairqueue.alerts import AlertEvent
 from fairqueue.app import FairQueue
 from fairqueue.conservation import ResourceMonitor
+from fairqueue.cron import next_fire
 from fairqueue.errors import HandlerNotFound, InvalidArgument
 from fairqueue.jobs import CancelFlag, FutureFunction
-from fairqueue.records import Finish, JobRecord, JobStatus
+from fairqueue.metrics import WorkerMetrics
+from fairqueue.records import Finish, HistoryEntry, JobRecord, JobStatus
 from fairqueue.runner import Outcome, Runner
 
 __all__ = ["Worker"]
@@ -38,6 +42,10 @@ log = logging.getLogger("fairqueue.worker")
 _PAGE = 10_000
 # Outcomes written per group commit at most.
 _BATCH = 1_000
+# Seconds between samples of each org's pending and running jobs (the dashboard's chart).
+_SAMPLE_EVERY = 5.0
+# Seconds before a job left queued by a capped claim is offered to the store again.
+_CAP_RETRY = 0.05
 
 
 class _Task:
@@ -63,7 +71,9 @@ class Worker:
         app: the application whose store and limits to use.
         slots: handler slots (default: ``app.limits.slots``).
         name: identifies this worker's leases in the store (default host:pid:n).
-        poll_interval: seconds between looks at the store when nothing wakes the worker.
+        poll_interval: seconds between looks at the store when nothing wakes the worker
+            (default 0.05; 1.0 on a store that announces new jobs, such as PostgreSQL's
+            LISTEN/NOTIFY, where the look is only a safety net).
         mode: ``"thread"`` runs handlers in threads of this process (timeouts are
             soft: a hung thread is abandoned and replaced); ``"process"`` runs each
             slot's handlers in a child process, for CPU-bound work, hard timeouts
@@ -74,6 +84,9 @@ class Worker:
         conservation: the resource monitor whose capacity limits how many slots are
             filled (SPEC §2.3); default ``app.conservation`` (None: no throttling).
             The worker starts it if it is not running and stops it if it started it.
+        metrics_port: serve Prometheus metrics on this port while the worker runs
+            (None, the default: no endpoint; 0: any free port, see ``metrics.address``).
+        metrics_host: the address the endpoint listens on (loopback unless told otherwise).
     """
 
     _count = 0
@@ -84,11 +97,13 @@ class Worker:
         *,
         slots: Optional[int] = None,
         name: Optional[str] = None,
-        poll_interval: float = 0.05,
+        poll_interval: Optional[float] = None,
         mode: str = "thread",
         app_path: Optional[str] = None,
         dispatcher: Optional[Dispatcher] = None,
         conservation: Optional[ResourceMonitor] = None,
+        metrics_port: Optional[int] = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         limits = app.limits
         self.app = app
@@ -104,7 +119,11 @@ class Worker:
         self.runner = Runner(app)
         Worker._count += 1
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{Worker._count}"
-        self.poll_interval = poll_interval
+        self._poll_interval = poll_interval
+        self.poll_interval = 0.05 if poll_interval is None else poll_interval
+        self._unsubscribe: Optional[Callable[[], None]] = None
+        self._queued_news = threading.Event()
+        self._last_pick_up = 0.0
         self.core = dispatcher or Dispatcher(
             policy=app.policy,
             slots=self.slots,
@@ -134,6 +153,15 @@ class Worker:
         self._last_housekeeping = 0.0
         self.completed = 0
         """Jobs this worker has finished (any outcome), for progress displays."""
+        self._history: list[HistoryEntry] = []
+        self._last_sample = 0.0
+        self._caps: dict[tuple[str, str], int] = {}
+        self._started_orgs: set[str] = set()
+        if metrics_port is not None and (not isinstance(metrics_port, int) or not 0 <= metrics_port <= 65535):
+            raise InvalidArgument(f"invalid metrics_port {metrics_port!r}: expected 0 to 65535")
+        self._metrics_at = (metrics_host, metrics_port) if metrics_port is not None else None
+        self.metrics: Optional[WorkerMetrics] = WorkerMetrics(self) if metrics_port is not None else None
+        """The worker's Prometheus metrics (None unless a ``metrics_port`` was given)."""
 
     # ----- lifecycle -------------------------------------------------------------------
 
@@ -142,6 +170,12 @@ class Worker:
         if self.conservation is not None and not self.conservation.running:
             self.conservation.start()
             self._owns_monitor = True
+        if self.metrics is not None and self._metrics_at is not None:
+            host, port = self._metrics_at
+            self.metrics.serve(port, host)
+        self._unsubscribe = self.app.storage.job_queued_subscribe(self._on_queued)
+        if self._unsubscribe is not None and self._poll_interval is None:
+            self.poll_interval = 1.0
         for _ in range(self.slots):
             self._spawn_handler_thread()
         self._main = threading.Thread(target=self._run_loop, name=f"fairqueue-loop-{self.name}", daemon=True)
@@ -196,6 +230,10 @@ class Worker:
                 self._tasks.put(None)
             # Handler threads exit on the sentinel; a hung one (timed out) is abandoned.
             self.runner.close()
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+            if self.metrics is not None:
+                self.metrics.close()
             if self._owns_monitor and self.conservation is not None:
                 self.conservation.stop(timeout=5)
             self._stopped.set()
@@ -216,7 +254,7 @@ class Worker:
                     self._requeue_running(now)
                     return
             else:
-                self._pick_up()
+                self._pick_up(now)
                 self._dispatch(now)
             self._enforce_timeouts(now)
             self._housekeeping(now)
@@ -229,8 +267,23 @@ class Worker:
         until = min([self.poll_interval] + ([wake - now] if wake is not None else []) + [d - time.monotonic() for d in deadlines])
         return max(until, 0.0)
 
-    def _pick_up(self) -> None:
-        """Feeds the dispatcher every job that became queued since the last look."""
+    def _on_queued(self) -> None:
+        self._queued_news.set()
+        self.app.wakeup.set()
+
+    def _pick_up(self, now: float) -> None:
+        """Feeds the dispatcher every job that became queued since the last look.
+
+        On a store that announces queued jobs the look is skipped unless one was
+        announced or ``poll_interval`` has passed (a safety net for a lost
+        notification): during a drain nothing new is queued, and each look is a
+        round trip to the database.
+        """
+        if self._unsubscribe is not None:
+            if not self._queued_news.is_set() and now - self._last_pick_up < self.poll_interval:
+                return
+            self._queued_news.clear()
+        self._last_pick_up = now
         while True:
             pending = self.app.storage.job_pending(after_seq=self._seen_seq, limit=_PAGE)
             if not pending:
@@ -248,15 +301,35 @@ class Worker:
                 capacity = 1 / self.slots
             if capacity != self._capacity:
                 self.core.set_capacity(capacity)
+                if (capacity < 1) != (self._capacity < 1):
+                    periods = self.conservation.current_periods
+                    self._history.append(HistoryEntry(
+                        now, "throttle_start" if capacity < 1 else "throttle_end", None, capacity,
+                        {"worker": self.name, "resources": [p.resource for p in periods]},
+                    ))  # fmt: skip
+                    self.app.alerts.condition(
+                        "throttle", None, capacity < 1,
+                        f"worker {self.name}: resource conservation "
+                        + (f"throttles it to {capacity:.0%} of its slots" if capacity < 1 else "no longer throttles it"),
+                        {"worker": self.name, "capacity": capacity},
+                    )  # fmt: skip
                 self._capacity = capacity
         grants = self.core.dispatch()
         if not grants:
             return
         lease_until = now + self.app.limits.lease
-        claimed = {r.id: r for r in self.app.storage.job_claim([g.id for g in grants], self.name, lease_until, now)}
+        # The store holds each pair to the cap this worker's core applies, across every worker.
+        caps = {(g.org, g.kind): self._cap(g.org, g.kind) for g in grants}
+        claim = self.app.storage.job_claim([g.id for g in grants], self.name, lease_until, now, caps=caps)
+        claimed = {r.id: r for r in claim}
+        at_cap = set(claim.at_cap)
         limits = self.app.limits
         for grant in grants:
             record = claimed.get(grant.id)
+            if grant.id in at_cap:
+                # Other workers sharing the store hold the pair's cap: offer it again shortly.
+                self.core.retry(grant.lease, now + _CAP_RETRY)
+                continue
             if record is None:
                 # Aborted, or claimed by another worker process, since we last looked.
                 self.core.ack(grant.lease)
@@ -270,6 +343,9 @@ class Worker:
                 timeout = handler.timeout
             task = _Task(grant.lease, record, timeout)
             self._running[grant.lease] = task
+            self._started_orgs.add(record.org)
+            if self.metrics is not None:
+                self.metrics.started(record)
             if record.attempts > limits.max_attempts:
                 error = (
                     f"delivered {record.attempts} times without finishing (its worker stopped each time); "
@@ -278,6 +354,13 @@ class Worker:
                 self._outcomes.put((task, Outcome(JobStatus.FAILED, error=error)))
             else:
                 self._tasks.put(task)
+
+    def _cap(self, org: str, kind: str) -> int:
+        """The pair's cap in this worker's core (read once: the worker sets its core's limits at start)."""
+        cap = self._caps.get((org, kind))
+        if cap is None:
+            cap = self._caps[(org, kind)] = self.core.limits(org, kind)["cap"]
+        return cap
 
     def _collect(self) -> None:
         """Commits finished outcomes in one transaction and releases their slots."""
@@ -293,14 +376,23 @@ class Worker:
         now = time.time()
         applied = self.app.storage.job_finish(
             [
-                Finish(t.record.id, self.name, o.status, now, error=o.error, retry_at=o.retry_at, children=o.children)
+                Finish(t.record.id, self.name, o.status, now, o.error, o.retry_at, o.children, o.progress)
                 for t, o in outcomes
             ]
         )
+        done = set(applied)
+        if self.metrics is not None:
+            for task, outcome in outcomes:
+                if task.record.id in done:
+                    self.metrics.finished_one(task.record, outcome.status)
+        if any(o.progress and o.progress.errors for _, o in outcomes):
+            self.app._publish_batch_errors(
+                [e for t, o in outcomes if o.progress and t.record.id in done for e in o.progress.errors]
+            )
         for task, _ in outcomes:
             self._release(task)
         if len(applied) < len(outcomes):
-            self._reclaim_lost([t.record.id for t, _ in outcomes if t.record.id not in set(applied)])
+            self._reclaim_lost([t.record.id for t, _ in outcomes if t.record.id not in done])
         if any(o.children for _, o in outcomes):
             self.app.wakeup.set()
 
@@ -354,10 +446,59 @@ class Worker:
         if now - self._last_housekeeping >= min(1.0, lease / 3):
             self._last_housekeeping = now
             self.app.storage.job_requeue_expired(now)
+            if self.app.storage.trigger_fire_due(now, next_fire):
+                self._queued_news.set()
+            self._alert(now)
             for task in self._running.values():
                 record = self.app.storage.job_get(task.record.id)
                 if record is not None and record.cancel_requested:
                     task.cancel.set()
+
+    def _record_history(self, now: float) -> None:
+        """Writes what explain and the dashboard need later: throttle periods and extended
+        delays as they happen, and every few seconds each org's pending and running jobs
+        (once per interval across all workers sharing the store, near enough)."""
+        if now - self._last_sample >= _SAMPLE_EVERY:
+            self._last_sample = now
+            if not self.app.storage.history_read(now - _SAMPLE_EVERY * 0.9, ["pending"]):
+                per_org: dict[str, list[int]] = {}
+                for (org, _, status), n in self.app.storage.job_counts().items():
+                    counts = per_org.setdefault(org, [0, 0])
+                    if status in (JobStatus.QUEUED, JobStatus.HOLDING):
+                        counts[0] += n
+                    elif status is JobStatus.PROCESSING:
+                        counts[1] += n
+                for org, (pending, running) in sorted(per_org.items()):
+                    if pending or running:
+                        self._history.append(HistoryEntry(now, "pending", org, pending, {}))
+                        self._history.append(HistoryEntry(now, "running", org, running, {}))
+        if self._history:
+            entries, self._history = self._history, []
+            self.app.storage.history_append(entries)
+
+    def _alert(self, now: float) -> None:
+        alerts = self.app.alerts
+        for event in self.core.take_events():
+            if event.get("event") != "extended_delay":
+                continue
+            org, until = str(event["org"]), event["until"]
+            assert isinstance(until, (int, float))
+            self._history.append(HistoryEntry(
+                now, "extended_delay", org, float(until), {"kind": event["kind"], "count": event["count"]}
+            ))  # fmt: skip
+            if alerts.watching():
+                alerts.emit(AlertEvent(
+                    "extended_delay", "once", org,
+                    f"org {org!r}: {event['count']} {event['kind']} jobs put back until {event['until']:.0f} "
+                    "(every job in the peek set was its, at its cap)",
+                    {"kind": event["kind"], "count": event["count"], "until": event["until"]},
+                ))  # fmt: skip
+        try:
+            started, self._started_orgs = self._started_orgs, set()
+            alerts.evaluate(now, started)
+            self._record_history(now)
+        except Exception:
+            log.exception("fairqueue worker %s: evaluating alerts or recording history failed", self.name)
 
     def _requeue_running(self, now: float) -> None:
         """Grace is over: give the still-running jobs back to the queue."""

@@ -50,3 +50,77 @@ def test_bad_arguments_give_a_clear_message_and_a_non_zero_exit(tmp_path: Path) 
     assert code == 2 and "'sleeping' is not one of" in out
     code, out = invoke("abort", "not-a-number")
     assert code == 2 and "not a valid integer" in out
+
+
+def test_db_upgrade_creates_and_migrates_idempotently_and_refuses_a_newer_store(tmp_path: Path) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    from fairqueue.storage import SCHEMA_VERSION
+
+    store = tmp_path / "fq.db"
+    for _ in range(2):
+        code, out = invoke("db", "upgrade", "--store", str(store), "--json")
+        assert code == 0 and json.loads(out) == {"store": str(store), "schema_version": SCHEMA_VERSION}
+    with closing(sqlite3.connect(store)) as db:
+        # A version-1 store (as an earlier fairqueue left it) is migrated forward.
+        db.execute("DROP INDEX fq_jobs_processing")
+        db.execute("UPDATE fq_meta SET value = '1' WHERE key = 'schema_version'")
+        db.commit()
+    code, out = invoke("db", "upgrade", "--store", str(store))
+    assert code == 0 and f"schema version {SCHEMA_VERSION}" in out
+    with closing(sqlite3.connect(store)) as db:
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'fq_jobs_processing'").fetchone()
+        db.execute("UPDATE fq_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+        db.commit()
+    code, out = invoke("db", "upgrade", "--store", str(store))
+    assert code == 2 and "newer than this fairqueue" in out
+    code, out = invoke("db", "upgrade", "--store", str(tmp_path / "missing" / "fq.db"))
+    assert code == 2 and "no directory" in out
+
+
+def test_db_upgrade_on_postgres_creates_the_schema_it_is_given(pg_dsn: str, pg_schema: str) -> None:
+    import psycopg
+
+    from fairqueue.storage import SCHEMA_VERSION
+
+    url = f"{pg_dsn}?schema={pg_schema}"
+    for _ in range(2):
+        code, out = invoke("db", "upgrade", "--store", url, "--json")
+        assert code == 0 and json.loads(out)["schema_version"] == SCHEMA_VERSION
+    with psycopg.connect(pg_dsn) as conn:
+        row = conn.execute(f'SELECT value FROM "{pg_schema}".fq_meta WHERE key = %s', ("schema_version",)).fetchone()
+    assert row == (str(SCHEMA_VERSION),)
+
+
+def test_schedules_lists_triggers_as_json_and_filters_them(app: fq.FairQueue) -> None:
+    store = str(app.storage.path)  # type: ignore[attr-defined]
+    a = app.schedule("nightly", "0 0 3 * * ?", sample.Chain(0, 0), "acme")
+    b = app.schedule("hourly", "0 0 * * * ?", sample.Chain(0, 0), "globex")
+    app.unschedule(b.id)
+    code, out = invoke("schedules", "--store", store, "--json")
+    assert code == 0 and [(t["id"], t["state"]) for t in json.loads(out)] == [(a.id, "waiting"), (b.id, "aborted")]
+    code, out = invoke("schedules", "--store", store, "--org", "acme", "--state", "waiting", "--json")
+    assert code == 0 and [t["name"] for t in json.loads(out)] == ["nightly"]
+    code, out = invoke("schedules", "--store", store)
+    assert code == 0 and "nightly" in out and "0 0 3 * * ?" in out
+    code, out = invoke("schedules", "--store", store, "--state", "sleeping")
+    assert code == 2 and "sleeping" in out
+
+
+def test_flex_lists_and_reorders_an_orgs_holding_batches(app: fq.FairQueue) -> None:
+    store = str(app.storage.path)  # type: ignore[attr-defined]
+    handles = [app.execute_batch(sample.Numbers(1), org="acme") for _ in range(8)]
+    held = [h.id for h in handles[5:]]
+    code, out = invoke("flex", "acme", "--store", store, "--json")
+    assert code == 0 and [r["id"] for r in json.loads(out)] == held and json.loads(out)[0]["status"] == "holding"
+    code, out = invoke("flex", "acme", "--store", store, "--move", str(held[2]), "--to", "front", "--json")
+    assert code == 0 and [r["id"] for r in json.loads(out)] == [held[2], held[0], held[1]]
+    code, out = invoke("flex", "acme", "--store", store, "--move", str(held[2]), "--after", str(held[1]))
+    assert code == 0 and [r.id for r in app.flex_queue("acme")] == held
+    code, out = invoke("flex", "acme", "--store", store, "--move", str(handles[0].id), "--to", "end")
+    assert code == 2 and "is not holding" in out
+    code, out = invoke("flex", "acme", "--store", store, "--move", str(held[0]))
+    assert code == 2 and "exactly one of" in out
+    code, out = invoke("flex", "nobody", "--store", store)
+    assert code == 0 and "No batch jobs holding for nobody" in out

@@ -1,4 +1,5 @@
-"""Runs every conformance test against every storage backend."""
+"""Runs every conformance test against every storage backend (the PostgreSQL
+fixtures ``pg_dsn`` and ``pg_schema`` are suite-wide, in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,16 @@ from fairqueue.storage.memory import MemoryStorage
 from fairqueue.storage.sqlite import SQLiteStorage
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    backend: Storage = MemoryStorage() if request.param == "memory" else SQLiteStorage(tmp_path / "fq.db")
+    backend: Storage
+    if request.param == "memory":
+        backend = MemoryStorage()
+    elif request.param == "sqlite":
+        backend = SQLiteStorage(tmp_path / "fq.db")
+    else:
+        from fairqueue.storage.postgres import PostgresStorage
+
+        backend = PostgresStorage(request.getfixturevalue("pg_dsn"), schema=request.getfixturevalue("pg_schema"))
     with backend:
         yield backend

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from fairqueue.errors import DuplicateSignature, StorageError
-from fairqueue.records import Finish, JobStatus, NewJob
-from fairqueue.storage import Storage
+from fairqueue.errors import DailyLimitExceeded, DuplicateSignature, InvalidArgument, LimitExceeded, StorageError
+from fairqueue.records import (
+    BatchErrorEvent,
+    Finish,
+    HistoryEntry,
+    JobStatus,
+    NewJob,
+    NewTrigger,
+    Progress,
+    TriggerRecord,
+    TriggerState,
+)
+from fairqueue.storage import USAGE_BUCKET, Storage
 
 NOW = 1_700_000_000.0
 
@@ -188,3 +198,243 @@ def test_counts_per_org_kind_and_status(store: Storage) -> None:
         ("a", "future", JobStatus.QUEUED): 1,
         ("b", "queueable", JobStatus.QUEUED): 1,
     }
+
+
+def test_a_capped_claim_admits_up_to_the_cap_counting_every_workers_jobs(store: Storage) -> None:
+    ids = store.job_enqueue([job(org="a") for _ in range(5)] + [job(org="b") for _ in range(2)], NOW)
+    a, b = ids[:5], ids[5:]
+    store.job_claim([a[0]], "other-host", NOW + 30, NOW)  # one of a's slots is held elsewhere
+    caps = {("a", "future"): 3, ("b", "future"): 1}
+    claim = store.job_claim([a[1], b[0], a[2], a[3], b[1], a[4]], "w1", NOW + 30, NOW, caps=caps)
+    assert [r.id for r in claim] == [a[1], b[0], a[2]]
+    assert claim.at_cap == [a[3], b[1], a[4]]
+    assert {r.id for r in store.job_list(status=JobStatus.QUEUED)} == {a[3], a[4], b[1]}
+    # A slot freed anywhere is free for everyone.
+    store.job_finish([Finish(a[0], "other-host", JobStatus.COMPLETED, NOW + 1)])
+    claim = store.job_claim([a[3], a[4]], "w1", NOW + 30, NOW + 1, caps=caps)
+    assert [r.id for r in claim] == [a[3]] and claim.at_cap == [a[4]]
+
+
+def test_a_capped_claim_leaves_other_kinds_and_uncapped_pairs_alone(store: Storage) -> None:
+    ids = store.job_enqueue([job(org="a"), job(org="a"), job(org="a", kind="queueable"), job(org="z")], NOW)
+    claim = store.job_claim(ids, "w1", NOW + 30, NOW, caps={("a", "future"): 1})
+    assert [r.id for r in claim] == [ids[0], ids[2], ids[3]] and claim.at_cap == [ids[1]]
+
+
+def test_a_capped_claim_skips_jobs_no_longer_queued_without_spending_the_cap(store: Storage) -> None:
+    ids = store.job_enqueue([job(org="a") for _ in range(3)], NOW)
+    store.job_abort(ids[0], NOW)
+    claim = store.job_claim(ids, "w1", NOW + 30, NOW, caps={("a", "future"): 2})
+    assert [r.id for r in claim] == ids[1:] and claim.at_cap == []
+
+
+def test_daily_limit_admits_up_to_the_limit_and_refuses_the_next_without_storing_it(store: Storage) -> None:
+    limits = {"a": 5}
+    store.job_enqueue([job(org="a") for _ in range(4)], NOW, daily_limits=limits)
+    store.job_enqueue([job(org="a")], NOW + 1, daily_limits=limits)  # the 5th: exactly at the limit
+    with pytest.raises(DailyLimitExceeded) as refused:
+        store.job_enqueue([job(org="b"), job(org="a")], NOW + 2, daily_limits=limits)
+    e = refused.value
+    assert (e.org, e.count, e.limit) == ("a", 5, 5)
+    assert e.resets_at == (NOW // USAGE_BUCKET + 24) * USAGE_BUCKET
+    assert "'a'" in str(e) and "5" in str(e)
+    assert len(store.job_list()) == 5, "all or none: b's job was not stored either"
+    assert store.usage_daily("a", NOW + 2).count == 5
+    # Other orgs, and orgs without a limit, are not affected.
+    store.job_enqueue([job(org="b") for _ in range(7)], NOW + 3, daily_limits=limits)
+    assert store.usage_daily("b", NOW + 3).count == 7
+
+
+def test_daily_limit_counts_a_rolling_24_hours(store: Storage) -> None:
+    limits = {"a": 2}
+    hour = NOW // USAGE_BUCKET * USAGE_BUCKET
+    store.job_enqueue([job(org="a")], hour + 10, daily_limits=limits)
+    store.job_enqueue([job(org="a")], hour + 5 * 3600, daily_limits=limits)
+    with pytest.raises(DailyLimitExceeded):
+        store.job_enqueue([job(org="a")], hour + 23 * 3600 + 3599, daily_limits=limits)
+    # The first hour's execution leaves the window 24 hours after that hour began.
+    assert store.usage_daily("a", hour + 24 * 3600).count == 1
+    store.job_enqueue([job(org="a")], hour + 24 * 3600, daily_limits=limits)
+    with pytest.raises(DailyLimitExceeded) as refused:
+        store.job_enqueue([job(org="a")], hour + 24 * 3600 + 1, daily_limits=limits)
+    assert refused.value.resets_at == hour + 29 * 3600
+
+
+def test_children_stored_with_an_outcome_count_towards_the_daily_usage(store: Storage) -> None:
+    [parent] = store.job_enqueue([job(org="a")], NOW)
+    store.job_claim([parent], "w1", NOW + 30, NOW)
+    store.job_finish([Finish(parent, "w1", JobStatus.COMPLETED, NOW + 1, children=(job(org="a"), job(org="a")))])
+    assert store.usage_daily("a", NOW + 1).count == 3
+    assert store.usage_daily("nobody", NOW + 1).count == 0 and store.usage_daily("nobody", NOW).resets_at is None
+
+
+def trigger(org: str = "org-1", name: str = "nightly", next_fire_at: float = NOW + 60) -> NewTrigger:
+    return NewTrigger(org=org, name=name, cron="0 * * * * ?", timezone="UTC", handler="app.jobs:Report",
+                      payload='{"state": {}}', next_fire_at=next_fire_at)  # fmt: skip
+
+
+def every_minute(t: TriggerRecord, now: float) -> float:
+    """The first whole minute after ``now`` (what "0 * * * * ?" gives)."""
+    return (now // 60 + 1) * 60
+
+
+def test_a_schedule_is_stored_waiting_and_listed(store: Storage) -> None:
+    a = store.trigger_create(trigger(), NOW, max_per_org=100)
+    b = store.trigger_create(trigger(org="org-2"), NOW, max_per_org=100)
+    record = store.trigger_get(a)
+    assert record is not None
+    assert (record.org, record.name, record.cron, record.timezone, record.state) == (
+        "org-1", "nightly", "0 * * * * ?", "UTC", TriggerState.WAITING
+    )  # fmt: skip
+    assert (record.next_fire_at, record.previous_fire_at, record.times_fired, record.last_job_id) == (NOW + 60, None, 0, None)
+    assert [t.id for t in store.trigger_list()] == [a, b]
+    assert [t.id for t in store.trigger_list(org="org-2")] == [b]
+    assert store.trigger_get(999) is None
+
+
+def test_an_org_may_have_at_most_its_limit_of_schedules_and_unique_names(store: Storage) -> None:
+    for i in range(3):
+        store.trigger_create(trigger(name=f"s{i}"), NOW, max_per_org=3)
+    with pytest.raises(LimitExceeded, match="already has 3 schedules, the most allowed \\(3\\)"):
+        store.trigger_create(trigger(name="s3"), NOW, max_per_org=3)
+    store.trigger_create(trigger(org="org-2", name="s3"), NOW, max_per_org=3)  # other orgs are not affected
+    with pytest.raises(InvalidArgument, match="'org-2' already has a schedule named 's3'"):
+        store.trigger_create(trigger(org="org-2", name="s3"), NOW, max_per_org=3)
+    # An aborted schedule frees its name and its place.
+    store.trigger_abort(store.trigger_list(org="org-1")[0].id)
+    store.trigger_create(trigger(name="s0"), NOW, max_per_org=3)
+    assert len(store.trigger_list(org="org-1", state=TriggerState.WAITING)) == 3
+
+
+def test_due_schedules_fire_once_and_move_to_their_next_fire_time(store: Storage) -> None:
+    due = store.trigger_create(trigger(next_fire_at=NOW - 1), NOW, max_per_org=100)
+    later = store.trigger_create(trigger(name="later", next_fire_at=NOW + 3600), NOW, max_per_org=100)
+    [job_id] = store.trigger_fire_due(NOW, every_minute)
+    job_record = store.job_get(job_id)
+    assert job_record is not None
+    assert (job_record.org, job_record.kind, job_record.handler, job_record.status) == (
+        "org-1", "scheduled", "app.jobs:Report", JobStatus.QUEUED
+    )  # fmt: skip
+    record = store.trigger_get(due)
+    assert record is not None
+    assert (record.times_fired, record.previous_fire_at, record.next_fire_at, record.last_job_id) == (
+        1, NOW - 1, every_minute(record, NOW), job_id
+    )  # fmt: skip
+    assert store.trigger_fire_due(NOW, every_minute) == [], "nothing is due twice"
+    assert store.trigger_get(later).times_fired == 0  # type: ignore[union-attr]
+    assert store.usage_daily("org-1", NOW).count == 1
+
+
+def test_after_downtime_a_schedule_that_missed_many_fires_fires_once(store: Storage) -> None:
+    t = store.trigger_create(trigger(next_fire_at=NOW + 60), NOW, max_per_org=100)
+    back = NOW + 60 + 10 * 3600  # down for ten hours: 600 fire times missed
+    assert len(store.trigger_fire_due(back, every_minute)) == 1
+    record = store.trigger_get(t)
+    assert record is not None and record.times_fired == 1 and record.next_fire_at == every_minute(record, back)
+    assert store.trigger_fire_due(back, every_minute) == []
+
+
+def test_aborted_and_completed_schedules_never_fire(store: Storage) -> None:
+    aborted = store.trigger_create(trigger(name="a", next_fire_at=NOW - 5), NOW, max_per_org=100)
+    last = store.trigger_create(trigger(name="b", next_fire_at=NOW - 5), NOW, max_per_org=100)
+    assert store.trigger_abort(aborted) is TriggerState.WAITING
+    assert store.trigger_abort(aborted) is TriggerState.ABORTED
+    assert store.trigger_abort(last, org="someone-else") is None
+    assert len(store.trigger_fire_due(NOW, lambda t, now: None)) == 1
+    assert store.trigger_get(last).state is TriggerState.COMPLETE  # type: ignore[union-attr]
+    assert store.trigger_fire_due(NOW + 10**6, every_minute) == []
+    assert store.trigger_get(aborted).next_fire_at is None  # type: ignore[union-attr]
+
+
+def test_batch_progress_is_stored_with_the_outcome_and_only_if_it_applies(store: Storage) -> None:
+    [job_id] = store.job_enqueue([job(kind="batch")], NOW)
+    store.job_claim([job_id], "w1", NOW + 30, NOW)
+    event = BatchErrorEvent(job_id, "org-1", "EXECUTE", 0, [1, "b"], "ValueError", "bad", "Traceback…", NOW + 1)
+    progress = Progress('{"chunk": 1}', items_processed=200, items_total=None, error_count=1, errors=(event,))
+    assert store.job_finish([Finish(job_id, "w1", JobStatus.QUEUED, NOW + 1, progress=progress)]) == [job_id]
+    record = store.job_get(job_id)
+    assert record is not None
+    assert (record.status, record.payload, record.items_processed, record.error_count, record.attempts) == (
+        JobStatus.QUEUED, '{"chunk": 1}', 200, 1, 0
+    )  # fmt: skip
+    assert store.batch_errors(job_id) == [event]
+    # A worker that lost the lease changes nothing.
+    store.job_claim([job_id], "w2", NOW + 30, NOW + 2)
+    late = Progress('{"chunk": 9}', 999, 999, 9, errors=(event,))
+    assert store.job_finish([Finish(job_id, "w1", JobStatus.COMPLETED, NOW + 3, progress=late)]) == []
+    done = Progress('{"chunk": 2}', items_processed=350, items_total=350, error_count=1)
+    assert store.job_finish([Finish(job_id, "w2", JobStatus.COMPLETED, NOW + 3, progress=done)]) == [job_id]
+    record = store.job_get(job_id)
+    assert record is not None
+    assert (record.status, record.items_processed, record.items_total, record.error_count) == (JobStatus.COMPLETED, 350, 350, 1)
+    assert len(store.batch_errors(job_id)) == 1 and store.batch_errors(job_id + 1) == []
+
+
+def batch(org: str = "org-1") -> NewJob:
+    return job(org=org, kind="batch")
+
+
+def test_flex_queue_five_active_then_a_hundred_holding_in_order_then_refused(store: Storage) -> None:
+    active = store.job_enqueue([batch() for _ in range(5)], NOW)
+    holding = store.job_enqueue([batch() for _ in range(60)], NOW) + store.job_enqueue([batch() for _ in range(40)], NOW)
+    assert [store.job_get(i).status for i in active] == [JobStatus.QUEUED] * 5  # type: ignore[union-attr]
+    assert [r.id for r in store.flex_list("org-1")] == holding
+    assert all(r.status is JobStatus.HOLDING for r in store.flex_list("org-1"))
+    assert {p.id for p in store.job_pending()} == set(active), "holding jobs are not offered to workers"
+    with pytest.raises(LimitExceeded, match="'org-1' has 5 batch jobs queued or running and 100 holding"):
+        store.job_enqueue([job(org="org-1"), batch()], NOW)
+    assert len(store.job_list(limit=1000)) == 105, "the refused enqueue stored nothing"
+    # Other orgs and other kinds are not affected.
+    store.job_enqueue([batch(org="org-2"), job(org="org-1")], NOW)
+    assert store.flex_list("org-2") == []
+
+
+def test_a_finished_or_aborted_batch_lets_the_first_holding_one_start(store: Storage) -> None:
+    active = store.job_enqueue([batch() for _ in range(5)], NOW)
+    holding = store.job_enqueue([batch() for _ in range(4)], NOW)
+    store.job_claim([active[0]], "w1", NOW + 30, NOW)
+    store.job_finish([Finish(active[0], "w1", JobStatus.COMPLETED, NOW + 1)])
+    assert store.job_get(holding[0]).status is JobStatus.QUEUED  # type: ignore[union-attr]
+    assert holding[0] in {p.id for p in store.job_pending()}, "a promoted job is offered to workers"
+    store.job_claim([active[1]], "w1", NOW + 30, NOW)
+    store.job_finish([Finish(active[1], "w1", JobStatus.FAILED, NOW + 1, error="boom")])
+    assert store.job_abort(active[2], NOW) is JobStatus.ABORTED
+    assert store.job_abort(holding[3], NOW) is JobStatus.ABORTED, "aborting a holding job just removes it"
+    assert [r.id for r in store.flex_list("org-1")] == []
+    assert [store.job_get(i).status for i in holding] == [JobStatus.QUEUED] * 3 + [JobStatus.ABORTED]  # type: ignore[union-attr]
+    # Re-queued between chunks a batch stays active: nothing is promoted.
+    more = store.job_enqueue([batch()], NOW)
+    store.job_claim([active[3]], "w1", NOW + 30, NOW)
+    store.job_finish([Finish(active[3], "w1", JobStatus.QUEUED, NOW + 1)])
+    assert store.job_get(more[0]).status is JobStatus.HOLDING  # type: ignore[union-attr]
+
+
+def test_flex_queue_moves(store: Storage) -> None:
+    store.job_enqueue([batch() for _ in range(5)], NOW)
+    a, b, c, d = store.job_enqueue([batch() for _ in range(4)], NOW)
+    assert store.flex_move(d, "org-1", to="front") == [d, a, b, c]
+    assert store.flex_move(d, "org-1", to="end") == [a, b, c, d]
+    assert store.flex_move(a, "org-1", after=c) == [b, c, a, d]
+    assert store.flex_move(d, "org-1", before=b) == [d, b, c, a]
+    assert [r.id for r in store.flex_list("org-1")] == [d, b, c, a]
+    with pytest.raises(InvalidArgument, match="is not holding"):
+        store.flex_move(1, "org-1", to="front")  # an active batch
+    with pytest.raises(InvalidArgument, match="is not holding"):
+        store.flex_move(a, "org-2", to="front")  # another org's queue
+    with pytest.raises(InvalidArgument, match="exactly one of"):
+        store.flex_move(a, "org-1", before=b, to="end")
+    with pytest.raises(InvalidArgument, match="itself"):
+        store.flex_move(a, "org-1", before=a)
+    # Promotion follows the moved order.
+    store.job_abort(1, NOW)
+    assert store.job_get(d).status is JobStatus.QUEUED  # type: ignore[union-attr]
+    assert [r.id for r in store.flex_list("org-1")] == [b, c, a]
+
+
+def test_history_is_read_back_in_time_order_by_kind(store: Storage) -> None:
+    store.history_append([HistoryEntry(NOW + 2, "pending", "a", 5, {}), HistoryEntry(NOW, "throttle_start", None, 0.5, {"worker": "w"})])
+    store.history_append([HistoryEntry(NOW + 1, "extended_delay", "a", NOW + 300, {"kind": "future", "count": 3})])
+    assert [e.kind for e in store.history_read(NOW)] == ["throttle_start", "extended_delay", "pending"]
+    assert store.history_read(NOW + 1, ["pending"]) == [HistoryEntry(NOW + 2, "pending", "a", 5, {})]
+    assert store.history_read(NOW, ["extended_delay"])[0].figures == {"kind": "future", "count": 3}
+    assert store.history_read(NOW + 3) == []

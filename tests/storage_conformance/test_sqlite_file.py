@@ -69,3 +69,37 @@ def test_every_acknowledged_enqueue_survives_sigkill(tmp_path: Path) -> None:
     with SQLiteStorage(path) as store:
         pending = {p.id for p in store.job_pending()}
     assert set(range(1, reported[-1] + 1)) <= pending
+
+
+def test_processes_sharing_a_file_fire_each_schedule_once(tmp_path: Path) -> None:
+    import threading
+
+    from fairqueue.records import NewTrigger
+
+    path = tmp_path / "fq.db"
+    stores = [SQLiteStorage(path) for _ in range(3)]
+    try:
+        for i in range(30):
+            stores[0].trigger_create(
+                NewTrigger(org="o", name=f"s{i}", cron="0 0 * * * ?", timezone="UTC", handler="app.jobs:Report",
+                           payload="{}", next_fire_at=100.0 - i),
+                100.0, max_per_org=100,
+            )  # fmt: skip
+        fired: list[int] = []
+        barrier = threading.Barrier(3)
+
+        def fire(store: SQLiteStorage) -> None:
+            barrier.wait()
+            for _ in range(5):
+                fired.extend(store.trigger_fire_due(100.0, lambda t, now: now + 3600, limit=4))
+
+        threads = [threading.Thread(target=fire, args=(s,)) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(fired) == sorted(set(fired)) and len(fired) == 30
+        assert all(t.times_fired == 1 for t in stores[1].trigger_list())
+    finally:
+        for s in stores:
+            s.close()

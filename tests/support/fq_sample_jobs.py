@@ -22,6 +22,7 @@ app = fq.FairQueue(
     limits=fq.Limits(
         slots=int(os.environ.get("FQ_SLOTS", "4")),
         lease=float(os.environ.get("FQ_LEASE", "60")),
+        cap=int(os.environ.get("FQ_CAP", "12")),
         timeouts={"future": 2.0, "queueable": 2.0, "batch": 2.0, "scheduled": 2.0},
     ),
 )
@@ -63,6 +64,18 @@ def spin(seconds: float) -> None:
     while time.monotonic() < end:
         time.sleep(0.001)
     effect(str(fq.current_context().job_id))
+
+
+@app.future
+def spin_logged(seconds: float) -> None:
+    """Like spin, logging "start|end org job_id wall-time pid" lines so tests can
+    replay how many of an org's jobs overlapped across processes, and where."""
+    ctx = fq.current_context()
+    effect(f"start {ctx.org} {ctx.job_id} {time.time():.6f} {os.getpid()}")
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.001)
+    effect(f"end {ctx.org} {ctx.job_id} {time.time():.6f} {os.getpid()}")
 
 
 @app.future
@@ -172,3 +185,99 @@ class Payload(fq.Queueable):
 @app.future
 def noop() -> None:
     """Does nothing: for measuring the runtime's own cost."""
+
+
+class Numbers(fq.Batchable):
+    """Records {"id": 0} … {"id": n - 1}, from a generator; chunks whose records
+    include an id in ``fail_ids`` raise. Each chunk appends ("chunk", ids) to runs."""
+
+    def __init__(self, n: int, fail_ids: tuple[int, ...] = (), pause: float = 0.0) -> None:
+        self.n = n
+        self.fail_ids = list(fail_ids)
+        self.pause = pause
+
+    def start(self, ctx: fq.Context) -> Any:
+        return ({"id": i} for i in range(self.n))
+
+    def execute(self, ctx: fq.Context, scope: list[Any]) -> None:
+        ids = [r["id"] for r in scope]
+        effect(f"start {ids[0]}")
+        if self.pause:
+            time.sleep(self.pause)
+        runs.append(("chunk", ids))
+        if any(i in self.fail_ids for i in ids):
+            raise ValueError(f"chunk from {ids[0]} refuses")
+        effect(f"end {ids[0]}")
+
+    def finish(self, ctx: fq.Context) -> None:
+        runs.append(("finish", ctx.job_id))
+        effect("finish")
+
+
+class Summing(fq.Batchable):
+    """A stateful batch: the running total is carried from chunk to chunk into finish."""
+
+    stateful = True
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.total = 0
+
+    def start(self, ctx: fq.Context) -> Any:
+        return list(range(self.n))
+
+    def execute(self, ctx: fq.Context, scope: list[Any]) -> None:
+        self.total += sum(scope)
+
+    def finish(self, ctx: fq.Context) -> None:
+        runs.append(("total", self.total))
+
+
+class Rows(fq.Batchable):
+    """A batch over a SQL query on the user's own database: a DB-API cursor."""
+
+    def __init__(self, url: str, query: str) -> None:
+        self.url = url
+        self.query = query
+
+    def start(self, ctx: fq.Context) -> Any:
+        # A generator: its connection closes when the batch has read the last row.
+        if self.url.startswith("postgresql://"):
+            import psycopg
+
+            with psycopg.connect(self.url) as conn:
+                yield from conn.execute(self.query)
+            return
+        import sqlite3
+        from contextlib import closing
+
+        with closing(sqlite3.connect(self.url)) as db:
+            yield from db.execute(self.query)
+
+    def execute(self, ctx: fq.Context, scope: list[Any]) -> None:
+        runs.append(("rows", [row[0] for row in scope]))
+
+
+class Blank(fq.Batchable):
+    """Yields ``n`` records and does nothing with them: for measuring memory."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def start(self, ctx: fq.Context) -> Any:
+        return ({"id": i, "name": f"record {i}"} for i in range(self.n))
+
+    def execute(self, ctx: fq.Context, scope: list[Any]) -> None:
+        pass
+
+
+class Names(fq.AsyncProcessor):
+    """An AsyncProcessor: records its records; raises on a record named "bad"."""
+
+    threshold = 10
+    scope = 4
+
+    def inner_execute(self, records: list[Any]) -> None:
+        runs.append(("names", [r["id"] for r in records]))
+        if any(r.get("name") == "bad" for r in records):
+            raise ValueError("a bad name")

@@ -4,13 +4,41 @@ for tests and simulation. Nothing survives the process."""
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
-from fairqueue.errors import DuplicateSignature, StorageError
-from fairqueue.records import Finish, JobRecord, JobStatus, NewJob, PendingJob
-from fairqueue.storage import Storage
+from fairqueue.errors import DuplicateSignature, LimitExceeded, StorageError
+from fairqueue.records import (
+    BatchErrorEvent,
+    HistoryEntry,
+    Claimed,
+    Finish,
+    JobRecord,
+    JobStatus,
+    NewJob,
+    NewTrigger,
+    PendingJob,
+    TriggerRecord,
+    TriggerState,
+    WaitingFacts,
+)
+from fairqueue.storage import (
+    Caps,
+    FLEX_ACTIVE,
+    DailyUsage,
+    NextFire,
+    Storage,
+    admit_within_caps,
+    flex_admit,
+    flex_order,
+    check_daily_limits,
+    schedule_name_taken,
+    scheduled_job,
+    too_many_schedules,
+    usage_hour,
+)
 
 __all__ = ["MemoryStorage"]
 
@@ -27,6 +55,11 @@ class MemoryStorage(Storage):
         self._ready_seq: dict[int, int] = {}  # job id -> its current ready_seq
         self._signatures: dict[str, int] = {}  # live duplicate signature -> job id
         self._processing: set[int] = set()
+        self._usage: dict[tuple[str, int], int] = {}  # (org, usage hour) -> jobs stored
+        self._triggers: dict[int, TriggerRecord] = {}
+        self._batch_errors: list[BatchErrorEvent] = []
+        self._flex: dict[str, list[int]] = {}  # org -> holding batch job ids, in flex-queue order
+        self._history: list[HistoryEntry] = []
 
     # ----- bookkeeping (lock held) ----------------------------------------------------
 
@@ -50,8 +83,30 @@ class MemoryStorage(Storage):
             self._signatures.pop(record.duplicate_signature, None)
         return record
 
+    def _usage_of(self, org: str, now: float) -> DailyUsage:
+        start = DailyUsage.window_start(now)
+        hours = [(hour, n) for (o, hour), n in self._usage.items() if o == org and hour >= start]
+        return DailyUsage(org, sum(n for _, n in hours), min((h for h, _ in hours), default=None))
+
+    def _flex_counts(self, org: str) -> tuple[int, int]:
+        active = sum(
+            1 for r in self._jobs.values()
+            if r.org == org and r.kind == "batch" and r.status in (JobStatus.QUEUED, JobStatus.PREPARING, JobStatus.PROCESSING)
+        )  # fmt: skip
+        return active, len(self._flex.get(org, []))
+
+    def _promote(self, org: str) -> None:
+        """Starts ``org``'s next holding batch if it has room for one."""
+        holding = self._flex.get(org)
+        if holding and self._flex_counts(org)[0] < FLEX_ACTIVE:
+            self._set(holding.pop(0), status=JobStatus.QUEUED)
+
     def _insert(self, jobs: Sequence[NewJob], now: float) -> list[int]:
-        ids = []
+        statuses = flex_admit(jobs, self._flex_counts) if any(j.kind == "batch" for j in jobs) else None
+        hour = usage_hour(now)
+        for j in jobs:
+            self._usage[(j.org, hour)] = self._usage.get((j.org, hour), 0) + 1
+        ids: list[int] = []
         for j in jobs:
             job_id, self._next_id = self._next_id, self._next_id + 1
             self._jobs[job_id] = JobRecord(
@@ -62,7 +117,10 @@ class MemoryStorage(Storage):
                 duplicate_signature=j.duplicate_signature, lease_owner=None, lease_expires_at=None,
                 cancel_requested=False,
             )  # fmt: skip
-            self._set(job_id, status=JobStatus.QUEUED)
+            if statuses is not None and statuses[len(ids)] is JobStatus.HOLDING:
+                self._flex.setdefault(j.org, []).append(job_id)
+            else:
+                self._set(job_id, status=JobStatus.QUEUED)
             if j.duplicate_signature:
                 self._signatures[j.duplicate_signature] = job_id
             ids.append(job_id)
@@ -70,15 +128,81 @@ class MemoryStorage(Storage):
 
     # ----- the interface ----------------------------------------------------------------
 
-    def job_enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
+    def job_enqueue(
+        self, jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]] = None
+    ) -> list[int]:
         signatures = [j.duplicate_signature for j in jobs if j.duplicate_signature]
         with self._lock:
+            if daily_limits:
+                check_daily_limits(jobs, daily_limits, lambda org: self._usage_of(org, now), now)
             if any(s in self._signatures for s in signatures) or len(set(signatures)) < len(signatures):
                 raise DuplicateSignature(
                     f"a job with duplicate signature among {signatures!r} is already holding, queued or running; "
                     "nothing was enqueued"
                 )
             return self._insert(jobs, now)
+
+    def usage_daily(self, org: str, now: float) -> DailyUsage:
+        with self._lock:
+            return self._usage_of(org, now)
+
+    def trigger_create(self, trigger: NewTrigger, now: float, max_per_org: int) -> int:
+        with self._lock:
+            live = [t for t in self._triggers.values() if t.org == trigger.org and t.state is TriggerState.WAITING]
+            if any(t.name == trigger.name for t in live):
+                raise schedule_name_taken(trigger.org, trigger.name)
+            if len(live) >= max_per_org:
+                raise too_many_schedules(trigger.org, len(live), max_per_org)
+            trigger_id = len(self._triggers) + 1
+            self._triggers[trigger_id] = TriggerRecord(
+                id=trigger_id, org=trigger.org, name=trigger.name, cron=trigger.cron, timezone=trigger.timezone,
+                handler=trigger.handler, payload=trigger.payload, state=TriggerState.WAITING, created_at=now,
+                next_fire_at=trigger.next_fire_at, previous_fire_at=None, times_fired=0, last_job_id=None,
+            )  # fmt: skip
+            return trigger_id
+
+    def trigger_get(self, trigger_id: int) -> Optional[TriggerRecord]:
+        with self._lock:
+            return self._triggers.get(trigger_id)
+
+    def trigger_list(self, *, org: Optional[str] = None, state: Optional[TriggerState] = None) -> list[TriggerRecord]:
+        with self._lock:
+            return [
+                t
+                for _, t in sorted(self._triggers.items())
+                if (org is None or t.org == org) and (state is None or t.state is state)
+            ]
+
+    def trigger_abort(self, trigger_id: int, org: Optional[str] = None) -> Optional[TriggerState]:
+        with self._lock:
+            t = self._triggers.get(trigger_id)
+            if t is None or (org is not None and t.org != org):
+                return None
+            if t.state is TriggerState.WAITING:
+                self._triggers[trigger_id] = dataclasses.replace(t, state=TriggerState.ABORTED, next_fire_at=None)
+            return t.state
+
+    def trigger_fire_due(self, now: float, next_fire: NextFire, limit: int = 100) -> list[int]:
+        fired: list[int] = []
+        with self._lock:
+            due = sorted(
+                (t for t in self._triggers.values() if t.state is TriggerState.WAITING and t.next_fire_at is not None
+                 and t.next_fire_at <= now),
+                key=lambda t: (t.next_fire_at, t.id),
+            )[:limit]  # fmt: skip
+            for t in due:
+                [job_id] = self._insert([scheduled_job(t)], now)
+                following = next_fire(t, now)
+                self._triggers[t.id] = dataclasses.replace(
+                    t,
+                    state=TriggerState.WAITING if following is not None else TriggerState.COMPLETE,
+                    next_fire_at=following,
+                    previous_fire_at=t.next_fire_at,
+                    times_fired=t.times_fired + 1,
+                    last_job_id=job_id,
+                )
+                fired.append(job_id)
+        return fired
 
     def job_signature_taken(self, signature: str) -> bool:
         with self._lock:
@@ -127,20 +251,33 @@ class MemoryStorage(Storage):
                 counts[key] = counts.get(key, 0) + 1
         return counts
 
-    def job_claim(self, job_ids: Sequence[int], worker: str, lease_until: float, now: float) -> list[JobRecord]:
+    def job_claim(
+        self, job_ids: Sequence[int], worker: str, lease_until: float, now: float, caps: Optional[Caps] = None
+    ) -> Claimed:
         with self._lock:
-            return [
-                self._set(
-                    job_id,
-                    status=JobStatus.PROCESSING,
-                    lease_owner=worker,
-                    lease_expires_at=lease_until,
-                    started_at=self._jobs[job_id].started_at or now,
-                    attempts=self._jobs[job_id].attempts + 1,
-                )
-                for job_id in job_ids
-                if job_id in self._jobs and self._jobs[job_id].status is JobStatus.QUEUED
-            ]
+            queued = [job_id for job_id in job_ids if job_id in self._jobs and self._jobs[job_id].status is JobStatus.QUEUED]
+            at_cap: list[int] = []
+            if caps:
+                processing: dict[tuple[str, str], int] = {}
+                for job_id in self._processing:
+                    pair = (self._jobs[job_id].org, self._jobs[job_id].kind)
+                    processing[pair] = processing.get(pair, 0) + 1
+                candidates = [(job_id, self._jobs[job_id].org, self._jobs[job_id].kind) for job_id in queued]
+                queued, at_cap = admit_within_caps(candidates, processing, caps)
+            return Claimed(
+                (
+                    self._set(
+                        job_id,
+                        status=JobStatus.PROCESSING,
+                        lease_owner=worker,
+                        lease_expires_at=lease_until,
+                        started_at=self._jobs[job_id].started_at or now,
+                        attempts=self._jobs[job_id].attempts + 1,
+                    )
+                    for job_id in queued
+                ),
+                at_cap,
+            )
 
     def job_heartbeat(self, job_ids: Sequence[int], worker: str, lease_until: float) -> None:
         with self._lock:
@@ -165,17 +302,71 @@ class MemoryStorage(Storage):
                     self._set(f.job_id, run_at=f.retry_at, extended_status=f.error, **common)
                 else:
                     self._set(f.job_id, finished_at=f.at, extended_status=f.error or r.extended_status, **common)
+                    if r.kind == "batch":
+                        self._promote(r.org)
                 applied.append(f.job_id)
+                if f.progress is not None:
+                    p = f.progress
+                    self._set(
+                        f.job_id, payload=p.payload, items_processed=p.items_processed, items_total=p.items_total,
+                        error_count=p.error_count, attempts=0 if f.status is JobStatus.QUEUED else r.attempts,
+                    )  # fmt: skip
+                    self._batch_errors.extend(p.errors)
                 if not f.children:
                     continue
                 taken = [c.duplicate_signature for c in f.children if c.duplicate_signature in self._signatures]
-                self._insert([c for c in f.children if c.duplicate_signature not in taken], f.at)
+                try:
+                    self._insert([c for c in f.children if c.duplicate_signature not in taken], f.at)
+                except LimitExceeded as e:  # a batch child past a full flex queue
+                    self._set(f.job_id, extended_status=f"children not enqueued: {e}")
                 if taken:
                     self._set(
                         f.job_id,
                         extended_status=f"child not enqueued: duplicate signature {taken!r} already queued or running",
                     )
         return applied
+
+    def history_append(self, entries: Sequence[HistoryEntry]) -> None:
+        with self._lock:
+            self._history.extend(entries)
+            self._history.sort(key=lambda e: e.at)
+
+    def history_read(self, since: float, kinds: Optional[Sequence[str]] = None) -> list[HistoryEntry]:
+        with self._lock:
+            start = bisect.bisect_left([e.at for e in self._history], since)
+            return [e for e in self._history[start:] if kinds is None or e.kind in kinds]
+
+    def job_waiting_facts(self, record: JobRecord, now: float, window: float) -> WaitingFacts:
+        with self._lock:
+            jobs = list(self._jobs.values())
+        queued = [r for r in jobs if r.status is JobStatus.QUEUED and r.id < record.id]
+        pair = [r for r in jobs if r.org == record.org and r.kind == record.kind]
+        recent = [r for r in jobs if r.finished_at is not None and r.finished_at >= now - window]
+        return WaitingFacts(
+            ahead_in_line=sum(1 for r in queued if r.org == record.org and r.kind == record.kind),
+            ahead_in_queue=sum(1 for r in queued if r.run_at is None or r.run_at <= now),
+            holders=sorted(r.id for r in pair if r.status is JobStatus.PROCESSING),
+            finished_in_line=sum(1 for r in recent if r.org == record.org and r.kind == record.kind),
+            finished_in_queue=len(recent),
+            processing=sum(1 for r in jobs if r.status is JobStatus.PROCESSING),
+            first_finished_at=min((r.finished_at for r in recent if r.finished_at is not None), default=None),
+            active_lines=len({(r.org, r.kind) for r in jobs if r.status in (JobStatus.QUEUED, JobStatus.PROCESSING)}),
+        )
+
+    def flex_list(self, org: str) -> list[JobRecord]:
+        with self._lock:
+            return [self._jobs[i] for i in self._flex.get(org, [])]
+
+    def flex_move(self, job_id: int, org: str, *, before: Optional[int] = None, after: Optional[int] = None,
+                  to: Optional[str] = None) -> list[int]:  # fmt: skip
+        with self._lock:
+            order = flex_order(list(self._flex.get(org, [])), job_id, before, after, to)
+            self._flex[org] = order
+            return list(order)
+
+    def batch_errors(self, job_id: int) -> list[BatchErrorEvent]:
+        with self._lock:
+            return [e for e in self._batch_errors if e.job_id == job_id]
 
     def job_requeue_expired(self, now: float) -> list[int]:
         with self._lock:
@@ -201,6 +392,10 @@ class MemoryStorage(Storage):
                 return None
             if r.status in (JobStatus.HOLDING, JobStatus.QUEUED):
                 self._set(job_id, status=JobStatus.ABORTED, finished_at=now, extended_status="aborted while waiting")
+                if r.status is JobStatus.HOLDING:
+                    self._flex[r.org].remove(job_id)
+                elif r.kind == "batch":
+                    self._promote(r.org)
                 return JobStatus.ABORTED
             if r.status in (JobStatus.PREPARING, JobStatus.PROCESSING):
                 self._set(job_id, cancel_requested=True)

@@ -9,16 +9,45 @@ durability does not cost one fsync per job.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from fairqueue.errors import DuplicateSignature, SchemaVersionError, StorageError
-from fairqueue.records import Finish, JobRecord, JobStatus, NewJob, PendingJob
-from fairqueue.storage import SCHEMA_VERSION, Storage
+from fairqueue.errors import DuplicateSignature, LimitExceeded, SchemaVersionError, StorageError
+from fairqueue.records import (
+    BatchErrorEvent,
+    HistoryEntry,
+    Claimed,
+    Finish,
+    JobRecord,
+    JobStatus,
+    NewJob,
+    NewTrigger,
+    PendingJob,
+    TriggerRecord,
+    TriggerState,
+    WaitingFacts,
+)
+from fairqueue.storage import (
+    SCHEMA_VERSION,
+    Caps,
+    FLEX_ACTIVE,
+    DailyUsage,
+    NextFire,
+    Storage,
+    admit_within_caps,
+    flex_admit,
+    flex_order,
+    check_daily_limits,
+    schedule_name_taken,
+    scheduled_job,
+    too_many_schedules,
+    usage_hour,
+)
 
 __all__ = ["SQLiteStorage"]
 
@@ -60,6 +89,73 @@ CREATE UNIQUE INDEX IF NOT EXISTS fq_jobs_signature ON fq_jobs (duplicate_signat
     WHERE duplicate_signature IS NOT NULL AND status IN {_LIVE};
 """
 
+# Migration n takes a store at version n - 1 to version n, in the opening
+# transaction; _SCHEMA above is version 1. Never edit a released migration.
+_MIGRATIONS: dict[int, str] = {
+    2: """
+-- Claims count each (org, kind)'s processing jobs to hold its cap across processes.
+CREATE INDEX IF NOT EXISTS fq_jobs_processing ON fq_jobs (org, kind) WHERE status = 'processing';
+-- Jobs stored per org and hour, for the daily limit's rolling window.
+CREATE TABLE IF NOT EXISTS fq_usage (
+    org   TEXT    NOT NULL,
+    hour  INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (org, hour)
+) WITHOUT ROWID;
+-- Schedules (app.schedule): each fires its job at the times of its cron expression.
+CREATE TABLE IF NOT EXISTS fq_triggers (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    org              TEXT    NOT NULL,
+    name             TEXT    NOT NULL,
+    cron             TEXT    NOT NULL,
+    timezone         TEXT    NOT NULL,
+    handler          TEXT    NOT NULL,
+    payload          TEXT    NOT NULL,
+    state            TEXT    NOT NULL,
+    created_at       REAL    NOT NULL,
+    next_fire_at     REAL,
+    previous_fire_at REAL,
+    times_fired      INTEGER NOT NULL DEFAULT 0,
+    last_job_id      INTEGER
+);
+CREATE INDEX IF NOT EXISTS fq_triggers_due ON fq_triggers (next_fire_at) WHERE state = 'waiting';
+CREATE UNIQUE INDEX IF NOT EXISTS fq_triggers_name ON fq_triggers (org, name) WHERE state = 'waiting';
+-- Batch error events (the reference platform's BatchApexErrorEvent).
+CREATE TABLE IF NOT EXISTS fq_batch_errors (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id         INTEGER NOT NULL,
+    org            TEXT    NOT NULL,
+    phase          TEXT    NOT NULL,
+    chunk          INTEGER,
+    record_ids     TEXT    NOT NULL,
+    exception_type TEXT    NOT NULL,
+    message        TEXT    NOT NULL,
+    traceback      TEXT    NOT NULL,
+    at             REAL    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fq_batch_errors_job ON fq_batch_errors (job_id);
+-- Each org's flex queue: its holding batch jobs, in the order they will start.
+CREATE TABLE IF NOT EXISTS fq_flex (
+    job_id   INTEGER PRIMARY KEY,
+    org      TEXT    NOT NULL,
+    position INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fq_flex_org ON fq_flex (org, position);
+-- Recorded facts for charts and explanations: pending and running per org over
+-- time, throttle periods, extended delays.
+CREATE TABLE IF NOT EXISTS fq_history (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      REAL    NOT NULL,
+    kind    TEXT    NOT NULL,
+    org     TEXT,
+    value   REAL    NOT NULL,
+    figures TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fq_history_at ON fq_history (at)
+""",
+}
+assert max(_MIGRATIONS) == SCHEMA_VERSION, "every schema version needs its migration"
+
 _COLUMNS = (
     "id, org, kind, handler, payload, status, created_at, run_at, started_at, finished_at, attempts, "
     "items_processed, items_total, error_count, extended_status, parent_id, chain_depth, "
@@ -71,6 +167,18 @@ _CHUNK = 500
 
 
 _FIELDS = tuple(name.strip() for name in _COLUMNS.split(","))
+
+
+_TRIGGER_COLUMNS = (
+    "id, org, name, cron, timezone, handler, payload, state, created_at, next_fire_at, previous_fire_at, "
+    "times_fired, last_job_id"
+)
+
+
+def _trigger(row: sqlite3.Row) -> TriggerRecord:
+    values = list(row)
+    values[7] = TriggerState(values[7])
+    return TriggerRecord(*values)
 
 
 def _record(row: sqlite3.Row) -> JobRecord:
@@ -117,13 +225,21 @@ class SQLiteStorage(Storage):
                 db.execute(statement)
             row = db.execute("SELECT value FROM fq_meta WHERE key = 'schema_version'").fetchone()
             if row is None:
-                db.execute("INSERT INTO fq_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                db.execute("INSERT INTO fq_meta (key, value) VALUES ('schema_version', '1')")
                 db.execute("INSERT INTO fq_meta (key, value) VALUES ('ready_seq', '0')")
-            elif int(row["value"]) > SCHEMA_VERSION:
+                version = 1
+            else:
+                version = int(row["value"])
+            if version > SCHEMA_VERSION:
                 raise SchemaVersionError(
-                    f"store {str(self.path)!r} has schema version {row['value']}, newer than this fairqueue's "
+                    f"store {str(self.path)!r} has schema version {version}, newer than this fairqueue's "
                     f"{SCHEMA_VERSION}: upgrade fairqueue to use it"
                 )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in filter(str.strip, _MIGRATIONS[target].split(";")):
+                    db.execute(statement)
+            if version < SCHEMA_VERSION:
+                db.execute("UPDATE fq_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def _transaction(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
@@ -157,13 +273,35 @@ class SQLiteStorage(Storage):
         db.execute("UPDATE fq_meta SET value = ? WHERE key = 'ready_seq'", (str(last + n),))
         return last + 1
 
+    @staticmethod
+    def _usage_of(db: sqlite3.Connection, org: str, now: float) -> DailyUsage:
+        row = db.execute(
+            "SELECT COALESCE(SUM(count), 0), MIN(hour) FROM fq_usage WHERE org = ? AND hour >= ?",
+            (org, DailyUsage.window_start(now)),
+        ).fetchone()
+        return DailyUsage(org, int(row[0]), row[1])
+
     @classmethod
     def _insert(cls, db: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> list[int]:
+        hour = usage_hour(now)
+        per_org: dict[str, int] = {}
+        for j in jobs:
+            per_org[j.org] = per_org.get(j.org, 0) + 1
+        db.executemany(
+            "INSERT INTO fq_usage (org, hour, count) VALUES (?, ?, ?) "
+            "ON CONFLICT (org, hour) DO UPDATE SET count = count + excluded.count",
+            [(org, hour, n) for org, n in per_org.items()],
+        )
+        statuses = (
+            flex_admit(jobs, lambda org: cls._flex_counts(db, org))
+            if any(j.kind == "batch" for j in jobs)
+            else [JobStatus.QUEUED] * len(jobs)
+        )
         first_seq = cls._take_ready_seqs(db, len(jobs))
         rows = [
-            (j.org, j.kind, j.handler, j.payload, "queued", now, j.run_at, j.parent_id, j.chain_depth,
-             j.duplicate_signature, first_seq + i)
-            for i, j in enumerate(jobs)
+            (j.org, j.kind, j.handler, j.payload, status.value, now, j.run_at, j.parent_id, j.chain_depth,
+             j.duplicate_signature, first_seq + i if status is JobStatus.QUEUED else None)
+            for i, (j, status) in enumerate(zip(jobs, statuses))
         ]  # fmt: skip
         db.executemany(
             "INSERT INTO fq_jobs (org, kind, handler, payload, status, created_at, run_at, parent_id, "
@@ -172,13 +310,47 @@ class SQLiteStorage(Storage):
         )
         # AUTOINCREMENT hands out consecutive ids inside one write transaction.
         last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
-        return list(range(last - len(rows) + 1, last + 1))
+        ids = list(range(last - len(rows) + 1, last + 1))
+        for job_id, j, status in zip(ids, jobs, statuses):
+            if status is JobStatus.HOLDING:
+                db.execute(
+                    "INSERT INTO fq_flex (job_id, org, position) "
+                    "SELECT ?, ?, COALESCE(MAX(position), 0) + 1 FROM fq_flex WHERE org = ?",
+                    (job_id, j.org, j.org),
+                )
+        return ids
 
-    def job_enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
+    @staticmethod
+    def _flex_counts(db: sqlite3.Connection, org: str) -> tuple[int, int]:
+        active = db.execute(
+            "SELECT COUNT(*) FROM fq_jobs WHERE org = ? AND kind = 'batch' AND status IN ('queued', 'preparing', 'processing')",
+            (org,),
+        ).fetchone()[0]
+        holding = db.execute("SELECT COUNT(*) FROM fq_flex WHERE org = ?", (org,)).fetchone()[0]
+        return int(active), int(holding)
+
+    @classmethod
+    def _promote(cls, db: sqlite3.Connection, org: str) -> None:
+        """Starts ``org``'s next holding batch if it has room for one."""
+        if cls._flex_counts(db, org)[0] >= FLEX_ACTIVE:
+            return
+        row = db.execute("SELECT job_id FROM fq_flex WHERE org = ? ORDER BY position LIMIT 1", (org,)).fetchone()
+        if row is None:
+            return
+        db.execute("DELETE FROM fq_flex WHERE job_id = ?", (row[0],))
+        db.execute(
+            "UPDATE fq_jobs SET status = 'queued', ready_seq = ? WHERE id = ?", (cls._take_ready_seqs(db, 1), row[0])
+        )
+
+    def job_enqueue(
+        self, jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]] = None
+    ) -> list[int]:
         if not jobs:
             return []
         try:
             with self._transaction(durable=True) as db:
+                if daily_limits:
+                    check_daily_limits(jobs, daily_limits, lambda org: self._usage_of(db, org, now), now)
                 return self._insert(db, jobs, now)
         except sqlite3.IntegrityError as e:
             signatures = [j.duplicate_signature for j in jobs if j.duplicate_signature]
@@ -186,6 +358,10 @@ class SQLiteStorage(Storage):
                 f"a job with duplicate signature among {signatures!r} is already holding, queued or running; "
                 "nothing was enqueued"
             ) from e
+
+    def usage_daily(self, org: str, now: float) -> DailyUsage:
+        with self._lock:
+            return self._usage_of(self._db, org, now)
 
     def job_signature_taken(self, signature: str) -> bool:
         sql = f"SELECT 1 FROM fq_jobs WHERE duplicate_signature = ? AND status IN {_LIVE}"
@@ -229,11 +405,19 @@ class SQLiteStorage(Storage):
         rows = self._read("SELECT org, kind, status, COUNT(*) FROM fq_jobs GROUP BY org, kind, status")
         return {(org, kind, JobStatus(status)): n for org, kind, status, n in rows}
 
-    def job_claim(self, job_ids: Sequence[int], worker: str, lease_until: float, now: float) -> list[JobRecord]:
+    def job_claim(
+        self, job_ids: Sequence[int], worker: str, lease_until: float, now: float, caps: Optional[Caps] = None
+    ) -> Claimed:
         claimed: list[JobRecord] = []
+        at_cap: list[int] = []
+        # The write transaction is taken up front, so the cap counts below cannot
+        # change before the claim commits: every process's claims take turns.
         with self._transaction() as db:
-            for start in range(0, len(job_ids), _CHUNK):
-                chunk = list(job_ids[start : start + _CHUNK])
+            ids = list(job_ids)
+            if caps:
+                ids, at_cap = self._admit(db, ids, caps)
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
                 marks = ", ".join("?" * len(chunk))
                 rows = db.execute(
                     f"UPDATE fq_jobs SET status = 'processing', lease_owner = ?, lease_expires_at = ?, "
@@ -243,7 +427,25 @@ class SQLiteStorage(Storage):
                 ).fetchall()
                 claimed.extend(_record(r) for r in rows)
         order = {job_id: i for i, job_id in enumerate(job_ids)}
-        return sorted(claimed, key=lambda r: order[r.id])
+        return Claimed(sorted(claimed, key=lambda r: order[r.id]), at_cap)
+
+    @staticmethod
+    def _admit(db: sqlite3.Connection, job_ids: list[int], caps: Caps) -> tuple[list[int], list[int]]:
+        """The queued ``job_ids`` that fit under their pair's cap, and those that do not."""
+        found: dict[int, tuple[str, str]] = {}
+        for start in range(0, len(job_ids), _CHUNK):
+            chunk = job_ids[start : start + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for row in db.execute(f"SELECT id, org, kind FROM fq_jobs WHERE id IN ({marks}) AND status = 'queued'", chunk):
+                found[row[0]] = (row[1], row[2])
+        candidates = [(job_id, *found[job_id]) for job_id in job_ids if job_id in found]
+        processing: dict[tuple[str, str], int] = {}
+        for org, kind in {pair for pair in found.values() if pair in caps}:
+            row = db.execute(
+                "SELECT COUNT(*) FROM fq_jobs WHERE org = ? AND kind = ? AND status = 'processing'", (org, kind)
+            ).fetchone()
+            processing[(org, kind)] = row[0]
+        return admit_within_caps(candidates, processing, caps)
 
     def job_heartbeat(self, job_ids: Sequence[int], worker: str, lease_until: float) -> None:
         with self._transaction() as db:
@@ -261,7 +463,7 @@ class SQLiteStorage(Storage):
         plain: dict[float, list[Finish]] = {}
         rest: list[Finish] = []
         for f in finishes:
-            if f.status is JobStatus.COMPLETED and f.error is None and not f.children:
+            if f.status is JobStatus.COMPLETED and f.error is None and not f.children and f.progress is None:
                 plain.setdefault(f.at, []).append(f)
             else:
                 rest.append(f)
@@ -273,10 +475,12 @@ class SQLiteStorage(Storage):
                     owners = [value for f in chunk for value in (f.job_id, f.worker)]
                     rows = db.execute(
                         f"UPDATE fq_jobs SET status = 'completed', finished_at = ?, lease_owner = NULL, "
-                        f"lease_expires_at = NULL WHERE status = 'processing' AND ({conditions}) RETURNING id",
+                        f"lease_expires_at = NULL WHERE status = 'processing' AND ({conditions}) RETURNING id, kind, org",
                         [at, *owners],
                     ).fetchall()
                     applied.extend(r[0] for r in rows)
+                    for org in sorted({r[2] for r in rows if r[1] == "batch"}):
+                        self._promote(db, org)
             retried = sum(f.status is JobStatus.QUEUED for f in rest)
             next_seq = self._take_ready_seqs(db, retried) if retried else 0
             for f in rest:
@@ -298,9 +502,85 @@ class SQLiteStorage(Storage):
                 if not db.execute(sql, params).rowcount:
                     continue
                 applied.append(f.job_id)
+                if f.progress is not None:
+                    self._apply_progress(db, f)
                 self._insert_children(db, f)
+                if f.status is not JobStatus.QUEUED:
+                    row = db.execute("SELECT kind, org FROM fq_jobs WHERE id = ?", (f.job_id,)).fetchone()
+                    if row["kind"] == "batch":
+                        self._promote(db, row["org"])
         done = set(applied)
         return [f.job_id for f in finishes if f.job_id in done]
+
+    @staticmethod
+    def _apply_progress(db: sqlite3.Connection, f: Finish) -> None:
+        p = f.progress
+        assert p is not None
+        db.execute(
+            "UPDATE fq_jobs SET payload = ?, items_processed = ?, items_total = ?, error_count = ?, "
+            "attempts = CASE WHEN status = 'queued' THEN 0 ELSE attempts END WHERE id = ?",
+            (p.payload, p.items_processed, p.items_total, p.error_count, f.job_id),
+        )
+        db.executemany(
+            "INSERT INTO fq_batch_errors (job_id, org, phase, chunk, record_ids, exception_type, message, traceback, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(e.job_id, e.org, e.phase, e.chunk, json.dumps(e.record_ids), e.exception_type, e.message, e.traceback, e.at)
+             for e in p.errors],
+        )  # fmt: skip
+
+    def history_append(self, entries: Sequence[HistoryEntry]) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO fq_history (at, kind, org, value, figures) VALUES (?, ?, ?, ?, ?)",
+                [(e.at, e.kind, e.org, e.value, json.dumps(e.figures)) for e in entries],
+            )
+
+    def history_read(self, since: float, kinds: Optional[Sequence[str]] = None) -> list[HistoryEntry]:
+        rows = self._read("SELECT at, kind, org, value, figures FROM fq_history WHERE at >= ? ORDER BY at, id", (since,))
+        return [HistoryEntry(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows if kinds is None or r[1] in kinds]
+
+    def job_waiting_facts(self, record: JobRecord, now: float, window: float) -> WaitingFacts:
+        since = now - window
+        with self._lock:
+            counts = self._db.execute(
+                "SELECT " + """(SELECT COUNT(*) FROM fq_jobs WHERE status = 'queued' AND org = ? AND kind = ? AND id < ?),
+            (SELECT COUNT(*) FROM fq_jobs WHERE status = 'queued' AND id < ? AND (run_at IS NULL OR run_at <= ?)),
+            (SELECT COUNT(*) FROM fq_jobs WHERE org = ? AND kind = ? AND finished_at >= ?),
+            (SELECT COUNT(*) FROM fq_jobs WHERE finished_at >= ?),
+            (SELECT COUNT(*) FROM fq_jobs WHERE status = 'processing'),
+            (SELECT MIN(finished_at) FROM fq_jobs WHERE finished_at >= ?),
+            (SELECT COUNT(*) FROM (SELECT DISTINCT org, kind FROM fq_jobs WHERE status IN ('queued', 'processing')) AS lines)""",
+                (record.org, record.kind, record.id, record.id, now, record.org, record.kind, since, since, since),
+            ).fetchone()
+            holders = [r[0] for r in self._db.execute(
+                "SELECT id FROM fq_jobs WHERE status = 'processing' AND org = ? AND kind = ? ORDER BY id",
+                (record.org, record.kind),
+            )]  # fmt: skip
+        return WaitingFacts(counts[0], counts[1], holders, counts[2], counts[3], counts[4], counts[5], counts[6])
+
+    def flex_list(self, org: str) -> list[JobRecord]:
+        rows = self._read(
+            f"SELECT {', '.join('j.' + c for c in _COLUMNS.split(', '))} FROM fq_flex f JOIN fq_jobs j ON j.id = f.job_id "
+            "WHERE f.org = ? ORDER BY f.position",
+            (org,),
+        )
+        return [_record(r) for r in rows]
+
+    def flex_move(self, job_id: int, org: str, *, before: Optional[int] = None, after: Optional[int] = None,
+                  to: Optional[str] = None) -> list[int]:  # fmt: skip
+        with self._transaction(durable=True) as db:
+            current = [r[0] for r in db.execute("SELECT job_id FROM fq_flex WHERE org = ? ORDER BY position", (org,))]
+            order = flex_order(current, job_id, before, after, to)
+            db.executemany("UPDATE fq_flex SET position = ? WHERE job_id = ?", list(enumerate(order, start=1)))
+            return order
+
+    def batch_errors(self, job_id: int) -> list[BatchErrorEvent]:
+        rows = self._read(
+            "SELECT job_id, org, phase, chunk, record_ids, exception_type, message, traceback, at FROM fq_batch_errors "
+            "WHERE job_id = ? ORDER BY id",
+            (job_id,),
+        )
+        return [BatchErrorEvent(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8]) for r in rows]
 
     def _insert_children(self, db: sqlite3.Connection, f: Finish) -> None:
         taken = [
@@ -313,7 +593,10 @@ class SQLiteStorage(Storage):
         ]
         children = [c for c in f.children if c.duplicate_signature not in taken]
         if children:
-            self._insert(db, children, f.at)
+            try:
+                self._insert(db, children, f.at)
+            except LimitExceeded as e:  # a batch child past a full flex queue
+                db.execute("UPDATE fq_jobs SET extended_status = ? WHERE id = ?", (f"children not enqueued: {e}", f.job_id))
         if taken:
             db.execute(
                 "UPDATE fq_jobs SET extended_status = ? WHERE id = ?",
@@ -339,7 +622,7 @@ class SQLiteStorage(Storage):
 
     def job_abort(self, job_id: int, now: float, org: Optional[str] = None) -> Optional[JobStatus]:
         with self._transaction(durable=True) as db:
-            row = db.execute("SELECT org, status FROM fq_jobs WHERE id = ?", (job_id,)).fetchone()
+            row = db.execute("SELECT org, kind, status FROM fq_jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None or (org is not None and row["org"] != org):
                 return None
             status = JobStatus(row["status"])
@@ -349,10 +632,74 @@ class SQLiteStorage(Storage):
                     "WHERE id = ?",
                     (now, job_id),
                 )
+                if status is JobStatus.HOLDING:
+                    db.execute("DELETE FROM fq_flex WHERE job_id = ?", (job_id,))
+                elif row["kind"] == "batch":
+                    self._promote(db, row["org"])
                 return JobStatus.ABORTED
             if status in (JobStatus.PREPARING, JobStatus.PROCESSING):
                 db.execute("UPDATE fq_jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             return status
+
+    def trigger_create(self, trigger: NewTrigger, now: float, max_per_org: int) -> int:
+        with self._transaction(durable=True) as db:
+            names = [r[0] for r in db.execute("SELECT name FROM fq_triggers WHERE org = ? AND state = 'waiting'", (trigger.org,))]
+            if trigger.name in names:
+                raise schedule_name_taken(trigger.org, trigger.name)
+            if len(names) >= max_per_org:
+                raise too_many_schedules(trigger.org, len(names), max_per_org)
+            cursor = db.execute(
+                "INSERT INTO fq_triggers (org, name, cron, timezone, handler, payload, state, created_at, next_fire_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'waiting', ?, ?)",
+                (trigger.org, trigger.name, trigger.cron, trigger.timezone, trigger.handler, trigger.payload, now,
+                 trigger.next_fire_at),
+            )  # fmt: skip
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    def trigger_get(self, trigger_id: int) -> Optional[TriggerRecord]:
+        rows = self._read(f"SELECT {_TRIGGER_COLUMNS} FROM fq_triggers WHERE id = ?", (trigger_id,))
+        return _trigger(rows[0]) if rows else None
+
+    def trigger_list(self, *, org: Optional[str] = None, state: Optional[TriggerState] = None) -> list[TriggerRecord]:
+        sql = f"SELECT {_TRIGGER_COLUMNS} FROM fq_triggers WHERE (? IS NULL OR org = ?) AND (? IS NULL OR state = ?) ORDER BY id"
+        value = state.value if state else None
+        return [_trigger(r) for r in self._read(sql, (org, org, value, value))]
+
+    def trigger_abort(self, trigger_id: int, org: Optional[str] = None) -> Optional[TriggerState]:
+        with self._transaction(durable=True) as db:
+            row = db.execute("SELECT org, state FROM fq_triggers WHERE id = ?", (trigger_id,)).fetchone()
+            if row is None or (org is not None and row["org"] != org):
+                return None
+            db.execute(
+                "UPDATE fq_triggers SET state = 'aborted', next_fire_at = NULL WHERE id = ? AND state = 'waiting'",
+                (trigger_id,),
+            )
+            return TriggerState(row["state"])
+
+    def trigger_fire_due(self, now: float, next_fire: NextFire, limit: int = 100) -> list[int]:
+        fired: list[int] = []
+        # Workers ask every second: a read first, so an idle tick takes no write lock and no fsync.
+        if not self._read("SELECT 1 FROM fq_triggers WHERE state = 'waiting' AND next_fire_at <= ? LIMIT 1", (now,)):
+            return fired
+        # One write transaction: fires by other processes wait their turn and then no
+        # longer find these schedules due.
+        with self._transaction(durable=True) as db:
+            rows = db.execute(
+                f"SELECT {_TRIGGER_COLUMNS} FROM fq_triggers WHERE state = 'waiting' AND next_fire_at <= ? "
+                "ORDER BY next_fire_at, id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            for trigger in map(_trigger, rows):
+                [job_id] = self._insert(db, [scheduled_job(trigger)], now)
+                following = next_fire(trigger, now)
+                db.execute(
+                    "UPDATE fq_triggers SET state = ?, next_fire_at = ?, previous_fire_at = next_fire_at, "
+                    "times_fired = times_fired + 1, last_job_id = ? WHERE id = ?",
+                    ("waiting" if following is not None else "complete", following, job_id, trigger.id),
+                )
+                fired.append(job_id)
+        return fired
 
     def close(self) -> None:
         with self._lock:

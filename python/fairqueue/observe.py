@@ -1,0 +1,250 @@
+"""Why a job waits: :func:`explain` (``app.explain(job_id)``, ``fairqueue explain ID``).
+
+The answer comes from the store, so it works from any process: the job's state,
+its place in its org's line and in the whole queue, the jobs holding its org's
+slots when the org is at its cap, its place in the flex queue, a run-at time in
+the future, and an estimated start computed from how fast the line and the
+whole queue have been moving lately, with that basis stated.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Optional
+
+from fairqueue.records import JobRecord, JobStatus, WaitingFacts
+
+if TYPE_CHECKING:
+    from fairqueue.app import FairQueue
+
+__all__ = ["Explanation", "Reason", "explain", "RATE_WINDOW"]
+
+RATE_WINDOW = 300.0
+"""Seconds of finished jobs the estimate's rates are measured over."""
+HISTORY_LOOKBACK = 3600.0
+"""Seconds of recorded history (extended delays, throttling) explain looks at."""
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One reason a job has not started (or what delayed it, once it ran)."""
+
+    code: str
+    """``running``, ``finished``, ``holding``, ``scheduled``, ``cap_reached``,
+    ``outside_peek_set``, ``extended_delay``, ``throttled``, ``queued_behind``,
+    ``daily_limit``, ``no_worker`` or ``redelivered``."""
+    message: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why job ``job_id`` is where it is, and when it should start."""
+
+    job_id: int
+    org: str
+    kind: str
+    status: str
+    reasons: list[Reason]
+    ahead_in_line: Optional[int] = None
+    """Queued jobs of the same org and kind before it (None once it started)."""
+    ahead_in_queue: Optional[int] = None
+    """Queued jobs of any org before it."""
+    estimated_start: Optional[float] = None
+    """Unix time; None when there is no basis (nothing finished lately) or it started."""
+    estimate_basis: Optional[str] = None
+    waited: Optional[float] = None
+    """Seconds from enqueue (or run-at) to start, once it started."""
+    ran: Optional[float] = None
+    """Seconds from start to finish, once it finished."""
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+    def render(self) -> str:
+        """A readable explanation, one fact per line."""
+        lines = [f"job {self.job_id} ({self.kind}, org {self.org!r}) is {self.status}"]
+        lines += [f"  - {reason.message}" for reason in self.reasons]
+        if self.estimated_start is not None:
+            lines.append(f"  estimated start: {_when(self.estimated_start)} ({self.estimate_basis})")
+        elif self.estimate_basis:
+            lines.append(f"  no estimate: {self.estimate_basis}")
+        return "\n".join(lines)
+
+
+def explain(app: FairQueue, job_id: int, *, now: Optional[float] = None) -> Explanation:
+    """Explains job ``job_id`` (see the module docstring).
+
+    Raises:
+        LookupError: there is no such job.
+    """
+    now = time.time() if now is None else now
+    record = app.storage.job_get(job_id)
+    if record is None:
+        raise LookupError(f"no job with id {job_id}")
+    def answer(reasons: list[Reason], **more: Any) -> Explanation:
+        return Explanation(record.id, record.org, record.kind, record.status.value, reasons, **more)
+
+    if record.status.finished:
+        return answer(_finished(record), **_durations(record))
+    if record.status in (JobStatus.PROCESSING, JobStatus.PREPARING):
+        since = f" since {_when(record.started_at)}" if record.started_at else ""
+        message = f"running{since} on {record.lease_owner} (delivery {record.attempts})"
+        running = Reason("running", message, {"worker": record.lease_owner, "attempt": record.attempts})
+        return answer([running, *_redelivered(record)], **_durations(record))
+    facts = app.storage.job_waiting_facts(record, now, RATE_WINDOW)
+    reasons: list[Reason] = []
+    if record.status is JobStatus.HOLDING:
+        line = [r.id for r in app.storage.flex_list(record.org)]
+        position = line.index(record.id) + 1 if record.id in line else None
+        reasons.append(Reason(
+            "holding",
+            f"holding in org {record.org!r}'s flex queue at position {position} of {len(line)}: it starts when one of "
+            f"the org's 5 running batch jobs ends and the {(position or 1) - 1} before it have started",
+            {"position": position, "holding": len(line)},
+        ))  # fmt: skip
+    if record.run_at is not None and record.run_at > now:
+        reasons.append(Reason("scheduled", f"scheduled: it may not start before {_when(record.run_at)}", {"run_at": record.run_at}))
+    cap = app.cap_of(record.org, record.kind)
+    if len(facts.holders) >= cap:
+        shown = ", ".join(map(str, facts.holders[:10])) + (" …" if len(facts.holders) > 10 else "")
+        reasons.append(Reason(
+            "cap_reached",
+            f"org {record.org!r} is at its cap: {len(facts.holders)} of {cap} {record.kind} slots, held by jobs {shown}",
+            {"running": len(facts.holders), "cap": cap, "holders": facts.holders},
+        ))  # fmt: skip
+    reasons += _from_history(app, record, now)
+    if app.policy == "peek_set" and facts.ahead_in_queue >= app.limits.peek_set:
+        reasons.append(Reason(
+            "outside_peek_set",
+            f"outside the peek set: {facts.ahead_in_queue} jobs are ahead of it and free slots look at the first "
+            f"{app.limits.peek_set} only (peek_set policy)",
+            {"ahead_in_queue": facts.ahead_in_queue, "peek_set": app.limits.peek_set},
+        ))  # fmt: skip
+    if facts.ahead_in_line:
+        reasons.append(Reason(
+            "queued_behind",
+            f"{facts.ahead_in_line} {record.kind} jobs of org {record.org!r} are ahead of it in its line "
+            f"({facts.ahead_in_queue} jobs ahead in the whole queue)",
+            {"ahead_in_line": facts.ahead_in_line, "ahead_in_queue": facts.ahead_in_queue},
+        ))  # fmt: skip
+    usage = app.storage.usage_daily(record.org, now)
+    limit = app.daily_limit(record.org)
+    if usage.count >= limit:
+        reasons.append(Reason(
+            "daily_limit",
+            f"org {record.org!r} is at its daily limit ({usage.count:,} of {limit:,} async executions in 24 hours): "
+            f"this job runs, but the jobs it would enqueue are refused until {_when(usage.resets_at)}",
+            {"count": usage.count, "limit": limit, "resets_at": usage.resets_at},
+        ))  # fmt: skip
+    if not facts.processing and not facts.finished_in_queue:
+        reasons.append(Reason(
+            "no_worker",
+            f"no job is running and none finished in the last {RATE_WINDOW / 60:g} minutes: is a worker running "
+            "(fairqueue worker APP)?",
+        ))  # fmt: skip
+    reasons += _redelivered(record)
+    estimate, basis = _estimate(record, facts, now, fair=app.policy == "fair_share")
+    return answer(reasons, ahead_in_line=facts.ahead_in_line, ahead_in_queue=facts.ahead_in_queue,
+                  estimated_start=estimate, estimate_basis=basis)  # fmt: skip
+
+
+def _from_history(app: FairQueue, record: JobRecord, now: float) -> list[Reason]:
+    """What workers recorded: an extended delay of its org and kind still running, and
+    workers throttled by resource conservation now."""
+    reasons = []
+    history = app.storage.history_read(now - HISTORY_LOOKBACK, ["extended_delay", "throttle_start", "throttle_end"])
+    delays = [e for e in history if e.kind == "extended_delay" and e.org == record.org
+              and e.figures.get("kind") == record.kind]  # fmt: skip
+    if delays and delays[-1].value > now:
+        reasons.append(Reason(
+            "extended_delay",
+            f"in extended delay until {_when(delays[-1].value)}: every job in the peek set belonged to org "
+            f"{record.org!r}, at its cap, so they were put back ({len(delays)} time{'s' if len(delays) > 1 else ''} "
+            "in the last hour)",
+            {"until": delays[-1].value, "times": len(delays), "count": delays[-1].figures.get("count")},
+        ))  # fmt: skip
+    throttled: dict[str, Any] = {}
+    for e in history:
+        if e.kind in ("throttle_start", "throttle_end"):
+            worker = str(e.figures.get("worker"))
+            if e.kind == "throttle_start":
+                throttled[worker] = e
+            else:
+                throttled.pop(worker, None)
+    for worker, e in sorted(throttled.items()):
+        resources = ", ".join(e.figures.get("resources") or []) or "interactive load"
+        reasons.append(Reason(
+            "throttled",
+            f"worker {worker} is throttled by resource conservation to {e.value:.0%} of its slots ({resources})",
+            {"worker": worker, "capacity": e.value, "resources": e.figures.get("resources"), "since": e.at},
+        ))  # fmt: skip
+    return reasons
+
+
+def _estimate(record: JobRecord, facts: WaitingFacts, now: float, *, fair: bool) -> tuple[Optional[float], Optional[str]]:
+    """Jobs ahead divided by the rate they have been leaving at.
+
+    Under ``peek_set`` (first come, first served within the peek set) both its line
+    and the whole queue ahead must drain: the later of the two. Under
+    ``fair_share`` only its line must: at its measured rate, or, with nothing of
+    its line finished yet, at its fair share of the queue's rate.
+    """
+    if record.status is JobStatus.HOLDING:
+        return None, "it holds in the flex queue until a running batch of its org ends"
+    if not facts.finished_in_queue or facts.first_finished_at is None:
+        return None, f"nothing finished in the last {RATE_WINDOW / 60:g} minutes to measure a rate by"
+    span = max(now - facts.first_finished_at, 0.1)
+    queue_rate = facts.finished_in_queue / span
+    waits: list[tuple[float, str]] = []
+    if facts.finished_in_line:
+        line_rate = facts.finished_in_line / span
+        waits.append(((facts.ahead_in_line + 1) / line_rate, f"{facts.ahead_in_line} ahead in its line, which finished "
+                                                             f"{line_rate:.2f} jobs/s"))  # fmt: skip
+    if not fair:
+        waits.append(((facts.ahead_in_queue + 1) / queue_rate, f"{facts.ahead_in_queue} ahead in the queue, which "
+                                                               f"finished {queue_rate:.2f} jobs/s"))  # fmt: skip
+    elif not waits:
+        share = queue_rate / max(facts.active_lines, 1)
+        waits.append(((facts.ahead_in_line + 1) / share, f"{facts.ahead_in_line} ahead in its line, at a fair share "
+                                                         f"({share:.2f} jobs/s) of the queue's {queue_rate:.2f} jobs/s "
+                                                         f"among {facts.active_lines} busy lines"))  # fmt: skip
+    wait, why = max(waits)
+    start = now + wait
+    if record.run_at is not None and record.run_at > start:
+        return record.run_at, f"its run-at time; {why}"
+    return start, f"{why}, over the last {span:.1f} s"
+
+
+def _durations(record: JobRecord) -> dict[str, Optional[float]]:
+    ready = max(record.created_at, record.run_at or record.created_at)
+    waited = record.started_at - ready if record.started_at is not None else None
+    ran = record.finished_at - record.started_at if record.finished_at is not None and record.started_at else None
+    return {"waited": waited, "ran": ran}
+
+
+def _finished(record: JobRecord) -> list[Reason]:
+    d = _durations(record)
+    parts = [f"{record.status.value} at {_when(record.finished_at)}"]
+    if d["waited"] is not None:
+        parts.append(f"after waiting {d['waited']:.3f} s")
+    if d["ran"] is not None:
+        parts.append(f"and running {d['ran']:.3f} s")
+    reasons = [Reason("finished", " ".join(parts), dict(d))]
+    if record.extended_status:
+        reasons.append(Reason("finished", f"note: {record.extended_status}"))
+    return reasons + _redelivered(record)
+
+
+def _redelivered(record: JobRecord) -> list[Reason]:
+    if record.attempts > 1:
+        return [Reason("redelivered", f"delivered {record.attempts} times: a worker holding it stopped "
+                                      f"({record.extended_status or 'lease expired'})", {"attempts": record.attempts})]
+    return []
+
+
+def _when(t: Optional[float]) -> str:
+    return "—" if t is None else datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
