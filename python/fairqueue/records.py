@@ -151,7 +151,8 @@ class Claimed(list[JobRecord]):
     ``at_cap`` lists the ids left queued because their (org, kind) already held
     its cap across every worker sharing the store; the caller offers them again
     when a slot frees. A job that was aborted or claimed by another worker
-    meanwhile is in neither list.
+    meanwhile is in neither list (a stand-in of its pair may be claimed instead,
+    see :meth:`fairqueue.storage.Storage.job_claim`).
     """
 
     def __init__(self, records: Iterable[JobRecord] = (), at_cap: Iterable[int] = ()) -> None:

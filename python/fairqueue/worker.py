@@ -31,7 +31,7 @@ from fairqueue.cron import next_fire
 from fairqueue.errors import HandlerNotFound, InvalidArgument
 from fairqueue.jobs import CancelFlag, FutureFunction
 from fairqueue.metrics import WorkerMetrics
-from fairqueue.records import Finish, HistoryEntry, JobRecord, JobStatus
+from fairqueue.records import Claimed, Finish, HistoryEntry, JobRecord, JobStatus
 from fairqueue.runner import Outcome, Runner
 
 __all__ = ["Worker"]
@@ -323,16 +323,23 @@ class Worker:
         claim = self.app.storage.job_claim([g.id for g in grants], self.name, lease_until, now, caps=caps)
         claimed = {r.id: r for r in claim}
         at_cap = set(claim.at_cap)
+        stand_ins = self._stand_ins(claim, {g.id for g in grants})
         limits = self.app.limits
         for grant in grants:
-            record = claimed.get(grant.id)
             if grant.id in at_cap:
                 # Other workers sharing the store hold the pair's cap: offer it again shortly.
                 self.core.retry(grant.lease, now + _CAP_RETRY)
                 continue
+            record = claimed.get(grant.id)
+            if record is None and stand_ins.get((grant.org, grant.kind)):
+                # Another worker took the job; the store gave us the pair's next one,
+                # which runs under this grant's slot (same org and kind, same charge).
+                record = stand_ins[(grant.org, grant.kind)].pop()
             if record is None:
-                # Aborted, or claimed by another worker process, since we last looked.
+                # Aborted, or claimed by another worker process, since we last looked:
+                # look again at once, the dispatcher may hold more jobs others took.
                 self.core.ack(grant.lease)
+                self.app.wakeup.set()
                 continue
             timeout = limits.timeouts[record.kind]
             try:
@@ -354,6 +361,19 @@ class Worker:
                 self._outcomes.put((task, Outcome(JobStatus.FAILED, error=error)))
             else:
                 self._tasks.put(task)
+
+    def _stand_ins(self, claim: Claimed, granted: set[int]) -> dict[tuple[str, str], list[JobRecord]]:
+        """The claimed jobs the dispatcher did not grant, by pair, taken out of the dispatcher."""
+        stand_ins: dict[tuple[str, str], list[JobRecord]] = {}
+        for record in claim:
+            if record.id in granted:
+                continue
+            if self.core.holds(record.id) and self.core.abort(record.id) is not None:
+                # Still running here under a lapsed lease (the store re-queued it): its
+                # task will finish it; the claim's lease expires and the store re-queues it.
+                continue
+            stand_ins.setdefault((record.org, record.kind), []).append(record)
+        return stand_ins
 
     def _cap(self, org: str, kind: str) -> int:
         """The pair's cap in this worker's core (read once: the worker sets its core's limits at start)."""

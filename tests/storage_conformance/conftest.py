@@ -26,3 +26,17 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
         backend = PostgresStorage(request.getfixturevalue("pg_dsn"), schema=request.getfixturevalue("pg_schema"))
     with backend:
         yield backend
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    """The backends several worker processes share (the in-memory store lives in one process)."""
+    backend: Storage
+    if request.param == "sqlite":
+        backend = SQLiteStorage(tmp_path / "fq.db")
+    else:
+        from fairqueue.storage.postgres import PostgresStorage
+
+        backend = PostgresStorage(request.getfixturevalue("pg_dsn"), schema=request.getfixturevalue("pg_schema"))
+    with backend:
+        yield backend

@@ -228,6 +228,36 @@ def test_a_capped_claim_skips_jobs_no_longer_queued_without_spending_the_cap(sto
     assert [r.id for r in claim] == ids[1:] and claim.at_cap == []
 
 
+def test_a_claim_takes_its_pairs_next_job_for_one_another_worker_took(shared_store: Storage) -> None:
+    store = shared_store
+    a = store.job_enqueue([job(org="a") for _ in range(4)], NOW)
+    [b] = store.job_enqueue([job(org="b")], NOW)
+    store.job_claim([a[0]], "w2", NOW + 30, NOW)
+    # w1's dispatcher chose a[0] too: the oldest queued job of (a, future) it did not ask for stands in.
+    claim = store.job_claim([a[0], b, a[2]], "w1", NOW + 30, NOW)
+    assert [r.id for r in claim] == [b, a[2], a[1]]
+    assert all(r.status is JobStatus.PROCESSING and r.lease_owner == "w1" for r in claim)
+    assert claim.at_cap == []
+    assert [r.id for r in store.job_list(status=JobStatus.QUEUED)] == [a[3]]
+
+
+def test_a_stand_in_is_ready_of_the_same_pair_and_within_its_cap(shared_store: Storage) -> None:
+    store = shared_store
+    a = store.job_enqueue([job(org="a"), job(org="a"), job(org="a", run_at=NOW + 60), job(org="a")], NOW)
+    store.job_enqueue([job(org="b"), job(org="a", kind="queueable")], NOW)
+    store.job_claim([a[0]], "w2", NOW + 30, NOW)
+    store.job_claim([a[1]], "w3", NOW + 30, NOW)
+    # a[2] is not due yet: a[3] stands in for a[0]; nothing of another pair does.
+    claim = store.job_claim([a[0]], "w1", NOW + 30, NOW)
+    assert [r.id for r in claim] == [a[3]]
+    assert store.job_claim([a[1]], "w1", NOW + 30, NOW) == []
+    # At the pair's cap a stand-in is not taken, and it is not reported as at cap either.
+    [c] = store.job_enqueue([job(org="a")], NOW)
+    claim = store.job_claim([a[0]], "w1", NOW + 30, NOW, caps={("a", "future"): 3})
+    assert list(claim) == [] and claim.at_cap == []
+    assert store.job_get(c).status is JobStatus.QUEUED  # type: ignore[union-attr]
+
+
 def test_daily_limit_admits_up_to_the_limit_and_refuses_the_next_without_storing_it(store: Storage) -> None:
     limits = {"a": 5}
     store.job_enqueue([job(org="a") for _ in range(4)], NOW, daily_limits=limits)

@@ -303,6 +303,12 @@ class Storage(abc.ABC):
         Returns the records of the jobs claimed; a job aborted or claimed by another
         worker meanwhile is left out. Increments ``attempts``.
 
+        A store that worker processes share (SQLite, PostgreSQL) claims a *stand-in*
+        for each asked-for job another worker took meanwhile: the oldest ready queued
+        job of the same (org, kind) that was not asked for, so that workers whose
+        dispatchers chose the same jobs all get work instead of racing for it. Stand-ins
+        follow the asked-for records in the result; the caller recognises them by id.
+
         ``caps`` maps (org, kind) to the most jobs of that pair that may be
         processing at once in the whole store, every worker and host together.
         Candidates are admitted in the order of ``job_ids`` while their pair is

@@ -190,6 +190,8 @@ CREATE UNIQUE INDEX fq_jobs_signature ON {{s}}.fq_jobs (duplicate_signature)
 _MIGRATIONS[2] = """
 -- Claims count each (org, kind)'s processing jobs to hold its cap across hosts.
 CREATE INDEX fq_jobs_processing ON {s}.fq_jobs (org, kind) WHERE status = 'processing';
+-- A claim that lost a job to another host takes the pair's next queued job instead.
+CREATE INDEX fq_jobs_pair_queued ON {s}.fq_jobs (org, kind, id) WHERE status = 'queued';
 
 -- Jobs stored per org and hour, for the daily limit's rolling window.
 CREATE TABLE {s}.fq_usage (
@@ -254,7 +256,7 @@ CREATE TABLE {s}.fq_history (
 CREATE INDEX fq_history_at ON {s}.fq_history (at);
 
 -- A capped claim in one round trip (see PostgresStorage.job_claim). Returns the
--- claimed rows (now processing) and the candidates left queued at their cap.
+-- claimed rows (now processing) and the asked-for candidates left queued at their cap.
 CREATE FUNCTION {s}.fq_claim(
     ids BIGINT[], cap_orgs TEXT[], cap_kinds TEXT[], cap_limits INTEGER[],
     worker TEXT, lease_until DOUBLE PRECISION, at DOUBLE PRECISION, lock_class INTEGER, lock_space TEXT
@@ -276,10 +278,28 @@ BEGIN
     -- partial index of queued jobs, which a planner with stale statistics (a freshly
     -- loaded backlog) would read whole.
     RETURN QUERY
-    WITH candidates AS (
-        SELECT j.id, j.org, j.kind, u.ord
+    WITH asked AS (
+        SELECT u.id, u.ord, j.org, j.kind
         FROM unnest(ids) WITH ORDINALITY AS u(id, ord) JOIN {s}.fq_jobs j ON j.id = u.id
+    ), candidates AS (
+        SELECT j.id, j.org, j.kind, a.ord, FALSE AS stand_in
+        FROM asked a JOIN {s}.fq_jobs j ON j.id = a.id
         WHERE (j.status || '') = 'queued' ORDER BY j.id FOR UPDATE OF j
+    ), lost AS (
+        -- Asked-for jobs another claimer took: each pair's next ready queued jobs
+        -- stand in for them, skipping rows other claimers hold locked.
+        SELECT a.org, a.kind, COUNT(*) AS n, MIN(a.ord) AS ord
+        FROM asked a WHERE a.id NOT IN (SELECT id FROM candidates) GROUP BY a.org, a.kind
+    ), stand_ins AS (
+        SELECT s.id, l.org, l.kind, l.ord + cardinality(ids) AS ord, TRUE AS stand_in
+        FROM lost l CROSS JOIN LATERAL (
+            SELECT q.id FROM {s}.fq_jobs q
+            WHERE q.org = l.org AND q.kind = l.kind AND q.status = 'queued'
+              AND (q.run_at IS NULL OR q.run_at <= at) AND q.id <> ALL(ids)
+            ORDER BY q.id LIMIT l.n FOR UPDATE SKIP LOCKED
+        ) s
+    ), everyone AS (
+        SELECT * FROM candidates UNION ALL SELECT * FROM stand_ins
     ), caps AS (
         SELECT * FROM unnest(cap_orgs, cap_kinds, cap_limits) AS c(org, kind, cap)
     ), held AS (
@@ -287,12 +307,12 @@ BEGIN
         FROM {s}.fq_jobs j JOIN caps ON j.org = caps.org AND j.kind = caps.kind
         WHERE j.status = 'processing' GROUP BY j.org, j.kind
     ), ranked AS (
-        SELECT c.id, caps.cap IS NULL
-               OR COALESCE(held.n, 0) + ROW_NUMBER() OVER (PARTITION BY c.org, c.kind ORDER BY c.ord) <= caps.cap
+        SELECT e.id, e.stand_in, caps.cap IS NULL
+               OR COALESCE(held.n, 0) + ROW_NUMBER() OVER (PARTITION BY e.org, e.kind ORDER BY e.ord, e.id) <= caps.cap
                AS admitted
-        FROM candidates c
-        LEFT JOIN caps ON caps.org = c.org AND caps.kind = c.kind
-        LEFT JOIN held ON held.org = c.org AND held.kind = c.kind
+        FROM everyone e
+        LEFT JOIN caps ON caps.org = e.org AND caps.kind = e.kind
+        LEFT JOIN held ON held.org = e.org AND held.kind = e.kind
     ), claimed AS (
         UPDATE {s}.fq_jobs j SET status = 'processing', lease_owner = worker, lease_expires_at = lease_until,
             started_at = COALESCE(j.started_at, at), attempts = j.attempts + 1
@@ -301,7 +321,7 @@ BEGIN
     SELECT * FROM claimed
     UNION ALL
     -- The rows as they were before this statement: still queued.
-    SELECT j.* FROM ranked r JOIN {s}.fq_jobs j ON j.id = r.id WHERE NOT r.admitted;
+    SELECT j.* FROM ranked r JOIN {s}.fq_jobs j ON j.id = r.id WHERE NOT r.admitted AND NOT r.stand_in;
 END
 $fn$;
 """
@@ -984,7 +1004,10 @@ class PostgresStorage(Storage):
         )
         records = [_record(r) for r in self._read(sql, params, durable=False)]
         order = {job_id: i for i, job_id in enumerate(job_ids)}
-        claimed = sorted((r for r in records if r.status is JobStatus.PROCESSING), key=lambda r: order[r.id])
+        # Stand-ins (ids not asked for) after the asked-for jobs, in id order.
+        claimed = sorted(
+            (r for r in records if r.status is JobStatus.PROCESSING), key=lambda r: (order.get(r.id, len(order)), r.id)
+        )
         return Claimed(claimed, sorted((r.id for r in records if r.status is JobStatus.QUEUED), key=order.__getitem__))
 
     def job_heartbeat(self, job_ids: Sequence[int], worker: str, lease_until: float) -> None:

@@ -95,6 +95,8 @@ _MIGRATIONS: dict[int, str] = {
     2: """
 -- Claims count each (org, kind)'s processing jobs to hold its cap across processes.
 CREATE INDEX IF NOT EXISTS fq_jobs_processing ON fq_jobs (org, kind) WHERE status = 'processing';
+-- A claim that lost a job to another process takes the pair's next queued job instead.
+CREATE INDEX IF NOT EXISTS fq_jobs_pair_queued ON fq_jobs (org, kind, id) WHERE status = 'queued';
 -- Jobs stored per org and hour, for the daily limit's rolling window.
 CREATE TABLE IF NOT EXISTS fq_usage (
     org   TEXT    NOT NULL,
@@ -413,9 +415,14 @@ class SQLiteStorage(Storage):
         # The write transaction is taken up front, so the cap counts below cannot
         # change before the claim commits: every process's claims take turns.
         with self._transaction() as db:
-            ids = list(job_ids)
-            if caps:
-                ids, at_cap = self._admit(db, ids, caps)
+            asked = list(job_ids)
+            pairs = self._pairs(db, asked)
+            candidates = [(job_id, *pairs[job_id][:2]) for job_id in asked if job_id in pairs and pairs[job_id][2]]
+            candidates += self._stand_ins(db, asked, pairs, now)
+            processing = self._processing(db, {(org, kind) for _, org, kind in candidates} & set(caps or {}))
+            ids, at_cap = admit_within_caps(candidates, processing, caps or {})
+            asked_set = set(asked)
+            at_cap = [job_id for job_id in at_cap if job_id in asked_set]
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start : start + _CHUNK]
                 marks = ", ".join("?" * len(chunk))
@@ -426,26 +433,52 @@ class SQLiteStorage(Storage):
                     [worker, lease_until, now, *chunk],
                 ).fetchall()
                 claimed.extend(_record(r) for r in rows)
-        order = {job_id: i for i, job_id in enumerate(job_ids)}
+        order = {job_id: i for i, job_id in enumerate(ids)}
         return Claimed(sorted(claimed, key=lambda r: order[r.id]), at_cap)
 
     @staticmethod
-    def _admit(db: sqlite3.Connection, job_ids: list[int], caps: Caps) -> tuple[list[int], list[int]]:
-        """The queued ``job_ids`` that fit under their pair's cap, and those that do not."""
-        found: dict[int, tuple[str, str]] = {}
+    def _pairs(db: sqlite3.Connection, job_ids: list[int]) -> dict[int, tuple[str, str, bool]]:
+        """Each stored job's (org, kind, still queued)."""
+        found: dict[int, tuple[str, str, bool]] = {}
         for start in range(0, len(job_ids), _CHUNK):
             chunk = job_ids[start : start + _CHUNK]
             marks = ", ".join("?" * len(chunk))
-            for row in db.execute(f"SELECT id, org, kind FROM fq_jobs WHERE id IN ({marks}) AND status = 'queued'", chunk):
-                found[row[0]] = (row[1], row[2])
-        candidates = [(job_id, *found[job_id]) for job_id in job_ids if job_id in found]
-        processing: dict[tuple[str, str], int] = {}
-        for org, kind in {pair for pair in found.values() if pair in caps}:
-            row = db.execute(
+            for row in db.execute(f"SELECT id, org, kind, status = 'queued' FROM fq_jobs WHERE id IN ({marks})", chunk):
+                found[row[0]] = (row[1], row[2], bool(row[3]))
+        return found
+
+    @staticmethod
+    def _stand_ins(
+        db: sqlite3.Connection, asked: list[int], pairs: dict[int, tuple[str, str, bool]], now: float
+    ) -> list[tuple[int, str, str]]:
+        """For each asked job another process took meanwhile, its pair's oldest ready
+        queued job that was not asked for (see :meth:`Storage.job_claim`)."""
+        lost: dict[tuple[str, str], int] = {}
+        for job_id in asked:
+            if job_id in pairs and not pairs[job_id][2]:
+                pair = pairs[job_id][:2]
+                lost[pair] = lost.get(pair, 0) + 1
+        if not lost:
+            return []
+        skip = set(asked)
+        stand_ins: list[tuple[int, str, str]] = []
+        for (org, kind), n in lost.items():
+            rows = db.execute(
+                "SELECT id FROM fq_jobs WHERE org = ? AND kind = ? AND status = 'queued' "
+                "AND (run_at IS NULL OR run_at <= ?) ORDER BY id LIMIT ?",
+                (org, kind, now, n + len(skip)),
+            )
+            stand_ins += [(job_id, org, kind) for (job_id,) in rows if job_id not in skip][:n]
+        return stand_ins
+
+    @staticmethod
+    def _processing(db: sqlite3.Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        return {
+            (org, kind): db.execute(
                 "SELECT COUNT(*) FROM fq_jobs WHERE org = ? AND kind = ? AND status = 'processing'", (org, kind)
-            ).fetchone()
-            processing[(org, kind)] = row[0]
-        return admit_within_caps(candidates, processing, caps)
+            ).fetchone()[0]
+            for org, kind in pairs
+        }
 
     def job_heartbeat(self, job_ids: Sequence[int], worker: str, lease_until: float) -> None:
         with self._transaction() as db:
