@@ -188,7 +188,7 @@ class Alerts:
         threshold = self.wait_threshold
         from fairqueue.observe import explain
 
-        orgs = sorted({org for (org, _, status), n in self.app.storage.job_counts().items()
+        orgs = sorted({org for (org, _, status), n in self.app.storage.job_counts(live=True).items()
                        if status is JobStatus.QUEUED and n})[:_ORGS_PER_EVALUATION]  # fmt: skip
         for org in orgs:
             found = self.app.storage.job_list(org=org, status=JobStatus.QUEUED, limit=1)

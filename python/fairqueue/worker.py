@@ -482,7 +482,7 @@ class Worker:
             self._last_sample = now
             if not self.app.storage.history_read(now - _SAMPLE_EVERY * 0.9, ["pending"]):
                 per_org: dict[str, list[int]] = {}
-                for (org, _, status), n in self.app.storage.job_counts().items():
+                for (org, _, status), n in self.app.storage.job_counts(live=True).items():
                     counts = per_org.setdefault(org, [0, 0])
                     if status in (JobStatus.QUEUED, JobStatus.HOLDING):
                         counts[0] += n

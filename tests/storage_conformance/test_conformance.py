@@ -200,6 +200,22 @@ def test_counts_per_org_kind_and_status(store: Storage) -> None:
     }
 
 
+def test_live_counts_leave_out_finished_jobs(store: Storage) -> None:
+    a, b, c, d, _ = store.job_enqueue([job(org="a") for _ in range(5)], NOW)
+    store.job_claim([a, b, c], "w1", NOW + 30, NOW)
+    store.job_finish([Finish(a, "w1", JobStatus.COMPLETED, NOW + 1), Finish(b, "w1", JobStatus.FAILED, NOW + 1, error="E: x")])
+    store.job_abort(d, NOW + 1)
+    store.job_enqueue([job(org="f", kind="batch") for _ in range(6)], NOW)  # the 6th waits in the flex queue
+    assert store.job_counts(live=True) == {
+        ("a", "future", JobStatus.PROCESSING): 1,
+        ("a", "future", JobStatus.QUEUED): 1,
+        ("f", "batch", JobStatus.QUEUED): 5,
+        ("f", "batch", JobStatus.HOLDING): 1,
+    }
+    everything = store.job_counts()
+    assert everything[("a", "future", JobStatus.COMPLETED)] == everything[("a", "future", JobStatus.ABORTED)] == 1
+
+
 def test_a_capped_claim_admits_up_to_the_cap_counting_every_workers_jobs(store: Storage) -> None:
     ids = store.job_enqueue([job(org="a") for _ in range(5)] + [job(org="b") for _ in range(2)], NOW)
     a, b = ids[:5], ids[5:]

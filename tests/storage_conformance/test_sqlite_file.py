@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -15,7 +16,8 @@ import pytest
 
 from fairqueue.errors import SchemaVersionError, StorageError
 from fairqueue.records import JobStatus, NewJob
-from fairqueue.storage import SCHEMA_VERSION, open_storage
+from fairqueue.storage import LIVE_STATUSES, SCHEMA_VERSION, open_storage
+from fairqueue.storage import sqlite as sqlite_store
 from fairqueue.storage.sqlite import SQLiteStorage
 
 
@@ -103,3 +105,14 @@ def test_processes_sharing_a_file_fire_each_schedule_once(tmp_path: Path) -> Non
     finally:
         for s in stores:
             s.close()
+
+
+def test_live_counts_read_indexes_only_never_the_whole_table(tmp_path: Path) -> None:
+    """Workers ask for live counts every few seconds; on a file holding millions of
+    finished jobs a full scan each time would stall them."""
+    SQLiteStorage(tmp_path / "fq.db").close()
+    with closing(sqlite3.connect(tmp_path / "fq.db")) as db:
+        plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sqlite_store._LIVE_COUNTS)]
+    scans = [step for step in plan if step.startswith("SCAN fq_jobs")]
+    assert len(scans) == len(LIVE_STATUSES), plan
+    assert all(re.fullmatch(r"SCAN fq_jobs USING (COVERING )?INDEX fq_jobs_\w+", step) for step in scans), plan

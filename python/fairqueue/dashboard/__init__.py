@@ -92,7 +92,7 @@ class Dashboard:
     def summary(self, now: float) -> dict[str, Any]:
         """Per org: pending, running, and wait percentiles of its recently started jobs."""
         counts: dict[str, dict[str, int]] = {}
-        for (org, _, status), n in self.app.storage.job_counts().items():
+        for (org, _, status), n in self.app.storage.job_counts(live=True).items():
             row = counts.setdefault(org, {"pending": 0, "running": 0, "finished": 0})
             if status in (JobStatus.QUEUED, JobStatus.HOLDING):
                 row["pending"] += n

@@ -31,6 +31,7 @@ from fairqueue.records import (
 
 __all__ = [
     "Storage",
+    "LIVE_STATUSES",
     "SCHEMA_VERSION",
     "Caps",
     "NextFire",
@@ -55,6 +56,10 @@ Caps = Mapping[tuple[str, str], int]
 
 NextFire = Callable[[TriggerRecord, float], Optional[float]]
 """Given a schedule and the time now, its first fire time after now (None: no more)."""
+
+LIVE_STATUSES = (JobStatus.HOLDING, JobStatus.QUEUED, JobStatus.PROCESSING)
+"""What ``job_counts(live=True)`` counts: every status a stored job waits or runs in
+(``preparing`` is the reference platform's, never stored here)."""
 
 USAGE_BUCKET = 3600.0
 """Seconds per usage bucket: the daily limit's window is the current hour and the 23 before it."""
@@ -291,8 +296,13 @@ class Storage(abc.ABC):
         """True while a job with this duplicate signature is holding, queued or running."""
 
     @abc.abstractmethod
-    def job_counts(self) -> dict[tuple[str, str, JobStatus], int]:
-        """How many jobs each (org, kind) has in each status."""
+    def job_counts(self, live: bool = False) -> dict[tuple[str, str, JobStatus], int]:
+        """How many jobs each (org, kind) has in each status.
+
+        ``live=True`` counts only the jobs still waiting or running (holding,
+        queued, processing), read through their own indexes: its cost follows the
+        backlog, not the store's history, so workers can ask it every few seconds.
+        """
 
     @abc.abstractmethod
     def job_claim(

@@ -243,10 +243,12 @@ class MemoryStorage(Storage):
                         break
         return pending
 
-    def job_counts(self) -> dict[tuple[str, str, JobStatus], int]:
+    def job_counts(self, live: bool = False) -> dict[tuple[str, str, JobStatus], int]:
         counts: dict[tuple[str, str, JobStatus], int] = {}
         with self._lock:
             for r in self._jobs.values():
+                if live and r.status.finished:
+                    continue
                 key = (r.org, r.kind, r.status)
                 counts[key] = counts.get(key, 0) + 1
         return counts

@@ -91,6 +91,7 @@ from fairqueue.records import (
     WaitingFacts,
 )
 from fairqueue.storage import (
+    LIVE_STATUSES,
     SCHEMA_VERSION,
     Caps,
     FLEX_ACTIVE,
@@ -190,6 +191,7 @@ CREATE UNIQUE INDEX fq_jobs_signature ON {{s}}.fq_jobs (duplicate_signature)
 _MIGRATIONS[2] = """
 -- Claims count each (org, kind)'s processing jobs to hold its cap across hosts.
 CREATE INDEX fq_jobs_processing ON {s}.fq_jobs (org, kind) WHERE status = 'processing';
+CREATE INDEX fq_jobs_holding ON {s}.fq_jobs (org, kind) WHERE status = 'holding';
 -- A claim that lost a job to another host takes the pair's next queued job instead.
 CREATE INDEX fq_jobs_pair_queued ON {s}.fq_jobs (org, kind, id) WHERE status = 'queued';
 
@@ -969,9 +971,19 @@ class PostgresStorage(Storage):
         )
         return [PendingJob(*r) for r in rows]
 
-    def job_counts(self) -> dict[tuple[str, str, JobStatus], int]:
+    def job_counts(self, live: bool = False) -> dict[tuple[str, str, JobStatus], int]:
         """See :meth:`Storage.job_counts`."""
-        rows = self._read(f"SELECT org, kind, status, COUNT(*) FROM {self._s}.fq_jobs GROUP BY org, kind, status")
+        if live:
+            # One query per status, its literal matching a partial index's condition.
+            rows = self._read(
+                " UNION ALL ".join(
+                    f"SELECT org, kind, status, COUNT(*) FROM {self._s}.fq_jobs WHERE status = '{status.value}' "
+                    "GROUP BY org, kind, status"
+                    for status in LIVE_STATUSES
+                )
+            )
+        else:
+            rows = self._read(f"SELECT org, kind, status, COUNT(*) FROM {self._s}.fq_jobs GROUP BY org, kind, status")
         return {(org, kind, JobStatus(status)): int(n) for org, kind, status, n in rows}
 
     def job_claim(

@@ -33,6 +33,7 @@ from fairqueue.records import (
     WaitingFacts,
 )
 from fairqueue.storage import (
+    LIVE_STATUSES,
     SCHEMA_VERSION,
     Caps,
     FLEX_ACTIVE,
@@ -95,6 +96,7 @@ _MIGRATIONS: dict[int, str] = {
     2: """
 -- Claims count each (org, kind)'s processing jobs to hold its cap across processes.
 CREATE INDEX IF NOT EXISTS fq_jobs_processing ON fq_jobs (org, kind) WHERE status = 'processing';
+CREATE INDEX IF NOT EXISTS fq_jobs_holding ON fq_jobs (org, kind) WHERE status = 'holding';
 -- A claim that lost a job to another process takes the pair's next queued job instead.
 CREATE INDEX IF NOT EXISTS fq_jobs_pair_queued ON fq_jobs (org, kind, id) WHERE status = 'queued';
 -- Jobs stored per org and hour, for the daily limit's rolling window.
@@ -181,6 +183,14 @@ def _trigger(row: sqlite3.Row) -> TriggerRecord:
     values = list(row)
     values[7] = TriggerState(values[7])
     return TriggerRecord(*values)
+
+
+# One query per live status, its literal matching a partial index's condition, so
+# the counts read those indexes and never the finished jobs.
+_LIVE_COUNTS = " UNION ALL ".join(
+    f"SELECT org, kind, '{status.value}', COUNT(*) FROM fq_jobs WHERE status = '{status.value}' GROUP BY org, kind"
+    for status in LIVE_STATUSES
+)
 
 
 def _record(row: sqlite3.Row) -> JobRecord:
@@ -403,8 +413,11 @@ class SQLiteStorage(Storage):
         )
         return [PendingJob(*r) for r in rows]
 
-    def job_counts(self) -> dict[tuple[str, str, JobStatus], int]:
-        rows = self._read("SELECT org, kind, status, COUNT(*) FROM fq_jobs GROUP BY org, kind, status")
+    def job_counts(self, live: bool = False) -> dict[tuple[str, str, JobStatus], int]:
+        if live:
+            rows = self._read(_LIVE_COUNTS)
+        else:
+            rows = self._read("SELECT org, kind, status, COUNT(*) FROM fq_jobs GROUP BY org, kind, status")
         return {(org, kind, JobStatus(status)): n for org, kind, status, n in rows}
 
     def job_claim(
