@@ -373,7 +373,10 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def job_requeue_expired(self, now: float) -> list[int]:
-        """Puts processing jobs whose lease expired back in the queue; returns their ids."""
+        """Puts processing jobs whose lease expired back in the queue; returns their ids.
+
+        Workers call it every second or so; a store whose flex-queue promotion can be
+        cut off by a crash also starts here any holding batch that has room."""
 
     @abc.abstractmethod
     def job_abort(self, job_id: int, now: float, org: Optional[str] = None) -> Optional[JobStatus]:

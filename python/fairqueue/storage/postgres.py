@@ -1102,8 +1102,8 @@ class PostgresStorage(Storage):
         simple = not retried and not any(f.children or f.progress for f in finishes)
         done = set(self._transaction(body, durable=False, block=not simple))
         if ended_batches:
-            # Its own transaction, so the common outcome stays one statement; a crash in
-            # between delays the promotion to the org's next batch event, loses nothing.
+            # Its own transaction, so the common outcome stays one statement; after a
+            # crash in between, job_requeue_expired's sweep promotes instead.
             self._transaction(lambda cur: self._promote(cur, ended_batches))
         return [f.job_id for f in finishes if f.job_id in done]
 
@@ -1273,6 +1273,18 @@ class PostgresStorage(Storage):
             expired = sorted(r[0] for r in cur.fetchall())
             if expired:
                 self._notify(cur)
+            # A batch's outcome and the promotion it allows commit apart (job_finish):
+            # a crash in between would leave the org's flex queue waiting for an event
+            # that may never come. Each worker's sweep starts what has room.
+            cur.execute(
+                f"SELECT DISTINCT f.org FROM {self._s}.fq_flex f WHERE "
+                f"(SELECT COUNT(*) FROM {self._s}.fq_jobs j WHERE j.org = f.org AND j.kind = 'batch' AND j.status = 'queued') + "
+                f"(SELECT COUNT(*) FROM {self._s}.fq_jobs j WHERE j.org = f.org AND j.kind = 'batch' AND j.status = 'processing') "
+                f"< {FLEX_ACTIVE}"
+            )
+            stalled = [r[0] for r in cur.fetchall()]
+            if stalled:
+                self._promote(cur, stalled)
             return expired
 
         return self._transaction(body, durable=False)
