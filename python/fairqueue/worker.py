@@ -469,10 +469,10 @@ class Worker:
             if self.app.storage.trigger_fire_due(now, next_fire):
                 self._queued_news.set()
             self._alert(now)
-            for task in self._running.values():
-                record = self.app.storage.job_get(task.record.id)
-                if record is not None and record.cancel_requested:
-                    task.cancel.set()
+            if self._running:
+                by_id = {task.record.id: task for task in self._running.values()}
+                for job_id in self.app.storage.job_cancel_requested(list(by_id)):
+                    by_id[job_id].cancel.set()
 
     def _record_history(self, now: float) -> None:
         """Writes what explain and the dashboard need later: throttle periods and extended

@@ -200,6 +200,16 @@ def test_counts_per_org_kind_and_status(store: Storage) -> None:
     }
 
 
+def test_cancel_requested_lists_the_running_jobs_an_abort_asked_to_stop(store: Storage) -> None:
+    a, b, c = store.job_enqueue([job(), job(), job()], NOW)
+    store.job_claim([a, b], "w1", NOW + 30, NOW)
+    assert store.job_cancel_requested([a, b, c]) == []
+    assert store.job_abort(b, NOW) is JobStatus.PROCESSING
+    store.job_abort(c, NOW)  # queued: aborted outright, nothing to ask
+    assert store.job_cancel_requested([c, b, a, 999]) == [b]
+    assert store.job_cancel_requested([]) == []
+
+
 def test_live_counts_leave_out_finished_jobs(store: Storage) -> None:
     a, b, c, d, _ = store.job_enqueue([job(org="a") for _ in range(5)], NOW)
     store.job_claim([a, b, c], "w1", NOW + 30, NOW)

@@ -296,6 +296,10 @@ class Storage(abc.ABC):
         """True while a job with this duplicate signature is holding, queued or running."""
 
     @abc.abstractmethod
+    def job_cancel_requested(self, job_ids: Sequence[int]) -> list[int]:
+        """Those of ``job_ids`` an abort asked to stop (see :meth:`job_abort`), in one read."""
+
+    @abc.abstractmethod
     def job_counts(self, live: bool = False) -> dict[tuple[str, str, JobStatus], int]:
         """How many jobs each (org, kind) has in each status.
 

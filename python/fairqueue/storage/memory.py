@@ -208,6 +208,10 @@ class MemoryStorage(Storage):
         with self._lock:
             return signature in self._signatures
 
+    def job_cancel_requested(self, job_ids: Sequence[int]) -> list[int]:
+        with self._lock:
+            return [i for i in job_ids if i in self._jobs and self._jobs[i].cancel_requested]
+
     def job_get(self, job_id: int) -> Optional[JobRecord]:
         with self._lock:
             return self._jobs.get(job_id)

@@ -899,6 +899,13 @@ class PostgresStorage(Storage):
         sql = f"SELECT 1 FROM {self._s}.fq_jobs WHERE duplicate_signature = %s AND status IN {_LIVE} LIMIT 1"
         return bool(self._read(sql, (signature,)))
 
+    def job_cancel_requested(self, job_ids: Sequence[int]) -> list[int]:
+        """See :meth:`Storage.job_cancel_requested`."""
+        if not job_ids:
+            return []
+        rows = self._read(f"SELECT id FROM {self._s}.fq_jobs WHERE id = ANY(%s) AND cancel_requested ORDER BY id", (list(job_ids),))
+        return [r[0] for r in rows]
+
     def job_get(self, job_id: int) -> Optional[JobRecord]:
         """See :meth:`Storage.job_get`."""
         rows = self._read(f"SELECT {_COLUMNS} FROM {self._s}.fq_jobs WHERE id = %s", (job_id,))

@@ -379,6 +379,15 @@ class SQLiteStorage(Storage):
         sql = f"SELECT 1 FROM fq_jobs WHERE duplicate_signature = ? AND status IN {_LIVE}"
         return bool(self._read(sql, (signature,)))
 
+    def job_cancel_requested(self, job_ids: Sequence[int]) -> list[int]:
+        asked = list(job_ids)
+        found: list[int] = []
+        for start in range(0, len(asked), _CHUNK):
+            chunk = asked[start : start + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            found += [r[0] for r in self._read(f"SELECT id FROM fq_jobs WHERE id IN ({marks}) AND cancel_requested", chunk)]
+        return sorted(found)
+
     def job_get(self, job_id: int) -> Optional[JobRecord]:
         rows = self._read(f"SELECT {_COLUMNS} FROM fq_jobs WHERE id = ?", (job_id,))
         return _record(rows[0]) if rows else None
