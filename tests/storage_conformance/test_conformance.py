@@ -213,7 +213,9 @@ def test_cancel_requested_lists_the_running_jobs_an_abort_asked_to_stop(store: S
 def test_live_counts_leave_out_finished_jobs(store: Storage) -> None:
     a, b, c, d, _ = store.job_enqueue([job(org="a") for _ in range(5)], NOW)
     store.job_claim([a, b, c], "w1", NOW + 30, NOW)
-    store.job_finish([Finish(a, "w1", JobStatus.COMPLETED, NOW + 1), Finish(b, "w1", JobStatus.FAILED, NOW + 1, error="E: x")])
+    store.job_finish(
+        [Finish(a, "w1", JobStatus.COMPLETED, NOW + 1), Finish(b, "w1", JobStatus.FAILED, NOW + 1, error="E: x")]
+    )
     store.job_abort(d, NOW + 1)
     store.job_enqueue([job(org="f", kind="batch") for _ in range(6)], NOW)  # the 6th waits in the flex queue
     assert store.job_counts(live=True) == {

@@ -425,14 +425,18 @@ def test_hosts_firing_at_the_same_moment_fire_each_schedule_once(pg_dsn: str, pg
             s.close()
 
 
-def test_a_flex_queue_left_stalled_by_a_crash_is_promoted_by_the_next_sweep(pg: Any, pg_dsn: str, pg_schema: str, store: Any) -> None:
+def test_a_flex_queue_left_stalled_by_a_crash_is_promoted_by_the_next_sweep(
+    pg: Any, pg_dsn: str, pg_schema: str, store: Any
+) -> None:
     batches = store.job_enqueue([NewJob(org="acme", kind="batch", handler="app.jobs:Sync", payload="{}") for _ in range(6)], 0.0)
     assert store.job_get(batches[5]).status is JobStatus.HOLDING
     store.job_claim(batches[:5], "w1", 60.0, 1.0)
     # The five outcomes committed, then the process died before the promotion's own
     # transaction: nothing is left that would ever end another batch of this org.
     with pg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(f"UPDATE \"{pg_schema}\".fq_jobs SET status = 'completed', lease_owner = NULL WHERE id = ANY(%s)", (batches[:5],))
+        conn.execute(
+            f"UPDATE \"{pg_schema}\".fq_jobs SET status = 'completed', lease_owner = NULL WHERE id = ANY(%s)", (batches[:5],)
+        )
     assert store.job_get(batches[5]).status is JobStatus.HOLDING
     store.job_requeue_expired(2.0)
     assert store.job_get(batches[5]).status is JobStatus.QUEUED

@@ -903,7 +903,8 @@ class PostgresStorage(Storage):
         """See :meth:`Storage.job_cancel_requested`."""
         if not job_ids:
             return []
-        rows = self._read(f"SELECT id FROM {self._s}.fq_jobs WHERE id = ANY(%s) AND cancel_requested ORDER BY id", (list(job_ids),))
+        sql = f"SELECT id FROM {self._s}.fq_jobs WHERE id = ANY(%s) AND cancel_requested ORDER BY id"
+        rows = self._read(sql, (list(job_ids),))
         return [r[0] for r in rows]
 
     def job_get(self, job_id: int) -> Optional[JobRecord]:
@@ -1283,11 +1284,10 @@ class PostgresStorage(Storage):
             # A batch's outcome and the promotion it allows commit apart (job_finish):
             # a crash in between would leave the org's flex queue waiting for an event
             # that may never come. Each worker's sweep starts what has room.
+            active = f"(SELECT COUNT(*) FROM {self._s}.fq_jobs j WHERE j.org = f.org AND j.kind = 'batch' AND j.status = %s)"
             cur.execute(
-                f"SELECT DISTINCT f.org FROM {self._s}.fq_flex f WHERE "
-                f"(SELECT COUNT(*) FROM {self._s}.fq_jobs j WHERE j.org = f.org AND j.kind = 'batch' AND j.status = 'queued') + "
-                f"(SELECT COUNT(*) FROM {self._s}.fq_jobs j WHERE j.org = f.org AND j.kind = 'batch' AND j.status = 'processing') "
-                f"< {FLEX_ACTIVE}"
+                f"SELECT DISTINCT f.org FROM {self._s}.fq_flex f WHERE {active} + {active} < %s",
+                ("queued", "processing", FLEX_ACTIVE),
             )
             stalled = [r[0] for r in cur.fetchall()]
             if stalled:
