@@ -210,6 +210,25 @@ def test_cancel_requested_lists_the_running_jobs_an_abort_asked_to_stop(store: S
     assert store.job_cancel_requested([]) == []
 
 
+def test_waiting_facts_count_the_line_the_queue_and_the_recent_window(store: Storage) -> None:
+    a = store.job_enqueue([job(org="a") for _ in range(6)], NOW - 100)
+    store.job_enqueue([job(org="b"), job(org="b", run_at=NOW + 60)], NOW - 100)
+    store.job_enqueue([job(org="a", kind="queueable")], NOW - 100)
+    store.job_claim([a[0], a[1], a[2]], "w1", NOW + 30, NOW - 90)
+    # a[0] finished long ago (outside a 60 s window); a[1] inside it.
+    store.job_finish(
+        [Finish(a[0], "w1", JobStatus.COMPLETED, NOW - 80), Finish(a[1], "w1", JobStatus.COMPLETED, NOW - 30)]
+    )
+    [last] = store.job_enqueue([job(org="a")], NOW - 1)
+    facts = store.job_waiting_facts(store.job_get(last), NOW, 60.0)  # type: ignore[arg-type]
+    assert facts.ahead_in_line == 3  # a[3], a[4], a[5]
+    assert facts.ahead_in_queue == 5  # a[3..5], b's first and the queueable; b's second is not due
+    assert facts.holders == [a[2]]
+    assert (facts.finished_in_line, facts.finished_in_queue, facts.processing) == (1, 1, 1)
+    assert facts.first_finished_at == NOW - 30
+    assert facts.active_lines == 3  # (a, future), (b, future), (a, queueable)
+
+
 def test_live_counts_leave_out_finished_jobs(store: Storage) -> None:
     a, b, c, d, _ = store.job_enqueue([job(org="a") for _ in range(5)], NOW)
     store.job_claim([a, b, c], "w1", NOW + 30, NOW)

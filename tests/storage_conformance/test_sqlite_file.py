@@ -116,3 +116,15 @@ def test_live_counts_read_indexes_only_never_the_whole_table(tmp_path: Path) -> 
     scans = [step for step in plan if step.startswith("SCAN fq_jobs")]
     assert len(scans) == len(LIVE_STATUSES), plan
     assert all(re.fullmatch(r"SCAN fq_jobs USING (COVERING )?INDEX fq_jobs_\w+", step) for step in scans), plan
+
+
+def test_explanations_read_the_backlog_and_the_recent_window_never_the_whole_history(tmp_path: Path) -> None:
+    """Alerts explain a job of each waiting org every second: each count must go
+    through an index of live jobs or of finish times, not scan every job ever stored."""
+    SQLiteStorage(tmp_path / "fq.db").close()
+    with closing(sqlite3.connect(tmp_path / "fq.db")) as db:
+        plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sqlite_store._WAITING_FACTS, [0] * 10)]
+    reads = [step for step in plan if step.startswith(("SCAN fq_jobs", "SEARCH fq_jobs"))]
+    assert len(reads) == 8, plan
+    whole_table = ("fq_jobs_org", "PRIMARY KEY")
+    assert all(" INDEX fq_jobs_" in step and not any(w in step for w in whole_table) for step in reads), plan

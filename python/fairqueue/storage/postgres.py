@@ -192,6 +192,8 @@ _MIGRATIONS[2] = """
 -- Claims count each (org, kind)'s processing jobs to hold its cap across hosts.
 CREATE INDEX fq_jobs_processing ON {s}.fq_jobs (org, kind) WHERE status = 'processing';
 CREATE INDEX fq_jobs_holding ON {s}.fq_jobs (org, kind) WHERE status = 'holding';
+-- Explanations count the jobs finished in a recent window.
+CREATE INDEX fq_jobs_finished ON {s}.fq_jobs (finished_at) WHERE finished_at IS NOT NULL;
 -- A claim that lost a job to another host takes the pair's next queued job instead.
 CREATE INDEX fq_jobs_pair_queued ON {s}.fq_jobs (org, kind, id) WHERE status = 'queued';
 
@@ -1189,7 +1191,8 @@ class PostgresStorage(Storage):
             (SELECT COUNT(*) FROM {t} WHERE finished_at >= %s),
             (SELECT COUNT(*) FROM {t} WHERE status = 'processing'),
             (SELECT MIN(finished_at) FROM {t} WHERE finished_at >= %s),
-            (SELECT COUNT(*) FROM (SELECT DISTINCT org, kind FROM {t} WHERE status IN ('queued', 'processing')) AS lines)""",
+            (SELECT COUNT(*) FROM (SELECT org, kind FROM {t} WHERE status = 'queued'
+                                   UNION SELECT org, kind FROM {t} WHERE status = 'processing') AS lines)""",
             (record.org, record.kind, record.id, record.id, now, record.org, record.kind, since, since, since),
         )
         holders = [r[0] for r in self._read(
