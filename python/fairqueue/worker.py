@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from fairqueue import jobs as _jobs
-from fairqueue._core import Dispatcher
+from fairqueue._core import Dispatcher, Grant
 from fairqueue.alerts import AlertEvent
 from fairqueue.app import FairQueue
 from fairqueue.conservation import ResourceMonitor
@@ -244,8 +244,10 @@ class Worker:
         while True:
             self.app.wakeup.clear()
             now = time.time()
-            self._collect()
+            outcomes = self._take_outcomes()
             if self._stopping.is_set():
+                if outcomes:
+                    self._settle(outcomes, self.app.storage.job_finish(self._finishes(outcomes, now)))
                 if drain_deadline is None:
                     drain_deadline = time.monotonic() + self._grace
                 if not self._running:
@@ -254,8 +256,7 @@ class Worker:
                     self._requeue_running(now)
                     return
             else:
-                self._pick_up(now)
-                self._dispatch(now)
+                self._turn(outcomes, now)
             self._enforce_timeouts(now)
             self._housekeeping(now)
             if self._outcomes.empty():
@@ -293,7 +294,29 @@ class Worker:
             if len(pending) < _PAGE:
                 return
 
-    def _dispatch(self, now: float) -> None:
+    def _turn(self, outcomes: list[tuple[_Task, Outcome]], now: float) -> None:
+        """One turn: the outcomes that came in free their slots, the dispatcher fills
+        the free slots, and the store records both in one call (one transaction on
+        SQLite)."""
+        for task, _ in outcomes:
+            self._release(task)
+        self._pick_up(now)
+        self._apply_capacity(now)
+        grants = self.core.dispatch()
+        if not outcomes and not grants:
+            return
+        lease_until = now + self.app.limits.lease
+        # The store holds each pair to the cap this worker's core applies, across every worker.
+        caps = {(g.org, g.kind): self._cap(g.org, g.kind) for g in grants}
+        applied, claim = self.app.storage.job_finish_and_claim(
+            self._finishes(outcomes, now), [g.id for g in grants], self.name, lease_until, now, caps
+        )
+        if outcomes:
+            self._settle(outcomes, applied)
+        if grants:
+            self._start(grants, claim, now)
+
+    def _apply_capacity(self, now: float) -> None:
         if self.conservation is not None:
             capacity = self.conservation.capacity
             if 0 < capacity < 1 / self.slots:
@@ -314,13 +337,9 @@ class Worker:
                         {"worker": self.name, "capacity": capacity},
                     )  # fmt: skip
                 self._capacity = capacity
-        grants = self.core.dispatch()
-        if not grants:
-            return
-        lease_until = now + self.app.limits.lease
-        # The store holds each pair to the cap this worker's core applies, across every worker.
-        caps = {(g.org, g.kind): self._cap(g.org, g.kind) for g in grants}
-        claim = self.app.storage.job_claim([g.id for g in grants], self.name, lease_until, now, caps=caps)
+
+    def _start(self, grants: list[Grant], claim: Claimed, now: float) -> None:
+        """Hands each claimed job to a handler slot; offers at-cap ones again shortly."""
         claimed = {r.id: r for r in claim}
         at_cap = set(claim.at_cap)
         stand_ins = self._stand_ins(claim, {g.id for g in grants})
@@ -382,24 +401,25 @@ class Worker:
             cap = self._caps[(org, kind)] = self.core.limits(org, kind)["cap"]
         return cap
 
-    def _collect(self) -> None:
-        """Commits finished outcomes in one transaction and releases their slots."""
+    def _take_outcomes(self) -> list[tuple[_Task, Outcome]]:
+        """The handler threads' outcomes so far, of tasks still ours (not timed out)."""
         outcomes: list[tuple[_Task, Outcome]] = []
         while len(outcomes) < _BATCH:
             try:
                 outcomes.append(self._outcomes.get_nowait())
             except queue.Empty:
                 break
-        outcomes = [(t, o) for t, o in outcomes if self._running.get(t.lease) is t and not t.timed_out]
-        if not outcomes:
-            return
-        now = time.time()
-        applied = self.app.storage.job_finish(
-            [
-                Finish(t.record.id, self.name, o.status, now, o.error, o.retry_at, o.children, o.progress)
-                for t, o in outcomes
-            ]
-        )
+        return [(t, o) for t, o in outcomes if self._running.get(t.lease) is t and not t.timed_out]
+
+    def _finishes(self, outcomes: list[tuple[_Task, Outcome]], now: float) -> list[Finish]:
+        return [
+            Finish(t.record.id, self.name, o.status, now, o.error, o.retry_at, o.children, o.progress) for t, o in outcomes
+        ]
+
+    def _settle(self, outcomes: list[tuple[_Task, Outcome]], applied: list[int]) -> None:
+        """After the outcomes are stored: metrics, batch error events, and jobs whose
+        outcome did not apply (our lease had lapsed) back into the dispatcher."""
+        self.completed += len(outcomes)
         done = set(applied)
         if self.metrics is not None:
             for task, outcome in outcomes:
@@ -410,7 +430,8 @@ class Worker:
                 [e for t, o in outcomes if o.progress and t.record.id in done for e in o.progress.errors]
             )
         for task, _ in outcomes:
-            self._release(task)
+            if self._running.get(task.lease) is task:
+                self._release(task)  # still held on the stopping path, which frees slots only now
         if len(applied) < len(outcomes):
             self._reclaim_lost([t.record.id for t, _ in outcomes if t.record.id not in done])
         if any(o.children for _, o in outcomes):
@@ -427,8 +448,7 @@ class Worker:
 
     def _release(self, task: _Task) -> None:
         del self._running[task.lease]
-        self.completed += 1
-        # The store now owns the job's next step (a retry re-enters through _pick_up).
+        # The store owns the job's next step (a retry re-enters through _pick_up).
         self.core.ack(task.lease)
 
     def _enforce_timeouts(self, now: float) -> None:

@@ -229,6 +229,26 @@ def test_waiting_facts_count_the_line_the_queue_and_the_recent_window(store: Sto
     assert facts.active_lines == 3  # (a, future), (b, future), (a, queueable)
 
 
+def test_finish_and_claim_stores_the_outcomes_first_so_their_slots_count_as_free(store: Storage) -> None:
+    a = store.job_enqueue([job(org="a") for _ in range(4)], NOW)
+    store.job_claim(a[:2], "w1", NOW + 30, NOW)
+    caps = {("a", "future"): 2}
+    assert list(store.job_claim([a[2]], "w1", NOW + 30, NOW, caps=caps)) == []  # a at its cap
+    applied, claim = store.job_finish_and_claim(
+        [Finish(a[0], "w1", JobStatus.COMPLETED, NOW + 1), Finish(a[1], "intruder", JobStatus.COMPLETED, NOW + 1)],
+        [a[2], a[3]], "w1", NOW + 31, NOW + 1, caps,
+    )  # fmt: skip
+    assert applied == [a[0]]
+    assert [r.id for r in claim] == [a[2]] and claim.at_cap == [a[3]]
+    assert [store.job_get(i).status for i in a] == [  # type: ignore[union-attr]
+        JobStatus.COMPLETED, JobStatus.PROCESSING, JobStatus.PROCESSING, JobStatus.QUEUED
+    ]  # fmt: skip
+    with pytest.raises(StorageError, match="processing"):
+        store.job_finish_and_claim([Finish(a[2], "w1", JobStatus.PROCESSING, NOW + 2)], [a[3]], "w1", NOW + 32, NOW + 2)
+    assert store.job_get(a[3]).status is JobStatus.QUEUED  # type: ignore[union-attr]
+    assert store.job_finish_and_claim([], [], "w1", NOW + 32, NOW + 2) == ([], [])
+
+
 def test_live_counts_leave_out_finished_jobs(store: Storage) -> None:
     a, b, c, d, _ = store.job_enqueue([job(org="a") for _ in range(5)], NOW)
     store.job_claim([a, b, c], "w1", NOW + 30, NOW)

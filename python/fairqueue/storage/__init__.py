@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Optional
 
-from fairqueue.errors import DailyLimitExceeded, FlexQueueFull, InvalidArgument, LimitExceeded
+from fairqueue.errors import DailyLimitExceeded, FlexQueueFull, InvalidArgument, LimitExceeded, StorageError
 from fairqueue.records import (
     BatchErrorEvent,
     HistoryEntry,
@@ -31,6 +31,7 @@ from fairqueue.records import (
 
 __all__ = [
     "Storage",
+    "check_finishes",
     "LIVE_STATUSES",
     "SCHEMA_VERSION",
     "Caps",
@@ -344,6 +345,22 @@ class Storage(abc.ABC):
         signature is taken is not stored; the parent's extended status says so.
         """
 
+    def job_finish_and_claim(
+        self,
+        finishes: Sequence[Finish],
+        job_ids: Sequence[int],
+        worker: str,
+        lease_until: float,
+        now: float,
+        caps: Optional[Caps] = None,
+    ) -> tuple[list[int], Claimed]:
+        """A worker's turn: :meth:`job_finish` of ``finishes``, then :meth:`job_claim`
+        of ``job_ids``; returns both results. A store that can commits both in one
+        transaction (the outcomes first, so the slots they free count for the claim)."""
+        check_finishes(finishes)
+        applied = self.job_finish(finishes) if finishes else []
+        return applied, self.job_claim(job_ids, worker, lease_until, now, caps) if job_ids else Claimed()
+
     @abc.abstractmethod
     def history_append(self, entries: Sequence[HistoryEntry]) -> None:
         """Records ``entries`` (one transaction, no fsync: history may lose its last second)."""
@@ -400,6 +417,13 @@ class Storage(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_finishes(finishes: Iterable[Finish]) -> None:
+    """Refuses an outcome no delivery can end in."""
+    for f in finishes:
+        if f.status not in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.QUEUED):
+            raise StorageError(f"cannot finish job {f.job_id} as {f.status.value!r}: expected completed, failed or queued")
 
 
 def admit_within_caps(

@@ -31,6 +31,7 @@ from fairqueue.storage import (
     NextFire,
     Storage,
     admit_within_caps,
+    check_finishes,
     flex_admit,
     flex_order,
     check_daily_limits,
@@ -293,9 +294,7 @@ class MemoryStorage(Storage):
                     self._set(job_id, lease_expires_at=lease_until)
 
     def job_finish(self, finishes: Sequence[Finish]) -> list[int]:
-        for f in finishes:
-            if f.status not in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.QUEUED):
-                raise StorageError(f"cannot finish job {f.job_id} as {f.status.value!r}: expected completed, failed or queued")
+        check_finishes(finishes)
         applied = []
         with self._lock:
             for f in finishes:

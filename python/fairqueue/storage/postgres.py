@@ -99,6 +99,7 @@ from fairqueue.storage import (
     NextFire,
     Storage,
     check_daily_limits,
+    check_finishes,
     flex_admit,
     flex_order,
     schedule_name_taken,
@@ -1048,9 +1049,7 @@ class PostgresStorage(Storage):
 
     def job_finish(self, finishes: Sequence[Finish]) -> list[int]:
         """See :meth:`Storage.job_finish`: all outcomes and their children in one transaction."""
-        for f in finishes:
-            if f.status not in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.QUEUED):
-                raise StorageError(f"cannot finish job {f.job_id} as {f.status.value!r}: expected completed, failed or queued")
+        check_finishes(finishes)
         if not finishes:
             return []
         s = self._s

@@ -44,6 +44,7 @@ from fairqueue.storage import (
     flex_admit,
     flex_order,
     check_daily_limits,
+    check_finishes,
     schedule_name_taken,
     scheduled_job,
     too_many_schedules,
@@ -449,31 +450,50 @@ class SQLiteStorage(Storage):
     def job_claim(
         self, job_ids: Sequence[int], worker: str, lease_until: float, now: float, caps: Optional[Caps] = None
     ) -> Claimed:
-        claimed: list[JobRecord] = []
-        at_cap: list[int] = []
-        # The write transaction is taken up front, so the cap counts below cannot
-        # change before the claim commits: every process's claims take turns.
+        # The write transaction is taken up front, so the cap counts cannot change
+        # before the claim commits: every process's claims take turns.
         with self._transaction() as db:
-            asked = list(job_ids)
-            pairs = self._pairs(db, asked)
-            candidates = [(job_id, *pairs[job_id][:2]) for job_id in asked if job_id in pairs and pairs[job_id][2]]
-            candidates += self._stand_ins(db, asked, pairs, now)
-            processing = self._processing(db, {(org, kind) for _, org, kind in candidates} & set(caps or {}))
-            ids, at_cap = admit_within_caps(candidates, processing, caps or {})
-            asked_set = set(asked)
-            at_cap = [job_id for job_id in at_cap if job_id in asked_set]
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start : start + _CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                rows = db.execute(
-                    f"UPDATE fq_jobs SET status = 'processing', lease_owner = ?, lease_expires_at = ?, "
-                    f"started_at = COALESCE(started_at, ?), attempts = attempts + 1 "
-                    f"WHERE id IN ({marks}) AND status = 'queued' RETURNING {_COLUMNS}",
-                    [worker, lease_until, now, *chunk],
-                ).fetchall()
-                claimed.extend(_record(r) for r in rows)
+            return self._claim(db, list(job_ids), worker, lease_until, now, caps)
+
+    def job_finish_and_claim(
+        self,
+        finishes: Sequence[Finish],
+        job_ids: Sequence[int],
+        worker: str,
+        lease_until: float,
+        now: float,
+        caps: Optional[Caps] = None,
+    ) -> tuple[list[int], Claimed]:
+        """See :meth:`Storage.job_finish_and_claim`: one write transaction, one commit."""
+        check_finishes(finishes)
+        if not finishes and not job_ids:
+            return [], Claimed()
+        with self._transaction() as db:
+            applied = self._finish(db, finishes)
+            return applied, self._claim(db, list(job_ids), worker, lease_until, now, caps)
+
+    def _claim(
+        self, db: sqlite3.Connection, asked: list[int], worker: str, lease_until: float, now: float, caps: Optional[Caps]
+    ) -> Claimed:
+        pairs = self._pairs(db, asked)
+        candidates = [(job_id, *pairs[job_id][:2]) for job_id in asked if job_id in pairs and pairs[job_id][2]]
+        candidates += self._stand_ins(db, asked, pairs, now)
+        processing = self._processing(db, {(org, kind) for _, org, kind in candidates} & set(caps or {}))
+        ids, at_cap = admit_within_caps(candidates, processing, caps or {})
+        asked_set = set(asked)
+        claimed: list[JobRecord] = []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            rows = db.execute(
+                f"UPDATE fq_jobs SET status = 'processing', lease_owner = ?, lease_expires_at = ?, "
+                f"started_at = COALESCE(started_at, ?), attempts = attempts + 1 "
+                f"WHERE id IN ({marks}) AND status = 'queued' RETURNING {_COLUMNS}",
+                [worker, lease_until, now, *chunk],
+            ).fetchall()
+            claimed.extend(_record(r) for r in rows)
         order = {job_id: i for i, job_id in enumerate(ids)}
-        return Claimed(sorted(claimed, key=lambda r: order[r.id]), at_cap)
+        return Claimed(sorted(claimed, key=lambda r: order[r.id]), [job_id for job_id in at_cap if job_id in asked_set])
 
     @staticmethod
     def _pairs(db: sqlite3.Connection, job_ids: list[int]) -> dict[int, tuple[str, str, bool]]:
@@ -527,9 +547,11 @@ class SQLiteStorage(Storage):
             )
 
     def job_finish(self, finishes: Sequence[Finish]) -> list[int]:
-        for f in finishes:
-            if f.status not in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.QUEUED):
-                raise StorageError(f"cannot finish job {f.job_id} as {f.status.value!r}: expected completed, failed or queued")
+        check_finishes(finishes)
+        with self._transaction() as db:
+            return self._finish(db, finishes)
+
+    def _finish(self, db: sqlite3.Connection, finishes: Sequence[Finish]) -> list[int]:
         applied: list[int] = []
         # Plain successes (no error, no children) are the bulk: one statement per finish time.
         plain: dict[float, list[Finish]] = {}
@@ -539,48 +561,47 @@ class SQLiteStorage(Storage):
                 plain.setdefault(f.at, []).append(f)
             else:
                 rest.append(f)
-        with self._transaction() as db:
-            for at, group in plain.items():
-                for start in range(0, len(group), _CHUNK):
-                    chunk = group[start : start + _CHUNK]
-                    conditions = " OR ".join("(id = ? AND lease_owner = ?)" for _ in chunk)
-                    owners = [value for f in chunk for value in (f.job_id, f.worker)]
-                    rows = db.execute(
-                        f"UPDATE fq_jobs SET status = 'completed', finished_at = ?, lease_owner = NULL, "
-                        f"lease_expires_at = NULL WHERE status = 'processing' AND ({conditions}) RETURNING id, kind, org",
-                        [at, *owners],
-                    ).fetchall()
-                    applied.extend(r[0] for r in rows)
-                    for org in sorted({r[2] for r in rows if r[1] == "batch"}):
-                        self._promote(db, org)
-            retried = sum(f.status is JobStatus.QUEUED for f in rest)
-            next_seq = self._take_ready_seqs(db, retried) if retried else 0
-            for f in rest:
-                if f.status is JobStatus.QUEUED:
-                    sql = (
-                        "UPDATE fq_jobs SET status = 'queued', run_at = ?, lease_owner = NULL, lease_expires_at = NULL, "
-                        "extended_status = ?, error_count = error_count + (? IS NOT NULL), ready_seq = ? "
-                        "WHERE id = ? AND status = 'processing' AND lease_owner = ?"
-                    )
-                    params: tuple[Any, ...] = (f.retry_at, f.error, f.error, next_seq, f.job_id, f.worker)
-                    next_seq += 1
-                else:
-                    sql = (
-                        "UPDATE fq_jobs SET status = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL, "
-                        "extended_status = COALESCE(?, extended_status), error_count = error_count + (? IS NOT NULL) "
-                        "WHERE id = ? AND status = 'processing' AND lease_owner = ?"
-                    )
-                    params = (f.status.value, f.at, f.error, f.error, f.job_id, f.worker)
-                if not db.execute(sql, params).rowcount:
-                    continue
-                applied.append(f.job_id)
-                if f.progress is not None:
-                    self._apply_progress(db, f)
-                self._insert_children(db, f)
-                if f.status is not JobStatus.QUEUED:
-                    row = db.execute("SELECT kind, org FROM fq_jobs WHERE id = ?", (f.job_id,)).fetchone()
-                    if row["kind"] == "batch":
-                        self._promote(db, row["org"])
+        for at, group in plain.items():
+            for start in range(0, len(group), _CHUNK):
+                chunk = group[start : start + _CHUNK]
+                conditions = " OR ".join("(id = ? AND lease_owner = ?)" for _ in chunk)
+                owners = [value for f in chunk for value in (f.job_id, f.worker)]
+                rows = db.execute(
+                    f"UPDATE fq_jobs SET status = 'completed', finished_at = ?, lease_owner = NULL, "
+                    f"lease_expires_at = NULL WHERE status = 'processing' AND ({conditions}) RETURNING id, kind, org",
+                    [at, *owners],
+                ).fetchall()
+                applied.extend(r[0] for r in rows)
+                for org in sorted({r[2] for r in rows if r[1] == "batch"}):
+                    self._promote(db, org)
+        retried = sum(f.status is JobStatus.QUEUED for f in rest)
+        next_seq = self._take_ready_seqs(db, retried) if retried else 0
+        for f in rest:
+            if f.status is JobStatus.QUEUED:
+                sql = (
+                    "UPDATE fq_jobs SET status = 'queued', run_at = ?, lease_owner = NULL, lease_expires_at = NULL, "
+                    "extended_status = ?, error_count = error_count + (? IS NOT NULL), ready_seq = ? "
+                    "WHERE id = ? AND status = 'processing' AND lease_owner = ?"
+                )
+                params: tuple[Any, ...] = (f.retry_at, f.error, f.error, next_seq, f.job_id, f.worker)
+                next_seq += 1
+            else:
+                sql = (
+                    "UPDATE fq_jobs SET status = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL, "
+                    "extended_status = COALESCE(?, extended_status), error_count = error_count + (? IS NOT NULL) "
+                    "WHERE id = ? AND status = 'processing' AND lease_owner = ?"
+                )
+                params = (f.status.value, f.at, f.error, f.error, f.job_id, f.worker)
+            if not db.execute(sql, params).rowcount:
+                continue
+            applied.append(f.job_id)
+            if f.progress is not None:
+                self._apply_progress(db, f)
+            self._insert_children(db, f)
+            if f.status is not JobStatus.QUEUED:
+                row = db.execute("SELECT kind, org FROM fq_jobs WHERE id = ?", (f.job_id,)).fetchone()
+                if row["kind"] == "batch":
+                    self._promote(db, row["org"])
         done = set(applied)
         return [f.job_id for f in finishes if f.job_id in done]
 
