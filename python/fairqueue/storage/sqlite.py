@@ -352,9 +352,11 @@ class SQLiteStorage(Storage):
 
     @staticmethod
     def _flex_counts(db: sqlite3.Connection, org: str) -> tuple[int, int]:
+        # One count per status, each through its partial index (never the org's history).
         active = db.execute(
-            "SELECT COUNT(*) FROM fq_jobs WHERE org = ? AND kind = 'batch' AND status IN ('queued', 'preparing', 'processing')",
-            (org,),
+            "SELECT (SELECT COUNT(*) FROM fq_jobs WHERE org = ? AND kind = 'batch' AND status = 'queued') "
+            "+ (SELECT COUNT(*) FROM fq_jobs WHERE org = ? AND kind = 'batch' AND status = 'processing')",
+            (org, org),
         ).fetchone()[0]
         holding = db.execute("SELECT COUNT(*) FROM fq_flex WHERE org = ?", (org,)).fetchone()[0]
         return int(active), int(holding)
