@@ -21,6 +21,7 @@ from fairqueue.errors import (
     LimitExceeded,
     NotSerializable,
     SchemaVersionError,
+    MalformedRecord,
     StorageError,
     UnknownKind,
     UnknownLease,
@@ -92,6 +93,7 @@ __all__ = [
     "HandlerNotFound",
     "StorageError",
     "SchemaVersionError",
+    "MalformedRecord",
     "KINDS",
     "POLICIES",
 ]

@@ -19,6 +19,7 @@ __all__ = [
     "UnknownLease",
     "StorageError",
     "SchemaVersionError",
+    "MalformedRecord",
     "DuplicateSignature",
     "LimitExceeded",
     "DailyLimitExceeded",
@@ -62,6 +63,11 @@ class StorageError(FairQueueError):
 
 class SchemaVersionError(StorageError):
     """The store was written by a newer fairqueue than this one; upgrade fairqueue."""
+
+
+class MalformedRecord(StorageError):
+    """A stored job row holds a value fairqueue never writes (edited by hand, or
+    corrupted): the job fails with this error; no other job is affected."""
 
 
 class DuplicateSignature(FairQueueError, ValueError):

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Optional
 
 from fairqueue import jobs as _jobs
 from fairqueue.app import FairQueue
-from fairqueue.errors import HandlerNotFound
+from fairqueue.errors import HandlerNotFound, MalformedRecord
 from fairqueue.jobs import CancelFlag, Context, FinalizerResult, FutureFunction, Queueable, Retry
 from fairqueue.batch import BatchRunner
 from fairqueue.records import JobRecord, JobStatus, NewJob, Progress
@@ -38,6 +38,16 @@ class Outcome(NamedTuple):
     """A batch delivery's progress (see :class:`fairqueue.records.Progress`)."""
 
 
+def _payload(record: JobRecord) -> dict[str, Any]:
+    try:
+        body = json.loads(record.payload)
+    except ValueError as e:
+        raise MalformedRecord(f"job {record.id}'s stored payload is not JSON ({e})") from None
+    if not isinstance(body, dict):
+        raise MalformedRecord(f"job {record.id}'s stored payload is {type(body).__name__}, not a JSON object")
+    return body
+
+
 class Runner:
     """Runs jobs of one app; ``async def`` handlers share one event loop thread."""
 
@@ -50,7 +60,10 @@ class Runner:
 
     def execute(self, record: JobRecord, cancel: Optional[CancelFlag] = None) -> Outcome:
         """Runs one delivery of ``record``; never raises for the job's own failures."""
-        body = json.loads(record.payload)
+        try:
+            body = _payload(record)
+        except MalformedRecord as e:
+            return Outcome(JobStatus.FAILED, error=f"MalformedRecord: {e}")
         ctx = Context(
             app=self.app,
             job_id=record.id,

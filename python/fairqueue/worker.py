@@ -31,7 +31,7 @@ from fairqueue.cron import next_fire
 from fairqueue.errors import HandlerNotFound, InvalidArgument
 from fairqueue.jobs import CancelFlag, FutureFunction
 from fairqueue.metrics import WorkerMetrics
-from fairqueue.records import Claimed, Finish, HistoryEntry, JobRecord, JobStatus
+from fairqueue.records import Claimed, Finish, HistoryEntry, JobRecord, JobStatus, PendingJob
 from fairqueue.runner import Outcome, Runner
 
 __all__ = ["Worker"]
@@ -289,10 +289,30 @@ class Worker:
             pending = self.app.storage.job_pending(after_seq=self._seen_seq, limit=_PAGE)
             if not pending:
                 return
-            self.core.enqueue_many([(p.id, p.org, p.kind, p.run_at) for p in pending], skip_held=True)
+            try:
+                self.core.enqueue_many([(p.id, p.org, p.kind, p.run_at) for p in pending], skip_held=True)
+            except InvalidArgument:
+                self._feed_one_by_one(pending, now)
             self._seen_seq = pending[-1].ready_seq
             if len(pending) < _PAGE:
                 return
+
+    def _feed_one_by_one(self, pending: list[PendingJob], now: float) -> None:
+        """A page the dispatcher refused as a whole: feed it job by job, and fail the
+        jobs whose stored row it cannot take (a kind or org fairqueue never writes)."""
+        malformed: list[tuple[int, str]] = []
+        for p in pending:
+            try:
+                self.core.enqueue_many([(p.id, p.org, p.kind, p.run_at)], skip_held=True)
+            except InvalidArgument as e:
+                malformed.append((p.id, f"MalformedRecord: job {p.id}'s stored row cannot be dispatched: {e}"))
+        if not malformed:
+            return
+        log.error("fairqueue worker %s: failing %d malformed stored jobs: %s", self.name, len(malformed), malformed)
+        claimed = {r.id for r in self.app.storage.job_claim([i for i, _ in malformed], self.name, now + 60, now)}
+        self.app.storage.job_finish(
+            [Finish(i, self.name, JobStatus.FAILED, now, error) for i, error in malformed if i in claimed]
+        )
 
     def _turn(self, outcomes: list[tuple[_Task, Outcome]], now: float) -> None:
         """One turn: the outcomes that came in free their slots, the dispatcher fills
@@ -563,7 +583,12 @@ class Worker:
             task = self._tasks.get()
             if task is None:
                 return
-            self._outcomes.put((task, self.runner.execute(task.record, task.cancel)))
+            try:
+                outcome = self.runner.execute(task.record, task.cancel)
+            except Exception as e:  # a fault of fairqueue's own: the job fails, the slot lives on
+                log.exception("fairqueue worker %s: running job %d failed outside its handler", self.name, task.record.id)
+                outcome = Outcome(JobStatus.FAILED, error=f"{type(e).__name__} in fairqueue's runner: {e}")
+            self._outcomes.put((task, outcome))
             self.app.wakeup.set()
             if task.timed_out:
                 return  # a replacement thread already took this slot

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from fairqueue.errors import DuplicateSignature, LimitExceeded, SchemaVersionError, StorageError
+from fairqueue.errors import DuplicateSignature, LimitExceeded, MalformedRecord, SchemaVersionError, StorageError
 from fairqueue.records import (
     BatchErrorEvent,
     HistoryEntry,
@@ -217,7 +217,11 @@ def _record(row: sqlite3.Row) -> JobRecord:
     record = JobRecord.__new__(JobRecord)
     values = record.__dict__
     values.update(zip(_FIELDS, row))
-    values["status"] = JobStatus(values["status"])
+    try:
+        values["status"] = JobStatus(values["status"])
+    except ValueError:
+        statuses = ", ".join(s.value for s in JobStatus)
+        raise MalformedRecord(f"job {values['id']}'s stored status {values['status']!r} is not one of {statuses}") from None
     values["cancel_requested"] = bool(values["cancel_requested"])
     return record
 
