@@ -89,8 +89,12 @@ class _Live(Collector):
         self.worker = worker
 
     def collect(self) -> Iterator[Metric]:
-        jobs = GaugeMetricFamily("fairqueue_jobs", "Jobs in the store by org, kind and status", labels=["org", "kind", "status"])
-        for (org, kind, status), n in sorted(self.worker.app.storage.job_counts().items()):
+        # Waiting and running only: counting finished jobs would read the store's whole
+        # history at every scrape. Finished totals are fairqueue_jobs_finished_total.
+        jobs = GaugeMetricFamily(
+            "fairqueue_jobs", "Jobs waiting or running in the store, by org, kind and status", labels=["org", "kind", "status"]
+        )
+        for (org, kind, status), n in sorted(self.worker.app.storage.job_counts(live=True).items()):
             jobs.add_metric([org, kind, status.value], n)
         yield jobs
         stats = self.worker.core.stats()

@@ -41,8 +41,6 @@ def test_the_metrics_endpoint_reports_the_store_and_the_worker(app: fq.FairQueue
         wait_until(lambda: blocker.status is fq.JobStatus.PROCESSING, what="a running job")
         running = scrape(worker.metrics.address)
         sample.release.set()
-    assert value(samples, "fairqueue_jobs", org="acme", kind="future", status="completed") == 30
-    assert value(samples, "fairqueue_jobs", org="globex", status="failed") == 1
     assert value(samples, "fairqueue_jobs_finished_total", org="acme", status="completed") == 30
     assert value(samples, "fairqueue_jobs_finished_total", org="globex", status="failed") == 1
     assert value(samples, "fairqueue_dequeue_latency_seconds_count", org="acme", kind="future") == 30
@@ -50,6 +48,9 @@ def test_the_metrics_endpoint_reports_the_store_and_the_worker(app: fq.FairQueue
     assert value(samples, "fairqueue_worker_slots") == 3 and value(samples, "fairqueue_worker_throttled") == 0
     assert value(running, "fairqueue_worker_running") == 1 and value(running, "fairqueue_worker_slot_utilisation") == pytest.approx(1 / 3)
     assert value(running, "fairqueue_jobs", org="acme", status="processing") == 1
+    # With 31 jobs finished, the store gauge still holds only the waiting and running
+    # ones: a scrape never counts the history.
+    assert {labels["status"] for labels, _ in running["fairqueue_jobs"]} == {"processing"}
 
 
 def test_no_endpoint_unless_asked_and_bad_ports_are_refused(app: fq.FairQueue) -> None:
