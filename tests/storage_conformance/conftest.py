@@ -13,30 +13,24 @@ from fairqueue.storage.memory import MemoryStorage
 from fairqueue.storage.sqlite import SQLiteStorage
 
 
+def _open(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    if request.param == "memory":
+        return MemoryStorage()
+    if request.param == "sqlite":
+        return SQLiteStorage(tmp_path / "fq.db")
+    from fairqueue.storage.postgres import PostgresStorage
+
+    return PostgresStorage(request.getfixturevalue("pg_dsn"), schema=request.getfixturevalue("pg_schema"))
+
+
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    backend: Storage
-    if request.param == "memory":
-        backend = MemoryStorage()
-    elif request.param == "sqlite":
-        backend = SQLiteStorage(tmp_path / "fq.db")
-    else:
-        from fairqueue.storage.postgres import PostgresStorage
-
-        backend = PostgresStorage(request.getfixturevalue("pg_dsn"), schema=request.getfixturevalue("pg_schema"))
-    with backend:
+    with _open(request, tmp_path) as backend:
         yield backend
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
     """The backends several worker processes share (the in-memory store lives in one process)."""
-    backend: Storage
-    if request.param == "sqlite":
-        backend = SQLiteStorage(tmp_path / "fq.db")
-    else:
-        from fairqueue.storage.postgres import PostgresStorage
-
-        backend = PostgresStorage(request.getfixturevalue("pg_dsn"), schema=request.getfixturevalue("pg_schema"))
-    with backend:
+    with _open(request, tmp_path) as backend:
         yield backend
