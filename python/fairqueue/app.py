@@ -314,10 +314,7 @@ class FairQueue:
             with self.transaction(connection=connection):
                 handle = self.enqueue(job, org=org, delay=delay, options=options)
             return handle
-        check_org(org)
-        seconds = _seconds("delay", delay)
-        if seconds > self.limits.max_delay:
-            raise LimitExceeded(f"delay of {seconds:g} s is over the limit of {self.limits.max_delay:g} s")
+        seconds = self._checked_delay(org, delay)
         path, state = _jobs.queueable_state(job)
         options = options or AsyncOptions()
         parent = _jobs._current.get()
@@ -388,6 +385,14 @@ class FairQueue:
 
     # ----- batches --------------------------------------------------------------------------
 
+    def _checked_delay(self, org: str, delay: Union[None, float, timedelta]) -> float:
+        """``delay`` in seconds, once ``org`` and ``delay`` are known to be valid."""
+        check_org(org)
+        seconds = _seconds("delay", delay)
+        if seconds > self.limits.max_delay:
+            raise LimitExceeded(f"delay of {seconds:g} s is over the limit of {self.limits.max_delay:g} s")
+        return seconds
+
     def execute_batch(
         self,
         job: Batchable,
@@ -411,10 +416,7 @@ class FairQueue:
             with self.transaction(connection=connection):
                 handle = self.execute_batch(job, org=org, scope=scope, delay=delay)
             return handle
-        check_org(org)
-        seconds = _seconds("delay", delay)
-        if seconds > self.limits.max_delay:
-            raise LimitExceeded(f"delay of {seconds:g} s is over the limit of {self.limits.max_delay:g} s")
+        seconds = self._checked_delay(org, delay)
         return self._submit_batch(job, org, scope, seconds)
 
     def schedule_batch(self, job: Batchable, minutes: float, *, org: str, scope: int = DEFAULT_SCOPE) -> JobHandle:
