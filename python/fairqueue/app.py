@@ -383,8 +383,6 @@ class FairQueue:
         Limits(cap=merged["cap"], min=merged["min"], weight=merged["weight"])
         self.org_limits[(org, kind)] = merged
 
-    # ----- batches --------------------------------------------------------------------------
-
     def _checked_delay(self, org: str, delay: Union[None, float, timedelta]) -> float:
         """``delay`` in seconds, once ``org`` and ``delay`` are known to be valid."""
         check_org(org)
@@ -392,6 +390,8 @@ class FairQueue:
         if seconds > self.limits.max_delay:
             raise LimitExceeded(f"delay of {seconds:g} s is over the limit of {self.limits.max_delay:g} s")
         return seconds
+
+    # ----- batches --------------------------------------------------------------------------
 
     def execute_batch(
         self,

@@ -309,7 +309,8 @@ class Worker:
         if not malformed:
             return
         log.error("fairqueue worker %s: failing %d malformed stored jobs: %s", self.name, len(malformed), malformed)
-        claimed = {r.id for r in self.app.storage.job_claim([i for i, _ in malformed], self.name, now + 60, now)}
+        lease_until = now + self.app.limits.lease
+        claimed = {r.id for r in self.app.storage.job_claim([i for i, _ in malformed], self.name, lease_until, now)}
         self.app.storage.job_finish(
             [Finish(i, self.name, JobStatus.FAILED, now, error) for i, error in malformed if i in claimed]
         )
