@@ -247,6 +247,8 @@ class Worker:
             outcomes = self._take_outcomes()
             if self._stopping.is_set():
                 if outcomes:
+                    for task, _ in outcomes:
+                        self._release(task)
                     self._settle(outcomes, self.app.storage.job_finish(self._finishes(outcomes, now)))
                 if drain_deadline is None:
                     drain_deadline = time.monotonic() + self._grace
@@ -450,9 +452,6 @@ class Worker:
             self.app._publish_batch_errors(
                 [e for t, o in outcomes if o.progress and t.record.id in done for e in o.progress.errors]
             )
-        for task, _ in outcomes:
-            if self._running.get(task.lease) is task:
-                self._release(task)  # still held on the stopping path, which frees slots only now
         if len(applied) < len(outcomes):
             self._reclaim_lost([t.record.id for t, _ in outcomes if t.record.id not in done])
         if any(o.children for _, o in outcomes):

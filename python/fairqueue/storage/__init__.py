@@ -32,6 +32,7 @@ from fairqueue.records import (
 __all__ = [
     "Storage",
     "check_finishes",
+    "job_filter",
     "LIVE_STATUSES",
     "SCHEMA_VERSION",
     "Caps",
@@ -357,7 +358,6 @@ class Storage(abc.ABC):
         """A worker's turn: :meth:`job_finish` of ``finishes``, then :meth:`job_claim`
         of ``job_ids``; returns both results. A store that can commits both in one
         transaction (the outcomes first, so the slots they free count for the claim)."""
-        check_finishes(finishes)
         applied = self.job_finish(finishes) if finishes else []
         return applied, self.job_claim(job_ids, worker, lease_until, now, caps) if job_ids else Claimed()
 
@@ -417,6 +417,24 @@ class Storage(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def job_filter(
+    mark: str,
+    org: Optional[str],
+    kind: Optional[str],
+    status: Optional[JobStatus],
+    before_id: Optional[int],
+) -> tuple[str, list[Any]]:
+    """:meth:`Storage.job_list`'s filters as a SQL condition with ``mark`` placeholders, and its parameters."""
+    where = ["1 = 1"]
+    params: list[Any] = []
+    tests = (("org =", org), ("kind =", kind), ("status =", status.value if status else None), ("id <", before_id))
+    for test, value in tests:
+        if value is not None:
+            where.append(f"{test} {mark}")
+            params.append(value)
+    return " AND ".join(where), params
 
 
 def check_finishes(finishes: Iterable[Finish]) -> None:

@@ -100,6 +100,7 @@ from fairqueue.storage import (
     Storage,
     check_daily_limits,
     check_finishes,
+    job_filter,
     flex_admit,
     flex_order,
     schedule_name_taken,
@@ -925,18 +926,9 @@ class PostgresStorage(Storage):
         limit: int = 100,
     ) -> list[JobRecord]:
         """See :meth:`Storage.job_list`."""
-        where: list[str] = ["TRUE"]
-        params: list[Any] = []
-        for column, value in (("org", org), ("kind", kind), ("status", status.value if status else None)):
-            if value is not None:
-                where.append(f"{column} = %s")
-                params.append(value)
-        if before_id is not None:
-            where.append("id < %s")
-            params.append(before_id)
-        params.append(limit)
-        sql = f"SELECT {_COLUMNS} FROM {self._s}.fq_jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %s"
-        return [_record(r) for r in self._read(sql, params)]
+        where, params = job_filter("%s", org, kind, status, before_id)
+        sql = f"SELECT {_COLUMNS} FROM {self._s}.fq_jobs WHERE {where} ORDER BY id DESC LIMIT %s"
+        return [_record(r) for r in self._read(sql, [*params, limit])]
 
     def _publish(self, cur: _Cursor) -> None:
         """Numbers committed provisional rows from ``fq_ready_seq``, in provisional order.

@@ -45,6 +45,7 @@ from fairqueue.storage import (
     flex_order,
     check_daily_limits,
     check_finishes,
+    job_filter,
     schedule_name_taken,
     scheduled_job,
     too_many_schedules,
@@ -425,18 +426,9 @@ class SQLiteStorage(Storage):
         before_id: Optional[int] = None,
         limit: int = 100,
     ) -> list[JobRecord]:
-        where: list[str] = ["1 = 1"]
-        params: list[Any] = []
-        for column, value in (("org", org), ("kind", kind), ("status", status.value if status else None)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if before_id is not None:
-            where.append("id < ?")
-            params.append(before_id)
-        params.append(limit)
-        sql = f"SELECT {_COLUMNS} FROM fq_jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
-        return [_record(r) for r in self._read(sql, params)]
+        where, params = job_filter("?", org, kind, status, before_id)
+        sql = f"SELECT {_COLUMNS} FROM fq_jobs WHERE {where} ORDER BY id DESC LIMIT ?"
+        return [_record(r) for r in self._read(sql, [*params, limit])]
 
     def job_pending(self, after_seq: int = 0, limit: Optional[int] = None) -> list[PendingJob]:
         rows = self._read(
