@@ -377,7 +377,15 @@ def restore_queueable(cls: type[Queueable], state: dict[str, Any]) -> Queueable:
 
 def is_async(fn: Callable[..., Any]) -> bool:
     """True for ``async def`` functions and methods."""
-    return inspect.iscoroutinefunction(fn)
+    # Asked once per job run: remembered per function (a method by its class's function).
+    key = getattr(fn, "__func__", fn)
+    answer = _ASYNC.get(key)
+    if answer is None:
+        answer = _ASYNC[key] = inspect.iscoroutinefunction(fn)
+    return answer
+
+
+_ASYNC: dict[Any, bool] = {}
 
 
 class Retry(Exception):

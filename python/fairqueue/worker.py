@@ -62,8 +62,6 @@ class _Task:
         self.timed_out = False
 
 
-
-
 class Worker:
     """Runs an app's jobs.
 
@@ -147,6 +145,9 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._main: Optional[threading.Thread] = None
         self._stopping = threading.Event()
+        # True while the loop may be asleep: only then must a finished slot wake it
+        # (Event.set per job costs a lock and a notify).
+        self._idle = False
         self._stopped = threading.Event()
         self._grace = 30.0
         self._last_heartbeat = 0.0
@@ -156,6 +157,7 @@ class Worker:
         self._history: list[HistoryEntry] = []
         self._last_sample = 0.0
         self._caps: dict[tuple[str, str], int] = {}
+        self._timeouts: dict[tuple[str, str], float] = {}
         self._started_orgs: set[str] = set()
         if metrics_port is not None and (not isinstance(metrics_port, int) or not 0 <= metrics_port <= 65535):
             raise InvalidArgument(f"invalid metrics_port {metrics_port!r}: expected 0 to 65535")
@@ -261,8 +263,10 @@ class Worker:
                 self._turn(outcomes, now)
             self._enforce_timeouts(now)
             self._housekeeping(now)
+            self._idle = True
             if self._outcomes.empty():
                 self.app.wakeup.wait(self._sleep_for(now))
+            self._idle = False
 
     def _sleep_for(self, now: float) -> float:
         wake = self.core.next_wakeup()
@@ -383,14 +387,7 @@ class Worker:
                 self.core.ack(grant.lease)
                 self.app.wakeup.set()
                 continue
-            timeout = limits.timeouts[record.kind]
-            try:
-                handler = _jobs.resolve(record.handler)
-            except HandlerNotFound:
-                handler = None  # the handler thread records the error
-            if isinstance(handler, FutureFunction) and handler.timeout is not None:
-                timeout = handler.timeout
-            task = _Task(grant.lease, record, timeout)
+            task = _Task(grant.lease, record, self._timeout(record.kind, record.handler))
             self._running[grant.lease] = task
             self._started_orgs.add(record.org)
             if self.metrics is not None:
@@ -416,6 +413,20 @@ class Worker:
                 continue
             stand_ins.setdefault((record.org, record.kind), []).append(record)
         return stand_ins
+
+    def _timeout(self, kind: str, handler_path: str) -> float:
+        """Seconds a job of this kind and handler may run (a future may set its own)."""
+        timeout = self._timeouts.get((kind, handler_path))
+        if timeout is None:
+            timeout = self.app.limits.timeouts[kind]
+            try:
+                handler = _jobs.resolve(handler_path)
+            except HandlerNotFound:
+                return timeout  # the handler thread records the error; looked up again next time
+            if isinstance(handler, FutureFunction) and handler.timeout is not None:
+                timeout = handler.timeout
+            self._timeouts[(kind, handler_path)] = timeout
+        return timeout
 
     def _cap(self, org: str, kind: str) -> int:
         """The pair's cap in this worker's core (read once: the worker sets its core's limits at start)."""
@@ -589,7 +600,8 @@ class Worker:
                 log.exception("fairqueue worker %s: running job %d failed outside its handler", self.name, task.record.id)
                 outcome = Outcome(JobStatus.FAILED, error=f"{type(e).__name__} in fairqueue's runner: {e}")
             self._outcomes.put((task, outcome))
-            self.app.wakeup.set()
+            if self._idle:
+                self.app.wakeup.set()
             if task.timed_out:
                 return  # a replacement thread already took this slot
 
@@ -607,7 +619,8 @@ class Worker:
                 if not child.alive:
                     child = None
                 self._outcomes.put((task, outcome))
-                self.app.wakeup.set()
+                if self._idle:
+                    self.app.wakeup.set()
         finally:
             if child is not None:
                 child.stop()
