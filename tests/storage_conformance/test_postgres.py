@@ -238,6 +238,33 @@ def test_upgrade_is_idempotent_and_safe_to_race(pg_dsn: str, pg_schema: str) -> 
         assert again.job_get(job_id) is not None
 
 
+def test_a_version_2_schema_upgrades_in_place_and_keeps_its_jobs(pg: Any, pg_dsn: str, pg_schema: str) -> None:
+    from fairqueue.storage.postgres import _MIGRATIONS, PostgresStorage
+
+    with pg.connect(pg_dsn) as conn:  # the schema as fairqueue 0.1 with schema version 2 left it
+        conn.execute(f"CREATE SCHEMA {pg_schema}")
+        conn.execute(f"CREATE TABLE {pg_schema}.fq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        for version in (1, 2):
+            conn.execute(_MIGRATIONS[version].replace("{s}", pg_schema))
+        conn.execute(f"INSERT INTO {pg_schema}.fq_meta VALUES ('schema_version', '2')")
+    with pytest.raises(StorageError, match="is at version 2; this fairqueue needs version 3"):
+        PostgresStorage(pg_dsn, schema=pg_schema, upgrade=False)
+    with pg.connect(pg_dsn) as conn:
+        conn.execute(
+            f"INSERT INTO {pg_schema}.fq_jobs (org, kind, handler, payload, status, created_at, ready_seq) "
+            f"VALUES ('o', 'future', 'm:f', '{{}}', 'queued', 0, 1)"
+        )
+    with PostgresStorage(pg_dsn, schema=pg_schema) as store:
+        with pg.connect(pg_dsn) as conn:
+            functions = conn.execute(
+                "SELECT proname FROM pg_proc WHERE pronamespace = %s::regnamespace", (pg_schema,)
+            ).fetchall()
+        assert functions == [], "the claim function of version 2 is gone"
+        [pending] = store.job_pending()
+        [claimed] = store.job_claim([pending.id], "w", NOW + 10, NOW, {("o", "future"): 1})
+        assert claimed.org == "o" and claimed.status is JobStatus.PROCESSING
+
+
 def test_a_schema_from_a_newer_fairqueue_is_refused(pg: Any, pg_dsn: str, pg_schema: str) -> None:
     from fairqueue.storage.postgres import PostgresStorage
 

@@ -49,7 +49,7 @@ __all__ = [
     "FLEX_HOLDING",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema this fairqueue writes; a store with a higher version is refused."""
 
 Caps = Mapping[tuple[str, str], int]

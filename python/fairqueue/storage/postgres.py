@@ -94,6 +94,7 @@ from fairqueue.storage import (
     LIVE_STATUSES,
     SCHEMA_VERSION,
     Caps,
+    admit_within_caps,
     FLEX_ACTIVE,
     DailyUsage,
     NextFire,
@@ -130,7 +131,7 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,52}")
 # Advisory lock class ids ("FQ" + purpose); the second key is hashtext(schema).
 _LOCK_UPGRADE = 0x46510001
 _LOCK_PUBLISH = 0x46510002
-_LOCK_CAP = 0x46510003  # second key: hashtext(schema, org, kind), taken in fq_claim
+_LOCK_CAP = 0x46510003  # second key: hashtext(schema, org, kind), taken by claims
 _LOCK_USAGE = 0x46510004  # second key: hashtext(schema, org)
 _LOCK_TRIGGERS = 0x46510005  # second key: hashtext(schema, org)
 _LOCK_FLEX = 0x46510006  # second key: hashtext(schema, org)
@@ -330,6 +331,11 @@ BEGIN
     SELECT j.* FROM ranked r JOIN {s}.fq_jobs j ON j.id = r.id WHERE NOT r.admitted AND NOT r.stand_in;
 END
 $fn$;
+"""
+_MIGRATIONS[3] = """
+-- Claims are plain statements in the worker's transaction now (PostgresStorage._claim):
+-- the one-statement function cost 2-3 ms of planning a call and held the cap locks throughout.
+DROP FUNCTION {s}.fq_claim(BIGINT[], TEXT[], TEXT[], INTEGER[], TEXT, DOUBLE PRECISION, DOUBLE PRECISION, INTEGER, TEXT);
 """
 assert max(_MIGRATIONS) == SCHEMA_VERSION, "every schema version needs its migration"
 
@@ -994,36 +1000,110 @@ class PostgresStorage(Storage):
     ) -> Claimed:
         """See :meth:`Storage.job_claim`. Safe against any number of concurrent claimers on any host.
 
-        One call of the schema's ``fq_claim`` function: it takes a transaction-scoped
-        advisory lock per capped (org, kind) among the candidates, in one global
-        order (so claimers never deadlock), counts each pair's processing jobs and
-        claims what fits. Every claim of a pair, on every host, takes its turn
-        between count and commit, so the count cannot go stale and the cap holds at
-        every instant. Leaving processing (outcomes, re-deliveries) only lowers a
-        count and needs no lock.
+        One transaction: a transaction-scoped advisory lock per capped (org, kind)
+        among the candidates, taken in one global order (so claimers never
+        deadlock), then each pair's processing count, then the claim of what fits.
+        Every claim of a pair, on every host, takes its turn between count and
+        commit, so the count cannot go stale and the cap holds at every instant.
+        Leaving processing (outcomes, re-deliveries) only lowers a count and needs
+        no lock.
         """
         if not job_ids:
             return Claimed()
-        pairs = sorted(caps.items()) if caps else []
-        sql = f"SELECT {_COLUMNS} FROM {self._s}.fq_claim(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        params = (
-            list(job_ids),
-            [org for (org, _), _ in pairs],
-            [kind for (_, kind), _ in pairs],
-            [cap for _, cap in pairs],
-            worker,
-            float(lease_until),
-            float(now),
-            _LOCK_CAP,
-            self.schema,
+        return self._transaction(lambda cur: self._claim(cur, list(job_ids), worker, lease_until, now, caps), durable=False)
+
+    def job_finish_and_claim(
+        self,
+        finishes: Sequence[Finish],
+        job_ids: Sequence[int],
+        worker: str,
+        lease_until: float,
+        now: float,
+        caps: Optional[Caps] = None,
+    ) -> tuple[list[int], Claimed]:
+        """See :meth:`Storage.job_finish_and_claim`: plain outcomes and the claim share
+        one transaction (one commit); outcomes with children, retries or batch
+        progress take :meth:`job_finish`'s own path first."""
+        check_finishes(finishes)
+        plain = [f for f in finishes if f.status is not JobStatus.QUEUED and not f.children and f.progress is None]
+        if len(plain) < len(finishes) or not job_ids:
+            return Storage.job_finish_and_claim(self, finishes, job_ids, worker, lease_until, now, caps)
+        ended_batches: list[str] = []
+
+        def body(cur: _Cursor) -> tuple[list[int], Claimed]:
+            ended_batches[:] = []
+            applied = self._finish_final(cur, plain, ended_batches) if plain else []
+            return applied, self._claim(cur, list(job_ids), worker, lease_until, now, caps)
+
+        applied, claim = self._transaction(body, durable=False)
+        if ended_batches:
+            self._transaction(lambda cur: self._promote(cur, ended_batches))
+        done = set(applied)
+        return [f.job_id for f in finishes if f.job_id in done], claim
+
+    def _claim(
+        self, cur: _Cursor, asked: list[int], worker: str, lease_until: float, now: float, caps: Optional[Caps]
+    ) -> Claimed:
+        s = self._s
+        # The still-queued asked-for jobs, locked in id order (claimers never deadlock;
+        # one another claimer took meanwhile fails the re-check and drops out).
+        # "status || ''": found through the primary key, never through the partial
+        # index of queued jobs, which a planner with stale statistics (a fresh
+        # backlog) would read whole.
+        cur.execute(
+            f"SELECT id, org, kind FROM {s}.fq_jobs WHERE id = ANY(%s) AND (status || '') = 'queued' ORDER BY id FOR UPDATE",
+            (asked,),
         )
-        records = [_record(r) for r in self._read(sql, params, durable=False)]
-        order = {job_id: i for i, job_id in enumerate(job_ids)}
-        # Stand-ins (ids not asked for) after the asked-for jobs, in id order.
-        claimed = sorted(
-            (r for r in records if r.status is JobStatus.PROCESSING), key=lambda r: (order.get(r.id, len(order)), r.id)
+        order = {job_id: n for n, job_id in enumerate(asked)}
+        candidates: list[tuple[int, str, str]] = sorted(cur.fetchall(), key=lambda c: order[c[0]])
+        if len(candidates) < len(asked):
+            candidates += self._stand_ins(cur, asked, {c[0] for c in candidates}, now)
+        capped = sorted({(org, kind) for _, org, kind in candidates if (org, kind) in (caps or {})})
+        held: dict[tuple[str, str], int] = {}
+        if capped:
+            # One advisory lock per capped pair, in one global order, taken after the row
+            # locks (nothing holding them waits for a row) and held to commit: every
+            # claim of a pair takes its turn between count and commit.
+            orgs, kinds = [org for org, _ in capped], [kind for _, kind in capped]
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(%s, h) FROM (SELECT DISTINCT hashtext(%s || chr(31) || o || chr(31) || k) AS h "
+                "FROM unnest(%s::text[], %s::text[]) AS u(o, k) ORDER BY h) AS locks",
+                (_LOCK_CAP, self.schema, orgs, kinds),
+            )
+            # A new statement, a new snapshot: the counts include every claim committed before our locks.
+            cur.execute(
+                f"SELECT org, kind, COUNT(*) FROM {s}.fq_jobs WHERE status = 'processing' "
+                f"AND org = ANY(%s) AND kind = ANY(%s) GROUP BY org, kind",
+                (orgs, kinds),
+            )
+            held = {(org, kind): int(n) for org, kind, n in cur.fetchall()}
+        ids, at_cap = admit_within_caps(candidates, held, caps or {})
+        claimed: list[JobRecord] = []
+        if ids:
+            cur.execute(
+                f"UPDATE {s}.fq_jobs SET status = 'processing', lease_owner = %s, lease_expires_at = %s, "
+                f"started_at = COALESCE(started_at, %s), attempts = attempts + 1 WHERE id = ANY(%s) RETURNING {_COLUMNS}",
+                (worker, float(lease_until), float(now), ids),
+            )
+            rank = {job_id: n for n, job_id in enumerate(ids)}
+            claimed = sorted((_record(r) for r in cur.fetchall()), key=lambda r: rank[r.id])
+        return Claimed(claimed, [job_id for job_id in at_cap if job_id in order])
+
+    def _stand_ins(self, cur: _Cursor, asked: list[int], queued: set[int], now: float) -> list[tuple[int, str, str]]:
+        """For each asked job another claimer took meanwhile, its pair's oldest ready
+        queued job that was not asked for, skipping rows other claimers hold locked
+        (see :meth:`Storage.job_claim`). One statement: while several workers race for
+        the same jobs, most of a claim's jobs are stand-ins, for many pairs."""
+        s = self._s
+        cur.execute(
+            f"WITH lost AS (SELECT org, kind, COUNT(*) AS n FROM {s}.fq_jobs WHERE id = ANY(%s) GROUP BY org, kind) "
+            f"SELECT q.id, lost.org, lost.kind FROM lost CROSS JOIN LATERAL ("
+            f"SELECT id FROM {s}.fq_jobs WHERE org = lost.org AND kind = lost.kind AND status = 'queued' "
+            f"AND (run_at IS NULL OR run_at <= %s) AND id <> ALL(%s) ORDER BY id LIMIT lost.n FOR UPDATE SKIP LOCKED"
+            f") AS q ORDER BY q.id",
+            ([i for i in asked if i not in queued], float(now), asked),
         )
-        return Claimed(claimed, sorted((r.id for r in records if r.status is JobStatus.QUEUED), key=order.__getitem__))
+        return [(job_id, org, kind) for job_id, org, kind in cur.fetchall()]
 
     def job_heartbeat(self, job_ids: Sequence[int], worker: str, lease_until: float) -> None:
         """See :meth:`Storage.job_heartbeat`."""
@@ -1054,25 +1134,7 @@ class PostgresStorage(Storage):
             applied: list[int] = []
             ended_batches.clear()
             if final:
-                cur.execute(
-                    f"UPDATE {s}.fq_jobs j SET status = u.status, finished_at = u.at, lease_owner = NULL, "
-                    f"lease_expires_at = NULL, extended_status = COALESCE(u.error, j.extended_status), "
-                    f"error_count = j.error_count + (u.error IS NOT NULL)::int "
-                    f"FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::float8[], %s::text[]) "
-                    f"AS u(id, worker, status, at, error) "
-                    f"WHERE j.id = u.id AND j.status = 'processing' AND j.lease_owner = u.worker RETURNING j.id, j.kind, j.org",
-                    (
-                        [f.job_id for f in final],
-                        [f.worker for f in final],
-                        [f.status.value for f in final],
-                        _floats(f.at for f in final),
-                        [f.error for f in final],
-                    ),
-                )
-                for job_id, kind, org in cur.fetchall():
-                    applied.append(job_id)
-                    if kind == "batch":
-                        ended_batches.append(org)
+                applied += self._finish_final(cur, final, ended_batches)
             if retried:
                 cur.execute(
                     f"UPDATE {s}.fq_jobs j SET status = 'queued', run_at = u.retry_at, lease_owner = NULL, "
@@ -1107,6 +1169,31 @@ class PostgresStorage(Storage):
             # crash in between, job_requeue_expired's sweep promotes instead.
             self._transaction(lambda cur: self._promote(cur, ended_batches))
         return [f.job_id for f in finishes if f.job_id in done]
+
+    def _finish_final(self, cur: _Cursor, final: Sequence[Finish], ended_batches: list[str]) -> list[int]:
+        """Stores completed and failed outcomes (no children, no progress) in one
+        statement; returns the ids it applied to and notes orgs whose batch ended."""
+        cur.execute(
+            f"UPDATE {self._s}.fq_jobs j SET status = u.status, finished_at = u.at, lease_owner = NULL, "
+            f"lease_expires_at = NULL, extended_status = COALESCE(u.error, j.extended_status), "
+            f"error_count = j.error_count + (u.error IS NOT NULL)::int "
+            f"FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::float8[], %s::text[]) "
+            f"AS u(id, worker, status, at, error) "
+            f"WHERE j.id = u.id AND j.status = 'processing' AND j.lease_owner = u.worker RETURNING j.id, j.kind, j.org",
+            (
+                [f.job_id for f in final],
+                [f.worker for f in final],
+                [f.status.value for f in final],
+                _floats(f.at for f in final),
+                [f.error for f in final],
+            ),
+        )
+        applied: list[int] = []
+        for job_id, kind, org in cur.fetchall():
+            applied.append(job_id)
+            if kind == "batch":
+                ended_batches.append(org)
+        return applied
 
     def _lock_orgs(self, cur: _Cursor, lock_class: int, orgs: Sequence[str]) -> None:
         """Takes ``lock_class``'s transaction-scoped advisory lock for each org, in one
