@@ -128,3 +128,15 @@ def test_explanations_read_the_backlog_and_the_recent_window_never_the_whole_his
     assert len(reads) == 8, plan
     whole_table = ("fq_jobs_org", "PRIMARY KEY")
     assert all(" INDEX fq_jobs_" in step and not any(w in step for w in whole_table) for step in reads), plan
+
+
+def test_listing_running_or_holding_jobs_reads_their_index_never_the_history(tmp_path: Path) -> None:
+    """`fairqueue jobs --status processing` and the dashboard list by status; walking
+    the primary key newest-first would read every finished job when none is running."""
+    SQLiteStorage(tmp_path / "fq.db").close()
+    with closing(sqlite3.connect(tmp_path / "fq.db")) as db:
+        for status in (JobStatus.PROCESSING, JobStatus.HOLDING):
+            where, params = sqlite_store.job_filter("?", "org-1", None, status, None)
+            plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sqlite_store._list_sql(where, status), [*params, 10])]
+            assert any(f"INDEX fq_jobs_{status.value}" in step for step in plan), plan
+            assert not any("PRIMARY KEY" in step or step == "SCAN fq_jobs" for step in plan), plan

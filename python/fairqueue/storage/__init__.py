@@ -33,6 +33,7 @@ __all__ = [
     "Storage",
     "check_finishes",
     "job_filter",
+    "FEW_STATUSES",
     "LIVE_STATUSES",
     "SCHEMA_VERSION",
     "Caps",
@@ -62,6 +63,12 @@ NextFire = Callable[[TriggerRecord, float], Optional[float]]
 LIVE_STATUSES = (JobStatus.HOLDING, JobStatus.QUEUED, JobStatus.PROCESSING)
 """What ``job_counts(live=True)`` counts: every status a stored job waits or runs in
 (``preparing`` is the reference platform's, never stored here)."""
+
+FEW_STATUSES = (JobStatus.HOLDING, JobStatus.PROCESSING)
+"""Statuses few jobs are in at once (bounded by slots and the flex queue), each with
+a partial index: a SQL store lists them by reading that index and sorting, because a
+newest-first walk of the primary key, the planners' choice, reads the whole history
+when none is found near its end."""
 
 USAGE_BUCKET = 3600.0
 """Seconds per usage bucket: the daily limit's window is the current hour and the 23 before it."""

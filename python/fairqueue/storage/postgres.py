@@ -91,6 +91,7 @@ from fairqueue.records import (
     WaitingFacts,
 )
 from fairqueue.storage import (
+    FEW_STATUSES,
     LIVE_STATUSES,
     SCHEMA_VERSION,
     Caps,
@@ -933,8 +934,13 @@ class PostgresStorage(Storage):
     ) -> list[JobRecord]:
         """See :meth:`Storage.job_list`."""
         where, params = job_filter("%s", org, kind, status, before_id)
-        sql = f"SELECT {_COLUMNS} FROM {self._s}.fq_jobs WHERE {where} ORDER BY id DESC LIMIT %s"
-        return [_record(r) for r in self._read(sql, [*params, limit])]
+        return [_record(r) for r in self._read(self._list_sql(where, status), [*params, limit])]
+
+    def _list_sql(self, where: str, status: Optional[JobStatus]) -> str:
+        # "id + 0" keeps the planner off the primary key's order, so a status of
+        # FEW_STATUSES is read through its partial index and sorted (see FEW_STATUSES).
+        order = "id + 0" if status in FEW_STATUSES else "id"
+        return f"SELECT {_COLUMNS} FROM {self._s}.fq_jobs WHERE {where} ORDER BY {order} DESC LIMIT %s"
 
     def _publish(self, cur: _Cursor) -> None:
         """Numbers committed provisional rows from ``fq_ready_seq``, in provisional order.
@@ -1000,13 +1006,13 @@ class PostgresStorage(Storage):
     ) -> Claimed:
         """See :meth:`Storage.job_claim`. Safe against any number of concurrent claimers on any host.
 
-        One transaction: a transaction-scoped advisory lock per capped (org, kind)
-        among the candidates, taken in one global order (so claimers never
-        deadlock), then each pair's processing count, then the claim of what fits.
-        Every claim of a pair, on every host, takes its turn between count and
-        commit, so the count cannot go stale and the cap holds at every instant.
-        Leaving processing (outcomes, re-deliveries) only lowers a count and needs
-        no lock.
+        One transaction (:meth:`_claim`): the asked-for rows still queued are locked
+        (stand-ins found for those gone), then a transaction-scoped advisory lock is
+        taken per capped (org, kind) among them, in one global order, then each
+        pair's processing jobs are counted and what fits is claimed. Every claim of
+        a pair, on every host, takes its turn between count and commit, so the count
+        cannot go stale and the cap holds at every instant. Leaving processing
+        (outcomes, re-deliveries) only lowers a count and needs no lock.
         """
         if not job_ids:
             return Claimed()

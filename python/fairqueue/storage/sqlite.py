@@ -33,6 +33,7 @@ from fairqueue.records import (
     WaitingFacts,
 )
 from fairqueue.storage import (
+    FEW_STATUSES,
     LIVE_STATUSES,
     SCHEMA_VERSION,
     Caps,
@@ -227,6 +228,13 @@ def _record(row: sqlite3.Row) -> JobRecord:
         raise MalformedRecord(f"job {values['id']}'s stored status {values['status']!r} is not one of {statuses}") from None
     values["cancel_requested"] = bool(values["cancel_requested"])
     return record
+
+
+def _list_sql(where: str, status: Optional[JobStatus]) -> str:
+    # "+id" keeps SQLite off the rowid order, so a status of FEW_STATUSES is read
+    # through its partial index and sorted (see FEW_STATUSES).
+    order = "+id" if status in FEW_STATUSES else "id"
+    return f"SELECT {_COLUMNS} FROM fq_jobs WHERE {where} ORDER BY {order} DESC LIMIT ?"
 
 
 class SQLiteStorage(Storage):
@@ -429,8 +437,7 @@ class SQLiteStorage(Storage):
         limit: int = 100,
     ) -> list[JobRecord]:
         where, params = job_filter("?", org, kind, status, before_id)
-        sql = f"SELECT {_COLUMNS} FROM fq_jobs WHERE {where} ORDER BY id DESC LIMIT ?"
-        return [_record(r) for r in self._read(sql, [*params, limit])]
+        return [_record(r) for r in self._read(_list_sql(where, status), [*params, limit])]
 
     def job_pending(self, after_seq: int = 0, limit: Optional[int] = None) -> list[PendingJob]:
         rows = self._read(
