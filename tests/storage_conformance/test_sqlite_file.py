@@ -140,3 +140,28 @@ def test_listing_running_or_holding_jobs_reads_their_index_never_the_history(tmp
             plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sqlite_store._list_sql(where, status), [*params, 10])]
             assert any(f"INDEX fq_jobs_{status.value}" in step for step in plan), plan
             assert not any("PRIMARY KEY" in step or step == "SCAN fq_jobs" for step in plan), plan
+
+
+def test_the_lease_sweep_reads_the_processing_index_never_the_table(tmp_path: Path) -> None:
+    """Every worker looks for lapsed leases every second."""
+    SQLiteStorage(tmp_path / "fq.db").close()
+    with closing(sqlite3.connect(tmp_path / "fq.db")) as db:
+        plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sqlite_store._EXPIRED, [0.0])]
+    assert any("INDEX fq_jobs_processing" in step for step in plan) and not any(step == "SCAN fq_jobs" for step in plan), plan
+
+
+def test_a_version_2_file_loses_the_lease_index_and_keeps_its_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "fq.db"
+    with SQLiteStorage(path) as store:
+        [job_id] = store.job_enqueue([NewJob(org="o", kind="future", handler="m:f", payload="{}")], 1.0)
+    with closing(sqlite3.connect(path)) as db, db:  # as a version-2 fairqueue left it
+        db.execute("CREATE INDEX fq_jobs_leases ON fq_jobs (lease_expires_at) WHERE status = 'processing'")
+        db.execute("UPDATE fq_meta SET value = '2' WHERE key = 'schema_version'")
+    with SQLiteStorage(path) as store:
+        assert store.job_get(job_id) is not None
+        store.job_claim([job_id], "w", 10.0, 1.0)
+        assert store.job_requeue_expired(11.0) == [job_id]
+    with closing(sqlite3.connect(path)) as db:
+        indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        version = db.execute("SELECT value FROM fq_meta WHERE key = 'schema_version'").fetchone()[0]
+    assert "fq_jobs_leases" not in indexes and version == str(SCHEMA_VERSION)
