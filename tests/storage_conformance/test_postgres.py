@@ -15,7 +15,7 @@ import pytest
 
 from fairqueue.errors import DuplicateSignature, InvalidArgument, SchemaVersionError, StorageError
 from fairqueue.records import Finish, JobStatus, NewJob
-from fairqueue.storage import SCHEMA_VERSION, job_filter, open_storage
+from fairqueue.storage import SCHEMA_VERSION, Storage, job_filter, open_storage
 
 NOW = 1_700_000_000.0
 _T = TypeVar("_T")
@@ -180,7 +180,7 @@ def test_two_hosts_racing_claims_take_each_job_exactly_once(pg_dsn: str, pg_sche
         ids = a.job_enqueue([job(org=f"o{i % 20}") for i in range(3000)], NOW)
         shuffled = random.Random(7).sample(ids, len(ids))
 
-        def claim_all(store: PostgresStorage, worker: str, order: list[int]) -> list[int]:
+        def claim_all(store: Storage, worker: str, order: list[int]) -> list[int]:
             got: list[int] = []
             for start in range(0, len(order), 100):
                 got.extend(r.id for r in store.job_claim(order[start : start + 100], worker, NOW + 30, NOW))
@@ -384,7 +384,7 @@ def test_hosts_racing_capped_claims_never_exceed_a_pairs_cap_together(pg_dsn: st
         caps = {(f"o{i}", "future"): 3 for i in range(20)}
         orders = [random.Random(seed).sample(ids, len(ids)) for seed in range(4)]
 
-        def claim_all(store: PostgresStorage, worker: str, order: list[int]) -> list[int]:
+        def claim_all(store: Storage, worker: str, order: list[int]) -> list[int]:
             got: list[int] = []
             for start in range(0, len(order), 16):
                 got.extend(r.id for r in store.job_claim(order[start : start + 16], worker, NOW + 30, NOW, caps=caps))
