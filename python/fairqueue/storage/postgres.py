@@ -49,6 +49,7 @@ handler enqueued are committed together, so they are kept or lost together.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -541,13 +542,17 @@ class PostgresStorage(Storage):
 
     # ----- plumbing -----------------------------------------------------------------
 
-    def _transaction(self, body: Callable[[_Cursor], _T], durable: bool = True, block: bool = True) -> _T:
+    def _transaction(
+        self, body: Callable[[_Cursor], _T], durable: bool = True, block: bool = True, pipeline: bool = False
+    ) -> _T:
         """Runs ``body`` in one transaction on a pooled connection; commits if it returns.
 
         ``durable=False`` commits without waiting for the WAL flush (module
         docstring). ``block=False`` runs without BEGIN/COMMIT, for a read of one
         statement (which autocommit makes its own transaction) and two round trips
-        less. Runs ``body`` again after a deadlock or serialization failure (all of
+        less. ``pipeline=True`` runs it in pipeline mode: statements go out as they
+        are executed and one round trip waits for all sent so far only when a
+        result is fetched (BEGIN travels with the first statement). Runs ``body`` again after a deadlock or serialization failure (all of
         it was rolled back), and after a pooled connection turned out broken before
         the commit was sent (a server restart; nothing was committed). Other
         database errors become :class:`StorageError`.
@@ -560,7 +565,7 @@ class PostgresStorage(Storage):
                     if not block:
                         with conn.cursor() as cur:
                             return body(cur)
-                    with conn.transaction():
+                    with conn.pipeline() if pipeline else contextlib.nullcontext(), conn.transaction():
                         with conn.cursor() as cur:
                             result = body(cur)
                         # From here the COMMIT may have reached the server: never run twice.
@@ -1020,7 +1025,9 @@ class PostgresStorage(Storage):
         """
         if not job_ids:
             return Claimed()
-        return self._transaction(lambda cur: self._claim(cur, list(job_ids), worker, lease_until, now, caps), durable=False)
+        return self._transaction(
+            lambda cur: self._claim(cur, list(job_ids), worker, lease_until, now, caps), durable=False, pipeline=True
+        )
 
     def job_finish_and_claim(
         self,
@@ -1041,11 +1048,16 @@ class PostgresStorage(Storage):
         ended_batches: list[str] = []
 
         def body(cur: _Cursor) -> tuple[list[int], Claimed]:
-            ended_batches[:] = []
-            applied = self._finish_final(cur, plain, ended_batches) if plain else []
-            return applied, self._claim(cur, list(job_ids), worker, lease_until, now, caps)
+            # The outcomes go out first (the slots they free count for the claim's caps);
+            # their result arrives with the claim's first one, in the same round trip.
+            with cur.connection.cursor() as outcomes:
+                if plain:
+                    self._send_final(outcomes, plain)
+                claim = self._claim(cur, list(job_ids), worker, lease_until, now, caps)
+                ended_batches[:] = []
+                return self._applied_final(outcomes, ended_batches) if plain else [], claim
 
-        applied, claim = self._transaction(body, durable=False)
+        applied, claim = self._transaction(body, durable=False, pipeline=True)
         if ended_batches:
             self._transaction(lambda cur: self._promote(cur, ended_batches))
         done = set(applied)
@@ -1080,7 +1092,9 @@ class PostgresStorage(Storage):
                 "FROM unnest(%s::text[], %s::text[]) AS u(o, k) ORDER BY h) AS locks",
                 (_LOCK_CAP, self.schema, orgs, kinds),
             )
-            # A new statement, a new snapshot: the counts include every claim committed before our locks.
+            # A new statement, a new snapshot: the counts include every claim committed
+            # before our locks. (In a pipeline both go out together; the server runs
+            # them in order.)
             cur.execute(
                 f"SELECT org, kind, COUNT(*) FROM {s}.fq_jobs WHERE status = 'processing' "
                 f"AND org = ANY(%s) AND kind = ANY(%s) GROUP BY org, kind",
@@ -1144,7 +1158,8 @@ class PostgresStorage(Storage):
             applied: list[int] = []
             ended_batches.clear()
             if final:
-                applied += self._finish_final(cur, final, ended_batches)
+                self._send_final(cur, final)
+                applied += self._applied_final(cur, ended_batches)
             if retried:
                 cur.execute(
                     f"UPDATE {s}.fq_jobs j SET status = 'queued', run_at = u.retry_at, lease_owner = NULL, "
@@ -1180,9 +1195,9 @@ class PostgresStorage(Storage):
             self._transaction(lambda cur: self._promote(cur, ended_batches))
         return [f.job_id for f in finishes if f.job_id in done]
 
-    def _finish_final(self, cur: _Cursor, final: Sequence[Finish], ended_batches: list[str]) -> list[int]:
+    def _send_final(self, cur: _Cursor, final: Sequence[Finish]) -> None:
         """Stores completed and failed outcomes (no children, no progress) in one
-        statement; returns the ids it applied to and notes orgs whose batch ended."""
+        statement; :meth:`_applied_final` reads what it did."""
         cur.execute(
             f"UPDATE {self._s}.fq_jobs j SET status = u.status, finished_at = u.at, lease_owner = NULL, "
             f"lease_expires_at = NULL, extended_status = COALESCE(u.error, j.extended_status), "
@@ -1198,6 +1213,10 @@ class PostgresStorage(Storage):
                 [f.error for f in final],
             ),
         )
+
+    @staticmethod
+    def _applied_final(cur: _Cursor, ended_batches: list[str]) -> list[int]:
+        """The ids :meth:`_send_final`'s statement applied to; notes the orgs whose batch ended."""
         applied: list[int] = []
         for job_id, kind, org in cur.fetchall():
             applied.append(job_id)
