@@ -24,7 +24,6 @@ import fq_sample_jobs as sample
 import psycopg
 import pytest
 
-from fairqueue.records import JobStatus
 from fairqueue.storage import Storage, open_storage
 from fairqueue.storage.postgres import PostgresStorage
 from fairqueue.storage.sqlite import SQLiteStorage

@@ -551,11 +551,13 @@ class PostgresStorage(Storage):
         docstring). ``block=False`` runs without BEGIN/COMMIT, for a read of one
         statement (which autocommit makes its own transaction) and two round trips
         less. ``pipeline=True`` runs it in pipeline mode: statements go out as they
-        are executed and one round trip waits for all sent so far only when a
-        result is fetched (BEGIN travels with the first statement). Runs ``body`` again after a deadlock or serialization failure (all of
-        it was rolled back), and after a pooled connection turned out broken before
-        the commit was sent (a server restart; nothing was committed). Other
-        database errors become :class:`StorageError`.
+        are executed, and one round trip waits for all sent so far only when a
+        result is fetched (BEGIN travels with the first statement).
+
+        Runs ``body`` again after a deadlock or serialization failure (all of it was
+        rolled back), and after a pooled connection turned out broken before the
+        commit was sent (a server restart; nothing was committed). Other database
+        errors become :class:`StorageError`.
         """
         for attempt in range(_RETRIES):
             retry_if_broken = True
