@@ -207,6 +207,26 @@ def test_two_hosts_re_deliver_each_expired_job_once(pg_dsn: str, pg_schema: str)
         assert sorted(p.id for p in pending) == ids and len({p.ready_seq for p in pending}) == len(ids)
 
 
+def test_a_failed_pipelined_turn_changes_nothing_and_the_store_goes_on(store: Any) -> None:
+    """A worker's turn runs in pipeline mode: an error met mid-turn must roll all of it
+    back (outcomes included) and leave the pooled connections usable."""
+    a, b = store.job_enqueue([job(), job()], NOW)
+    store.job_claim([a], "w", NOW + 10, NOW)
+
+    def turn_that_fails(cur: Any) -> None:
+        store._send_final(cur, [Finish(a, "w", JobStatus.COMPLETED, NOW + 1)])
+        cur.execute("SELECT 1 / 0")
+        cur.fetchall()
+
+    for _ in range(3):  # more times than the pool has connections to spoil
+        with pytest.raises(StorageError, match="DivisionByZero"):
+            store._transaction(turn_that_fails, durable=False, pipeline=True)
+    record = store.job_get(a)
+    assert record is not None and record.status is JobStatus.PROCESSING, "the outcome was rolled back with the turn"
+    applied, claim = store.job_finish_and_claim([Finish(a, "w", JobStatus.COMPLETED, NOW + 2)], [b], "w", NOW + 10, NOW, {})
+    assert applied == [a] and [r.id for r in claim] == [b]
+
+
 def test_finish_from_a_host_whose_lease_was_taken_over_is_ignored(pg_dsn: str, pg_schema: str) -> None:
     from fairqueue.storage.postgres import PostgresStorage
 
