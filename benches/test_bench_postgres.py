@@ -165,10 +165,12 @@ def test_drain(benchmark: Any, store_url: Any, kind: str, processes: int) -> Non
             stop_workers(workers)
             store.close()
 
-    benchmark.pedantic(run, rounds=1)
-    seconds = min(benchmark.extra_info["seconds"])
-    benchmark.extra_info["jobs_per_second"] = round(DRAIN_JOBS / seconds)
-    print(f"\ndrain {kind} x{processes} processes: {DRAIN_JOBS / seconds:,.0f} jobs/s")
+    # Three rounds, the fastest reported: on a shared 2-core machine another tenant's
+    # burst costs a single round up to a third of its speed.
+    benchmark.pedantic(run, rounds=3)
+    rates = sorted(DRAIN_JOBS / s for s in benchmark.extra_info["seconds"])
+    benchmark.extra_info["jobs_per_second"] = round(rates[-1])
+    print(f"\ndrain {kind} x{processes} processes: {rates[-1]:,.0f} jobs/s (rounds: {', '.join(f'{r:,.0f}' for r in rates)})")
 
 
 @pytest.mark.parametrize("kind", ["postgres", "sqlite"])
