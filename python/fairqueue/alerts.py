@@ -144,6 +144,15 @@ class Alerts:
                 del self._active[key]
         self.emit(event)
 
+    def _ongoing(self, kind: str, org: Optional[str]) -> bool:
+        with self._lock:
+            return (kind, org) in self._active
+
+    def _above(self, kind: str, org: str, value: float, threshold: float) -> bool:
+        """Whether a wait condition holds: it starts above ``threshold`` and, once on,
+        ends only below ``_END_BELOW`` of it (hysteresis, so it does not flap)."""
+        return value > threshold or (self._ongoing(kind, org) and value > threshold * _END_BELOW)
+
     def _post(self, url: str, timeout: float, event: AlertEvent) -> None:
         if self._outbox is None:
             self._outbox = queue.SimpleQueue()
@@ -201,8 +210,7 @@ class Alerts:
             predicted = answer.estimated_start - newest.created_at
             figures = {"predicted_wait": round(predicted, 3), "threshold": threshold, "job_id": newest.id,
                        "basis": answer.estimate_basis}  # fmt: skip
-            ongoing = any(e.kind == "wait_predicted" and e.org == org for e in self.active)
-            on = predicted > threshold or (ongoing and predicted > threshold * _END_BELOW)
+            on = self._above("wait_predicted", org, predicted, threshold)
             message = (
                 f"org {org!r}: its queued jobs are predicted to wait {predicted:.1f} s, over the {threshold:g} s threshold"
                 if on
@@ -228,14 +236,12 @@ class Alerts:
             if r.started_at is not None and r.started_at >= now - self.window
         )
         if not waits:
-            ongoing = any(e.kind == "wait_observed" and e.org == org for e in self.active)
-            if ongoing:
+            if self._ongoing("wait_observed", org):
                 self.condition("wait_observed", org, False, f"org {org!r}: no job started in the window any more", {})
             return
         p95 = waits[min(len(waits) - 1, int(0.95 * len(waits)))]
         figures = {"p95_wait": round(p95, 3), "threshold": threshold, "window": self.window, "jobs": len(waits)}
-        ongoing = any(e.kind == "wait_observed" and e.org == org for e in self.active)
-        on = p95 > threshold or (ongoing and p95 > threshold * _END_BELOW)
+        on = self._above("wait_observed", org, p95, threshold)
         message = (
             f"org {org!r}: p95 wait {p95:.1f} s over the last {self.window:g} s, above the {threshold:g} s threshold"
             if on
