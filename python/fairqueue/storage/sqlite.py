@@ -705,6 +705,10 @@ class SQLiteStorage(Storage):
             )
 
     def job_requeue_expired(self, now: float) -> list[int]:
+        # Every worker asks every second: a read first, so a tick with nothing expired
+        # takes no write lock from the other processes' claims.
+        if not self._read(_EXPIRED, (now,)):
+            return []
         with self._transaction() as db:
             expired = [r["id"] for r in db.execute(_EXPIRED, (now,))]
             if expired:
