@@ -3,7 +3,7 @@
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Optional, TypedDict, Union, final
 
-__all__ = ["Dispatcher", "Grant", "Release", "simulate"]
+__all__ = ["Dispatcher", "Grant", "Release", "encode_payload", "simulate"]
 
 _Policy = Literal["fair_share", "peek_set"]
 _RequestTuple = Union[tuple[int, str, str], tuple[int, str, str, Optional[float]]]
@@ -153,4 +153,12 @@ def simulate(
     ``fifo_uncapped``. Returns the report: ``orgs`` and ``groups`` rows with wait
     percentiles (seconds), ``makespan``, ``extended_delays``, ``series`` of pending
     requests per org, and ``table``, a rendered text table.
+    """
+
+def encode_payload(payload: object, place: str, max_bytes: int, /) -> str:
+    """The JSON text of ``payload`` (UTF-8, no spaces), refusing what JSON cannot carry
+    faithfully and payloads over ``max_bytes``.
+
+    Raises ``NotSerializable`` naming the first refused value, as ``place`` plus the
+    path to it, and ``LimitExceeded`` naming the size and the limit.
     """

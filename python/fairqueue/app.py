@@ -261,16 +261,16 @@ class FairQueue:
                 f"{fn.path}.delay_many cannot run inside a transaction or a job; call .delay there, or move the bulk load out"
             )
         news = []
+        path, max_bytes = fn.path, self.limits.max_payload_bytes
         for i, call in enumerate(calls):
-            if isinstance(call, Mapping):
-                args, kwargs = [], dict(call)
-            elif isinstance(call, (list, tuple)):
-                args, kwargs = list(call), {}
+            if isinstance(call, (list, tuple)):
+                body: dict[str, Any] = {"args": call, "kwargs": {}}
+            elif isinstance(call, Mapping):
+                body = {"args": [], "kwargs": call if isinstance(call, dict) else dict(call)}
             else:
-                raise InvalidArgument(f"call {i} of {fn.path}.delay_many is {call!r}: expected a list/tuple of arguments or a dict")
-            where = f"the arguments of call {i} of {fn.path}"
-            payload = _jobs.encode({"args": args, "kwargs": kwargs}, where, self.limits.max_payload_bytes)
-            news.append(NewJob(org=org, kind="future", handler=fn.path, payload=payload))
+                raise InvalidArgument(f"call {i} of {path}.delay_many is {call!r}: expected a list/tuple of arguments or a dict")
+            payload = _jobs.encode(body, f"the arguments of call {i} of {path}", max_bytes)
+            news.append(NewJob(org, "future", path, payload))
         with self._alerting(news):
             ids = self.storage.job_enqueue(news, time.time(), self._daily_limits_for(news))
         self.wakeup.set()

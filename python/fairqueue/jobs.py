@@ -11,13 +11,13 @@ import contextvars
 import functools
 import importlib
 import inspect
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar, Union
 
-from fairqueue.errors import HandlerNotFound, InvalidArgument, LimitExceeded, NotSerializable
+from fairqueue import _core
+from fairqueue.errors import HandlerNotFound, InvalidArgument, LimitExceeded
 
 if TYPE_CHECKING:
     from fairqueue.app import FairQueue, JobHandle
@@ -268,47 +268,9 @@ class Transaction:
 # ----- payloads and import paths ----------------------------------------------------------
 
 
-_PLAIN = frozenset({str, int, bool, type(None)})
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-
-
-def check_json(value: Any, where: str) -> None:
-    """Raises NotSerializable naming the first value, and where it sits, that JSON cannot carry."""
-    kind = type(value)
-    if kind in _PLAIN:
-        return
-    if kind is float or isinstance(value, float):
-        if not math.isfinite(value):
-            raise NotSerializable(f"{where} is {value!r}, which JSON cannot carry; use None or a finite number")
-        return
-    if kind is list or kind is tuple or isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            if type(item) not in _PLAIN:
-                check_json(item, f"{where}[{i}]")
-        return
-    if kind is dict or isinstance(value, dict):
-        for key, item in value.items():
-            if type(key) is not str and not isinstance(key, str):
-                raise NotSerializable(f"{where} has key {key!r} of type {type(key).__name__}; JSON keys must be str")
-            if type(item) not in _PLAIN:
-                check_json(item, f"{where}[{key!r}]")
-        return
-    if isinstance(value, (str, int)):
-        return
-    raise NotSerializable(
-        f"{where} is {value!r} of type {type(value).__name__}, which is not JSON-serialisable; "
-        "pass plain data (str, int, float, bool, None, list, dict) and rebuild objects inside the job"
-    )
-
-
-def encode(payload: dict[str, Any], where: str, max_bytes: int) -> str:
-    """JSON text of a checked payload, refusing one larger than ``max_bytes``."""
-    check_json(payload, where)
-    text = _ENCODER.encode(payload)
-    size = len(text) if text.isascii() else len(text.encode())
-    if size > max_bytes:
-        raise LimitExceeded(f"{where} is {size} bytes as JSON, over the limit of {max_bytes} bytes")
-    return text
+encode = _core.encode_payload
+"""``encode(payload, place, max_bytes)``: the payload's JSON text; raises NotSerializable
+naming the first value JSON cannot carry (and where it sits), LimitExceeded over ``max_bytes``."""
 
 
 @functools.lru_cache(maxsize=4096)

@@ -30,9 +30,9 @@ class JobStatus(str, enum.Enum):
 _FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.ABORTED})
 
 
-@dataclass(frozen=True)
-class NewJob:
-    """A job to enqueue. ``payload`` is JSON text, already validated by the caller."""
+class NewJob(NamedTuple):
+    """A job to enqueue. ``payload`` is JSON text, already validated by the caller
+    (a named tuple: a bulk enqueue builds one per job)."""
 
     org: str
     kind: str

@@ -43,6 +43,26 @@ def test_enqueue_returns_increasing_ids_in_order(store: Storage) -> None:
     assert [store.job_get(i).org for i in second] == [f"o{i}" for i in range(5)]  # type: ignore[union-attr]
 
 
+def test_a_bulk_enqueue_stores_each_job_exactly_as_given_in_order(store: Storage) -> None:
+    # Runs of alike jobs and single ones mixed: each stored field for field, payload
+    # text byte for byte (spaces, escapes, non-ASCII), ids and queue order as given.
+    def new(i: int, org: str = "a", **kw: object) -> NewJob:
+        payload = f'{{"args": [{i}], "note": "é \\\\ \\" ✓"}}'
+        return NewJob(org=org, kind="future", handler="app.jobs:send", payload=payload, **kw)  # type: ignore[arg-type]
+
+    jobs = [new(0), new(1), new(2), new(3, org="b"), new(4, run_at=NOW + 5), new(5, run_at=NOW + 5),
+            new(6, duplicate_signature="only-one"), new(7, parent_id=3, chain_depth=1), new(8), new(9)]  # fmt: skip
+    ids = store.job_enqueue(jobs, NOW)
+    assert ids == list(range(ids[0], ids[0] + len(jobs)))
+    for job_id, given in zip(ids, jobs):
+        record = store.job_get(job_id)
+        assert record is not None and record.status is JobStatus.QUEUED
+        stored = (record.org, record.kind, record.handler, record.payload, record.run_at, record.parent_id,
+                  record.chain_depth, record.duplicate_signature)  # fmt: skip
+        assert stored == tuple(given)
+    assert [p.id for p in store.job_pending()] == ids
+
+
 def test_duplicate_signature_refuses_the_whole_batch(store: Storage) -> None:
     store.job_enqueue([job(duplicate_signature="sync:org-1")], NOW)
     with pytest.raises(DuplicateSignature, match="sync:org-1"):

@@ -17,6 +17,8 @@ use crate::limits::{Config, PairLimits};
 use crate::request::{Kind, OrgId, KINDS};
 use crate::sim::{self, Baseline, OrgRow, ScenarioOptions};
 
+mod payload;
+
 pyo3::import_exception!(fairqueue.errors, InvalidArgument);
 pyo3::import_exception!(fairqueue.errors, UnknownKind);
 pyo3::import_exception!(fairqueue.errors, UnknownPolicy);
@@ -611,6 +613,7 @@ fn simulate<'py>(
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(simulate, m)?)?;
+    m.add_function(wrap_pyfunction!(payload::encode_payload, m)?)?;
     m.add_class::<DispatcherPy>()?;
     m.add_class::<GrantPy>()?;
     m.add_class::<ReleasePy>()?;
