@@ -292,6 +292,14 @@ class SQLiteStorage(Storage):
         except sqlite3.Error as e:
             raise StorageError(f"cannot open store {str(self.path)!r}: {e}") from e
         self._db.row_factory = sqlite3.Row
+        try:
+            self._db.execute("SELECT json_valid('[]')")
+        except sqlite3.OperationalError:
+            self._db.close()
+            raise StorageError(
+                f"this Python's SQLite {sqlite3.sqlite_version} has no JSON functions, which the embedded store's "
+                "bulk enqueue uses: use a Python whose SQLite is 3.38 or newer (or was built with JSON1)"
+            ) from None
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = FULL")
         self._durable = True
