@@ -424,8 +424,8 @@ class PostgresStorage(Storage):
             f"chain_depth, duplicate_signature, ready_seq) "
             f"SELECT u.org, u.kind, u.handler, u.payload, u.status, %s, u.run_at, u.parent_id, u.chain_depth, u.sig, "
             f"CASE WHEN u.status = 'queued' THEN -nextval('{s}.fq_queued_seq') END "
-            f"FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::bigint[], %s::int[], "
-            f"%s::text[], %s::text[]) WITH ORDINALITY "
+            f"FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::float8[], %b::bigint[], %b::int[], "
+            f"%b::text[], %b::text[]) WITH ORDINALITY "
             f"AS u(org, kind, handler, payload, run_at, parent_id, chain_depth, sig, status, ord) "
             f"ORDER BY u.ord"
         )
@@ -669,7 +669,7 @@ class PostgresStorage(Storage):
                 # In org order, so concurrent transactions lock usage rows in one order.
                 per_org[org] = per_org.get(org, 0) + 1
             cur.execute(
-                f"INSERT INTO {self._s}.fq_usage (org, hour, count) SELECT * FROM unnest(%s::text[], %s::int[], %s::int[]) "
+                f"INSERT INTO {self._s}.fq_usage (org, hour, count) SELECT * FROM unnest(%b::text[], %b::int[], %b::int[]) "
                 f"ON CONFLICT (org, hour) DO UPDATE SET count = fq_usage.count + EXCLUDED.count",
                 (list(per_org), [usage_hour(now)] * len(per_org), list(per_org.values())),
             )
@@ -891,7 +891,7 @@ class PostgresStorage(Storage):
             cur.execute(
                 f"UPDATE {s}.fq_triggers t SET state = u.state, next_fire_at = u.next_fire_at, "
                 f"previous_fire_at = t.next_fire_at, times_fired = t.times_fired + 1, last_job_id = u.job_id "
-                f"FROM unnest(%s::bigint[], %s::text[], %s::float8[], %s::bigint[]) AS u(id, state, next_fire_at, job_id) "
+                f"FROM unnest(%b::bigint[], %b::text[], %b::float8[], %b::bigint[]) AS u(id, state, next_fire_at, job_id) "
                 f"WHERE t.id = u.id",
                 (
                     [t.id for t in due],
@@ -974,7 +974,7 @@ class PostgresStorage(Storage):
         first = int(last[0]) - len(ids) + 1
         # A job claimed or aborted meanwhile is left alone (its number is simply never used).
         cur.execute(
-            f"UPDATE {s}.fq_jobs j SET ready_seq = u.seq FROM unnest(%s::bigint[], %s::bigint[]) AS u(id, seq) "
+            f"UPDATE {s}.fq_jobs j SET ready_seq = u.seq FROM unnest(%b::bigint[], %b::bigint[]) AS u(id, seq) "
             f"WHERE j.id = u.id AND j.status = 'queued' AND j.ready_seq < 0",
             (ids, list(range(first, first + len(ids)))),
         )
@@ -1091,7 +1091,7 @@ class PostgresStorage(Storage):
             orgs, kinds = [org for org, _ in capped], [kind for _, kind in capped]
             cur.execute(
                 "SELECT pg_advisory_xact_lock(%s, h) FROM (SELECT DISTINCT hashtext(%s || chr(31) || o || chr(31) || k) AS h "
-                "FROM unnest(%s::text[], %s::text[]) AS u(o, k) ORDER BY h) AS locks",
+                "FROM unnest(%b::text[], %b::text[]) AS u(o, k) ORDER BY h) AS locks",
                 (_LOCK_CAP, self.schema, orgs, kinds),
             )
             # A new statement, a new snapshot: the counts include every claim committed
@@ -1168,7 +1168,7 @@ class PostgresStorage(Storage):
                     f"lease_expires_at = NULL, extended_status = u.error, "
                     f"error_count = j.error_count + (u.error IS NOT NULL)::int, "
                     f"ready_seq = -nextval('{s}.fq_queued_seq') "
-                    f"FROM unnest(%s::bigint[], %s::text[], %s::float8[], %s::text[]) AS u(id, worker, retry_at, error) "
+                    f"FROM unnest(%b::bigint[], %b::text[], %b::float8[], %b::text[]) AS u(id, worker, retry_at, error) "
                     f"WHERE j.id = u.id AND j.status = 'processing' AND j.lease_owner = u.worker RETURNING j.id",
                     (
                         [f.job_id for f in retried],
@@ -1204,7 +1204,7 @@ class PostgresStorage(Storage):
             f"UPDATE {self._s}.fq_jobs j SET status = u.status, finished_at = u.at, lease_owner = NULL, "
             f"lease_expires_at = NULL, extended_status = COALESCE(u.error, j.extended_status), "
             f"error_count = j.error_count + (u.error IS NOT NULL)::int "
-            f"FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::float8[], %s::text[]) "
+            f"FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::float8[], %b::text[]) "
             f"AS u(id, worker, status, at, error) "
             f"WHERE j.id = u.id AND j.status = 'processing' AND j.lease_owner = u.worker RETURNING j.id, j.kind, j.org",
             (
@@ -1231,7 +1231,7 @@ class PostgresStorage(Storage):
         global order (so two transactions locking several orgs never deadlock)."""
         cur.execute(
             "SELECT pg_advisory_xact_lock(%s, h) FROM (SELECT DISTINCT hashtext(%s::text || chr(31) || o) AS h "
-            "FROM unnest(%s::text[]) AS o ORDER BY h) AS locks",
+            "FROM unnest(%b::text[]) AS o ORDER BY h) AS locks",
             (lock_class, self.schema, sorted(set(orgs))),
         )
 
@@ -1336,7 +1336,7 @@ class PostgresStorage(Storage):
             order = flex_order([int(r[0]) for r in cur.fetchall()], job_id, before, after, to)
             cur.execute(
                 f"UPDATE {self._s}.fq_flex f SET position = u.position "
-                f"FROM unnest(%s::bigint[]) WITH ORDINALITY AS u(job_id, position) WHERE f.job_id = u.job_id",
+                f"FROM unnest(%b::bigint[]) WITH ORDINALITY AS u(job_id, position) WHERE f.job_id = u.job_id",
                 (order,),
             )
             return order
