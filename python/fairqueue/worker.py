@@ -517,7 +517,7 @@ class Worker:
         if now - self._last_housekeeping >= min(1.0, lease / 3):
             self._last_housekeeping = now
             self.app.storage.job_requeue_expired(now)
-            if self.app.storage.trigger_fire_due(now, next_fire):
+            if self.app.storage.trigger_fire_due(now, next_fire, daily_limit=self.app.daily_limit):
                 self._queued_news.set()
             self._alert(now)
             if self._running:

@@ -6,6 +6,7 @@ import time
 
 import fq_sample_jobs as sample
 import pytest
+from conftest import wait_until
 
 import fairqueue as fq
 from fairqueue.errors import InvalidArgument
@@ -53,3 +54,21 @@ def test_bad_daily_limits_are_refused() -> None:
         fq.Limits(daily_executions=0)
     with pytest.raises(InvalidArgument, match="daily limit -1 for org 'acme'"):
         sample.app.set_daily_limit("acme", -1)
+
+
+def test_a_schedule_past_the_daily_limit_fails_its_fire_and_keeps_its_next_one(app: fq.FairQueue) -> None:
+    app.set_daily_limit("acme", 2)
+    sample.record.delay("acme", "counted")
+    trigger = app.schedule("every-second", "* * * * * ?", sample.Chain(0, 0), "acme")
+    with fq.Worker(app, slots=2):
+        wait_until(lambda: len(app.jobs(org="acme", kind="scheduled")) >= 3, what="three fires")
+    fires = sorted(app.jobs(org="acme", kind="scheduled"), key=lambda r: r.id)
+    assert fires[0].status is fq.JobStatus.COMPLETED, "the first fire fits in the limit and runs"
+    for refused in fires[1:]:
+        assert refused.status is fq.JobStatus.FAILED and refused.started_at is None
+        assert "DailyLimitExceeded" in (refused.extended_status or "")
+        assert "schedule 'every-second' did not run" in (refused.extended_status or "")
+    assert len([r for r in sample.runs if r[0] == "chain"]) == 1
+    assert app.daily_usage("acme").count == 2
+    record = next(t for t in app.schedules() if t.id == trigger.id)
+    assert record.state is fq.TriggerState.WAITING and record.times_fired == len(fires)

@@ -442,6 +442,30 @@ def test_due_schedules_fire_once_and_move_to_their_next_fire_time(store: Storage
     assert store.usage_daily("org-1", NOW).count == 1
 
 
+def test_a_fire_past_the_orgs_daily_limit_stores_a_failed_job_and_the_schedule_moves_on(store: Storage) -> None:
+    # org-1 may run 2 a day and has 1 counted: of its two due schedules the first
+    # fires, the second fails without running; org-2's fires as usual.
+    store.job_enqueue([job()], NOW)
+    first = store.trigger_create(trigger(name="first", next_fire_at=NOW - 2), NOW, max_per_org=100)
+    second = store.trigger_create(trigger(name="second", next_fire_at=NOW - 1), NOW, max_per_org=100)
+    other = store.trigger_create(trigger(org="org-2", name="other", next_fire_at=NOW - 1), NOW, max_per_org=100)
+    limits = {"org-1": 2, "org-2": 2}
+    fired = store.trigger_fire_due(NOW, every_minute, daily_limit=limits.__getitem__)
+    records = [store.trigger_get(t) for t in (first, second, other)]
+    moved_on = [r for r in records if r is not None and r.times_fired == 1 and r.next_fire_at == every_minute(r, NOW)]
+    last_jobs = [r.last_job_id for r in moved_on]
+    assert len(last_jobs) == 3 and None not in last_jobs
+    assert sorted(fired) == [last_jobs[0], last_jobs[2]]
+    refused = store.job_get(last_jobs[1])  # type: ignore[arg-type]
+    assert refused is not None and refused.id not in fired
+    assert (refused.org, refused.kind, refused.status, refused.finished_at) == ("org-1", "scheduled", JobStatus.FAILED, NOW)
+    assert refused.extended_status is not None
+    assert refused.extended_status.startswith("DailyLimitExceeded: org 'org-1' has used 2 of its daily limit of 2")
+    assert "schedule 'second' did not run" in refused.extended_status
+    assert [p.id for p in store.job_pending()] == [store.job_list(org="org-1")[-1].id, *sorted(fired)]
+    assert store.usage_daily("org-1", NOW).count == 2 and store.usage_daily("org-2", NOW).count == 1
+
+
 def test_after_downtime_a_schedule_that_missed_many_fires_fires_once(store: Storage) -> None:
     t = store.trigger_create(trigger(next_fire_at=NOW + 60), NOW, max_per_org=100)
     back = NOW + 60 + 10 * 3600  # down for ten hours: 600 fire times missed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Optional
 
@@ -195,6 +196,35 @@ def check_daily_limits(
             raise DailyLimitExceeded(org, counted.count, n, limit, resets_at)
 
 
+def refused_fires(
+    due: Sequence[TriggerRecord],
+    daily_limit: Optional[Callable[[str], int]],
+    usage: Callable[[str], DailyUsage],
+    now: float,
+) -> dict[int, str]:
+    """The fires among ``due`` (in order, the earlier counting first) that would take
+    their org past its daily limit: trigger id -> the error its failed job records."""
+    if daily_limit is None:
+        return {}
+    refused: dict[int, str] = {}
+    counted: dict[str, DailyUsage] = {}
+    adding: dict[str, int] = {}
+    for t in due:
+        if t.org not in counted:
+            counted[t.org] = usage(t.org)
+        limit, used = daily_limit(t.org), counted[t.org].count + adding.get(t.org, 0)
+        if used < limit:
+            adding[t.org] = adding.get(t.org, 0) + 1
+            continue
+        resets_at = counted[t.org].resets_at
+        when = "" if resets_at is None else f"; capacity returns at {datetime.fromtimestamp(resets_at, timezone.utc):%Y-%m-%d %H:%M} UTC"
+        refused[t.id] = (
+            f"DailyLimitExceeded: org {t.org!r} has used {used:,} of its daily limit of {limit:,} async executions, "
+            f"so this fire of schedule {t.name!r} did not run{when}. Raise the limit with app.set_daily_limit"
+        )
+    return refused
+
+
 class Storage(abc.ABC):
     """What fairqueue needs from a store. Every method is atomic: it happens whole or not at all."""
 
@@ -254,7 +284,13 @@ class Storage(abc.ABC):
         schedule, or not ``org``'s). Jobs it already enqueued are not touched."""
 
     @abc.abstractmethod
-    def trigger_fire_due(self, now: float, next_fire: NextFire, limit: int = 100) -> list[int]:
+    def trigger_fire_due(
+        self,
+        now: float,
+        next_fire: NextFire,
+        limit: int = 100,
+        daily_limit: Optional[Callable[[str], int]] = None,
+    ) -> list[int]:
         """Fires every waiting schedule whose ``next_fire_at`` is at or before ``now``
         (``limit`` at most per call); returns the ids of the jobs enqueued.
 
@@ -264,6 +300,10 @@ class Storage(abc.ABC):
         downtime a schedule that missed several fire times fires once. None
         completes the schedule. Any number of workers on any number of hosts may
         call this at once: each due fire happens exactly once.
+
+        With ``daily_limit`` (an org's daily limit), a fire that would take its org
+        past it stores its job as failed, with the reason (see
+        :func:`refused_fires`), not counted and not returned; the schedule moves on.
         """
 
     def job_queued_subscribe(self, callback: Callable[[], None]) -> Optional[Callable[[], None]]:

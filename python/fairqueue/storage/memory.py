@@ -6,7 +6,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
 from fairqueue.errors import DuplicateSignature, LimitExceeded, StorageError
@@ -35,6 +35,7 @@ from fairqueue.storage import (
     flex_admit,
     flex_order,
     check_daily_limits,
+    refused_fires,
     schedule_name_taken,
     scheduled_job,
     too_many_schedules,
@@ -127,6 +128,19 @@ class MemoryStorage(Storage):
             ids.append(job_id)
         return ids
 
+    def _insert_failed(self, j: NewJob, now: float, error: str) -> int:
+        """Stores a job that never ran and never will (not counted in daily usage)."""
+        job_id, self._next_id = self._next_id, self._next_id + 1
+        self._jobs[job_id] = JobRecord(
+            id=job_id, org=j.org, kind=j.kind, handler=j.handler, payload=j.payload,
+            status=JobStatus.FAILED, created_at=now, run_at=j.run_at, started_at=None,
+            finished_at=now, attempts=0, items_processed=0, items_total=None, error_count=1,
+            extended_status=error, parent_id=j.parent_id, chain_depth=j.chain_depth,
+            duplicate_signature=j.duplicate_signature, lease_owner=None, lease_expires_at=None,
+            cancel_requested=False,
+        )  # fmt: skip
+        return job_id
+
     # ----- the interface ----------------------------------------------------------------
 
     def job_enqueue(
@@ -183,7 +197,9 @@ class MemoryStorage(Storage):
                 self._triggers[trigger_id] = dataclasses.replace(t, state=TriggerState.ABORTED, next_fire_at=None)
             return t.state
 
-    def trigger_fire_due(self, now: float, next_fire: NextFire, limit: int = 100) -> list[int]:
+    def trigger_fire_due(
+        self, now: float, next_fire: NextFire, limit: int = 100, daily_limit: Optional[Callable[[str], int]] = None
+    ) -> list[int]:
         fired: list[int] = []
         with self._lock:
             due = sorted(
@@ -191,8 +207,13 @@ class MemoryStorage(Storage):
                  and t.next_fire_at <= now),
                 key=lambda t: (t.next_fire_at, t.id),
             )[:limit]  # fmt: skip
+            refused = refused_fires(due, daily_limit, lambda org: self._usage_of(org, now), now)
             for t in due:
-                [job_id] = self._insert([scheduled_job(t)], now)
+                if t.id in refused:
+                    job_id = self._insert_failed(scheduled_job(t), now, refused[t.id])
+                else:
+                    [job_id] = self._insert([scheduled_job(t)], now)
+                    fired.append(job_id)
                 following = next_fire(t, now)
                 self._triggers[t.id] = dataclasses.replace(
                     t,
@@ -202,7 +223,6 @@ class MemoryStorage(Storage):
                     times_fired=t.times_fired + 1,
                     last_job_id=job_id,
                 )
-                fired.append(job_id)
         return fired
 
     def job_signature_taken(self, signature: str) -> bool:

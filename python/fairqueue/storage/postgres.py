@@ -102,6 +102,7 @@ from fairqueue.storage import (
     NextFire,
     Storage,
     check_daily_limits,
+    refused_fires,
     check_finishes,
     job_filter,
     flex_admit,
@@ -866,7 +867,9 @@ class PostgresStorage(Storage):
 
         return self._transaction(body)
 
-    def trigger_fire_due(self, now: float, next_fire: NextFire, limit: int = 100) -> list[int]:
+    def trigger_fire_due(
+        self, now: float, next_fire: NextFire, limit: int = 100, daily_limit: Optional[Callable[[str], int]] = None
+    ) -> list[int]:
         """See :meth:`Storage.trigger_fire_due`.
 
         Due schedules are locked with ``FOR UPDATE SKIP LOCKED``: hosts firing at
@@ -884,9 +887,25 @@ class PostgresStorage(Storage):
             due = [_trigger(r) for r in cur.fetchall()]
             if not due:
                 return []
+            refused: dict[int, str] = {}
+            if daily_limit is not None:
+                # As an enqueue with daily limits: the orgs' usage locked, then counted.
+                self._lock_orgs(cur, _LOCK_USAGE, [t.org for t in due])
+                refused = refused_fires(due, daily_limit, lambda org: self._usage_of(cur, org, now), now)
             # One insert for all: its usage rows are locked in one order (see _insert_rows).
-            rows = self._insert_rows(cur, [scheduled_job(t) for t in due], now, skip_taken=False)
+            run = [t for t in due if t.id not in refused]
+            rows = self._insert_rows(cur, [scheduled_job(t) for t in run], now, skip_taken=False) if run else []
             fired = sorted(int(r[0]) for r in rows)  # identity ids follow the jobs' order
+            job_ids = dict(zip((t.id for t in run), fired))
+            for t in due:
+                if t.id in refused:
+                    job = scheduled_job(t)
+                    cur.execute(
+                        f"INSERT INTO {s}.fq_jobs (org, kind, handler, payload, status, created_at, finished_at, "
+                        f"error_count, extended_status) VALUES (%s, %s, %s, %s, 'failed', %s, %s, 1, %s) RETURNING id",
+                        (job.org, job.kind, job.handler, job.payload, now, now, refused[t.id]),
+                    )
+                    job_ids[t.id] = cur.fetchone()[0]  # type: ignore[index]
             following = [next_fire(t, now) for t in due]
             cur.execute(
                 f"UPDATE {s}.fq_triggers t SET state = u.state, next_fire_at = u.next_fire_at, "
@@ -897,7 +916,7 @@ class PostgresStorage(Storage):
                     [t.id for t in due],
                     ["waiting" if f is not None else "complete" for f in following],
                     _floats(following),
-                    fired,
+                    [job_ids[t.id] for t in due],
                 ),
             )
             return fired

@@ -13,7 +13,7 @@ import json
 import operator
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -46,6 +46,7 @@ from fairqueue.storage import (
     flex_admit,
     flex_order,
     check_daily_limits,
+    refused_fires,
     check_finishes,
     job_filter,
     schedule_name_taken,
@@ -825,7 +826,9 @@ class SQLiteStorage(Storage):
             )
             return TriggerState(row["state"])
 
-    def trigger_fire_due(self, now: float, next_fire: NextFire, limit: int = 100) -> list[int]:
+    def trigger_fire_due(
+        self, now: float, next_fire: NextFire, limit: int = 100, daily_limit: Optional[Callable[[str], int]] = None
+    ) -> list[int]:
         fired: list[int] = []
         # Workers ask every second: a read first, so an idle tick takes no write lock and no fsync.
         if not self._read("SELECT 1 FROM fq_triggers WHERE state = 'waiting' AND next_fire_at <= ? LIMIT 1", (now,)):
@@ -838,15 +841,25 @@ class SQLiteStorage(Storage):
                 "ORDER BY next_fire_at, id LIMIT ?",
                 (now, limit),
             ).fetchall()
-            for trigger in map(_trigger, rows):
-                [job_id] = self._insert(db, [scheduled_job(trigger)], now)
+            due = [_trigger(row) for row in rows]
+            refused = refused_fires(due, daily_limit, lambda org: self._usage_of(db, org, now), now)
+            for trigger in due:
+                job = scheduled_job(trigger)
+                if trigger.id in refused:
+                    job_id = db.execute(
+                        "INSERT INTO fq_jobs (org, kind, handler, payload, status, created_at, finished_at, error_count, "
+                        "extended_status) VALUES (?, ?, ?, ?, 'failed', ?, ?, 1, ?)",
+                        (job.org, job.kind, job.handler, job.payload, now, now, refused[trigger.id]),
+                    ).lastrowid
+                else:
+                    [job_id] = self._insert(db, [job], now)
+                    fired.append(job_id)
                 following = next_fire(trigger, now)
                 db.execute(
                     "UPDATE fq_triggers SET state = ?, next_fire_at = ?, previous_fire_at = next_fire_at, "
                     "times_fired = times_fired + 1, last_job_id = ? WHERE id = ?",
                     ("waiting" if following is not None else "complete", following, job_id, trigger.id),
                 )
-                fired.append(job_id)
         return fired
 
     def close(self) -> None:
