@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, Optional
 
 __all__ = ["JobStatus", "NewJob", "JobRecord", "PendingJob", "Finish"]
@@ -143,6 +143,10 @@ class Finish(NamedTuple):
     progress: Optional[Progress] = None
     """A batch's progress: replaces the job's payload and counts, resets its
     attempts (each chunk is a delivery of its own) and stores the error events."""
+    daily_limits: Optional[Mapping[str, int]] = None
+    """The daily limits of the children's orgs: if storing the children would take
+    an org past its limit, none of them is stored and the job's extended status
+    says why (the outcome itself still applies)."""
 
 
 class Claimed(list[JobRecord]):

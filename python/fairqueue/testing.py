@@ -111,7 +111,7 @@ def _drain(app: FairQueue, run: TestRun, max_jobs: int) -> None:
                 run.order.append(grant.id)
                 outcome = runner.execute(claimed[0])
                 finish = Finish(grant.id, _WORKER, outcome.status, core.now(), outcome.error, outcome.retry_at,
-                                outcome.children, outcome.progress)  # fmt: skip
+                                outcome.children, outcome.progress, app._daily_limits_for(outcome.children))  # fmt: skip
                 if run.storage.job_finish([finish]) and outcome.progress and outcome.progress.errors:
                     app._publish_batch_errors(list(outcome.progress.errors))
             core.ack(grant.lease)

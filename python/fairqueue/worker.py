@@ -447,8 +447,10 @@ class Worker:
 
     def _finishes(self, outcomes: list[tuple[_Task, Outcome]], now: float) -> list[Finish]:
         return [
-            Finish(t.record.id, self.name, o.status, now, o.error, o.retry_at, o.children, o.progress) for t, o in outcomes
-        ]
+            Finish(t.record.id, self.name, o.status, now, o.error, o.retry_at, o.children, o.progress,
+                   self.app._daily_limits_for(o.children) if o.children else None)
+            for t, o in outcomes
+        ]  # fmt: skip
 
     def _settle(self, outcomes: list[tuple[_Task, Outcome]], applied: list[int]) -> None:
         """After the outcomes are stored: metrics, batch error events, and jobs whose

@@ -385,6 +385,24 @@ def test_children_stored_with_an_outcome_count_towards_the_daily_usage(store: St
     assert store.usage_daily("nobody", NOW + 1).count == 0 and store.usage_daily("nobody", NOW).resets_at is None
 
 
+def test_children_past_the_daily_limit_are_not_stored_and_the_outcome_still_applies(store: Storage) -> None:
+    # The handler's own check read the usage earlier; by the outcome other processes
+    # may have used the room, so the store checks again in the outcome's transaction.
+    a, b = store.job_enqueue([job(org="a"), job(org="a")], NOW)
+    store.job_claim([a, b], "w1", NOW + 30, NOW)
+    limits = {"a": 3}
+    applied = store.job_finish([
+        Finish(a, "w1", JobStatus.COMPLETED, NOW + 1, children=(job(org="a"),), daily_limits=limits),
+        Finish(b, "w1", JobStatus.COMPLETED, NOW + 1, children=(job(org="a"),), daily_limits=limits),
+    ])  # fmt: skip
+    assert applied == [a, b]
+    assert store.usage_daily("a", NOW + 1).count == 3 and len(store.job_list(org="a")) == 3
+    refused = store.job_get(b)
+    assert refused is not None and refused.status is JobStatus.COMPLETED
+    assert (refused.extended_status or "").startswith("children not enqueued: org 'a' has 3 async executions")
+    assert store.job_get(a).extended_status is None  # type: ignore[union-attr]
+
+
 def trigger(org: str = "org-1", name: str = "nightly", next_fire_at: float = NOW + 60) -> NewTrigger:
     return NewTrigger(org=org, name=name, cron="0 * * * * ?", timezone="UTC", handler="app.jobs:Report",
                       payload='{"state": {}}', next_fire_at=next_fire_at)  # fmt: skip

@@ -340,9 +340,12 @@ class MemoryStorage(Storage):
                 if not f.children:
                     continue
                 taken = [c.duplicate_signature for c in f.children if c.duplicate_signature in self._signatures]
+                children = [c for c in f.children if c.duplicate_signature not in taken]
                 try:
-                    self._insert([c for c in f.children if c.duplicate_signature not in taken], f.at)
-                except LimitExceeded as e:  # a batch child past a full flex queue
+                    if f.daily_limits:
+                        check_daily_limits(children, f.daily_limits, lambda org: self._usage_of(org, f.at), f.at)
+                    self._insert(children, f.at)
+                except LimitExceeded as e:  # past the daily limit, or a batch child past a full flex queue
                     self._set(f.job_id, extended_status=f"children not enqueued: {e}")
                 if taken:
                     self._set(

@@ -1391,8 +1391,12 @@ class PostgresStorage(Storage):
         # ON CONFLICT … DO NOTHING rather than check-then-insert: a concurrent enqueue
         # of the same signature cannot abort the whole group commit.
         try:
+            if f.daily_limits:
+                # As an enqueue with daily limits: the orgs' usage locked, then counted.
+                self._lock_orgs(cur, _LOCK_USAGE, [c.org for c in f.children if c.org in f.daily_limits])
+                check_daily_limits(f.children, f.daily_limits, lambda org: self._usage_of(cur, org, f.at), f.at)
             stored = self._insert_rows(cur, f.children, f.at, skip_taken=True)
-        except LimitExceeded as e:  # a batch child past a full flex queue
+        except LimitExceeded as e:  # past the daily limit, or a batch child past a full flex queue
             cur.execute(
                 f"UPDATE {self._s}.fq_jobs SET extended_status = %s WHERE id = %s", (f"children not enqueued: {e}", f.job_id)
             )

@@ -744,8 +744,10 @@ class SQLiteStorage(Storage):
         children = [c for c in f.children if c.duplicate_signature not in taken]
         if children:
             try:
+                if f.daily_limits:
+                    check_daily_limits(children, f.daily_limits, lambda org: self._usage_of(db, org, f.at), f.at)
                 self._insert(db, children, f.at)
-            except LimitExceeded as e:  # a batch child past a full flex queue
+            except LimitExceeded as e:  # past the daily limit, or a batch child past a full flex queue
                 db.execute("UPDATE fq_jobs SET extended_status = ? WHERE id = ?", (f"children not enqueued: {e}", f.job_id))
         if taken:
             db.execute(
