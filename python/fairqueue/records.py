@@ -71,9 +71,10 @@ class JobRecord:
     cancel_requested: bool
 
 
-@dataclass(frozen=True)
-class PendingJob:
-    """What the dispatcher core needs of a queued job to rebuild its queue.
+class PendingJob(NamedTuple):
+    """What the dispatcher core needs of a queued job to rebuild its queue (a named
+    tuple: every worker reads one per queued job; its first four fields are the
+    core's request tuple).
 
     ``ready_seq`` grows every time any job becomes queued (enqueued, retried, its
     lease expired), so a worker that remembers the largest it has seen picks up

@@ -296,7 +296,7 @@ class Worker:
             if not pending:
                 return
             try:
-                self.core.enqueue_many([(p.id, p.org, p.kind, p.run_at) for p in pending], skip_held=True)
+                self.core.enqueue_many([p[:4] for p in pending], skip_held=True)
             except InvalidArgument:
                 self._feed_one_by_one(pending, now)
             self._seen_seq = pending[-1].ready_seq
