@@ -170,7 +170,7 @@ fn write_items<'py>(
 /// The JSON text of ``payload`` (UTF-8, no spaces), refusing what JSON cannot carry
 /// faithfully and payloads over ``max_bytes``.
 ///
-/// Raises ``NotSerializable`` naming the first refused value, as ``where`` plus the
+/// Raises ``NotSerializable`` naming the first refused value, as ``place`` plus the
 /// path to it (``the arguments of app:f['args'][1]['when'] is datetime…``), and
 /// ``LimitExceeded`` naming the size and the limit.
 #[pyfunction]
