@@ -165,3 +165,17 @@ def test_a_version_2_file_loses_the_lease_index_and_keeps_its_jobs(tmp_path: Pat
         indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         version = db.execute("SELECT value FROM fq_meta WHERE key = 'schema_version'").fetchone()[0]
     assert "fq_jobs_leases" not in indexes and version == str(SCHEMA_VERSION)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Connection.setlimit is new in Python 3.11")
+def test_a_bulk_enqueue_larger_than_sqlites_longest_string_is_stored_whole_and_in_order(tmp_path: Path) -> None:
+    # SQLite refuses a bound string over its length limit (1 GB by default; lowered
+    # to 10 MiB here): 20 payloads of 1 MiB, one run, must still go in.
+    payloads = [f'{{"n": {i}, "pad": "{"x" * (1 << 20)}"}}' for i in range(20)]
+    with closing(SQLiteStorage(tmp_path / "fq.db")) as store:
+        store._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10 << 20)
+        ids = store.job_enqueue([NewJob("org-1", "future", "app.jobs:send", p) for p in payloads], 1.0)
+        assert [store.job_get(i).payload for i in ids] == payloads  # type: ignore[union-attr]
+        pending = store.job_pending()
+        assert [p.id for p in pending] == ids
+        assert [p.ready_seq for p in pending] == list(range(pending[0].ready_seq, pending[0].ready_seq + 20))

@@ -69,6 +69,9 @@ _INSERT_RUN = (
     "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? + key, value FROM json_each(?) ORDER BY key"
 )
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# Payload characters per run statement at most: SQLite refuses a bound string over
+# 1 GB, and the array is a copy of the payloads.
+_RUN_BYTES = 8 << 20
 _ALIKE = operator.itemgetter(0, 1, 2, 4, 5, 6, 7)
 """A NewJob's fields but its payload."""
 
@@ -401,13 +404,21 @@ class SQLiteStorage(Storage):
             if singles:
                 db.executemany(_INSERT_ROW, singles)
                 singles = []
-            # One statement for the run: the payloads as one JSON array of strings (each
-            # stored exactly as given), the other columns bound once.
-            db.execute(
-                _INSERT_RUN,
-                (job.org, job.kind, job.handler, _STATUS_TEXT[status], now, job.run_at, job.parent_id, job.chain_depth,
-                 job.duplicate_signature, seq, _JSON.encode([j.payload for j in jobs[start:end]])),
-            )  # fmt: skip
+            # One statement per _RUN_BYTES of the run: the payloads as one JSON array of
+            # strings (each stored exactly as given), the other columns bound once.
+            low = start
+            while low < end:
+                high, size = low + 1, len(jobs[low].payload)
+                while high < end and size + len(jobs[high].payload) <= _RUN_BYTES:
+                    size += len(jobs[high].payload)
+                    high += 1
+                db.execute(
+                    _INSERT_RUN,
+                    (job.org, job.kind, job.handler, _STATUS_TEXT[status], now, job.run_at, job.parent_id,
+                     job.chain_depth, job.duplicate_signature, None if seq is None else seq + low - start,
+                     _JSON.encode([j.payload for j in jobs[low:high]])),
+                )  # fmt: skip
+                low = high
         if singles:
             db.executemany(_INSERT_ROW, singles)
         # AUTOINCREMENT hands out consecutive ids inside one write transaction.
