@@ -217,7 +217,9 @@ def refused_fires(
             adding[t.org] = adding.get(t.org, 0) + 1
             continue
         resets_at = counted[t.org].resets_at
-        when = "" if resets_at is None else f"; capacity returns at {datetime.fromtimestamp(resets_at, timezone.utc):%Y-%m-%d %H:%M} UTC"
+        when = ""
+        if resets_at is not None:
+            when = f"; capacity returns at {datetime.fromtimestamp(resets_at, timezone.utc):%Y-%m-%d %H:%M} UTC"
         refused[t.id] = (
             f"DailyLimitExceeded: org {t.org!r} has used {used:,} of its daily limit of {limit:,} async executions, "
             f"so this fire of schedule {t.name!r} did not run{when}. Raise the limit with app.set_daily_limit"

@@ -110,15 +110,7 @@ class MemoryStorage(Storage):
             self._usage[(j.org, hour)] = self._usage.get((j.org, hour), 0) + 1
         ids: list[int] = []
         for j in jobs:
-            job_id, self._next_id = self._next_id, self._next_id + 1
-            self._jobs[job_id] = JobRecord(
-                id=job_id, org=j.org, kind=j.kind, handler=j.handler, payload=j.payload,
-                status=JobStatus.HOLDING, created_at=now, run_at=j.run_at, started_at=None,  # queued just below
-                finished_at=None, attempts=0, items_processed=0, items_total=None, error_count=0,
-                extended_status=None, parent_id=j.parent_id, chain_depth=j.chain_depth,
-                duplicate_signature=j.duplicate_signature, lease_owner=None, lease_expires_at=None,
-                cancel_requested=False,
-            )  # fmt: skip
+            job_id = self._store_new(j, now, JobStatus.HOLDING)  # queued just below
             if statuses is not None and statuses[len(ids)] is JobStatus.HOLDING:
                 self._flex.setdefault(j.org, []).append(job_id)
             else:
@@ -128,16 +120,16 @@ class MemoryStorage(Storage):
             ids.append(job_id)
         return ids
 
-    def _insert_failed(self, j: NewJob, now: float, error: str) -> int:
-        """Stores a job that never ran and never will (not counted in daily usage)."""
+    def _store_new(self, j: NewJob, now: float, status: JobStatus, error: Optional[str] = None) -> int:
+        """Stores ``j``'s record with a new id (``error``: failed at ``now`` without running)."""
         job_id, self._next_id = self._next_id, self._next_id + 1
         self._jobs[job_id] = JobRecord(
             id=job_id, org=j.org, kind=j.kind, handler=j.handler, payload=j.payload,
-            status=JobStatus.FAILED, created_at=now, run_at=j.run_at, started_at=None,
-            finished_at=now, attempts=0, items_processed=0, items_total=None, error_count=1,
-            extended_status=error, parent_id=j.parent_id, chain_depth=j.chain_depth,
-            duplicate_signature=j.duplicate_signature, lease_owner=None, lease_expires_at=None,
-            cancel_requested=False,
+            status=status, created_at=now, run_at=j.run_at, started_at=None,
+            finished_at=None if error is None else now, attempts=0, items_processed=0, items_total=None,
+            error_count=0 if error is None else 1, extended_status=error, parent_id=j.parent_id,
+            chain_depth=j.chain_depth, duplicate_signature=j.duplicate_signature, lease_owner=None,
+            lease_expires_at=None, cancel_requested=False,
         )  # fmt: skip
         return job_id
 
@@ -210,7 +202,8 @@ class MemoryStorage(Storage):
             refused = refused_fires(due, daily_limit, lambda org: self._usage_of(org, now), now)
             for t in due:
                 if t.id in refused:
-                    job_id = self._insert_failed(scheduled_job(t), now, refused[t.id])
+                    # Stored, not counted in the daily usage: it never runs.
+                    job_id = self._store_new(scheduled_job(t), now, JobStatus.FAILED, refused[t.id])
                 else:
                     [job_id] = self._insert([scheduled_job(t)], now)
                     fired.append(job_id)
