@@ -620,8 +620,7 @@ class PostgresStorage(Storage):
         """
         with conn.cursor(row_factory=tuple_row) as cur:
             if daily_limits:
-                self._lock_orgs(cur, _LOCK_USAGE, [j.org for j in jobs if j.org in daily_limits])
-                check_daily_limits(jobs, daily_limits, lambda org: self._usage_of(cur, org, now), now)
+                self._check_daily_limits(cur, jobs, daily_limits, now)
             rows = self._insert_rows(cur, jobs, now, skip_taken=False)
         # The identity column draws ids in insertion order, which is the jobs' order.
         return sorted(r[0] for r in rows)
@@ -1245,6 +1244,13 @@ class PostgresStorage(Storage):
                 ended_batches.append(org)
         return applied
 
+    def _check_daily_limits(self, cur: _Cursor, jobs: Sequence[NewJob], limits: Mapping[str, int], now: float) -> None:
+        """Raises DailyLimitExceeded if ``jobs`` would take an org past its limit. The
+        orgs' usage is locked first (to commit), so two hosts cannot both take an org's
+        last executions."""
+        self._lock_orgs(cur, _LOCK_USAGE, [j.org for j in jobs if j.org in limits])
+        check_daily_limits(jobs, limits, lambda org: self._usage_of(cur, org, now), now)
+
     def _lock_orgs(self, cur: _Cursor, lock_class: int, orgs: Sequence[str]) -> None:
         """Takes ``lock_class``'s transaction-scoped advisory lock for each org, in one
         global order (so two transactions locking several orgs never deadlock)."""
@@ -1392,9 +1398,7 @@ class PostgresStorage(Storage):
         # of the same signature cannot abort the whole group commit.
         try:
             if f.daily_limits:
-                # As an enqueue with daily limits: the orgs' usage locked, then counted.
-                self._lock_orgs(cur, _LOCK_USAGE, [c.org for c in f.children if c.org in f.daily_limits])
-                check_daily_limits(f.children, f.daily_limits, lambda org: self._usage_of(cur, org, f.at), f.at)
+                self._check_daily_limits(cur, f.children, f.daily_limits, f.at)
             stored = self._insert_rows(cur, f.children, f.at, skip_taken=True)
         except LimitExceeded as e:  # past the daily limit, or a batch child past a full flex queue
             cur.execute(
