@@ -127,7 +127,7 @@ def test_reload_a_million_request_backlog(benchmark: Any, fresh_store: Any) -> N
         return (sample.app.worker(slots=13),), {}
 
     def reload(worker: fq.Worker) -> None:
-        worker._pick_up(time.time())
+        worker.pick_up()
         assert worker.core.stats()["queued"] == 1_000_000
 
     benchmark.pedantic(reload, setup=setup, rounds=2)

@@ -6,9 +6,8 @@ The public API is re-exported here; ``fairqueue._core`` is private.
 from __future__ import annotations
 
 from fairqueue._core import Dispatcher, Grant, Release
-from fairqueue.app import FairQueue, JobHandle, OrgView
 from fairqueue.alerts import AlertEvent
-from fairqueue.batch import Batchable
+from fairqueue.app import FairQueue, OrgView
 from fairqueue.conservation import ResourceMonitor, Thresholds
 from fairqueue.errors import (
     DailyLimitExceeded,
@@ -28,23 +27,25 @@ from fairqueue.errors import (
     UnknownPolicy,
     UnknownRequest,
 )
+from fairqueue.enqueue import FutureFunction
 from fairqueue.jobs import (
     AsyncOptions,
+    Batchable,
     Context,
     Finalizer,
     FinalizerResult,
-    FutureFunction,
+    JobHandle,
     Queueable,
     Retry,
     current_context,
 )
-from fairqueue.limits import Limits
+from fairqueue.limits import KINDS, POLICIES, Limits
 from fairqueue.observe import Explanation, Reason
 from fairqueue.processor import AsyncProcessor, Query
 from fairqueue.cron import CronSchedule
 from fairqueue.records import BatchErrorEvent, JobRecord, JobStatus, TriggerRecord, TriggerState
 from fairqueue.storage import DailyUsage
-from fairqueue.worker import Worker
+from fairqueue.runtime import Worker
 
 __all__ = [
     "FairQueue",
@@ -98,8 +99,3 @@ __all__ = [
     "POLICIES",
 ]
 
-KINDS = ("future", "queueable", "batch", "scheduled")
-"""The request kinds; limits are kept per org and per kind."""
-
-POLICIES = ("fair_share", "peek_set")
-"""The flow-control policies; ``fair_share`` is the default."""

@@ -32,14 +32,14 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from fairqueue.errors import InvalidArgument
+from fairqueue.observe import explain
 from fairqueue.records import JobStatus
-
-if TYPE_CHECKING:
-    from fairqueue.app import FairQueue
+from fairqueue.settings import QueueSettings
+from fairqueue.storage import Storage
 
 __all__ = ["Alerts", "AlertEvent"]
 
@@ -71,10 +71,16 @@ class AlertEvent:
 
 
 class Alerts:
-    """An app's alert subscriptions and the state of its ongoing conditions."""
+    """An app's alert subscriptions and the state of its ongoing conditions.
 
-    def __init__(self, app: FairQueue) -> None:
-        self.app = app
+    Args:
+        store: returns the store to evaluate (the app's current one).
+        settings: the queue's settings (explain's estimates read them).
+    """
+
+    def __init__(self, store: Callable[[], Storage], settings: QueueSettings) -> None:
+        self.store = store
+        self.settings = settings
         self.wait_threshold: Optional[float] = None
         """Seconds of wait that start ``wait_predicted`` and ``wait_observed`` alerts (None: off)."""
         self.window = 300.0
@@ -111,6 +117,14 @@ class Alerts:
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
             raise InvalidArgument(f"invalid webhook URL {url!r}: expected http://host/path or https://host/path")
         self._webhooks.append((url, timeout))
+
+    def clear(self) -> None:
+        """Forgets every subscription, webhook and ongoing condition."""
+        with self._lock:
+            self._callbacks.clear()
+            self._webhooks.clear()
+            self._active.clear()
+            self._usage_levels.clear()
 
     @property
     def active(self) -> list[AlertEvent]:
@@ -195,16 +209,15 @@ class Alerts:
         if self.wait_threshold is None:
             return
         threshold = self.wait_threshold
-        from fairqueue.observe import explain
-
-        orgs = sorted({org for (org, _, status), n in self.app.storage.job_counts(live=True).items()
+        store = self.store()
+        orgs = sorted({org for (org, _, status), n in store.job_counts(live=True).items()
                        if status is JobStatus.QUEUED and n})[:_ORGS_PER_EVALUATION]  # fmt: skip
         for org in orgs:
-            found = self.app.storage.job_list(org=org, status=JobStatus.QUEUED, limit=1)
+            found = store.job_list(org=org, status=JobStatus.QUEUED, limit=1)
             if not found:
                 continue
             newest = found[0]
-            answer = explain(self.app, newest.id, now=now)
+            answer = explain(store, self.settings, newest.id, now=now)
             if answer.estimated_start is None:
                 continue
             predicted = answer.estimated_start - newest.created_at
@@ -232,7 +245,7 @@ class Alerts:
         """The ``wait_observed`` condition of ``org``: its started jobs' p95 wait over the window."""
         waits = sorted(
             r.started_at - max(r.created_at, r.run_at or r.created_at)
-            for r in self.app.storage.job_list(org=org, limit=_JOBS_OBSERVED)
+            for r in self.store().job_list(org=org, limit=_JOBS_OBSERVED)
             if r.started_at is not None and r.started_at >= now - self.window
         )
         if not waits:

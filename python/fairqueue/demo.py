@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fairqueue.app import FairQueue, Policy
-from fairqueue.limits import Limits
+from fairqueue.app import FairQueue
+from fairqueue.limits import Limits, Policy
 from fairqueue.records import JobStatus
 from fairqueue.storage.sqlite import SQLiteStorage
 

@@ -1,39 +1,57 @@
-"""Job kinds and the context handlers run in (SPEC §3).
+"""What job code is written against (SPEC §3): the kinds users subclass, the
+context a handler runs in, and the handle of a submitted job.
 
 Job code is plain Python. Arguments and state travel as JSON — never pickle — and
-handlers are found again by import path, so a worker in another process (or on
-another host) can run them. Both are checked when a job is enqueued.
+handlers are found again by import path (:mod:`fairqueue.handlers`), so a worker
+in another process (or on another host) can run them. Both are checked when a
+job is enqueued.
+
+This module is the bottom of the package's job layer: it imports no store, no
+app and no runtime. What a context or a handle needs from the queue above it is
+the :class:`JobQueue` protocol, which the enqueue layer's ``Enqueuer`` and the
+app implement.
 """
 
 from __future__ import annotations
 
 import contextvars
-import functools
-import importlib
-import inspect
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar, Union
+from datetime import timedelta
+from typing import Any, ClassVar, Optional, Protocol, Union
 
 from fairqueue import _core
-from fairqueue.errors import HandlerNotFound, InvalidArgument, LimitExceeded
-
-if TYPE_CHECKING:
-    from fairqueue.app import FairQueue, JobHandle
+from fairqueue.errors import InvalidArgument, LimitExceeded
+from fairqueue.handlers import check_importable, import_path
+from fairqueue.limits import Limits
+from fairqueue.records import JobRecord, JobStatus, NewJob
 
 __all__ = [
     "AsyncOptions",
+    "Batchable",
+    "CancelFlag",
     "Context",
     "Finalizer",
     "FinalizerResult",
-    "FutureFunction",
+    "JobHandle",
+    "JobQueue",
     "Queueable",
     "Retry",
+    "Transaction",
     "current_context",
+    "current_transaction",
+    "encode",
+    "queueable_state",
+    "restore_queueable",
+    "running",
+    "running_context",
+    "transaction_scope",
 ]
 
-R = TypeVar("R")
+Delay = Union[None, float, timedelta]
 
 
 @dataclass(frozen=True)
@@ -79,6 +97,37 @@ class Queueable:
             raise TypeError(f"{cls.__qualname__} subclasses Queueable but does not define execute(self, ctx)")
 
 
+class Batchable:
+    """Base class of a batch job: subclass it and write ``start``, ``execute`` and
+    (optionally) ``finish`` (see :mod:`fairqueue.runtime.batch_runner` for how a
+    batch runs).
+
+    The instance's attributes are its state (JSON). With ``stateful = True`` the
+    state ``execute`` leaves behind is carried to the next chunk and to ``finish``;
+    otherwise every chunk (and ``finish``) starts from the state the batch was
+    enqueued with.
+    """
+
+    stateful: ClassVar[bool] = False
+
+    def start(self, ctx: Context) -> Iterable[Any]:
+        """Returns the records: any iterable (a list, a generator, a DB-API cursor)."""
+        raise NotImplementedError(f"{type(self).__qualname__} must define start(self, ctx)")
+
+    def execute(self, ctx: Context, scope: list[Any]) -> None:
+        """Processes one chunk of records."""
+        raise NotImplementedError(f"{type(self).__qualname__} must define execute(self, ctx, scope)")
+
+    def finish(self, ctx: Context) -> None:
+        """Runs once after the last chunk (whatever failed)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for method in ("start", "execute"):
+            if getattr(cls, method) is getattr(Batchable, method):
+                raise TypeError(f"{cls.__qualname__} subclasses Batchable but does not define {method}()")
+
+
 @dataclass(frozen=True)
 class FinalizerResult:
     """How the job a finalizer is attached to ended."""
@@ -102,38 +151,153 @@ class Finalizer:
         raise NotImplementedError(f"{type(self).__qualname__} must define execute(self, ctx, result)")
 
 
-class FutureFunction(Generic[R]):
-    """A function registered with ``@app.future``. Call ``.delay(org, *args, **kw)``
-    to run it in the background; calling it directly runs it now."""
+class Retry(Exception):
+    """Raise from a handler to fail this attempt and deliver the job again later.
 
-    def __init__(self, app: FairQueue, fn: Callable[..., R], timeout: Optional[float]) -> None:
-        self.app = app
-        self.fn = fn
-        self.timeout = timeout
-        self.path = import_path(fn)
-        functools.update_wrapper(self, fn)
+    Args:
+        after: seconds to wait before the next delivery.
+        reason: recorded in the job's extended status.
+    """
 
-    def __call__(self, *args: Any, **kwargs: Any) -> R:
-        return self.fn(*args, **kwargs)
+    def __init__(self, after: float = 0.0, reason: str = "retry requested by the handler") -> None:
+        if not isinstance(after, (int, float)) or not math.isfinite(after) or after < 0:
+            raise InvalidArgument(f"invalid retry delay {after!r}: expected seconds >= 0")
+        super().__init__(reason)
+        self.after = float(after)
+        self.reason = reason
 
-    def delay(self, org: str, *args: Any, **kwargs: Any) -> JobHandle:
-        """Enqueues one call of the function for ``org``; returns its job handle."""
-        check_importable(self.path, self)
-        return self.app._enqueue_future(self, org, list(args), kwargs)
 
-    def delay_many(self, org: str, calls: Iterable[Union[Sequence[Any], Mapping[str, Any]]]) -> list[JobHandle]:
-        """Enqueues many calls for ``org`` in one durable write (bulk load).
+# ----- the queue a context and a handle talk to -------------------------------------------
 
-        Each element is the positional arguments (a list or tuple) or the keyword
-        arguments (a dict) of one call. Every call counts as its own transaction, so
-        the per-transaction future limit does not apply; it may not be used inside
-        a transaction or a running job. All or none.
-        """
-        check_importable(self.path, self)
-        return self.app._enqueue_futures(self, org, calls)
+
+class JobQueue(Protocol):
+    """What job code may ask of the queue: enqueue more work, read and abort a job.
+
+    The enqueue layer's ``Enqueuer`` implements it, and so does the app
+    (:class:`fairqueue.FairQueue`); a :class:`Context` and a :class:`JobHandle`
+    hold one.
+    """
+
+    def enqueue(
+        self, job: Queueable, *, org: str, delay: Delay = ..., options: Optional[AsyncOptions] = ...
+    ) -> JobHandle: ...
+
+    def execute_batch(self, job: Batchable, *, org: str, scope: int = ..., delay: Delay = ...) -> JobHandle: ...
+
+    def enqueue_whole_batch(self, job: Batchable, *, org: str) -> JobHandle: ...
+
+    def get(self, job_id: int) -> Optional[JobRecord]: ...
+
+    def abort(self, job_id: int) -> JobStatus: ...
+
+
+class JobHandle:
+    """A submitted job. Its id is known once its transaction has stored it."""
+
+    def __init__(self, queue: JobQueue, job_id: Optional[int], org: str, kind: str) -> None:
+        self.queue = queue
+        self._id = job_id
+        self.org = org
+        self.kind = kind
+
+    @property
+    def id(self) -> int:
+        """The job id."""
+        if self._id is None:
+            raise RuntimeError("this job is stored when its transaction ends; its id is known from then on")
+        return self._id
+
+    def record(self) -> JobRecord:
+        """The job's current record."""
+        record = self.queue.get(self.id)
+        assert record is not None, "a stored job always has a record"
+        return record
+
+    @property
+    def status(self) -> JobStatus:
+        """The job's current status."""
+        return self.record().status
+
+    def abort(self) -> JobStatus:
+        """Aborts the job (see :meth:`fairqueue.FairQueue.abort`)."""
+        return self.queue.abort(self.id)
+
+    def wait(self, timeout: float = 30.0, interval: float = 0.01) -> JobRecord:
+        """Blocks until the job has finished, or raises TimeoutError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.record()
+            if record.status.finished:
+                return record
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id} still {record.status.value} after {timeout} s")
+            time.sleep(interval)
 
     def __repr__(self) -> str:
-        return f"<future {self.path}>"
+        return f"<JobHandle id={self._id} org={self.org!r} kind={self.kind}>"
+
+
+# ----- transactions ------------------------------------------------------------------------
+
+
+class Transaction:
+    """Counts what one transaction enqueued and holds it until the transaction ends.
+
+    A transaction is a handler's execution (asynchronous) or a ``with
+    app.transaction():`` block in the calling service (synchronous). Jobs enqueued
+    in it are stored together when it ends, or not at all if it raised.
+    """
+
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        asynchronous: bool,
+        kind: Optional[str] = None,
+        parent: Optional[Context] = None,
+        connection: Optional[Any] = None,
+    ):
+        self.limits = limits
+        self.connection = connection
+        """The caller's database connection whose transaction the jobs join, if any."""
+        self.asynchronous = asynchronous
+        self.kind = kind
+        self.parent = parent
+        self.futures = 0
+        self.queueables = 0
+        self.pending: list[tuple[NewJob, JobHandle]] = []
+
+    def count(self, kind: str) -> None:
+        """Checks and counts one more job of ``kind``; raises LimitExceeded and counts nothing."""
+        limits = self.limits
+        if kind == "future":
+            if self.asynchronous and self.kind == "future":
+                raise LimitExceeded("a future may not enqueue a future; enqueue a Queueable instead")
+            if self.futures >= limits.futures_per_transaction:
+                raise LimitExceeded(
+                    f"too many futures in one transaction: {self.futures + 1} > {limits.futures_per_transaction}"
+                )
+            self.futures += 1
+        else:
+            most = limits.queueables_per_async_transaction if self.asynchronous else limits.queueables_per_sync_transaction
+            if self.queueables >= most:
+                where = "a running job (chaining)" if self.asynchronous else "one synchronous transaction"
+                raise LimitExceeded(f"too many queueables from {where}: {self.queueables + 1} > {most}")
+            self.queueables += 1
+
+    def add(self, new: NewJob, handle: JobHandle) -> None:
+        """Holds one counted job until the transaction ends."""
+        self.pending.append((new, handle))
+
+    @property
+    def news(self) -> list[NewJob]:
+        """The jobs held so far, in the order they were enqueued."""
+        return [new for new, _ in self.pending]
+
+    def stored(self, ids: Iterable[int]) -> None:
+        """The store gave the held jobs these ids (in order): their handles learn them."""
+        for (_, handle), job_id in zip(self.pending, ids):
+            handle._id = job_id
 
 
 # ----- the context ---------------------------------------------------------------------
@@ -160,7 +324,8 @@ class Context:
     def __init__(
         self,
         *,
-        app: FairQueue,
+        queue: JobQueue,
+        limits: Limits,
         job_id: int,
         org: str,
         kind: str,
@@ -171,7 +336,9 @@ class Context:
         in_finalizer: bool = False,
         cancel: Optional[CancelFlag] = None,
     ) -> None:
-        self.app = app
+        self.queue = queue
+        """Where ``ctx.enqueue`` sends a child (the app's queue)."""
+        self.limits = limits
         self.job_id = job_id
         self.org = org
         self.kind = kind
@@ -180,20 +347,35 @@ class Context:
         self.max_depth = max_depth
         self.finalizer_requeues = finalizer_requeues
         self.in_finalizer = in_finalizer
-        self._cancel = cancel or CancelFlag()
-        self.transaction = Transaction(app, asynchronous=True, kind=kind, parent=self)
+        self.cancel = cancel or CancelFlag()
+        """The flag the worker raises when the job is aborted (read it as :attr:`cancelled`)."""
+        self.transaction = Transaction(limits, asynchronous=True, kind=kind, parent=self)
         self.finalizers: list[Finalizer] = []
+
+    def derive(self, *, kind: Optional[str] = None, in_finalizer: Optional[bool] = None) -> Context:
+        """A fresh context (with a fresh transaction) for the same delivery: one per
+        batch phase, so a failed chunk's enqueues are dropped alone, and one per
+        finalizer. It shares this context's cancel flag."""
+        return Context(
+            queue=self.queue, limits=self.limits, job_id=self.job_id, org=self.org, kind=kind or self.kind,
+            attempt=self.attempt, chain_depth=self.chain_depth, max_depth=self.max_depth,
+            finalizer_requeues=self.finalizer_requeues,
+            in_finalizer=self.in_finalizer if in_finalizer is None else in_finalizer, cancel=self.cancel,
+        )  # fmt: skip
 
     @property
     def cancelled(self) -> bool:
         """True once the job was aborted while running: stop at the next safe point."""
-        return self._cancel.raised
+        return self.cancel.raised
 
-    def enqueue(
-        self, job: Queueable, *, delay: Optional[float] = None, options: Optional[AsyncOptions] = None
-    ) -> JobHandle:
+    @property
+    def children(self) -> list[NewJob]:
+        """What this context's handler enqueued so far (stored with its outcome)."""
+        return self.transaction.news
+
+    def enqueue(self, job: Queueable, *, delay: Optional[float] = None, options: Optional[AsyncOptions] = None) -> JobHandle:
         """Chains ``job`` after this one (stored when this job finishes successfully)."""
-        return self.app.enqueue(job, org=self.org, delay=delay, options=options)
+        return self.queue.enqueue(job, org=self.org, delay=delay, options=options)
 
     def attach_finalizer(self, finalizer: Finalizer) -> None:
         """Runs ``finalizer`` after this job with its result; one per job."""
@@ -216,109 +398,44 @@ def current_context() -> Context:
     return ctx
 
 
-# ----- transactions ------------------------------------------------------------------------
+def running_context() -> Optional[Context]:
+    """The context of the job running in this thread or task, or None."""
+    return _current.get()
 
 
-class Transaction:
-    """Counts what one transaction enqueued and holds it until the transaction ends.
-
-    A transaction is a handler's execution (asynchronous) or a ``with
-    app.transaction():`` block in the calling service (synchronous). Jobs enqueued
-    in it are stored together when it ends, or not at all if it raised.
-    """
-
-    def __init__(
-        self,
-        app: FairQueue,
-        *,
-        asynchronous: bool,
-        kind: Optional[str] = None,
-        parent: Optional[Context] = None,
-        connection: Optional[Any] = None,
-    ):
-        self.app = app
-        self.connection = connection
-        """The caller's database connection whose transaction the jobs join, if any."""
-        self.asynchronous = asynchronous
-        self.kind = kind
-        self.parent = parent
-        self.futures = 0
-        self.queueables = 0
-        self.pending: list[tuple[Any, JobHandle]] = []
-
-    def count(self, kind: str) -> None:
-        """Checks and counts one more job of ``kind``; raises LimitExceeded and counts nothing."""
-        limits = self.app.limits
-        if kind == "future":
-            if self.asynchronous and self.kind == "future":
-                raise LimitExceeded("a future may not enqueue a future; enqueue a Queueable instead")
-            if self.futures >= limits.futures_per_transaction:
-                raise LimitExceeded(
-                    f"too many futures in one transaction: {self.futures + 1} > {limits.futures_per_transaction}"
-                )
-            self.futures += 1
-        else:
-            most = limits.queueables_per_async_transaction if self.asynchronous else limits.queueables_per_sync_transaction
-            if self.queueables >= most:
-                where = "a running job (chaining)" if self.asynchronous else "one synchronous transaction"
-                raise LimitExceeded(f"too many queueables from {where}: {self.queueables + 1} > {most}")
-            self.queueables += 1
+def current_transaction() -> Optional[Transaction]:
+    """The transaction open in this thread or task (a running job's, or a ``with
+    app.transaction()`` block's), or None."""
+    return _transaction.get()
 
 
-# ----- payloads and import paths ----------------------------------------------------------
+@contextmanager
+def running(ctx: Context) -> Iterator[Context]:
+    """Makes ``ctx`` the running job's context (and its transaction the open one) inside the block."""
+    tokens = (_current.set(ctx), _transaction.set(ctx.transaction))
+    try:
+        yield ctx
+    finally:
+        _transaction.reset(tokens[1])
+        _current.reset(tokens[0])
+
+
+@contextmanager
+def transaction_scope(tx: Transaction) -> Iterator[Transaction]:
+    """Makes ``tx`` the open transaction inside the block."""
+    token = _transaction.set(tx)
+    try:
+        yield tx
+    finally:
+        _transaction.reset(token)
+
+
+# ----- payloads ----------------------------------------------------------------------------
 
 
 encode = _core.encode_payload
 """``encode(payload, place, max_bytes)``: the payload's JSON text; raises NotSerializable
 naming the first value JSON cannot carry (and where it sits), LimitExceeded over ``max_bytes``."""
-
-
-@functools.lru_cache(maxsize=4096)
-def _resolve(path: str) -> Any:
-    module_name, _, qualname = path.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
-        raise HandlerNotFound(f"cannot import handler {path!r}: {e}") from e
-    return obj
-
-
-def resolve(path: str) -> Any:
-    """The object at import path ``module:qualname``."""
-    return _resolve(path)
-
-
-def import_path(obj: Union[type, Callable[..., Any]]) -> str:
-    """``module:qualname`` of a class or function, refusing ones a worker could never import.
-
-    Call :func:`check_importable` once the module has finished importing to make
-    sure the path leads back to the object.
-    """
-    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
-    if not module or not qualname or "<locals>" in qualname or "<lambda>" in qualname:
-        raise HandlerNotFound(
-            f"{obj!r} is defined inside a function or is a lambda; workers find handlers by import path, "
-            "so define it at module level"
-        )
-    if module == "__main__":
-        raise HandlerNotFound(
-            f"{qualname} is defined in the __main__ script, which a worker cannot import; move it into a module"
-        )
-    return f"{module}:{qualname}"
-
-
-_importable: dict[str, Any] = {}
-
-
-def check_importable(path: str, obj: Any) -> None:
-    """Raises HandlerNotFound unless importing ``path`` gives back ``obj``."""
-    if _importable.get(path) is obj:
-        return
-    if resolve(path) is not obj:
-        raise HandlerNotFound(f"import path {path!r} does not lead back to {obj!r}; is the name rebound?")
-    _importable[path] = obj
 
 
 def queueable_state(job: Queueable) -> tuple[str, dict[str, Any]]:
@@ -335,32 +452,3 @@ def restore_queueable(cls: type[Queueable], state: dict[str, Any]) -> Queueable:
     job = cls.__new__(cls)
     vars(job).update(state)
     return job
-
-
-def is_async(fn: Callable[..., Any]) -> bool:
-    """True for ``async def`` functions and methods."""
-    # Asked once per job run: remembered per function (a method by its class's function).
-    key = getattr(fn, "__func__", fn)
-    answer = _ASYNC.get(key)
-    if answer is None:
-        answer = _ASYNC[key] = inspect.iscoroutinefunction(fn)
-    return answer
-
-
-_ASYNC: dict[Any, bool] = {}
-
-
-class Retry(Exception):
-    """Raise from a handler to fail this attempt and deliver the job again later.
-
-    Args:
-        after: seconds to wait before the next delivery.
-        reason: recorded in the job's extended status.
-    """
-
-    def __init__(self, after: float = 0.0, reason: str = "retry requested by the handler") -> None:
-        if not isinstance(after, (int, float)) or not math.isfinite(after) or after < 0:
-            raise InvalidArgument(f"invalid retry delay {after!r}: expected seconds >= 0")
-        super().__init__(reason)
-        self.after = float(after)
-        self.reason = reason

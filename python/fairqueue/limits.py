@@ -9,13 +9,23 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Literal, Optional
 
 from fairqueue.errors import InvalidArgument
 
-__all__ = ["Limits", "KINDS"]
+__all__ = ["Limits", "KINDS", "POLICIES", "Policy", "DEFAULT_SCOPE", "MAX_SCOPE"]
 
 KINDS = ("future", "queueable", "batch", "scheduled")
+"""The request kinds; limits are kept per org and per kind."""
+
+Policy = Literal["fair_share", "peek_set"]
+POLICIES: tuple[Policy, ...] = ("fair_share", "peek_set")
+"""The flow-control policies; ``fair_share`` is the default."""
+
+DEFAULT_SCOPE = 200
+"""Records per batch chunk unless the batch asks for another size."""
+MAX_SCOPE = 2000
+"""The most records one batch chunk may hold."""
 
 _MINUTE = 60.0
 

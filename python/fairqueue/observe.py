@@ -12,12 +12,11 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from fairqueue.records import JobRecord, JobStatus, WaitingFacts
-
-if TYPE_CHECKING:
-    from fairqueue.app import FairQueue
+from fairqueue.settings import QueueSettings
+from fairqueue.storage import Storage
 
 __all__ = ["Explanation", "Reason", "explain", "RATE_WINDOW"]
 
@@ -75,14 +74,14 @@ class Explanation:
         return "\n".join(lines)
 
 
-def explain(app: FairQueue, job_id: int, *, now: Optional[float] = None) -> Explanation:
+def explain(store: Storage, settings: QueueSettings, job_id: int, *, now: Optional[float] = None) -> Explanation:
     """Explains job ``job_id`` (see the module docstring).
 
     Raises:
         LookupError: there is no such job.
     """
     now = time.time() if now is None else now
-    record = app.storage.job_get(job_id)
+    record = store.job_get(job_id)
     if record is None:
         raise LookupError(f"no job with id {job_id}")
     def answer(reasons: list[Reason], **more: Any) -> Explanation:
@@ -95,10 +94,10 @@ def explain(app: FairQueue, job_id: int, *, now: Optional[float] = None) -> Expl
         message = f"running{since} on {record.lease_owner} (delivery {record.attempts})"
         running = Reason("running", message, {"worker": record.lease_owner, "attempt": record.attempts})
         return answer([running, *_redelivered(record)], **_durations(record))
-    facts = app.storage.job_waiting_facts(record, now, RATE_WINDOW)
+    facts = store.job_waiting_facts(record, now, RATE_WINDOW)
     reasons: list[Reason] = []
     if record.status is JobStatus.HOLDING:
-        line = [r.id for r in app.storage.flex_list(record.org)]
+        line = [r.id for r in store.flex_list(record.org)]
         position = line.index(record.id) + 1 if record.id in line else None
         reasons.append(Reason(
             "holding",
@@ -108,7 +107,7 @@ def explain(app: FairQueue, job_id: int, *, now: Optional[float] = None) -> Expl
         ))  # fmt: skip
     if record.run_at is not None and record.run_at > now:
         reasons.append(Reason("scheduled", f"scheduled: it may not start before {_when(record.run_at)}", {"run_at": record.run_at}))
-    cap = app.cap_of(record.org, record.kind)
+    cap = settings.cap(record.org, record.kind)
     if len(facts.holders) >= cap:
         shown = ", ".join(map(str, facts.holders[:10])) + (" …" if len(facts.holders) > 10 else "")
         reasons.append(Reason(
@@ -116,13 +115,13 @@ def explain(app: FairQueue, job_id: int, *, now: Optional[float] = None) -> Expl
             f"org {record.org!r} is at its cap: {len(facts.holders)} of {cap} {record.kind} slots, held by jobs {shown}",
             {"running": len(facts.holders), "cap": cap, "holders": facts.holders},
         ))  # fmt: skip
-    reasons += _from_history(app, record, now)
-    if app.policy == "peek_set" and facts.ahead_in_queue >= app.limits.peek_set:
+    reasons += _from_history(store, record, now)
+    if settings.policy == "peek_set" and facts.ahead_in_queue >= settings.limits.peek_set:
         reasons.append(Reason(
             "outside_peek_set",
             f"outside the peek set: {facts.ahead_in_queue} jobs are ahead of it and free slots look at the first "
-            f"{app.limits.peek_set} only (peek_set policy)",
-            {"ahead_in_queue": facts.ahead_in_queue, "peek_set": app.limits.peek_set},
+            f"{settings.limits.peek_set} only (peek_set policy)",
+            {"ahead_in_queue": facts.ahead_in_queue, "peek_set": settings.limits.peek_set},
         ))  # fmt: skip
     if facts.ahead_in_line:
         reasons.append(Reason(
@@ -131,8 +130,8 @@ def explain(app: FairQueue, job_id: int, *, now: Optional[float] = None) -> Expl
             f"({facts.ahead_in_queue} jobs ahead in the whole queue)",
             {"ahead_in_line": facts.ahead_in_line, "ahead_in_queue": facts.ahead_in_queue},
         ))  # fmt: skip
-    usage = app.storage.usage_daily(record.org, now)
-    limit = app.daily_limit(record.org)
+    usage = store.usage_daily(record.org, now)
+    limit = settings.daily_limit(record.org)
     if usage.count >= limit:
         reasons.append(Reason(
             "daily_limit",
@@ -147,16 +146,16 @@ def explain(app: FairQueue, job_id: int, *, now: Optional[float] = None) -> Expl
             "(fairqueue worker APP)?",
         ))  # fmt: skip
     reasons += _redelivered(record)
-    estimate, basis = _estimate(record, facts, now, fair=app.policy == "fair_share")
+    estimate, basis = _estimate(record, facts, now, fair=settings.policy == "fair_share")
     return answer(reasons, ahead_in_line=facts.ahead_in_line, ahead_in_queue=facts.ahead_in_queue,
                   estimated_start=estimate, estimate_basis=basis)  # fmt: skip
 
 
-def _from_history(app: FairQueue, record: JobRecord, now: float) -> list[Reason]:
+def _from_history(store: Storage, record: JobRecord, now: float) -> list[Reason]:
     """What workers recorded: an extended delay of its org and kind still running, and
     workers throttled by resource conservation now."""
     reasons = []
-    history = app.storage.history_read(now - HISTORY_LOOKBACK, ["extended_delay", "throttle_start", "throttle_end"])
+    history = store.history_read(now - HISTORY_LOOKBACK, ["extended_delay", "throttle_start", "throttle_end"])
     delays = [e for e in history if e.kind == "extended_delay" and e.org == record.org
               and e.figures.get("kind") == record.kind]  # fmt: skip
     if delays and delays[-1].value > now:

@@ -24,15 +24,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Optional, Union
+from typing import Any, ClassVar, Optional, Union
 
-from fairqueue.batch import DEFAULT_SCOPE, Batchable, batch_payload
 from fairqueue.errors import InvalidArgument
-from fairqueue.jobs import Context, current_context
-from fairqueue.records import NewJob
-
-if TYPE_CHECKING:
-    from fairqueue.app import FairQueue, JobHandle
+from fairqueue.jobs import Batchable, Context, JobHandle, JobQueue, running_context
+from fairqueue.limits import DEFAULT_SCOPE
+from fairqueue.validate import check_org
 
 __all__ = ["AsyncProcessor", "Process", "Query"]
 
@@ -79,7 +76,8 @@ class Query:
             for row in db.execute(sql, self.params):
                 yield dict(row)
 
-    def _state(self) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
+        """The query as JSON-ready state (how a processor job stores its source)."""
         return {"database": self.database, "sql": self.sql, "params": list(self.params)}
 
 
@@ -91,8 +89,8 @@ class AsyncProcessor(Batchable):
     """The most records run as one queueable; more run as a batch."""
     scope: ClassVar[int] = DEFAULT_SCOPE
     """Records per chunk when run as a batch."""
-    app: ClassVar[Optional[FairQueue]] = None
-    """The app :meth:`Process.kickoff` enqueues on unless told otherwise."""
+    app: ClassVar[Optional[JobQueue]] = None
+    """The app (a :class:`fairqueue.FairQueue`) :meth:`Process.kickoff` enqueues on unless told otherwise."""
 
     def inner_execute(self, records: list[Any]) -> None:
         """Processes records (all of them as a queueable, one chunk as a batch)."""
@@ -130,28 +128,23 @@ class Process:
         """How many records there are (a query is counted now)."""
         return self.source.count() if isinstance(self.source, Query) else len(self.source)
 
-    def kickoff(self, *, org: str, app: Optional[FairQueue] = None) -> JobHandle:
+    def kickoff(self, *, org: str, app: Optional[JobQueue] = None) -> JobHandle:
         """Counts the records and starts a queueable (up to ``threshold``) or a batch
         (more) for ``org``, on ``app``: by default the processor class's ``app``
-        attribute, or inside a running job, that job's app."""
-        from fairqueue.app import check_org
-
+        attribute, or inside a running job, that job's queue."""
         check_org(org)
-        target = app or type(self.processor).app
+        running = running_context()
+        target = app or type(self.processor).app or (running.queue if running is not None else None)
         if target is None:
-            try:
-                target = current_context().app
-            except RuntimeError:
-                raise InvalidArgument(
-                    f"{type(self.processor).__qualname__}.get(…).kickoff() needs an app: pass app=…, or set the "
-                    "class attribute app = your FairQueue"
-                ) from None
+            raise InvalidArgument(
+                f"{type(self.processor).__qualname__}.get(…).kickoff() needs an app: pass app=…, or set the "
+                "class attribute app = your FairQueue"
+            )
         count = self.count()
         processor = type(self.processor).__new__(type(self.processor))
         vars(processor).update(vars(self.processor))
-        source = self.source._state() if isinstance(self.source, Query) else {"records": list(self.source)}
+        source = self.source.state() if isinstance(self.source, Query) else {"records": list(self.source)}
         vars(processor)["_fq_source"] = source
         if count > self.processor.threshold:
             return target.execute_batch(processor, org=org, scope=self.processor.scope)
-        path, payload = batch_payload(processor, max(count, 1), target.limits.max_payload_bytes, single_chunk=True)
-        return target._submit("queueable", NewJob(org=org, kind="queueable", handler=path, payload=payload))
+        return target.enqueue_whole_batch(processor, org=org)

@@ -13,16 +13,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Optional, Union
+from typing import Optional, Union
 
-from fairqueue._core import Dispatcher
 from fairqueue.errors import LimitExceeded
 from fairqueue.records import BatchErrorEvent, Finish, JobRecord, JobStatus
-from fairqueue.runner import Runner
+from fairqueue.runtime.core import build_dispatcher
+from fairqueue.runtime.queue_app import QueueApp
+from fairqueue.runtime.runner import Runner
 from fairqueue.storage.memory import MemoryStorage
-
-if TYPE_CHECKING:
-    from fairqueue.app import FairQueue
 
 __all__ = ["MemoryStorage", "TestRun", "run_test_mode"]
 
@@ -54,7 +52,7 @@ class TestRun:
 
 
 @contextmanager
-def run_test_mode(app: FairQueue, *, max_jobs: int = 10_000) -> Iterator[TestRun]:
+def run_test_mode(app: QueueApp, *, max_jobs: int = 10_000) -> Iterator[TestRun]:
     """The body of :meth:`FairQueue.testing`: swaps in a fresh in-memory store, then
     runs what the block enqueued when it ends (nothing, if the block raised)."""
     storage = MemoryStorage()
@@ -68,22 +66,10 @@ def run_test_mode(app: FairQueue, *, max_jobs: int = 10_000) -> Iterator[TestRun
         app.storage = original
 
 
-def _drain(app: FairQueue, run: TestRun, max_jobs: int) -> None:
-    limits = app.limits
-    core = Dispatcher(
-        policy=app.policy,
-        slots=1,
-        peek_set=limits.peek_set,
-        cap=limits.cap,
-        min=limits.min,
-        weight=limits.weight,
-        extended_delay=dict(limits.extended_delay),
-        kind_slots=dict(limits.kind_slots),
-        lease=limits.lease,
-        virtual_time=time.time(),
-    )
-    for (org, kind), values in app.org_limits.items():
-        core.set_limits(org, kind, **values)
+def _drain(app: QueueApp, run: TestRun, max_jobs: int) -> None:
+    settings = app.settings
+    limits = settings.limits
+    core = build_dispatcher(settings, 1, virtual_time=time.time())
     runner = Runner(app)
     seen = 0
     try:
@@ -111,9 +97,10 @@ def _drain(app: FairQueue, run: TestRun, max_jobs: int) -> None:
                 run.order.append(grant.id)
                 outcome = runner.execute(claimed[0])
                 finish = Finish(grant.id, _WORKER, outcome.status, core.now(), outcome.error, outcome.retry_at,
-                                outcome.children, outcome.progress, app._daily_limits_for(outcome.children))  # fmt: skip
+                                outcome.children, outcome.progress,
+                                settings.daily_limits(c.org for c in outcome.children))  # fmt: skip
                 if run.storage.job_finish([finish]) and outcome.progress and outcome.progress.errors:
-                    app._publish_batch_errors(list(outcome.progress.errors))
+                    app.publish_batch_errors(list(outcome.progress.errors))
             core.ack(grant.lease)
     finally:
         runner.close()

@@ -26,8 +26,7 @@ def app(tmp_path: Path) -> Iterator[fq.FairQueue]:
     try:
         yield sample.app
     finally:
-        sample.app.daily_limits.clear()
-        sample.app.org_limits.clear()
+        sample.app.settings.clear_overrides()
         sample.release.set()
         sample.app.storage.close()
         sample.app.storage = original

@@ -24,10 +24,7 @@ def events(app: fq.FairQueue) -> Iterator[list[AlertEvent]]:
     heard: list[AlertEvent] = []
     app.alerts.subscribe(heard.append)
     yield heard
-    app.alerts._callbacks.clear()
-    app.alerts._webhooks.clear()
-    app.alerts._active.clear()
-    app.alerts._usage_levels.clear()
+    app.alerts.clear()
     app.alerts.configure(wait_threshold=None)
 
 

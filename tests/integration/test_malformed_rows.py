@@ -33,7 +33,7 @@ def test_malformed_rows_fail_alone_with_a_clear_error_and_the_worker_goes_on(app
         records = wait_until(all_finished, what="the five dispatchable rows to finish")
         after = sample.noop.delay("org-after")
         assert after.wait(10).status is JobStatus.COMPLETED, "the worker goes on"
-        assert all(thread.is_alive() for thread in worker._threads), "no handler slot died"
+        assert all(thread.is_alive() for thread in worker.pool.threads), "no handler slot died"
 
     ok, payload, shape, kind, org = records
     assert ok.status is JobStatus.COMPLETED

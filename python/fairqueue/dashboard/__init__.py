@@ -192,7 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif method == "POST" and len(parts) == 4 and parts[:2] == ["api", "flex"] and parts[3] == "move":
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             where = {k: body[k] for k in ("before", "after", "to") if body.get(k) is not None}
-            self._send(HTTPStatus.OK, d.app._flex_move(int(body["job_id"]), parts[2], **where))
+            self._send(HTTPStatus.OK, d.app.control.flex_move(int(body["job_id"]), org=parts[2], **where))
         else:
             self._send(HTTPStatus.NOT_FOUND, {"error": f"no such page: {method} /{'/'.join(parts)}"})
 

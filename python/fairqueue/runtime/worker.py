@@ -1,38 +1,50 @@
-"""The worker runtime: feeds the Rust dispatcher from the store, runs handlers in
-slots, and writes outcomes back in batches.
+"""The worker: feeds the Rust dispatcher from the store, runs handlers in slots,
+and writes outcomes back in batches.
 
-One loop thread does all storage I/O and talks to the dispatcher core; handler
-threads only run handlers and hand their outcome back through a queue (they never
-touch the store). ``async def`` handlers run on one event loop thread. Outcomes and
-the jobs handlers enqueued are committed together (group commit), so a crash
-either keeps both or neither.
+One loop thread does the worker's storage I/O and talks to the dispatcher core:
+it picks up queued jobs, claims what the core grants, commits outcomes, and runs
+the periodic duties (:mod:`fairqueue.runtime.duties`). Handler slots
+(:mod:`fairqueue.runtime.slots`) only run handlers and hand their outcome back
+through a queue; the one store access a handler's own code can make is the
+enqueue-time check described in :mod:`fairqueue.enqueue` (a child's duplicate
+signature and its org's daily usage), read from the handler's thread so the
+handler can react to a refusal. ``async def`` handlers run on one event loop
+thread. Outcomes and the jobs handlers enqueued are committed together (group
+commit), so a crash either keeps both or neither.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import queue
 import signal
 import socket
 import threading
 import time
-from multiprocessing.connection import Connection
 from collections.abc import Callable
 from typing import Any, Optional
 
-from fairqueue import jobs as _jobs
 from fairqueue._core import Dispatcher, Grant
-from fairqueue.alerts import AlertEvent
-from fairqueue.app import FairQueue
 from fairqueue.conservation import ResourceMonitor
-from fairqueue.cron import next_fire
+from fairqueue.enqueue import FutureFunction
 from fairqueue.errors import HandlerNotFound, InvalidArgument
-from fairqueue.jobs import CancelFlag, FutureFunction
-from fairqueue.metrics import WorkerMetrics
+from fairqueue.handlers import resolve
 from fairqueue.records import Claimed, Finish, HistoryEntry, JobRecord, JobStatus, PendingJob
-from fairqueue.runner import Outcome, Runner
+from fairqueue.runtime.core import build_dispatcher
+from fairqueue.runtime.duties import Duty
+from fairqueue.runtime.duties.alert_evaluation import AlertEvaluation
+from fairqueue.runtime.duties.cancel_requests import CancelRequests
+from fairqueue.runtime.duties.heartbeats import Heartbeats
+from fairqueue.runtime.duties.history_sampling import HistorySampling
+from fairqueue.runtime.duties.lease_sweep import LeaseSweep
+from fairqueue.runtime.duties.schedule_firing import ScheduleFiring
+from fairqueue.runtime.metrics import WorkerMetrics
+from fairqueue.runtime.outcome import Outcome
+from fairqueue.runtime.queue_app import QueueApp
+from fairqueue.runtime.runner import Runner
+from fairqueue.runtime.slots import Slots
+from fairqueue.runtime.task import Task
 
 __all__ = ["Worker"]
 
@@ -42,31 +54,15 @@ log = logging.getLogger("fairqueue.worker")
 _PAGE = 10_000
 # Outcomes written per group commit at most.
 _BATCH = 1_000
-# Seconds between samples of each org's pending and running jobs (the dashboard's chart).
-_SAMPLE_EVERY = 5.0
 # Seconds before a job left queued by a capped claim is offered to the store again.
 _CAP_RETRY = 0.05
-
-
-class _Task:
-    """A claimed job on its way to a handler thread (a slotted class: one per job)."""
-
-    __slots__ = ("lease", "record", "cancel", "started", "deadline", "timed_out")
-
-    def __init__(self, lease: int, record: JobRecord, timeout: float) -> None:
-        self.lease = lease
-        self.record = record
-        self.cancel = CancelFlag()
-        self.started = time.monotonic()
-        self.deadline = self.started + timeout
-        self.timed_out = False
 
 
 class Worker:
     """Runs an app's jobs.
 
     Args:
-        app: the application whose store and limits to use.
+        app: the application (a :class:`fairqueue.FairQueue`) whose store and limits to use.
         slots: handler slots (default: ``app.limits.slots``).
         name: identifies this worker's leases in the store (default host:pid:n).
         poll_interval: seconds between looks at the store when nothing wakes the worker
@@ -91,7 +87,7 @@ class Worker:
 
     def __init__(
         self,
-        app: FairQueue,
+        app: QueueApp,
         *,
         slots: Optional[int] = None,
         name: Optional[str] = None,
@@ -103,7 +99,7 @@ class Worker:
         metrics_port: Optional[int] = None,
         metrics_host: str = "127.0.0.1",
     ) -> None:
-        limits = app.limits
+        limits = app.settings.limits
         self.app = app
         self.slots = slots if slots is not None else limits.slots
         if not isinstance(self.slots, int) or self.slots < 1:
@@ -112,37 +108,29 @@ class Worker:
             raise InvalidArgument(f"invalid mode {mode!r}: expected 'thread' or 'process'")
         if mode == "process" and not app_path:
             raise InvalidArgument("mode='process' needs app_path='module:attribute' so child processes can import the app")
+        if metrics_port is not None and (not isinstance(metrics_port, int) or not 0 <= metrics_port <= 65535):
+            raise InvalidArgument(f"invalid metrics_port {metrics_port!r}: expected 0 to 65535")
         self.mode = mode
         self.app_path = app_path
         self.runner = Runner(app)
         Worker._count += 1
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{Worker._count}"
+        self.store = app.storage
+        """The store this worker runs (the app's when the worker was made)."""
         self._poll_interval = poll_interval
         self.poll_interval = 0.05 if poll_interval is None else poll_interval
         self._unsubscribe: Optional[Callable[[], None]] = None
         self._queued_news = threading.Event()
         self._last_pick_up = 0.0
-        self.core = dispatcher or Dispatcher(
-            policy=app.policy,
-            slots=self.slots,
-            peek_set=limits.peek_set,
-            cap=limits.cap,
-            min=limits.min,
-            weight=limits.weight,
-            extended_delay=dict(limits.extended_delay),
-            kind_slots=dict(limits.kind_slots),
-            lease=limits.lease,
-        )
-        for (org, kind), values in app.org_limits.items():
-            self.core.set_limits(org, kind, **values)
+        self.core = dispatcher or build_dispatcher(app.settings, self.slots)
         self.conservation = conservation if conservation is not None else app.conservation
         self._owns_monitor = False
         self._capacity = 1.0
         self._seen_seq = 0
-        self._running: dict[int, _Task] = {}
-        self._tasks: queue.SimpleQueue[Optional[_Task]] = queue.SimpleQueue()
-        self._outcomes: queue.SimpleQueue[tuple[_Task, Outcome]] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
+        self._running: dict[int, Task] = {}
+        self._outcomes: queue.SimpleQueue[tuple[Task, Outcome]] = queue.SimpleQueue()
+        self.pool = Slots(self.name, self.runner, app_path if mode == "process" else None, self._deliver)
+        """The handler slots."""
         self._main: Optional[threading.Thread] = None
         self._stopping = threading.Event()
         # True while the loop may be asleep: only then must a finished slot wake it
@@ -150,19 +138,28 @@ class Worker:
         self._idle = False
         self._stopped = threading.Event()
         self._grace = 30.0
-        self._last_heartbeat = 0.0
-        self._last_housekeeping = 0.0
         self.completed = 0
         """Jobs this worker has finished (any outcome), for progress displays."""
-        self._history: list[HistoryEntry] = []
-        self._last_sample = 0.0
         self._caps: dict[tuple[str, str], int] = {}
         self._timeouts: dict[tuple[str, str], float] = {}
-        self._started_orgs: set[str] = set()
-        if metrics_port is not None and (not isinstance(metrics_port, int) or not 0 <= metrics_port <= 65535):
-            raise InvalidArgument(f"invalid metrics_port {metrics_port!r}: expected 0 to 65535")
+        every = min(1.0, limits.lease / 3)
+        self.history = HistorySampling(self.store, every)
+        self.alerting = AlertEvaluation(app.alerts, self.core, self.history, every)
+        running = self._running.values
+        self.duties: list[Duty] = [
+            Heartbeats(self.store, self.core, self.name, limits.lease, running),
+            LeaseSweep(self.store, every),
+            ScheduleFiring(self.store, app.settings, every, self._queued_news.set),
+            self.alerting,
+            self.history,
+            CancelRequests(self.store, every, running),
+        ]
+        """The periodic duties, run in this order when due (see :mod:`fairqueue.runtime.duties`)."""
+        self._due = [0.0] * len(self.duties)
         self._metrics_at = (metrics_host, metrics_port) if metrics_port is not None else None
-        self.metrics: Optional[WorkerMetrics] = WorkerMetrics(self) if metrics_port is not None else None
+        self.metrics: Optional[WorkerMetrics] = (
+            WorkerMetrics(lambda: self.store, self.core) if metrics_port is not None else None
+        )
         """The worker's Prometheus metrics (None unless a ``metrics_port`` was given)."""
 
     # ----- lifecycle -------------------------------------------------------------------
@@ -175,11 +172,11 @@ class Worker:
         if self.metrics is not None and self._metrics_at is not None:
             host, port = self._metrics_at
             self.metrics.serve(port, host)
-        self._unsubscribe = self.app.storage.job_queued_subscribe(self._on_queued)
+        self._unsubscribe = self.store.job_queued_subscribe(self._on_queued)
         if self._unsubscribe is not None and self._poll_interval is None:
             self.poll_interval = 1.0
         for _ in range(self.slots):
-            self._spawn_handler_thread()
+            self.pool.spawn()
         self._main = threading.Thread(target=self._run_loop, name=f"fairqueue-loop-{self.name}", daemon=True)
         self._main.start()
         return self
@@ -189,7 +186,7 @@ class Worker:
         re-queues the rest, and returns when the worker has stopped."""
         self._grace = grace
         self._stopping.set()
-        self.app.wakeup.set()
+        self.app.enqueuer.wakeup.set()
         if self._main is not None:
             self._main.join()
 
@@ -201,7 +198,7 @@ class Worker:
         def on_signal(signum: int, _frame: Any) -> None:
             log.info("fairqueue worker %s: signal %d, draining", self.name, signum)
             self._stopping.set()
-            self.app.wakeup.set()
+            self.app.enqueuer.wakeup.set()
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -228,9 +225,8 @@ class Worker:
             log.exception("fairqueue worker %s: loop crashed", self.name)
             raise
         finally:
-            for _ in self._threads:
-                self._tasks.put(None)
             # Handler threads exit on the sentinel; a hung one (timed out) is abandoned.
+            self.pool.close()
             self.runner.close()
             if self._unsubscribe is not None:
                 self._unsubscribe()
@@ -241,17 +237,18 @@ class Worker:
             self._stopped.set()
 
     def _loop_body(self) -> None:
-        self.app.storage.job_requeue_expired(time.time())
+        wakeup = self.app.enqueuer.wakeup
+        self.store.job_requeue_expired(time.time())
         drain_deadline: Optional[float] = None
         while True:
-            self.app.wakeup.clear()
+            wakeup.clear()
             now = time.time()
             outcomes = self._take_outcomes()
             if self._stopping.is_set():
                 if outcomes:
                     for task, _ in outcomes:
                         self._release(task)
-                    self._settle(outcomes, self.app.storage.job_finish(self._finishes(outcomes, now)))
+                    self._settle(outcomes, self.store.job_finish(self._finishes(outcomes, now)))
                 if drain_deadline is None:
                     drain_deadline = time.monotonic() + self._grace
                 if not self._running:
@@ -262,11 +259,17 @@ class Worker:
             else:
                 self._turn(outcomes, now)
             self._enforce_timeouts(now)
-            self._housekeeping(now)
+            self._run_duties(now)
             self._idle = True
             if self._outcomes.empty():
-                self.app.wakeup.wait(self._sleep_for(now))
+                wakeup.wait(self._sleep_for(now))
             self._idle = False
+
+    def _run_duties(self, now: float) -> None:
+        for i, duty in enumerate(self.duties):
+            if now >= self._due[i]:
+                self._due[i] = now + duty.every
+                duty.run(now)
 
     def _sleep_for(self, now: float) -> float:
         wake = self.core.next_wakeup()
@@ -274,9 +277,15 @@ class Worker:
         until = min([self.poll_interval] + ([wake - now] if wake is not None else []) + [d - time.monotonic() for d in deadlines])
         return max(until, 0.0)
 
+    def _deliver(self, task: Task, outcome: Outcome) -> None:
+        """A slot's outcome, handed to the loop (called from the slot's thread)."""
+        self._outcomes.put((task, outcome))
+        if self._idle:
+            self.app.enqueuer.wakeup.set()
+
     def _on_queued(self) -> None:
         self._queued_news.set()
-        self.app.wakeup.set()
+        self.app.enqueuer.wakeup.set()
 
     def _pick_up(self, now: float) -> None:
         """Feeds the dispatcher every job that became queued since the last look.
@@ -292,7 +301,7 @@ class Worker:
             self._queued_news.clear()
         self._last_pick_up = now
         while True:
-            pending = self.app.storage.job_pending(after_seq=self._seen_seq, limit=_PAGE)
+            pending = self.store.job_pending(after_seq=self._seen_seq, limit=_PAGE)
             if not pending:
                 return
             try:
@@ -302,6 +311,11 @@ class Worker:
             self._seen_seq = pending[-1].ready_seq
             if len(pending) < _PAGE:
                 return
+
+    def pick_up(self) -> None:
+        """Feeds the dispatcher every job queued since the last look, now (benchmarks
+        time the pick-up of a large backlog with it)."""
+        self._pick_up(time.time())
 
     def _feed_one_by_one(self, pending: list[PendingJob], now: float) -> None:
         """A page the dispatcher refused as a whole: feed it job by job, and fail the
@@ -315,13 +329,11 @@ class Worker:
         if not malformed:
             return
         log.error("fairqueue worker %s: failing %d malformed stored jobs: %s", self.name, len(malformed), malformed)
-        lease_until = now + self.app.limits.lease
-        claimed = {r.id for r in self.app.storage.job_claim([i for i, _ in malformed], self.name, lease_until, now)}
-        self.app.storage.job_finish(
-            [Finish(i, self.name, JobStatus.FAILED, now, error) for i, error in malformed if i in claimed]
-        )
+        lease_until = now + self.app.settings.limits.lease
+        claimed = {r.id for r in self.store.job_claim([i for i, _ in malformed], self.name, lease_until, now)}
+        self.store.job_finish([Finish(i, self.name, JobStatus.FAILED, now, error) for i, error in malformed if i in claimed])
 
-    def _turn(self, outcomes: list[tuple[_Task, Outcome]], now: float) -> None:
+    def _turn(self, outcomes: list[tuple[Task, Outcome]], now: float) -> None:
         """One turn: the outcomes that came in free their slots, the dispatcher fills
         the free slots, and the store records both in one call (one transaction on
         SQLite)."""
@@ -332,10 +344,10 @@ class Worker:
         grants = self.core.dispatch()
         if not outcomes and not grants:
             return
-        lease_until = now + self.app.limits.lease
+        lease_until = now + self.app.settings.limits.lease
         # The store holds each pair to the cap this worker's core applies, across every worker.
         caps = {(g.org, g.kind): self._cap(g.org, g.kind) for g in grants}
-        applied, claim = self.app.storage.job_finish_and_claim(
+        applied, claim = self.store.job_finish_and_claim(
             self._finishes(outcomes, now), [g.id for g in grants], self.name, lease_until, now, caps
         )
         if outcomes:
@@ -353,7 +365,7 @@ class Worker:
                 self.core.set_capacity(capacity)
                 if (capacity < 1) != (self._capacity < 1):
                     periods = self.conservation.current_periods
-                    self._history.append(HistoryEntry(
+                    self.history.record(HistoryEntry(
                         now, "throttle_start" if capacity < 1 else "throttle_end", None, capacity,
                         {"worker": self.name, "resources": [p.resource for p in periods]},
                     ))  # fmt: skip
@@ -370,7 +382,7 @@ class Worker:
         claimed = {r.id: r for r in claim}
         at_cap = set(claim.at_cap)
         stand_ins = self._stand_ins(claim, {g.id for g in grants})
-        limits = self.app.limits
+        limits = self.app.settings.limits
         for grant in grants:
             if grant.id in at_cap:
                 # Other workers sharing the store hold the pair's cap: offer it again shortly.
@@ -385,11 +397,11 @@ class Worker:
                 # Aborted, or claimed by another worker process, since we last looked:
                 # look again at once, the dispatcher may hold more jobs others took.
                 self.core.ack(grant.lease)
-                self.app.wakeup.set()
+                self.app.enqueuer.wakeup.set()
                 continue
-            task = _Task(grant.lease, record, self._timeout(record.kind, record.handler))
+            task = Task(grant.lease, record, self._timeout(record.kind, record.handler))
             self._running[grant.lease] = task
-            self._started_orgs.add(record.org)
+            self.alerting.job_started(record.org)
             if self.metrics is not None:
                 self.metrics.started(record)
             if record.attempts > limits.max_attempts:
@@ -399,7 +411,7 @@ class Worker:
                 )
                 self._outcomes.put((task, Outcome(JobStatus.FAILED, error=error)))
             else:
-                self._tasks.put(task)
+                self.pool.submit(task)
 
     def _stand_ins(self, claim: Claimed, granted: set[int]) -> dict[tuple[str, str], list[JobRecord]]:
         """The claimed jobs the dispatcher did not grant, by pair, taken out of the dispatcher."""
@@ -418,9 +430,9 @@ class Worker:
         """Seconds a job of this kind and handler may run (a future may set its own)."""
         timeout = self._timeouts.get((kind, handler_path))
         if timeout is None:
-            timeout = self.app.limits.timeouts[kind]
+            timeout = self.app.settings.limits.timeouts[kind]
             try:
-                handler = _jobs.resolve(handler_path)
+                handler = resolve(handler_path)
             except HandlerNotFound:
                 return timeout  # the handler thread records the error; looked up again next time
             if isinstance(handler, FutureFunction) and handler.timeout is not None:
@@ -435,9 +447,9 @@ class Worker:
             cap = self._caps[(org, kind)] = self.core.limits(org, kind)["cap"]
         return cap
 
-    def _take_outcomes(self) -> list[tuple[_Task, Outcome]]:
+    def _take_outcomes(self) -> list[tuple[Task, Outcome]]:
         """The handler threads' outcomes so far, of tasks still ours (not timed out)."""
-        outcomes: list[tuple[_Task, Outcome]] = []
+        outcomes: list[tuple[Task, Outcome]] = []
         while len(outcomes) < _BATCH:
             try:
                 outcomes.append(self._outcomes.get_nowait())
@@ -445,14 +457,15 @@ class Worker:
                 break
         return [(t, o) for t, o in outcomes if self._running.get(t.lease) is t and not t.timed_out]
 
-    def _finishes(self, outcomes: list[tuple[_Task, Outcome]], now: float) -> list[Finish]:
+    def _finishes(self, outcomes: list[tuple[Task, Outcome]], now: float) -> list[Finish]:
+        settings = self.app.settings
         return [
             Finish(t.record.id, self.name, o.status, now, o.error, o.retry_at, o.children, o.progress,
-                   self.app._daily_limits_for(o.children) if o.children else None)
+                   settings.daily_limits(c.org for c in o.children) if o.children else None)
             for t, o in outcomes
         ]  # fmt: skip
 
-    def _settle(self, outcomes: list[tuple[_Task, Outcome]], applied: list[int]) -> None:
+    def _settle(self, outcomes: list[tuple[Task, Outcome]], applied: list[int]) -> None:
         """After the outcomes are stored: metrics, batch error events, and jobs whose
         outcome did not apply (our lease had lapsed) back into the dispatcher."""
         self.completed += len(outcomes)
@@ -462,24 +475,24 @@ class Worker:
                 if task.record.id in done:
                     self.metrics.finished_one(task.record, outcome.status)
         if any(o.progress and o.progress.errors for _, o in outcomes):
-            self.app._publish_batch_errors(
+            self.app.publish_batch_errors(
                 [e for t, o in outcomes if o.progress and t.record.id in done for e in o.progress.errors]
             )
         if len(applied) < len(outcomes):
             self._reclaim_lost([t.record.id for t, _ in outcomes if t.record.id not in done])
         if any(o.children for _, o in outcomes):
-            self.app.wakeup.set()
+            self.app.enqueuer.wakeup.set()
 
     def _reclaim_lost(self, job_ids: list[int]) -> None:
         """Our lease on these jobs lapsed while they ran (the loop stalled past it) and
         the store queued them again; _pick_up skipped them while we still held them,
         so queue them in the dispatcher now."""
         for job_id in job_ids:
-            record = self.app.storage.job_get(job_id)
+            record = self.store.job_get(job_id)
             if record is not None and record.status is JobStatus.QUEUED:
                 self.core.enqueue_many([(record.id, record.org, record.kind, record.run_at)], skip_held=True)
 
-    def _release(self, task: _Task) -> None:
+    def _release(self, task: Task) -> None:
         del self._running[task.lease]
         # The store owns the job's next step (a retry re-enters through _pick_up).
         self.core.ack(task.lease)
@@ -493,209 +506,25 @@ class Worker:
         for task in overdue:
             task.timed_out = True
             task.cancel.set()
-        limit = {t.lease: time.monotonic() - t.started for t in overdue}
-        self.app.storage.job_finish(
+        ran = {t.lease: time.monotonic() - t.started for t in overdue}
+        self.store.job_finish(
             [
                 Finish(t.record.id, self.name, JobStatus.FAILED, now,
-                       error=f"TimeoutError: ran {limit[t.lease]:.1f} s, over its timeout of {self._timeout_of(t):g} s")
+                       error=f"TimeoutError: ran {ran[t.lease]:.1f} s, over its timeout of {t.timeout:g} s")
                 for t in overdue
             ]
         )  # fmt: skip
         for task in overdue:
             self._release(task)
             # The hung thread cannot be killed; a fresh one takes its slot.
-            self._spawn_handler_thread()
-
-    def _timeout_of(self, task: _Task) -> float:
-        return task.deadline - task.started
-
-    def _housekeeping(self, now: float) -> None:
-        lease = self.app.limits.lease
-        if self._running and now - self._last_heartbeat >= lease / 3:
-            self._last_heartbeat = now
-            self.app.storage.job_heartbeat([t.record.id for t in self._running.values()], self.name, now + lease)
-            for task in self._running.values():
-                self.core.heartbeat(task.lease)
-        if now - self._last_housekeeping >= min(1.0, lease / 3):
-            self._last_housekeeping = now
-            self.app.storage.job_requeue_expired(now)
-            if self.app.storage.trigger_fire_due(now, next_fire, daily_limit=self.app.daily_limit):
-                self._queued_news.set()
-            self._alert(now)
-            if self._running:
-                by_id = {task.record.id: task for task in self._running.values()}
-                for job_id in self.app.storage.job_cancel_requested(list(by_id)):
-                    by_id[job_id].cancel.set()
-
-    def _record_history(self, now: float) -> None:
-        """Writes what explain and the dashboard need later: throttle periods and extended
-        delays as they happen, and every few seconds each org's pending and running jobs
-        (once per interval across all workers sharing the store, near enough)."""
-        if now - self._last_sample >= _SAMPLE_EVERY:
-            self._last_sample = now
-            if not self.app.storage.history_read(now - _SAMPLE_EVERY * 0.9, ["pending"]):
-                per_org: dict[str, list[int]] = {}
-                for (org, _, status), n in self.app.storage.job_counts(live=True).items():
-                    counts = per_org.setdefault(org, [0, 0])
-                    if status in (JobStatus.QUEUED, JobStatus.HOLDING):
-                        counts[0] += n
-                    elif status is JobStatus.PROCESSING:
-                        counts[1] += n
-                for org, (pending, running) in sorted(per_org.items()):
-                    if pending or running:
-                        self._history.append(HistoryEntry(now, "pending", org, pending, {}))
-                        self._history.append(HistoryEntry(now, "running", org, running, {}))
-        if self._history:
-            entries, self._history = self._history, []
-            self.app.storage.history_append(entries)
-
-    def _alert(self, now: float) -> None:
-        alerts = self.app.alerts
-        for event in self.core.take_events():
-            if event.get("event") != "extended_delay":
-                continue
-            org, until = str(event["org"]), event["until"]
-            assert isinstance(until, (int, float))
-            self._history.append(HistoryEntry(
-                now, "extended_delay", org, float(until), {"kind": event["kind"], "count": event["count"]}
-            ))  # fmt: skip
-            if alerts.watching():
-                alerts.emit(AlertEvent(
-                    "extended_delay", "once", org,
-                    f"org {org!r}: {event['count']} {event['kind']} jobs put back until {event['until']:.0f} "
-                    "(every job in the peek set was its, at its cap)",
-                    {"kind": event["kind"], "count": event["count"], "until": event["until"]},
-                ))  # fmt: skip
-        try:
-            started, self._started_orgs = self._started_orgs, set()
-            alerts.evaluate(now, started)
-            self._record_history(now)
-        except Exception:
-            log.exception("fairqueue worker %s: evaluating alerts or recording history failed", self.name)
+            self.pool.spawn()
 
     def _requeue_running(self, now: float) -> None:
         """Grace is over: give the still-running jobs back to the queue."""
         running = [t for t in self._running.values() if not t.timed_out]
-        self.app.storage.job_finish(
+        self.store.job_finish(
             [Finish(t.record.id, self.name, JobStatus.QUEUED, now, error="re-queued: worker stopped") for t in running]
         )
         for task in running:
             task.cancel.set()
             self._release(task)
-
-    # ----- handler threads ------------------------------------------------------------------
-
-    def _spawn_handler_thread(self) -> None:
-        target = self._process_slot if self.mode == "process" else self._thread_slot
-        thread = threading.Thread(target=target, name=f"fairqueue-slot-{self.name}", daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def _thread_slot(self) -> None:
-        while True:
-            task = self._tasks.get()
-            if task is None:
-                return
-            try:
-                outcome = self.runner.execute(task.record, task.cancel)
-            except Exception as e:  # a fault of fairqueue's own: the job fails, the slot lives on
-                log.exception("fairqueue worker %s: running job %d failed outside its handler", self.name, task.record.id)
-                outcome = Outcome(JobStatus.FAILED, error=f"{type(e).__name__} in fairqueue's runner: {e}")
-            self._outcomes.put((task, outcome))
-            if self._idle:
-                self.app.wakeup.set()
-            if task.timed_out:
-                return  # a replacement thread already took this slot
-
-    def _process_slot(self) -> None:
-        assert self.app_path is not None
-        child: Optional[_Child] = None
-        try:
-            while True:
-                task = self._tasks.get()
-                if task is None:
-                    return
-                if child is None:
-                    child = _Child(self.app_path)
-                outcome = child.run(task.record, task.deadline - task.started)
-                if not child.alive:
-                    child = None
-                self._outcomes.put((task, outcome))
-                if self._idle:
-                    self.app.wakeup.set()
-        finally:
-            if child is not None:
-                child.stop()
-
-
-class _Child:
-    """One process slot's child: runs jobs sent down a pipe, one at a time."""
-
-    def __init__(self, app_path: str) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.conn, child_end = context.Pipe()
-        self.process = context.Process(target=_child_main, args=(child_end, app_path), daemon=True)
-        self.process.start()
-        child_end.close()
-
-    @property
-    def alive(self) -> bool:
-        return self.process.is_alive()
-
-    def run(self, record: JobRecord, timeout: float) -> Outcome:
-        started = time.monotonic()
-        self.conn.send(record)
-        if not self.conn.poll(timeout):
-            self.kill()
-            return Outcome(
-                JobStatus.FAILED,
-                error=f"TimeoutError: ran {time.monotonic() - started:.1f} s, over its timeout of {timeout:g} s "
-                "(its process was killed)",
-            )
-        try:
-            outcome: Outcome = self.conn.recv()
-            return outcome
-        except EOFError:
-            self.process.join()
-            return Outcome(
-                JobStatus.FAILED,
-                error=f"the job's worker process died while running it (exit code {self.process.exitcode})",
-            )
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.join()
-        self.conn.close()
-
-    def stop(self) -> None:
-        if self.alive:
-            try:
-                self.conn.send(None)
-            except OSError:
-                pass
-            self.process.join(timeout=5)
-        if self.alive:
-            self.kill()
-        self.conn.close()
-
-
-def _child_main(conn: Connection, app_path: str) -> None:
-    # The parent decides when to stop; a terminal's Ctrl-C or a SIGTERM to the group must not
-    # kill a child mid-job.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    app = _jobs.resolve(app_path)
-    if not isinstance(app, FairQueue):
-        raise HandlerNotFound(f"{app_path!r} is not a fairqueue.FairQueue")
-    runner = Runner(app)
-    try:
-        while True:
-            try:
-                record = conn.recv()
-            except EOFError:
-                return
-            if record is None:
-                return
-            conn.send(runner.execute(record))
-    finally:
-        runner.close()

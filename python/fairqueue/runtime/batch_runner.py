@@ -1,4 +1,4 @@
-"""Batch jobs (the reference platform's Batch Apex): ``start`` yields the records,
+"""Running batch jobs (the reference platform's Batch Apex): ``start`` yields the records,
 ``execute`` runs once per chunk, ``finish`` once at the end.
 
 A batch is one job of kind ``batch`` whose record shows its progress (items
@@ -31,73 +31,25 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sized
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from collections.abc import Callable, Iterable, Iterator, Sized
+from typing import Any, Optional
 
-from fairqueue import jobs as _jobs
-from fairqueue.errors import HandlerNotFound, InvalidArgument
-from fairqueue.jobs import Context
+from fairqueue.errors import HandlerNotFound
+from fairqueue.handlers import resolve
+from fairqueue.jobs import Batchable, Context, encode
 from fairqueue.records import BatchErrorEvent, JobRecord, JobStatus, NewJob, Progress
+from fairqueue.runtime.outcome import Outcome
 
-if TYPE_CHECKING:
-    from fairqueue.runner import Outcome, Runner
-
-__all__ = ["Batchable", "DEFAULT_SCOPE", "MAX_SCOPE"]
+__all__ = ["BatchRunner", "record_id"]
 
 log = logging.getLogger("fairqueue.batch")
 
-DEFAULT_SCOPE = 200
-"""Records per chunk unless the batch asks for another size."""
-MAX_SCOPE = 2000
-"""The most records one chunk may hold."""
 # Pagers a worker keeps between chunks; one left behind by a batch that moved on
 # to another process is closed once this many newer ones exist.
 _KEPT_PAGERS = 64
 
-
-class Batchable:
-    """Base class of a batch job: subclass it and write ``start``, ``execute`` and
-    (optionally) ``finish``.
-
-    The instance's attributes are its state (JSON). With ``stateful = True`` the
-    state ``execute`` leaves behind is carried to the next chunk and to ``finish``;
-    otherwise every chunk (and ``finish``) starts from the state the batch was
-    enqueued with.
-    """
-
-    stateful: ClassVar[bool] = False
-
-    def start(self, ctx: Context) -> Iterable[Any]:
-        """Returns the records: any iterable (a list, a generator, a DB-API cursor)."""
-        raise NotImplementedError(f"{type(self).__qualname__} must define start(self, ctx)")
-
-    def execute(self, ctx: Context, scope: list[Any]) -> None:
-        """Processes one chunk of records."""
-        raise NotImplementedError(f"{type(self).__qualname__} must define execute(self, ctx, scope)")
-
-    def finish(self, ctx: Context) -> None:
-        """Runs once after the last chunk (whatever failed)."""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        for method in ("start", "execute"):
-            if getattr(cls, method) is getattr(Batchable, method):
-                raise TypeError(f"{cls.__qualname__} subclasses Batchable but does not define {method}()")
-
-
-def batch_payload(job: Batchable, scope: int, max_bytes: int, *, single_chunk: bool = False) -> tuple[str, str]:
-    """The import path and the initial payload of a batch, checked. ``single_chunk``:
-    every record in one chunk, then ``finish``, in one delivery (an AsyncProcessor's
-    queueable)."""
-    if not isinstance(job, Batchable):
-        raise InvalidArgument(f"invalid batch {job!r}: expected an instance of a fairqueue.Batchable subclass")
-    if not single_chunk and (not isinstance(scope, int) or isinstance(scope, bool) or not 1 <= scope <= MAX_SCOPE):
-        raise InvalidArgument(f"invalid scope {scope!r}: expected 1 to {MAX_SCOPE} records per chunk")
-    path = _jobs.import_path(type(job))
-    _jobs.check_importable(path, type(job))
-    state = dict(vars(job))
-    body = {"state": state, "carried": state, "scope": scope, "chunk": 0, "single_chunk": single_chunk}
-    return path, _jobs.encode(body, f"the state of {path}", max_bytes)
+Call = Callable[[Context, Callable[..., Any], list[Any], dict[str, Any]], Any]
+"""How a phase's function is called as the job of a context (``Runner.in_context``)."""
 
 
 def record_id(record: Any, position: int) -> Any:
@@ -119,18 +71,18 @@ class _Pager:
     thread is free.
     """
 
-    def __init__(self, runner: Runner, ctx: Context, job: Batchable, skip: int) -> None:
+    def __init__(self, call: Call, ctx: Context, job: Batchable, skip: int) -> None:
         self.position = skip
         self._requests: queue.SimpleQueue[Optional[int]] = queue.SimpleQueue()
         self._replies: queue.SimpleQueue[tuple[Optional[list[Any]], Optional[BaseException], Optional[int]]] = (
             queue.SimpleQueue()
         )
         self._thread = threading.Thread(
-            target=self._run, args=(runner, ctx, job, skip), name=f"fairqueue-batch-{ctx.job_id}", daemon=True
+            target=self._run, args=(call, ctx, job, skip), name=f"fairqueue-batch-{ctx.job_id}", daemon=True
         )
         self._thread.start()
 
-    def _run(self, runner: Runner, ctx: Context, job: Batchable, skip: int) -> None:
+    def _run(self, call: Call, ctx: Context, job: Batchable, skip: int) -> None:
         iterator: Optional[Iterator[Any]] = None
         total: Optional[int] = None
         while True:
@@ -146,7 +98,7 @@ class _Pager:
                 return
             try:
                 if iterator is None:
-                    source: Iterable[Any] = runner._in_context(ctx, job.start, [ctx], {})
+                    source: Iterable[Any] = call(ctx, job.start, [ctx], {})
                     total = len(source) if isinstance(source, Sized) else None
                     iterator = iter(source)
                     next(itertools.islice(iterator, skip, skip), None)  # the finished chunks' records
@@ -168,17 +120,22 @@ class _Pager:
 
 
 class BatchRunner:
-    """Runs one delivery (one chunk, or the finish) of a batch job."""
+    """Runs one delivery (one chunk, or the finish) of a batch job.
 
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
+    Args:
+        call: calls a phase's function as the job of a context (``Runner.in_context``).
+        max_payload_bytes: the limit the next chunk's payload is encoded under.
+    """
+
+    def __init__(self, call: Call, max_payload_bytes: int) -> None:
+        self.call = call
+        self.max_payload_bytes = max_payload_bytes
         self._pagers: OrderedDict[int, _Pager] = OrderedDict()
         self._lock = threading.Lock()
 
     def execute(self, ctx: Context, record: JobRecord, body: dict[str, Any]) -> Outcome:
-        from fairqueue.runner import Outcome
-
-        cls = _jobs.resolve(record.handler)
+        """Runs the delivery of ``record`` whose payload is ``body``."""
+        cls = resolve(record.handler)
         if not (isinstance(cls, type) and issubclass(cls, Batchable)):
             raise HandlerNotFound(f"{record.handler!r} is not a fairqueue.Batchable subclass")
         scope, chunk = int(body["scope"]), int(body["chunk"])
@@ -197,12 +154,12 @@ class BatchRunner:
             log.warning("batch %d (%s) %s failed: %s: %s", record.id, record.handler, phase, type(error).__name__, error)
 
         def run(fn: Any, *args: Any) -> Optional[BaseException]:
-            phase_ctx = _phase_context(ctx)
+            phase_ctx = ctx.derive()
             try:
-                self.runner._in_context(phase_ctx, fn, [phase_ctx, *args], {})
+                self.call(phase_ctx, fn, [phase_ctx, *args], {})
             except BaseException as e:
                 return e
-            children.extend(new for new, _ in phase_ctx.transaction.pending)
+            children.extend(phase_ctx.children)
             return None
 
         pager = self._pager(ctx, record.id, _restore(cls, body["state"]), chunk * scope)
@@ -222,7 +179,7 @@ class BatchRunner:
         if records:
             carried = dict(vars(job)) if cls.stateful else body["carried"]
             next_body = {**body, "chunk": chunk + 1, "carried": carried}
-            payload = _jobs.encode(next_body, f"the state of {record.handler}", self.runner.app.limits.max_payload_bytes)
+            payload = encode(next_body, f"the state of {record.handler}", self.max_payload_bytes)
             progress = Progress(payload, processed, total, record.error_count + bool(errors), tuple(errors))
             return Outcome(JobStatus.QUEUED, retry_at=None, children=tuple(children), progress=progress)
         # The records ran out (or could not be read): the finish phase, in this same delivery.
@@ -245,7 +202,7 @@ class BatchRunner:
                 pager.close()
                 pager = None
             if pager is None:
-                pager = _Pager(self.runner, _phase_context(ctx), job, position)
+                pager = _Pager(self.call, ctx.derive(), job, position)
             self._pagers[job_id] = pager
             while len(self._pagers) > _KEPT_PAGERS:
                 self._pagers.popitem(last=False)[1].close()
@@ -270,13 +227,3 @@ def _restore(cls: type[Batchable], state: dict[str, Any]) -> Batchable:
     job = cls.__new__(cls)
     vars(job).update(json.loads(json.dumps(state)))
     return job
-
-
-def _phase_context(ctx: Context) -> Context:
-    """A fresh context (and transaction) per phase, so a failed chunk's enqueues are dropped alone."""
-    return Context(
-        app=ctx.app, job_id=ctx.job_id, org=ctx.org, kind=ctx.kind, attempt=ctx.attempt, chain_depth=ctx.chain_depth,
-        max_depth=ctx.max_depth, finalizer_requeues=ctx.finalizer_requeues, cancel=ctx._cancel,
-    )  # fmt: skip
-
-

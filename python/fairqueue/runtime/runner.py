@@ -1,7 +1,9 @@
 """Running one job: its context, its handler, its finalizer, its outcome.
 
-Shared by thread slots and process slots; it does no storage I/O. What a handler
-enqueued comes back as the outcome's children, to be committed with it.
+Shared by thread slots, process slots and test mode; it does no storage I/O of
+its own (what a handler's enqueue reads is said in :mod:`fairqueue.enqueue`).
+What a handler enqueued comes back as the outcome's children, to be committed
+with it.
 """
 
 from __future__ import annotations
@@ -13,29 +15,20 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional
 
-from fairqueue import jobs as _jobs
-from fairqueue.app import FairQueue
+from fairqueue.enqueue import FutureFunction
 from fairqueue.errors import HandlerNotFound, MalformedRecord
-from fairqueue.jobs import CancelFlag, Context, FinalizerResult, FutureFunction, Queueable, Retry
-from fairqueue.batch import BatchRunner
-from fairqueue.records import JobRecord, JobStatus, NewJob, Progress
+from fairqueue.handlers import is_async, resolve
+from fairqueue.jobs import CancelFlag, Context, FinalizerResult, Queueable, Retry, restore_queueable, running
+from fairqueue.records import JobRecord, JobStatus, NewJob
+from fairqueue.runtime.batch_runner import BatchRunner
+from fairqueue.runtime.outcome import Outcome
+from fairqueue.runtime.queue_app import QueueApp
 
-__all__ = ["Outcome", "Runner"]
+__all__ = ["Runner"]
 
 log = logging.getLogger("fairqueue.worker")
-
-
-class Outcome(NamedTuple):
-    """How one delivery of a job ended (a named tuple: one is built per job)."""
-
-    status: JobStatus
-    error: Optional[str] = None
-    retry_at: Optional[float] = None
-    children: tuple[NewJob, ...] = ()
-    progress: Optional[Progress] = None
-    """A batch delivery's progress (see :class:`fairqueue.records.Progress`)."""
 
 
 def _payload(record: JobRecord) -> dict[str, Any]:
@@ -51,12 +44,12 @@ def _payload(record: JobRecord) -> dict[str, Any]:
 class Runner:
     """Runs jobs of one app; ``async def`` handlers share one event loop thread."""
 
-    def __init__(self, app: FairQueue) -> None:
+    def __init__(self, app: QueueApp) -> None:
         self.app = app
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[threading.Thread] = None
         self._loop_lock = threading.Lock()
-        self._batch = BatchRunner(self)
+        self._batch = BatchRunner(self.in_context, app.settings.limits.max_payload_bytes)
 
     def execute(self, record: JobRecord, cancel: Optional[CancelFlag] = None) -> Outcome:
         """Runs one delivery of ``record``; never raises for the job's own failures."""
@@ -65,7 +58,8 @@ class Runner:
         except MalformedRecord as e:
             return Outcome(JobStatus.FAILED, error=f"MalformedRecord: {e}")
         ctx = Context(
-            app=self.app,
+            queue=self.app.enqueuer,
+            limits=self.app.settings.limits,
             job_id=record.id,
             org=record.org,
             kind=record.kind,
@@ -88,7 +82,7 @@ class Runner:
         except BaseException as e:  # the job's failure is its own; the worker goes on
             error = e
         # A failed job's own enqueues are rolled back, as its transaction is.
-        children = [new for new, _ in ctx.transaction.pending] if error is None else []
+        children = ctx.children if error is None else []
         finalizer_note = ""
         if ctx.finalizers:
             result = FinalizerResult(
@@ -106,7 +100,7 @@ class Runner:
         return Outcome(JobStatus.COMPLETED, error=finalizer_note or None, children=tuple(children))
 
     def _call(self, ctx: Context, record: JobRecord, body: dict[str, Any]) -> None:
-        handler = _jobs.resolve(record.handler)
+        handler = resolve(record.handler)
         if record.kind == "future":
             if not isinstance(handler, FutureFunction):
                 raise HandlerNotFound(f"{record.handler!r} is not a function declared with @app.future")
@@ -115,39 +109,27 @@ class Runner:
         else:
             if not (isinstance(handler, type) and issubclass(handler, Queueable)):
                 raise HandlerNotFound(f"{record.handler!r} is not a fairqueue.Queueable subclass")
-            job = _jobs.restore_queueable(handler, body.get("state", {}))
+            job = restore_queueable(handler, body.get("state", {}))
             fn, args, kwargs = job.execute, [ctx], {}
-        self._in_context(ctx, fn, args, kwargs)
+        self.in_context(ctx, fn, args, kwargs)
 
-    def _in_context(self, ctx: Context, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
-        tokens = (_jobs._current.set(ctx), _jobs._transaction.set(ctx.transaction))
-        try:
-            if _jobs.is_async(fn):
+    def in_context(self, ctx: Context, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Calls ``fn(*args, **kwargs)`` as the job of ``ctx`` (so ``current_context()``
+        and enqueues see it); an ``async def`` runs on the runner's event loop."""
+        with running(ctx):
+            if is_async(fn):
                 return asyncio.run_coroutine_threadsafe(_with_context(ctx, fn, args, kwargs), self._event_loop()).result()
             return fn(*args, **kwargs)
-        finally:
-            _jobs._transaction.reset(tokens[1])
-            _jobs._current.reset(tokens[0])
 
     def _run_finalizers(self, ctx: Context, result: FinalizerResult, children: list[NewJob]) -> str:
         """Runs the job's finalizer; its enqueues join ``children``. Returns a note on failure."""
         for finalizer in ctx.finalizers:
-            fctx = Context(
-                app=self.app,
-                job_id=ctx.job_id,
-                org=ctx.org,
-                kind="queueable",
-                attempt=ctx.attempt,
-                chain_depth=ctx.chain_depth,
-                max_depth=ctx.max_depth,
-                finalizer_requeues=ctx.finalizer_requeues,
-                in_finalizer=True,
-            )
+            fctx = ctx.derive(kind="queueable", in_finalizer=True)
             try:
-                self._in_context(fctx, finalizer.execute, [fctx, result], {})
+                self.in_context(fctx, finalizer.execute, [fctx, result], {})
             except BaseException as e:
                 return f"; finalizer {type(finalizer).__qualname__} failed: {type(e).__name__}: {e}"
-            children.extend(new for new, _ in fctx.transaction.pending)
+            children.extend(fctx.children)
         return ""
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -173,6 +155,5 @@ class Runner:
 
 async def _with_context(ctx: Context, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
     # A task copies the loop thread's context, not the caller's: set ours inside.
-    _jobs._current.set(ctx)
-    _jobs._transaction.set(ctx.transaction)
-    return await fn(*args, **kwargs)
+    with running(ctx):
+        return await fn(*args, **kwargs)

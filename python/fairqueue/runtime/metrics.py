@@ -12,19 +12,19 @@ and whether it throttles, and extended delays applied.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from fairqueue._core import Dispatcher
 from fairqueue.records import JobRecord, JobStatus
+from fairqueue.storage import Storage
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
-
-    from fairqueue.worker import Worker
 
 __all__ = ["WorkerMetrics"]
 
@@ -33,9 +33,14 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 
 class WorkerMetrics:
-    """One worker's metrics and, once :meth:`serve` is called, their HTTP endpoint."""
+    """One worker's metrics and, once :meth:`serve` is called, their HTTP endpoint.
 
-    def __init__(self, worker: Worker) -> None:
+    Args:
+        store: returns the store whose live counts are exported.
+        core: the worker's dispatcher, whose slots and capacity are exported.
+    """
+
+    def __init__(self, store: Callable[[], Storage], core: Dispatcher) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.dequeue_latency = Histogram(
             "fairqueue_dequeue_latency_seconds",
@@ -50,7 +55,7 @@ class WorkerMetrics:
             ["org", "kind", "status"],
             registry=self.registry,
         )
-        self.registry.register(_Live(worker))
+        self.registry.register(_Live(store, core))
         self._server: Optional[object] = None
         self._thread: Optional[threading.Thread] = None
         self.address: Optional[tuple[str, int]] = None
@@ -85,8 +90,9 @@ class WorkerMetrics:
 class _Live(Collector):
     """Figures read at scrape time: the store's counts and the worker's core."""
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
+    def __init__(self, store: Callable[[], Storage], core: Dispatcher) -> None:
+        self.store = store
+        self.core = core
 
     def collect(self) -> Iterator[Metric]:
         # Waiting and running only: counting finished jobs would read the store's whole
@@ -94,10 +100,10 @@ class _Live(Collector):
         jobs = GaugeMetricFamily(
             "fairqueue_jobs", "Jobs waiting or running in the store, by org, kind and status", labels=["org", "kind", "status"]
         )
-        for (org, kind, status), n in sorted(self.worker.app.storage.job_counts(live=True).items()):
+        for (org, kind, status), n in sorted(self.store().job_counts(live=True).items()):
             jobs.add_metric([org, kind, status.value], n)
         yield jobs
-        stats = self.worker.core.stats()
+        stats = self.core.stats()
         slots, running = float(stats["slots"]), float(stats["running"])
         yield GaugeMetricFamily("fairqueue_worker_slots", "This worker's handler slots", value=slots)
         yield GaugeMetricFamily("fairqueue_worker_running", "Jobs this worker is running", value=running)

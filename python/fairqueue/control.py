@@ -1,0 +1,122 @@
+"""Reading and steering jobs that exist: records, listings, aborts, flex-queue
+moves, schedules and daily usage — each argument checked once, here.
+
+A :class:`Control` serves the app facade, its org-scoped views and the
+dashboard alike; with ``org`` given, an operation sees and touches only that
+org's jobs and reports another org's ids as unknown.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Optional, Union
+
+from fairqueue.observe import Explanation, explain
+from fairqueue.records import BatchErrorEvent, JobRecord, JobStatus, TriggerRecord, TriggerState
+from fairqueue.settings import QueueSettings
+from fairqueue.storage import DailyUsage, Storage
+from fairqueue.validate import check_enum, check_kind, check_limit, check_org
+
+__all__ = ["Control"]
+
+
+def _unknown(what: str, item_id: int, org: Optional[str]) -> LookupError:
+    return LookupError(f"org {org!r} has no {what} with id {item_id}" if org else f"no {what} with id {item_id}")
+
+
+class Control:
+    """Operations on existing jobs and schedules.
+
+    Args:
+        store: returns the store to act on (the app's current one).
+        settings: the queue's settings (explanations read them).
+    """
+
+    def __init__(self, store: Callable[[], Storage], settings: QueueSettings) -> None:
+        self.store = store
+        self.settings = settings
+
+    def get(self, job_id: int, *, org: Optional[str] = None) -> Optional[JobRecord]:
+        """The record of ``job_id`` (if it is ``org``'s, when given), or None."""
+        record = self.store().job_get(job_id)
+        return record if record is not None and (org is None or record.org == org) else None
+
+    def jobs(
+        self,
+        *,
+        org: Optional[str] = None,
+        kind: Optional[str] = None,
+        status: Union[None, str, JobStatus] = None,
+        limit: int = 100,
+        before_id: Optional[int] = None,
+    ) -> list[JobRecord]:
+        """Job records, newest first, filtered by org, kind and status."""
+        if org is not None:
+            check_org(org)
+        if kind is not None:
+            check_kind(kind)
+        wanted = check_enum(JobStatus, "status", status)
+        check_limit(limit)
+        return self.store().job_list(org=org, kind=kind, status=wanted, before_id=before_id, limit=limit)
+
+    def abort(self, job_id: int, *, org: Optional[str] = None) -> JobStatus:
+        """Aborts a job: a queued job never runs; a running one sees ``ctx.cancelled``.
+
+        Returns the status after the call; raises LookupError for an unknown id.
+        """
+        status = self.store().job_abort(job_id, time.time(), org=org)
+        if status is None:
+            raise _unknown("job", job_id, org)
+        return status
+
+    def explain(self, job_id: int, *, org: Optional[str] = None) -> Explanation:
+        """Why ``job_id`` waits (see :func:`fairqueue.observe.explain`); LookupError if unknown."""
+        if org is not None and self.get(job_id, org=org) is None:
+            raise _unknown("job", job_id, org)
+        return explain(self.store(), self.settings, job_id)
+
+    def batch_errors(self, job_id: int) -> list[BatchErrorEvent]:
+        """The error events of batch ``job_id``, oldest first."""
+        return self.store().batch_errors(job_id)
+
+    # ----- the flex queue ----------------------------------------------------------------
+
+    def flex_queue(self, org: str) -> list[JobRecord]:
+        """``org``'s holding batch jobs, the next to start first."""
+        return self.store().flex_list(check_org(org))
+
+    def flex_move(
+        self,
+        job_id: int,
+        *,
+        org: Optional[str] = None,
+        before: Optional[int] = None,
+        after: Optional[int] = None,
+        to: Optional[str] = None,
+    ) -> list[int]:
+        """Moves a holding batch in its org's flex queue (before or after another, or
+        ``to="front"`` / ``"end"``); returns the new order."""
+        record = self.get(job_id, org=org)
+        if record is None:
+            raise LookupError(f"no job with id {job_id}" + (f" for org {org!r}" if org else ""))
+        return self.store().flex_move(job_id, record.org, before=before, after=after, to=to)
+
+    # ----- schedules and usage --------------------------------------------------------------
+
+    def schedules(self, *, org: Optional[str] = None, state: Union[None, str, TriggerState] = None) -> list[TriggerRecord]:
+        """Schedules (optionally one org's, in one state), oldest first."""
+        if org is not None:
+            check_org(org)
+        return self.store().trigger_list(org=org, state=check_enum(TriggerState, "schedule state", state))
+
+    def unschedule(self, trigger_id: int, *, org: Optional[str] = None) -> TriggerState:
+        """Aborts a schedule: it never fires again. Returns the state it was in."""
+        state = self.store().trigger_abort(trigger_id, org=org)
+        if state is None:
+            raise _unknown("schedule", trigger_id, org)
+        return state
+
+    def daily_usage(self, org: str) -> DailyUsage:
+        """``org``'s async executions counted in the rolling 24 hours, and when the oldest leave."""
+        return self.store().usage_daily(check_org(org), time.time())

@@ -1,0 +1,354 @@
+"""Putting work in the queue: one :class:`Enqueuer` owns transactions, the limit
+checks made at enqueue, payload encoding and the store call.
+
+Everything the app, a :class:`FutureFunction`, a handler's :class:`~fairqueue.jobs.Context`
+and a :class:`~fairqueue.processor.AsyncProcessor` enqueue passes through it.
+A job enqueued inside a transaction (a ``with app.transaction():`` block, or a
+running handler) is held by that transaction and stored when it ends; any other
+is stored at once. Either way it is durable in the store before its handle is
+returned with an id.
+
+Store reads made from a running handler's thread: a child with a
+``duplicate_signature`` reads whether the signature is taken, and a child of a
+running job reads its org's daily usage, so that the handler gets the refusal
+while it can still react to it. The store checks both again when the job's
+outcome is committed (another process may have used the room meanwhile).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any, Generic, Optional, TypeVar, Union
+
+from fairqueue.alerts import AlertEvent, Alerts
+from fairqueue.control import Control
+from fairqueue.cron import CronSchedule
+from fairqueue.errors import DailyLimitExceeded, DuplicateSignature, FlexQueueFull, InvalidArgument, LimitExceeded
+from fairqueue.handlers import check_importable, import_path
+from fairqueue.jobs import (
+    AsyncOptions,
+    Batchable,
+    JobHandle,
+    Queueable,
+    Transaction,
+    current_transaction,
+    encode,
+    queueable_state,
+    running_context,
+    transaction_scope,
+)
+from fairqueue.limits import DEFAULT_SCOPE, MAX_SCOPE
+from fairqueue.records import JobRecord, JobStatus, NewJob, NewTrigger, TriggerRecord
+from fairqueue.settings import QueueSettings
+from fairqueue.storage import FLEX_ACTIVE, FLEX_HOLDING, Storage
+from fairqueue.validate import check_org, check_seconds
+
+__all__ = ["Enqueuer", "FutureFunction", "batch_payload"]
+
+R = TypeVar("R")
+Delay = Union[None, float, timedelta]
+
+
+def batch_payload(job: Batchable, scope: int, max_bytes: int, *, single_chunk: bool = False) -> tuple[str, str]:
+    """The import path and the initial payload of a batch, checked. ``single_chunk``:
+    every record in one chunk, then ``finish``, in one delivery (an AsyncProcessor's
+    queueable)."""
+    if not isinstance(job, Batchable):
+        raise InvalidArgument(f"invalid batch {job!r}: expected an instance of a fairqueue.Batchable subclass")
+    if not single_chunk and (not isinstance(scope, int) or isinstance(scope, bool) or not 1 <= scope <= MAX_SCOPE):
+        raise InvalidArgument(f"invalid scope {scope!r}: expected 1 to {MAX_SCOPE} records per chunk")
+    path = import_path(type(job))
+    check_importable(path, type(job))
+    state = dict(vars(job))
+    body = {"state": state, "carried": state, "scope": scope, "chunk": 0, "single_chunk": single_chunk}
+    return path, encode(body, f"the state of {path}", max_bytes)
+
+
+class FutureFunction(Generic[R]):
+    """A function registered with ``@app.future``. Call ``.delay(org, *args, **kw)``
+    to run it in the background; calling it directly runs it now."""
+
+    def __init__(self, enqueuer: Enqueuer, fn: Callable[..., R], timeout: Optional[float]) -> None:
+        self.enqueuer = enqueuer
+        self.fn = fn
+        self.timeout = timeout
+        self.path = import_path(fn)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        return self.fn(*args, **kwargs)
+
+    def delay(self, org: str, *args: Any, **kwargs: Any) -> JobHandle:
+        """Enqueues one call of the function for ``org``; returns its job handle."""
+        check_importable(self.path, self)
+        return self.enqueuer.future(self.path, org, list(args), kwargs)
+
+    def delay_many(self, org: str, calls: Iterable[Union[Sequence[Any], Mapping[str, Any]]]) -> list[JobHandle]:
+        """Enqueues many calls for ``org`` in one durable write (bulk load).
+
+        Each element is the positional arguments (a list or tuple) or the keyword
+        arguments (a dict) of one call. Every call counts as its own transaction, so
+        the per-transaction future limit does not apply; it may not be used inside
+        a transaction or a running job. All or none.
+        """
+        check_importable(self.path, self)
+        return self.enqueuer.futures(self.path, org, calls)
+
+    def __repr__(self) -> str:
+        return f"<future {self.path}>"
+
+
+class Enqueuer:
+    """Checks, encodes and stores new work (see the module docstring).
+
+    Args:
+        store: returns the store to write to (the app's current one).
+        settings: the queue's settings: limits, per-org overrides, daily limits.
+        alerts: told when an enqueue reaches a daily limit or a full flex queue.
+        control: reads and aborts for the handles this returns.
+    """
+
+    def __init__(self, store: Callable[[], Storage], settings: QueueSettings, alerts: Alerts, control: Control) -> None:
+        self.store = store
+        self.settings = settings
+        self.alerts = alerts
+        self.control = control
+        self.wakeup = threading.Event()
+        """Set whenever this process stores new work, so an in-process worker looks at once."""
+
+    # ----- transactions ------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self, *, connection: Optional[Any] = None) -> Iterator[Transaction]:
+        """A synchronous transaction (see :meth:`fairqueue.FairQueue.transaction`)."""
+        outer = current_transaction()
+        if outer is not None:
+            if connection is not None and connection is not outer.connection:
+                raise InvalidArgument(
+                    "a transaction on another connection is already open here: pass the same connection, or none"
+                )
+            yield outer
+            return
+        if connection is not None:
+            self.store().check_connection(connection)
+        tx = Transaction(self.settings.limits, asynchronous=False, connection=connection)
+        with transaction_scope(tx):
+            yield tx
+        self.commit(tx)
+
+    def commit(self, tx: Transaction) -> None:
+        """Stores what a synchronous transaction holds (in the caller's connection, if it gave one)."""
+        if not tx.pending:
+            return
+        news = tx.news
+        store = self.store()
+        daily = self.settings.daily_limits(n.org for n in news)
+        with self._alerting(store, news):
+            if tx.connection is not None:
+                ids = store.job_enqueue_in(tx.connection, news, time.time(), daily)
+            else:
+                ids = store.job_enqueue(news, time.time(), daily)
+        tx.stored(ids)
+        self.wakeup.set()
+
+    def _submit(self, kind: str, new: NewJob) -> JobHandle:
+        tx = current_transaction()
+        own = tx is None
+        if tx is None:
+            tx = Transaction(self.settings.limits, asynchronous=False)
+        if new.duplicate_signature and self.store().job_signature_taken(new.duplicate_signature):
+            raise DuplicateSignature(
+                f"a job with duplicate signature {new.duplicate_signature!r} is already holding, queued or running"
+            )
+        if tx.asynchronous:
+            # A running job's children are stored with its outcome (and counted then);
+            # refuse now, while the handler can still react.
+            self._check_daily_limit(new.org, 1 + sum(1 for n in tx.news if n.org == new.org))
+        tx.count(kind)
+        handle = JobHandle(self, None, new.org, kind)
+        tx.add(new, handle)
+        if own:
+            self.commit(tx)
+        return handle
+
+    def _check_daily_limit(self, org: str, adding: int) -> None:
+        usage = self.store().usage_daily(org, time.time())
+        limit = self.settings.daily_limit(org)
+        if usage.count + adding > limit:
+            resets_at = usage.resets_at if usage.resets_at is not None else time.time() + 24 * 3600
+            raise DailyLimitExceeded(org, usage.count, adding, limit, resets_at)
+
+    @contextmanager
+    def _alerting(self, store: Storage, news: Sequence[NewJob]) -> Iterator[None]:
+        """Tells alert subscribers when an enqueue reaches a daily limit or a full flex queue."""
+        try:
+            yield
+        except DailyLimitExceeded as e:
+            self.alerts.usage(e.org, e.limit, e.limit)
+            raise
+        except FlexQueueFull as e:
+            self.alerts.emit(AlertEvent("flex_full", "once", e.org, str(e), {"active": FLEX_ACTIVE, "holding": FLEX_HOLDING}))
+            raise
+        if self.alerts.watching():
+            for org in sorted({n.org for n in news}):
+                self.alerts.usage(org, store.usage_daily(org, time.time()).count, self.settings.daily_limit(org))
+
+    # ----- futures -------------------------------------------------------------------------
+
+    def future(self, path: str, org: str, args: list[Any], kwargs: dict[str, Any]) -> JobHandle:
+        """Enqueues one call of the future at ``path`` for ``org``."""
+        check_org(org)
+        payload = encode({"args": args, "kwargs": kwargs}, f"the arguments of {path}", self.settings.limits.max_payload_bytes)
+        return self._submit("future", NewJob(org=org, kind="future", handler=path, payload=payload))
+
+    def futures(self, path: str, org: str, calls: Iterable[Union[Sequence[Any], Mapping[str, Any]]]) -> list[JobHandle]:
+        """Enqueues many calls of the future at ``path`` in one durable write (see ``delay_many``)."""
+        check_org(org)
+        if current_transaction() is not None:
+            raise InvalidArgument(
+                f"{path}.delay_many cannot run inside a transaction or a job; call .delay there, or move the bulk load out"
+            )
+        news = []
+        max_bytes = self.settings.limits.max_payload_bytes
+        for i, call in enumerate(calls):
+            if isinstance(call, (list, tuple)):
+                body: dict[str, Any] = {"args": call, "kwargs": {}}
+            elif isinstance(call, Mapping):
+                body = {"args": [], "kwargs": call if isinstance(call, dict) else dict(call)}
+            else:
+                raise InvalidArgument(f"call {i} of {path}.delay_many is {call!r}: expected a list/tuple of arguments or a dict")
+            payload = encode(body, f"the arguments of call {i} of {path}", max_bytes)
+            news.append(NewJob(org, "future", path, payload))
+        store = self.store()
+        with self._alerting(store, news):
+            ids = store.job_enqueue(news, time.time(), self.settings.daily_limits(n.org for n in news))
+        self.wakeup.set()
+        return [JobHandle(self, job_id, org, "future") for job_id in ids]
+
+    # ----- queueables and batches ------------------------------------------------------------
+
+    def enqueue(
+        self,
+        job: Queueable,
+        *,
+        org: str,
+        delay: Delay = None,
+        options: Optional[AsyncOptions] = None,
+        connection: Optional[Any] = None,
+    ) -> JobHandle:
+        """Enqueues a queueable (see :meth:`fairqueue.FairQueue.enqueue`)."""
+        if connection is not None:
+            with self.transaction(connection=connection):
+                return self.enqueue(job, org=org, delay=delay, options=options)
+        limits = self.settings.limits
+        seconds = self._checked_delay(org, delay)
+        path, state = queueable_state(job)
+        options = options or AsyncOptions()
+        parent = running_context()
+        inside = parent if parent is not None and current_transaction() is parent.transaction else None
+        depth = inside.chain_depth + 1 if inside else 0
+        max_depth = options.max_depth if options.max_depth is not None else (inside.max_depth if inside else None)
+        ceilings = [d for d in (max_depth, limits.max_chain_depth) if d is not None]
+        if ceilings and depth > min(ceilings):
+            raise LimitExceeded(f"chain depth {depth} is over the maximum depth of {min(ceilings)}")
+        requeues = 0
+        if inside and inside.in_finalizer:
+            requeues = inside.finalizer_requeues + 1
+            if requeues > limits.finalizer_requeues:
+                raise LimitExceeded(
+                    f"a finalizer re-enqueued {requeues} times in a row, over the limit of {limits.finalizer_requeues}"
+                )
+        body = {"state": state, "max_depth": max_depth, "finalizer_requeues": requeues}
+        payload = encode(body, f"the state of {path}", limits.max_payload_bytes)
+        return self._submit(
+            "queueable",
+            NewJob(
+                org=org,
+                kind="queueable",
+                handler=path,
+                payload=payload,
+                run_at=time.time() + seconds if seconds else None,
+                parent_id=inside.job_id if inside else None,
+                chain_depth=depth,
+                duplicate_signature=options.duplicate_signature,
+            ),
+        )
+
+    def _checked_delay(self, org: str, delay: Delay) -> float:
+        """``delay`` in seconds, once ``org`` and ``delay`` are known to be valid."""
+        check_org(org)
+        seconds = check_seconds("delay", delay)
+        max_delay = self.settings.limits.max_delay
+        if seconds > max_delay:
+            raise LimitExceeded(f"delay of {seconds:g} s is over the limit of {max_delay:g} s")
+        return seconds
+
+    def execute_batch(
+        self, job: Batchable, *, org: str, scope: int = DEFAULT_SCOPE, delay: Delay = None, connection: Optional[Any] = None
+    ) -> JobHandle:
+        """Starts a batch (see :meth:`fairqueue.FairQueue.execute_batch`)."""
+        if connection is not None:
+            with self.transaction(connection=connection):
+                return self.execute_batch(job, org=org, scope=scope, delay=delay)
+        return self._batch(job, org, scope, self._checked_delay(org, delay))
+
+    def schedule_batch(self, job: Batchable, minutes: float, *, org: str, scope: int = DEFAULT_SCOPE) -> JobHandle:
+        """Starts a batch ``minutes`` from now (0 to 525,600, a year)."""
+        check_org(org)
+        if not isinstance(minutes, (int, float)) or isinstance(minutes, bool) or not 0 <= minutes <= 525_600:
+            raise InvalidArgument(f"invalid minutes {minutes!r}: expected 0 to 525600 (a year)")
+        return self._batch(job, org, scope, minutes * 60.0)
+
+    def _batch(self, job: Batchable, org: str, scope: int, seconds: float) -> JobHandle:
+        path, payload = batch_payload(job, scope, self.settings.limits.max_payload_bytes)
+        run_at = time.time() + seconds if seconds else None
+        return self._submit("batch", NewJob(org=org, kind="batch", handler=path, payload=payload, run_at=run_at))
+
+    def enqueue_whole_batch(self, job: Batchable, *, org: str) -> JobHandle:
+        """Runs a batch as one queueable: every record in one chunk, then ``finish``,
+        in one delivery (how an AsyncProcessor under its threshold runs)."""
+        check_org(org)
+        path, payload = batch_payload(job, 1, self.settings.limits.max_payload_bytes, single_chunk=True)
+        return self._submit("queueable", NewJob(org=org, kind="queueable", handler=path, payload=payload))
+
+    # ----- schedules ------------------------------------------------------------------------
+
+    def schedule(self, name: str, cron: str, job: Queueable, org: str, *, timezone: str = "UTC") -> TriggerRecord:
+        """Creates a schedule (see :meth:`fairqueue.FairQueue.schedule`)."""
+        check_org(org)
+        if not isinstance(name, str) or not name.strip() or len(name) > 255:
+            raise InvalidArgument(f"invalid schedule name {name!r}: expected 1 to 255 characters")
+        if not isinstance(job, Queueable):
+            raise InvalidArgument(f"app.schedule runs a Queueable instance, not {job!r}")
+        schedule = CronSchedule(cron, timezone)
+        now = time.time()
+        first = schedule.next_after(now)
+        if first is None:
+            raise InvalidArgument(f"cron expression {cron!r} has no fire time after now: it would never run")
+        limits = self.settings.limits
+        path, state = queueable_state(job)
+        body = {"state": state, "max_depth": None, "finalizer_requeues": 0}
+        payload = encode(body, f"the state of {path}", limits.max_payload_bytes)
+        new = NewTrigger(org=org, name=name, cron=schedule.expression, timezone=timezone, handler=path,
+                         payload=payload, next_fire_at=first)  # fmt: skip
+        store = self.store()
+        trigger_id = store.trigger_create(new, now, limits.schedules_per_org)
+        record = store.trigger_get(trigger_id)
+        assert record is not None
+        self.wakeup.set()
+        return record
+
+    # ----- what handles ask -------------------------------------------------------------------
+
+    def get(self, job_id: int) -> Optional[JobRecord]:
+        """The record of ``job_id``, or None."""
+        return self.control.get(job_id)
+
+    def abort(self, job_id: int) -> JobStatus:
+        """Aborts ``job_id`` (see :meth:`fairqueue.control.Control.abort`)."""
+        return self.control.abort(job_id)

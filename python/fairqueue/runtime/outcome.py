@@ -1,0 +1,20 @@
+"""How one delivery of a job ended, as a handler slot hands it back to the loop."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+from fairqueue.records import JobStatus, NewJob, Progress
+
+__all__ = ["Outcome"]
+
+
+class Outcome(NamedTuple):
+    """How one delivery of a job ended (a named tuple: one is built per job)."""
+
+    status: JobStatus
+    error: Optional[str] = None
+    retry_at: Optional[float] = None
+    children: tuple[NewJob, ...] = ()
+    progress: Optional[Progress] = None
+    """A batch delivery's progress (see :class:`fairqueue.records.Progress`)."""

@@ -1,0 +1,35 @@
+"""A claimed job on its way through a worker: from the loop to a slot and back."""
+
+from __future__ import annotations
+
+import time
+
+from fairqueue.jobs import CancelFlag
+from fairqueue.records import JobRecord
+
+__all__ = ["Task"]
+
+
+class Task:
+    """A claimed job a worker runs (a slotted class: one per job).
+
+    Args:
+        lease: the dispatcher core's lease of the job's slot.
+        record: the job's record as claimed.
+        timeout: seconds the handler may run.
+    """
+
+    __slots__ = ("lease", "record", "cancel", "started", "deadline", "timed_out")
+
+    def __init__(self, lease: int, record: JobRecord, timeout: float) -> None:
+        self.lease = lease
+        self.record = record
+        self.cancel = CancelFlag()
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout
+        self.timed_out = False
+
+    @property
+    def timeout(self) -> float:
+        """Seconds the handler may run."""
+        return self.deadline - self.started
