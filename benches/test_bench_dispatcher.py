@@ -24,10 +24,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import CYCLE_MEDIANS
-from pure_python import FairSharePy, PeekSetPy
 
+from conftest import CYCLE_MEDIANS
 from fairqueue import Dispatcher
+from pure_python import FairSharePy, PeekSetPy
 
 ORGS = 10_000
 BACKLOG = 1_000_000

@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import fq_sample_jobs as sample
 import psycopg
 import pytest
 
+import fq_sample_jobs as sample
 from fairqueue.storage import Storage, open_storage
 from fairqueue.storage.postgres import PostgresStorage
 from fairqueue.storage.sqlite import SQLiteStorage

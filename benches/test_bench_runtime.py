@@ -12,14 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import fq_sample_jobs as sample
 import pytest
-from fifo import FifoDispatcher
 
 import fairqueue as fq
+import fq_sample_jobs as sample
 from fairqueue.storage import Storage
 from fairqueue.storage.memory import MemoryStorage
 from fairqueue.storage.sqlite import SQLiteStorage
+from fifo import FifoDispatcher
 
 DRAIN_JOBS = 40_000
 BULK_JOBS = 100_000
@@ -83,7 +83,7 @@ def _drain(benchmark: Any, fresh_store: Any, store: str, fair: bool, slots: int,
 
     def setup() -> tuple[tuple[fq.Worker], dict[str, Any]]:
         fresh_store(store)
-        for n, i in enumerate(range(0, DRAIN_JOBS, chunk)):
+        for n, _ in enumerate(range(0, DRAIN_JOBS, chunk)):
             org = n % 4 if layout == "interleaved" else n
             sample.noop.delay_many(f"org-{org}", [() for _ in range(chunk)])
         dispatcher = None if fair else FifoDispatcher(slots)

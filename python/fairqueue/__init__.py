@@ -9,25 +9,26 @@ from fairqueue._core import Dispatcher, Grant, Release
 from fairqueue.alerts import AlertEvent
 from fairqueue.app import FairQueue, OrgView
 from fairqueue.conservation import ResourceMonitor, Thresholds
+from fairqueue.cron import CronSchedule
+from fairqueue.enqueue import FutureFunction
 from fairqueue.errors import (
     DailyLimitExceeded,
     DuplicateRequest,
-    FlexQueueFull,
     DuplicateSignature,
     FairQueueError,
+    FlexQueueFull,
     HandlerNotFound,
     InvalidArgument,
     LimitExceeded,
+    MalformedRecord,
     NotSerializable,
     SchemaVersionError,
-    MalformedRecord,
     StorageError,
     UnknownKind,
     UnknownLease,
     UnknownPolicy,
     UnknownRequest,
 )
-from fairqueue.enqueue import FutureFunction
 from fairqueue.jobs import (
     AsyncOptions,
     Batchable,
@@ -42,10 +43,9 @@ from fairqueue.jobs import (
 from fairqueue.limits import KINDS, POLICIES, Limits
 from fairqueue.observe import Explanation, Reason
 from fairqueue.processor import AsyncProcessor, Query
-from fairqueue.cron import CronSchedule
 from fairqueue.records import BatchErrorEvent, JobRecord, JobStatus, TriggerRecord, TriggerState
-from fairqueue.storage import DailyUsage
 from fairqueue.runtime import Worker
+from fairqueue.storage import DailyUsage
 
 __all__ = [
     "FairQueue",

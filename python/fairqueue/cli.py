@@ -3,8 +3,9 @@
 ``fairqueue simulate SCENARIO`` runs a built-in workload through the Rust dispatcher
 on a virtual clock (no database, no threads, no waiting) and prints each org's
 dequeue waits under each policy, so the two can be compared side by side.
-``fairqueue worker module:app`` runs a worker until SIGTERM; ``fairqueue demo`` runs the real thing: a worker draining a flood and a trickle of
-quiet orgs from the embedded SQLite store.
+``fairqueue worker module:app`` runs a worker until SIGTERM; ``fairqueue demo`` runs
+the real thing: a worker draining a flood and a trickle of quiet orgs from the
+embedded SQLite store.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import json
 import statistics
 import sys
 import time
-from datetime import datetime
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 

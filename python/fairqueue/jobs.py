@@ -296,7 +296,7 @@ class Transaction:
 
     def stored(self, ids: Iterable[int]) -> None:
         """The store gave the held jobs these ids (in order): their handles learn them."""
-        for (_, handle), job_id in zip(self.pending, ids):
+        for (_, handle), job_id in zip(self.pending, ids, strict=True):
             handle._id = job_id
 
 

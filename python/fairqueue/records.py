@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
 __all__ = ["JobStatus", "NewJob", "JobRecord", "PendingJob", "Finish"]

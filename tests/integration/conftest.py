@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-import fq_sample_jobs as sample
 import pytest
 
 import fairqueue as fq
+import fq_sample_jobs as sample
 from fairqueue.storage.sqlite import SQLiteStorage
 
 T = TypeVar("T")

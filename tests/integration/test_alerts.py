@@ -9,11 +9,11 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-import fq_sample_jobs as sample
 import pytest
-from conftest import wait_until
 
 import fairqueue as fq
+import fq_sample_jobs as sample
+from conftest import wait_until
 from fairqueue.alerts import AlertEvent
 from fairqueue.conservation import ResourceMonitor
 from fairqueue.errors import InvalidArgument

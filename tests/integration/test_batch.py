@@ -13,12 +13,12 @@ import textwrap
 import time
 from pathlib import Path
 
-import fq_sample_jobs as sample
 import pytest
-from conftest import wait_until
 from test_crash import env, start_worker
 
 import fairqueue as fq
+import fq_sample_jobs as sample
+from conftest import wait_until
 from fairqueue.errors import InvalidArgument
 from fairqueue.storage.sqlite import SQLiteStorage
 

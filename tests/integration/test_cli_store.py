@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import fq_sample_jobs as sample
 from click.testing import CliRunner
 
 import fairqueue as fq
+import fq_sample_jobs as sample
 from fairqueue.cli import main
 
 

@@ -15,11 +15,10 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
-from conftest import wait_until
 
+from conftest import wait_until
 from fairqueue._core import Dispatcher, Grant
 from fairqueue.conservation import ResourceMonitor, Thresholds, ThrottlePeriod
-
 
 GIB = 1 << 30
 

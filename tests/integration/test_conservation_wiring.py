@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import fq_sample_jobs as sample
 import pytest
-from conftest import wait_until
 
 import fairqueue as fq
+import fq_sample_jobs as sample
+from conftest import wait_until
 from fairqueue.conservation import ResourceMonitor, Sample, Thresholds
 
 

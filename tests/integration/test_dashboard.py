@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import fq_sample_jobs as sample
 import pytest
 
 import fairqueue as fq
+import fq_sample_jobs as sample
 from fairqueue.dashboard import Dashboard
 from fairqueue.records import HistoryEntry
 
@@ -43,7 +43,7 @@ def filled(app: fq.FairQueue) -> fq.FairQueue:
     now = time.time()
     sample.record.delay_many("acme", [("a",)] * 6)
     sample.record.delay_many("globex", [("g",)] * 3)
-    for i in range(6):
+    for _ in range(6):
         app.execute_batch(sample.Numbers(10), org="initech")
     entries = [HistoryEntry(now - 300 + 30 * i, "pending", org, float(n * i), {})
                for i in range(10) for org, n in (("acme", 5), ("globex", 2))]  # fmt: skip

@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
-import fq_sample_jobs as sample
 import pytest
 
 import fairqueue as fq
+import fq_sample_jobs as sample
 
 
 def stored(app: fq.FairQueue) -> int:
@@ -39,7 +39,7 @@ def test_jobs_of_a_transaction_that_raises_are_not_stored(app: fq.FairQueue) -> 
             raise KeyError("the service's own error")
     assert stored(app) == 0
     with pytest.raises(RuntimeError, match="transaction ends"):
-        handle.id
+        _ = handle.id
 
 
 def test_50_queueables_per_synchronous_transaction(app: fq.FairQueue) -> None:

@@ -6,12 +6,12 @@ import json
 import time
 from datetime import timedelta
 
-import fq_sample_jobs as sample
 import pytest
 from click.testing import CliRunner
-from conftest import wait_until
 
 import fairqueue as fq
+import fq_sample_jobs as sample
+from conftest import wait_until
 from fairqueue.cli import main
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 
-import fq_sample_jobs as sample
 import pytest
-from conftest import wait_until
 
 import fairqueue as fq
+import fq_sample_jobs as sample
+from conftest import wait_until
 from fairqueue.records import JobStatus
 
 

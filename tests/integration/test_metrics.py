@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import urllib.request
 
-import fq_sample_jobs as sample
 import pytest
-from conftest import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 import fairqueue as fq
+import fq_sample_jobs as sample
+from conftest import wait_until
 from fairqueue.errors import InvalidArgument
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import fq_sample_jobs as sample
 import pytest
-from conftest import wait_until
 
 import fairqueue as fq
+import fq_sample_jobs as sample
+from conftest import wait_until
 from fairqueue.errors import InvalidArgument
 from fairqueue.storage.postgres import PostgresStorage
 

@@ -64,7 +64,6 @@ def pg_url(pg_dsn: str, pg_schema: str) -> Iterator[str]:
 
 def enqueue(url: str, jobs: dict[str, int], seconds: float) -> None:
     import fq_sample_jobs as sample
-
     from fairqueue.storage import open_storage
 
     original = sample.app.storage

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import fq_sample_jobs as sample
 import pytest
 
 import fairqueue as fq
+import fq_sample_jobs as sample
 from fairqueue.errors import InvalidArgument
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import fq_sample_jobs as sample
 import pytest
 
 import fairqueue as fq
+import fq_sample_jobs as sample
 from fairqueue.records import JobStatus
 
 

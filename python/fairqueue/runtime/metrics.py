@@ -112,7 +112,9 @@ class _Live(Collector):
         yield GaugeMetricFamily(
             "fairqueue_worker_capacity", "Share of slots resource conservation lets this worker fill (1: all)", value=capacity
         )
-        yield GaugeMetricFamily("fairqueue_worker_throttled", "1 while resource conservation throttles this worker", value=float(capacity < 1))
+        yield GaugeMetricFamily(
+            "fairqueue_worker_throttled", "1 while resource conservation throttles this worker", value=float(capacity < 1)
+        )
         yield CounterMetricFamily(
             "fairqueue_extended_delays", "Extended delays this worker's dispatcher applied (peek_set policy)",
             value=float(stats["extended_delays"]),
