@@ -31,10 +31,12 @@ test-rust: ## Rust unit, property and reference-semantics tests
 test-python: install ## Python tests against the installed wheel (not the source tree)
 	$(PYTEST)
 
-lint: install ## rustfmt, clippy -D warnings, stubtest of fairqueue._core
+lint: install ## rustfmt, clippy -D warnings, stubtest of fairqueue._core, mypy --strict, ruff
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --features python -- -D warnings
 	cd / && $(abspath $(PY)) -m mypy.stubtest fairqueue._core --allowlist $(CURDIR)/.ci/stubtest-allowlist.txt
+	cd / && $(abspath $(PY)) -m mypy --strict -p fairqueue
+	$(VENV)/bin/ruff check python tests benches
 
 bench: install ## Python benchmarks (Rust core vs pure Python; runtime throughput)
 	$(PYTEST) benches --benchmark-enable --benchmark-only
