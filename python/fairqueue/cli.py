@@ -29,6 +29,7 @@ from rich.table import Table
 from fairqueue import _core
 from fairqueue.conservation import ResourceMonitor
 from fairqueue.errors import FairQueueError
+from fairqueue.limits import KINDS, POLICIES
 from fairqueue.plot import pending_svg
 from fairqueue.records import JobRecord, JobStatus, TriggerState
 from fairqueue.storage import SCHEMA_VERSION, Storage, open_storage
@@ -38,7 +39,7 @@ __all__ = ["main", "SCENARIOS", "POLICY_CHOICES", "format_seconds"]
 SCENARIOS = ("seed", "seed-extended", "noisy", "two-orgs", "weighted")
 """The simulator's built-in scenarios (defined in the Rust core)."""
 
-POLICY_CHOICES = ("both", "fair_share", "peek_set")
+POLICY_CHOICES = ("both", *POLICIES)
 
 SUMMARISE_ABOVE = 12
 """Scenarios with more orgs than this print the busiest org and a summary of the rest."""
@@ -298,7 +299,7 @@ def worker(
 
 
 @main.command()
-@click.option("--policy", type=click.Choice(("fair_share", "peek_set")), default="fair_share", show_default=True)
+@click.option("--policy", type=click.Choice(POLICIES), default="fair_share", show_default=True)
 @click.option(
     "--flood",
     type=click.IntRange(min=1),
@@ -381,7 +382,7 @@ def status(store: str, as_json: bool) -> None:
 @main.command()
 @store_option
 @click.option("--org", default=None, help="Only this org's jobs.")
-@click.option("--kind", type=click.Choice(("future", "queueable", "batch", "scheduled")), default=None)
+@click.option("--kind", type=click.Choice(KINDS), default=None)
 @click.option("--status", "state", type=click.Choice([s.value for s in JobStatus]), default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @json_option
