@@ -15,10 +15,9 @@ use crate::clock::{Clock, Nanos};
 use crate::delay::DelayHeap;
 use crate::error::{CoreError, CoreResult};
 use crate::lease::{LeaseId, Leases};
-use crate::limits::{Config, PairLimits, PolicyKind};
-use crate::policy::fair_share::{self, FairShare, Flow};
-use crate::policy::peek_set::{Decision, PeekSet, SeqIndex};
-use crate::policy::{Key, Lines, Tier};
+use crate::limits::{Config, PairLimits};
+use crate::policy::fair_share::Flow;
+use crate::policy::{Decision, Key, Lines, Policy, Tier};
 use crate::request::{IdIndex, Kind, OrgId, Request, RequestId, State, KINDS};
 
 /// Marks "no pair yet" in an org's per-kind pair table.
@@ -168,12 +167,6 @@ struct Pair {
     filed: Option<(Tier, Key)>,
 }
 
-#[derive(Debug)]
-enum Policy {
-    PeekSet(PeekSet),
-    FairShare(FairShare),
-}
-
 /// The fair multi-tenant dispatcher. Single-threaded; callers wrap it in a lock.
 pub struct Dispatcher {
     config: Config,
@@ -207,10 +200,7 @@ impl Dispatcher {
     /// A dispatcher with `config`, reading time from `clock`.
     pub fn new(config: Config, clock: Arc<dyn Clock>) -> CoreResult<Self> {
         config.validate()?;
-        let policy = match config.policy {
-            PolicyKind::PeekSet => Policy::PeekSet(PeekSet::new(config.peek_set)),
-            PolicyKind::FairShare => Policy::FairShare(FairShare::default()),
-        };
+        let policy = Policy::new(&config);
         Ok(Dispatcher {
             config,
             clock,
@@ -286,9 +276,7 @@ impl Dispatcher {
         let pair = &mut self.pairs[p as usize];
         pair.limits = limits;
         pair.overridden = true;
-        if let Policy::FairShare(fair) = &self.policy {
-            fair.on_limits_changed(&mut pair.flow);
-        }
+        self.policy.on_limits_changed(&mut pair.flow);
         self.refile(p);
         Ok(())
     }
@@ -309,9 +297,7 @@ impl Dispatcher {
             let pair = &mut self.pairs[p as usize];
             if pair.kind == kind && !pair.overridden {
                 pair.limits = limits;
-                if let Policy::FairShare(fair) = &self.policy {
-                    fair.on_limits_changed(&mut pair.flow);
-                }
+                self.policy.on_limits_changed(&mut pair.flow);
                 self.refile(p);
             }
         }
@@ -446,24 +432,20 @@ impl Dispatcher {
     /// The pair a free slot serves, carrying out extended delays on the way.
     fn select(&mut self, now: Nanos) -> Option<u32> {
         let open = self.kinds_open();
-        match &self.policy {
-            Policy::FairShare(fair) => fair.select(&self.lines, open).map(|key| key.2),
-            Policy::PeekSet(peek) => match peek.decide(&self.lines, open) {
-                Decision::Serve(key) => Some(key.2),
-                Decision::Wait => None,
-                Decision::ExtendedDelay { boundary } => {
-                    // One move per free slot: look once more at the new front, then
-                    // leave the slot free if it is still blocked.
-                    if self.extend_delay(boundary, now) == 0 {
-                        return None;
-                    }
-                    let Policy::PeekSet(peek) = &self.policy else { unreachable!() };
-                    match peek.decide(&self.lines, open) {
-                        Decision::Serve(key) => Some(key.2),
-                        _ => None,
-                    }
+        match self.policy.decide(&self.lines, open) {
+            Decision::Serve(p) => Some(p),
+            Decision::Wait => None,
+            Decision::ExtendedDelay { boundary } => {
+                // One move per free slot: look once more at the new front, then
+                // leave the slot free if it is still blocked.
+                if self.extend_delay(boundary, now) == 0 {
+                    return None;
                 }
-            },
+                match self.policy.decide(&self.lines, open) {
+                    Decision::Serve(p) => Some(p),
+                    _ => None,
+                }
+            }
         }
     }
 
@@ -517,10 +499,7 @@ impl Dispatcher {
         let pair = &mut self.pairs[p as usize];
         pair.running += 1;
         let (org, kind, weight) = (pair.org, pair.kind, pair.limits.weight);
-        let charged = match &mut self.policy {
-            Policy::FairShare(fair) => fair.on_dispatch(&mut pair.flow, kind.index(), weight),
-            Policy::PeekSet(_) => 0.0,
-        };
+        let charged = self.policy.on_dispatch(&mut pair.flow, kind.index(), weight);
         self.running += 1;
         self.kind_running[kind.index()] += 1;
         self.counters.dispatched += 1;
@@ -601,9 +580,7 @@ impl Dispatcher {
             }
             State::Ready => {
                 self.pairs[p as usize].queued -= 1;
-                if let Policy::PeekSet(peek) = &mut self.policy {
-                    peek.order.remove(request.key);
-                }
+                self.policy.on_unqueued(request.key);
             }
             State::Delayed => self.pairs[p as usize].delayed -= 1,
             State::Aborted | State::Free => unreachable!("aborted and free entries are not indexed by id"),
@@ -626,10 +603,7 @@ impl Dispatcher {
             State::Ready => {
                 let line = &self.pairs[request.pair as usize].line;
                 let ahead_in_pair = line.partition_point(|&s| self.requests[s as usize].key < request.key);
-                let ahead_in_queue = match &self.policy {
-                    Policy::PeekSet(peek) => Some(peek.order.rank(request.key)),
-                    Policy::FairShare(_) => None,
-                };
+                let ahead_in_queue = self.policy.ahead_in_queue(request.key);
                 Location::Queued { ahead_in_pair, ahead_in_queue }
             }
             State::Delayed => Location::Delayed { due: request.key },
@@ -750,18 +724,11 @@ impl Dispatcher {
         let pair = &mut self.pairs[p as usize];
         pair.line.push_back(slot);
         pair.queued += 1;
-        match &mut self.policy {
-            Policy::FairShare(fair) => {
-                if pair.queued == 1 {
-                    fair.on_backlogged(&mut pair.flow);
-                }
-            }
-            Policy::PeekSet(peek) => peek.order.insert(seq),
-        }
+        self.policy.on_queued(&mut pair.flow, seq, pair.queued == 1);
         if pair.filed.is_none() {
             self.refile(p);
         }
-        if matches!(&self.policy, Policy::PeekSet(peek) if peek.order.wants_compaction()) {
+        if self.policy.wants_renumber() {
             self.renumber();
         }
     }
@@ -791,9 +758,7 @@ impl Dispatcher {
             let pair = &mut self.pairs[p as usize];
             pair.line.pop_front();
             pair.queued -= 1;
-            if let Policy::PeekSet(peek) = &mut self.policy {
-                peek.order.remove(request.key);
-            }
+            self.policy.on_unqueued(request.key);
             return Some(slot);
         }
     }
@@ -802,9 +767,7 @@ impl Dispatcher {
     fn free_slot_of(&mut self, p: u32, charged: f64, run_time: Nanos) {
         let pair = &mut self.pairs[p as usize];
         pair.running -= 1;
-        if let Policy::FairShare(fair) = &mut self.policy {
-            fair.on_release(&mut pair.flow, pair.kind.index(), pair.limits.weight, charged, run_time as f64);
-        }
+        self.policy.on_release(&mut pair.flow, pair.kind.index(), pair.limits.weight, charged, run_time as f64);
         self.running -= 1;
         self.kind_running[pair.kind.index()] -= 1;
         self.counters.released += 1;
@@ -854,22 +817,7 @@ impl Dispatcher {
         let kind = pair.kind.index();
         let filed = pair.line.front().map(|&head| {
             let seq = self.requests[head as usize].key;
-            match &self.policy {
-                Policy::PeekSet(_) => {
-                    let tier = if pair.running < pair.limits.cap { Tier::Open } else { Tier::Capped };
-                    (tier, (0, seq, p))
-                }
-                Policy::FairShare(_) => {
-                    let tier = if pair.running < pair.limits.min {
-                        Tier::Reserved
-                    } else if pair.running < pair.limits.cap {
-                        Tier::Open
-                    } else {
-                        Tier::Capped
-                    };
-                    (tier, fair_share::key(&pair.flow, seq, p))
-                }
-            }
+            self.policy.place(pair.running, &pair.limits, &pair.flow, seq, p)
         });
         if filed == pair.filed {
             return;
@@ -886,7 +834,9 @@ impl Dispatcher {
     /// Gives the ready requests dense sequence numbers again, keeping their order, so
     /// the peek-set index stays proportional to the backlog. Runs only after the index
     /// has grown to four times the backlog plus 65,536 sequence numbers, so its
-    /// O(n log n) cost is amortised to O(log n) per request.
+    /// O(n log n) cost is amortised to O(log n) per request. Kept out of line
+    /// (`#[cold]`) so that its code does not crowd the registers of `make_ready`.
+    #[cold]
     fn renumber(&mut self) {
         // Aborted entries keep their old sequence numbers, which would break the order
         // of the renumbered lines (and `locate`'s count of requests ahead): free them now.
@@ -911,15 +861,11 @@ impl Dispatcher {
             .map(|&slot| (self.requests[slot as usize].key, slot))
             .collect();
         ready.sort_unstable();
-        let mut order = SeqIndex::starting_at(0);
         for (seq, &(_, slot)) in ready.iter().enumerate() {
             self.requests[slot as usize].key = seq as u64;
-            order.insert(seq as u64);
         }
         self.next_seq = ready.len() as u64;
-        if let Policy::PeekSet(peek) = &mut self.policy {
-            peek.order = order;
-        }
+        self.policy.on_renumbered(self.next_seq);
         self.lines.clear();
         for pair in &mut self.pairs {
             pair.filed = None;
@@ -962,8 +908,6 @@ impl Dispatcher {
         assert_eq!(self.counters.dispatched, self.counters.released + u64::from(self.running));
         let delayed = self.delays.slots().filter(|&s| self.requests[s as usize].state == State::Delayed).count();
         assert_eq!(delayed, self.pairs.iter().map(|p| p.delayed as usize).sum::<usize>());
-        if let Policy::PeekSet(peek) = &self.policy {
-            assert_eq!(peek.order.len(), self.pairs.iter().map(|p| p.queued as usize).sum::<usize>());
-        }
+        self.policy.check_invariants(self.pairs.iter().map(|p| p.queued as usize).sum::<usize>());
     }
 }

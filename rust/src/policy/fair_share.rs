@@ -8,6 +8,7 @@
 //! release corrects the charge to the measured time. A pair that becomes backlogged
 //! starts at the system virtual time, so idleness earns no credit.
 
+use crate::limits::PairLimits;
 use crate::request::KINDS;
 
 use super::{Key, Lines, Tier};
@@ -18,7 +19,7 @@ const ESTIMATE_ALPHA: f64 = 0.2;
 #[derive(Debug, Default)]
 pub(crate) struct FairShare {
     /// System virtual time: the largest tag served so far.
-    pub vtime: f64,
+    vtime: f64,
     /// Moving run-time estimate per kind, for pairs with no history of their own.
     kind_estimate: [Option<f64>; KINDS],
 }
@@ -67,6 +68,17 @@ fn blend(estimate: Option<f64>, sample: f64) -> f64 {
     match estimate {
         Some(e) => e + ESTIMATE_ALPHA * (sample - e),
         None => sample,
+    }
+}
+
+/// The line a pair stands in: below its reserved minimum, under its cap, or at it.
+pub(crate) fn tier(running: u32, limits: &PairLimits) -> Tier {
+    if running < limits.min {
+        Tier::Reserved
+    } else if running < limits.cap {
+        Tier::Open
+    } else {
+        Tier::Capped
     }
 }
 

@@ -10,26 +10,30 @@
 //! open lines (pairs are keyed by head sequence number), and whether it lies in the
 //! peek set is a rank query on [`SeqIndex`], a Fenwick tree over live sequence numbers.
 
+use crate::limits::PairLimits;
 use crate::request::KINDS;
 
-use super::{Key, Lines, Tier};
-
-/// What a free slot should do under `peek_set`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Decision {
-    /// Serve this pair's head request.
-    Serve(Key),
-    /// Every request in the peek set belongs to a capped pair: move those up to and
-    /// including sequence number `boundary` to the back with their extended delay.
-    ExtendedDelay { boundary: u64 },
-    /// Leave the slot free.
-    Wait,
-}
+use super::{Decision, Key, Lines, Tier};
 
 #[derive(Debug)]
 pub(crate) struct PeekSet {
-    pub size: u32,
-    pub order: SeqIndex,
+    size: u32,
+    /// The sequence numbers of every ready request: the global FIFO.
+    order: SeqIndex,
+}
+
+/// The line a pair stands in: under its cap or at it (there is no reserved minimum).
+pub(crate) fn tier(running: u32, limits: &PairLimits) -> Tier {
+    if running < limits.cap {
+        Tier::Open
+    } else {
+        Tier::Capped
+    }
+}
+
+/// The sort key of a pair under `peek_set`: the sequence number of its head request.
+pub(crate) fn key(head_seq: u64, pair: u32) -> Key {
+    (0, head_seq, pair)
 }
 
 impl PeekSet {
@@ -37,13 +41,49 @@ impl PeekSet {
         PeekSet { size, order: SeqIndex::default() }
     }
 
+    /// A request joined the back of the queue.
+    pub fn on_queued(&mut self, seq: u64) {
+        self.order.insert(seq);
+    }
+
+    /// A ready request left the queue.
+    pub fn on_unqueued(&mut self, seq: u64) {
+        self.order.remove(seq);
+    }
+
+    /// How many ready requests stand before `seq`.
+    pub fn ahead(&self, seq: u64) -> usize {
+        self.order.rank(seq)
+    }
+
+    /// How many requests are ready.
+    pub fn queued(&self) -> usize {
+        self.order.len()
+    }
+
+    /// True when dead sequence numbers dominate the index; see [`SeqIndex::wants_compaction`].
+    pub fn wants_renumber(&self) -> bool {
+        self.order.wants_compaction()
+    }
+
+    /// The ready requests were renumbered `0..count`.
+    pub fn on_renumbered(&mut self, count: u64) {
+        let mut order = SeqIndex::starting_at(0);
+        for seq in 0..count {
+            order.insert(seq);
+        }
+        self.order = order;
+    }
+
+    /// Serve the first eligible request if it lies in the peek set; otherwise wait,
+    /// or move the peek set back when every request in it belongs to a capped pair.
     pub fn decide(&self, lines: &Lines, open: [bool; KINDS]) -> Decision {
         if self.order.is_empty() {
             return Decision::Wait;
         }
         if let Some(key) = lines.first(Tier::Open, open) {
             if self.order.rank(key.1) < self.size as usize {
-                return Decision::Serve(key);
+                return Decision::Serve(key.2);
             }
         }
         let boundary = self.order.kth(self.order.len().min(self.size as usize) - 1);
