@@ -311,3 +311,21 @@ def test_a_chunk_whose_outcome_was_lost_runs_again_and_only_it(queue: Queue, tag
     assert executed(tag) == [["r0", "r1", "r2"], ["r3", "r4", "r5"], ["r3", "r4", "r5"], ["r6", "r7", "r8"]]
     assert units.events[tag].count(("start",)) == 2, "the pager was past the lost chunk: start again, skip to it"
     assert counts(outcomes[-1]) == (9, 9, 0)
+
+
+def test_a_short_last_chunk_does_not_make_the_finish_delivery_call_start_again(queue: Queue, tag: str) -> None:
+    # 7 records, scope 3: chunks r0-r2, r3-r5, r6. The finish delivery's body says chunk 3
+    # (position 9); the pager that ran out at 7 has nothing more to read and is kept.
+    job_id = queue.submit(units.Numbers(tag, 7), scope=3)
+    runner = queue.runner()
+    outcomes = [queue.deliver(job_id, runner) for _ in range(4)]
+    assert outcomes[-1].status is JobStatus.COMPLETED
+    assert executed(tag) == [["r0", "r1", "r2"], ["r3", "r4", "r5"], ["r6"]]
+    assert units.events[tag].count(("start",)) == 1, "one worker kept its pager: start runs once"
+
+
+def test_a_whole_stateless_batch_finishes_from_its_enqueued_state(queue: Queue, tag: str) -> None:
+    # Without stateful, finish starts from the enqueued state, in one delivery as after chunks.
+    job_id = queue.submit(units.Numbers(tag, 5), scope=1, single_chunk=True)
+    assert queue.deliver(job_id, queue.runner()).status is JobStatus.COMPLETED
+    assert units.events[tag][-1] == ("finish", 0)

@@ -73,6 +73,8 @@ class _Pager:
 
     def __init__(self, call: Call, ctx: Context, job: Batchable, skip: int) -> None:
         self.position = skip
+        self.exhausted = False
+        """True once a read returned fewer records than asked for: the records ran out."""
         self._requests: queue.SimpleQueue[Optional[int]] = queue.SimpleQueue()
         self._replies: queue.SimpleQueue[tuple[Optional[list[Any]], Optional[BaseException], Optional[int]]] = (
             queue.SimpleQueue()
@@ -113,6 +115,7 @@ class _Pager:
         self._requests.put(n)
         records, error, total = self._replies.get()
         self.position += len(records or ())
+        self.exhausted = error is None and len(records or ()) < n
         return records, error, total
 
     def close(self) -> None:
@@ -184,6 +187,8 @@ class BatchRunner:
             return Outcome(JobStatus.QUEUED, retry_at=None, children=tuple(children), progress=progress)
         # The records ran out (or could not be read): the finish phase, in this same delivery.
         self._drop(record.id)
+        if body.get("single_chunk") and not cls.stateful:
+            job = _restore(cls, body["state"])  # finish starts from the enqueued state, as after a chunk
         error = run(job.finish)
         if error is not None:
             failed("FINISH", error, [], 0)
@@ -198,7 +203,9 @@ class BatchRunner:
         or this one restarted)."""
         with self._lock:
             pager = self._pagers.pop(job_id, None)
-            if pager is not None and pager.position != position:
+            # The finish delivery's position counts a short last chunk as full: a pager
+            # that ran out of records before it has nothing more to read either way.
+            if pager is not None and pager.position != position and not (pager.exhausted and position > pager.position):
                 pager.close()
                 pager = None
             if pager is None:

@@ -28,7 +28,7 @@ from typing import Any, Optional
 from fairqueue._core import Dispatcher, Grant
 from fairqueue.conservation import ResourceMonitor
 from fairqueue.enqueue import FutureFunction
-from fairqueue.errors import HandlerNotFound, InvalidArgument
+from fairqueue.errors import HandlerNotFound, InvalidArgument, UnknownLease
 from fairqueue.handlers import resolve
 from fairqueue.records import Claimed, Finish, HistoryEntry, JobRecord, JobStatus, PendingJob
 from fairqueue.runtime.core import build_dispatcher
@@ -495,7 +495,10 @@ class Worker:
     def _release(self, task: Task) -> None:
         del self._running[task.lease]
         # The store owns the job's next step (a retry re-enters through _pick_up).
-        self.core.ack(task.lease)
+        try:
+            self.core.ack(task.lease)
+        except UnknownLease:
+            pass  # the core's lease lapsed while the loop stalled; it released the slot then
 
     def _enforce_timeouts(self, now: float) -> None:
         if self.mode == "process":

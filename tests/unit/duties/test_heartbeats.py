@@ -90,3 +90,24 @@ def test_heartbeat_does_not_extend_a_lease_another_worker_took_over() -> None:
     record = store.job_get(task.record.id)
     assert record is not None
     assert (record.lease_owner, record.lease_expires_at) == ("worker-b", T0 + LEASE + 1 + LEASE)
+
+
+def test_a_core_lease_that_lapsed_in_a_stall_does_not_stop_the_heartbeats() -> None:
+    # A loop stalled past the lease: its next turn dispatches first, so the core expires the
+    # running jobs' leases. The duty must not raise into the loop, and the store's leases of
+    # both jobs are still extended.
+    lease = 30.0
+    store = MemoryStorage()
+    core = build_dispatcher(QueueSettings(limits=Limits(lease=lease)), 2, virtual_time=T0)
+    store.job_enqueue([NewJob("acme", "future", "fq_batch_units:Noop", "{}")] * 2, T0)
+    core.enqueue_many([p[:4] for p in store.job_pending()])
+    grants = core.dispatch()
+    records = {r.id: r for r in store.job_claim([g.id for g in grants], "w", T0 + lease, T0)}
+    tasks = [Task(g.lease, records[g.id], 300.0) for g in grants]
+    duty = Heartbeats(store, core, "w", lease, lambda: tasks)
+    core.set_time(T0 + lease + 5)
+    core.dispatch()
+    duty.run(T0 + lease + 5)
+    for task in tasks:
+        record = store.job_get(task.record.id)
+        assert record is not None and record.lease_expires_at == T0 + 2 * lease + 5

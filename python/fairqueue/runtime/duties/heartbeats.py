@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 
 from fairqueue._core import Dispatcher
+from fairqueue.errors import UnknownLease
 from fairqueue.runtime.task import Task
 from fairqueue.storage import Storage
 
@@ -40,4 +41,9 @@ class Heartbeats:
             return
         self.store.job_heartbeat([t.record.id for t in tasks], self.worker, now + self.lease)
         for task in tasks:
-            self.core.heartbeat(task.lease)
+            try:
+                self.core.heartbeat(task.lease)
+            except UnknownLease:
+                # The core's lease lapsed while the loop stalled: the core put the request
+                # back, and the store, whose lease this run extended, keeps it ours.
+                continue
