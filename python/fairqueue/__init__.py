@@ -40,7 +40,8 @@ from fairqueue.jobs import (
     Retry,
     current_context,
 )
-from fairqueue.limits import KINDS, POLICIES, Limits
+from fairqueue.kinds import KINDS, POLICIES
+from fairqueue.limits import Limits
 from fairqueue.observe import Explanation, Reason
 from fairqueue.processor import AsyncProcessor, Query
 from fairqueue.records import BatchErrorEvent, JobRecord, JobStatus, TriggerRecord, TriggerState

@@ -3,7 +3,7 @@
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Optional, TypedDict, Union, final
 
-__all__ = ["Dispatcher", "Grant", "Release", "encode_payload", "simulate"]
+__all__ = ["Dispatcher", "Grant", "Release", "NAME_RULE", "check_name", "encode_payload", "simulate"]
 
 _Policy = Literal["fair_share", "peek_set"]
 _RequestTuple = Union[tuple[int, str, str], tuple[int, str, str, Optional[float]]]
@@ -161,4 +161,15 @@ def encode_payload(payload: object, place: str, max_bytes: int, /) -> str:
 
     Raises ``NotSerializable`` naming the first refused value, as ``place`` plus the
     path to it, and ``LimitExceeded`` naming the size and the limit.
+    """
+
+NAME_RULE: str
+"""What an org, a key, a schedule name or a duplicate signature may be, in words."""
+
+def check_name(value: object, what: str = "org") -> str:
+    """``value`` if it is a name within :data:`NAME_RULE`; ``what`` (``"org"``, ``"key"``,
+    ``"schedule name"`` or ``"duplicate signature"``) names it in the error.
+
+    Raises ``InvalidArgument`` naming the value and the rule (for a non-str or a str
+    with a lone surrogate too).
     """

@@ -40,6 +40,7 @@ from fairqueue.observe import explain
 from fairqueue.records import JobStatus
 from fairqueue.settings import QueueSettings
 from fairqueue.storage import Storage
+from fairqueue.validate import check_number, shown
 
 __all__ = ["Alerts", "AlertEvent"]
 
@@ -96,26 +97,24 @@ class Alerts:
         """Arms (or, with None, disarms) the wait alerts: ``wait_predicted`` and
         ``wait_observed`` (the p95 wait of an org's jobs started in the last ``window``
         seconds above the threshold)."""
-        if wait_threshold is not None and (not isinstance(wait_threshold, (int, float)) or wait_threshold <= 0):
-            raise InvalidArgument(f"invalid wait_threshold {wait_threshold!r}: expected seconds > 0, or None")
-        if not isinstance(window, (int, float)) or window <= 0:
-            raise InvalidArgument(f"invalid window {window!r}: expected seconds > 0")
+        if wait_threshold is not None:
+            wait_threshold = check_number("wait_threshold", wait_threshold, above=True)
+        self.window = check_number("window", window, above=True)
         self.wait_threshold = wait_threshold
-        self.window = float(window)
 
     def subscribe(self, callback: Callable[[AlertEvent], Any]) -> Callable[[AlertEvent], Any]:
         """Calls ``callback`` with every event (usable as a decorator). Callbacks run in
         the process that noticed the condition (a worker, or the enqueuing service);
         one that raises is logged and the others still run."""
         if not callable(callback):
-            raise InvalidArgument(f"alerts.subscribe takes a callable, not {callback!r}")
+            raise InvalidArgument(f"alerts.subscribe takes a callable, not {shown(callback)}")
         self._callbacks.append(callback)
         return callback
 
     def add_webhook(self, url: str, *, timeout: float = 5.0) -> None:
         """POSTs every event as JSON to ``url`` (http or https)."""
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-            raise InvalidArgument(f"invalid webhook URL {url!r}: expected http://host/path or https://host/path")
+            raise InvalidArgument(f"invalid webhook URL {shown(url)}: expected http://host/path or https://host/path")
         self._webhooks.append((url, timeout))
 
     def clear(self) -> None:

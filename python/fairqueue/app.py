@@ -23,14 +23,15 @@ from fairqueue.control import Control
 from fairqueue.enqueue import Enqueuer, FutureFunction
 from fairqueue.errors import InvalidArgument
 from fairqueue.jobs import AsyncOptions, Batchable, JobHandle, Queueable, Transaction
-from fairqueue.limits import DEFAULT_SCOPE, Limits, Policy
+from fairqueue.kinds import Policy
+from fairqueue.limits import DEFAULT_SCOPE, Limits
 from fairqueue.observe import Explanation
 from fairqueue.records import BatchErrorEvent, JobRecord, JobStatus, TriggerRecord, TriggerState
 from fairqueue.runtime import Worker
 from fairqueue.settings import QueueSettings
 from fairqueue.storage import DailyUsage, Storage, open_storage
 from fairqueue.testing import TestRun, run_test_mode
-from fairqueue.validate import check_org, check_policy, check_seconds
+from fairqueue.validate import MAX_SECONDS, check_number, check_org, check_policy, shown
 
 __all__ = ["FairQueue", "JobHandle", "OrgView"]
 
@@ -116,11 +117,11 @@ class FairQueue:
         JSON-serialisable arguments. ``def`` and ``async def`` both work.
         """
         if timeout is not None:
-            check_seconds("timeout", timeout)
+            check_number("timeout", timeout, above=True, most=MAX_SECONDS)
 
         def register(fn: Callable[..., R]) -> FutureFunction[R]:
             if not callable(fn):
-                raise InvalidArgument(f"@app.future decorates a function, not {fn!r}")
+                raise InvalidArgument(f"@app.future decorates a function, not {shown(fn)}")
             future = FutureFunction(self.enqueuer, fn, timeout)
             if future.path in self._futures:
                 raise InvalidArgument(f"future {future.path!r} is already registered; give the function another name")
@@ -264,7 +265,7 @@ class FairQueue:
         worker process that ran the failing phase (usable as a decorator). A callback
         that raises is logged and does not affect the batch."""
         if not callable(callback):
-            raise InvalidArgument(f"on_batch_error takes a callable, not {callback!r}")
+            raise InvalidArgument(f"on_batch_error takes a callable, not {shown(callback)}")
         self._batch_error_callbacks.append(callback)
         return callback
 

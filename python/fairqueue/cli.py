@@ -29,7 +29,7 @@ from rich.table import Table
 from fairqueue import _core
 from fairqueue.conservation import ResourceMonitor
 from fairqueue.errors import FairQueueError
-from fairqueue.limits import KINDS, POLICIES
+from fairqueue.kinds import KINDS, POLICIES
 from fairqueue.plot import pending_svg
 from fairqueue.records import JobRecord, JobStatus, TriggerState
 from fairqueue.storage import SCHEMA_VERSION, Storage, open_storage

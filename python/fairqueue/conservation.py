@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from fairqueue.errors import InvalidArgument
+from fairqueue.validate import shown
 
 __all__ = [
     "RESOURCES",
@@ -54,7 +55,12 @@ _FRACTIONS = ("host_cpu", "host_memory")
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 @dataclass(frozen=True)
@@ -114,28 +120,28 @@ class Thresholds:
                 given, missing = (f"{resource}_low", f"{resource}_high")
                 if low is None:
                     given, missing = missing, given
-                raise InvalidArgument(f"invalid {given} {getattr(self, given)!r}: {missing} must be set too (or both None)")
+                raise InvalidArgument(f"invalid {given} {shown(getattr(self, given))}: {missing} must be set too (or both None)")
             if high is None:
                 continue
             for name, value in ((f"{resource}_high", high), (f"{resource}_low", low)):
                 self._check_value(resource, name, value)
             if not low < high:
-                raise InvalidArgument(f"invalid {resource}_low {low!r}: expected less than {resource}_high ({high!r})")
+                raise InvalidArgument(f"invalid {resource}_low {shown(low)}: expected less than {resource}_high ({shown(high)})")
         if not _is_number(self.min_capacity) or not 0 <= self.min_capacity <= 1:
-            raise InvalidArgument(f"invalid min_capacity {self.min_capacity!r}: expected a number from 0 to 1")
+            raise InvalidArgument(f"invalid min_capacity {shown(self.min_capacity)}: expected a number from 0 to 1")
         if self.reduction not in ("proportional", "step"):
-            raise InvalidArgument(f"invalid reduction {self.reduction!r}: expected 'proportional' or 'step'")
+            raise InvalidArgument(f"invalid reduction {shown(self.reduction)}: expected 'proportional' or 'step'")
 
     @staticmethod
     def _check_value(resource: str, name: str, value: object) -> None:
         if resource in _FRACTIONS:
             if not _is_number(value) or not 0 <= value <= 1:  # type: ignore[operator]
-                raise InvalidArgument(f"invalid {name} {value!r}: expected a fraction from 0 to 1")
+                raise InvalidArgument(f"invalid {name} {shown(value)}: expected a fraction from 0 to 1")
         elif resource == "process_rss":
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise InvalidArgument(f"invalid {name} {value!r}: expected bytes, an integer >= 0")
+                raise InvalidArgument(f"invalid {name} {shown(value)}: expected bytes, an integer >= 0")
         elif not _is_number(value) or value < 0:  # type: ignore[operator]
-            raise InvalidArgument(f"invalid {name} {value!r}: expected cores, a finite number >= 0")
+            raise InvalidArgument(f"invalid {name} {shown(value)}: expected cores, a finite number >= 0")
 
     def watched(self) -> tuple[str, ...]:
         """The resources with thresholds set, in :data:`RESOURCES` order."""
@@ -277,9 +283,9 @@ class ResourceMonitor:
         history: int = 1000,
     ) -> None:
         if not _is_number(interval) or interval <= 0:
-            raise InvalidArgument(f"invalid interval {interval!r}: expected seconds > 0")
+            raise InvalidArgument(f"invalid interval {shown(interval)}: expected seconds > 0")
         if not isinstance(history, int) or isinstance(history, bool) or history < 1:
-            raise InvalidArgument(f"invalid history {history!r}: expected an integer >= 1")
+            raise InvalidArgument(f"invalid history {shown(history)}: expected an integer >= 1")
         self.thresholds = thresholds if thresholds is not None else Thresholds()
         self.interval = float(interval)
         self.clock = clock
@@ -418,9 +424,9 @@ class ResourceMonitor:
             InvalidArgument: ``level`` outside 0 to 1, or ``ttl`` not a positive number.
         """
         if not _is_number(level) or not 0 <= level <= 1:
-            raise InvalidArgument(f"invalid level {level!r}: expected a number from 0 to 1")
+            raise InvalidArgument(f"invalid level {shown(level)}: expected a number from 0 to 1")
         if not _is_number(ttl) or ttl <= 0:
-            raise InvalidArgument(f"invalid ttl {ttl!r}: expected seconds > 0")
+            raise InvalidArgument(f"invalid ttl {shown(ttl)}: expected seconds > 0")
         started: list[ThrottlePeriod] = []
         ended: list[ThrottlePeriod] = []
         with self._lock:

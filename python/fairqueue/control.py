@@ -12,11 +12,12 @@ import time
 from collections.abc import Callable
 from typing import Optional, Union
 
+from fairqueue.errors import InvalidArgument
 from fairqueue.observe import Explanation, explain
 from fairqueue.records import BatchErrorEvent, JobRecord, JobStatus, TriggerRecord, TriggerState
 from fairqueue.settings import QueueSettings
 from fairqueue.storage import DailyUsage, Storage
-from fairqueue.validate import check_enum, check_kind, check_limit, check_org
+from fairqueue.validate import check_enum, check_id, check_kind, check_limit, check_org, shown
 
 __all__ = ["Control"]
 
@@ -39,7 +40,7 @@ class Control:
 
     def get(self, job_id: int, *, org: Optional[str] = None) -> Optional[JobRecord]:
         """The record of ``job_id`` (if it is ``org``'s, when given), or None."""
-        record = self.store().job_get(job_id)
+        record = self.store().job_get(check_id("job id", job_id))
         return record if record is not None and (org is None or record.org == org) else None
 
     def jobs(
@@ -58,6 +59,8 @@ class Control:
             check_kind(kind)
         wanted = check_enum(JobStatus, "status", status)
         check_limit(limit)
+        if before_id is not None:
+            check_id("before_id", before_id)
         return self.store().job_list(org=org, kind=kind, status=wanted, before_id=before_id, limit=limit)
 
     def abort(self, job_id: int, *, org: Optional[str] = None) -> JobStatus:
@@ -65,7 +68,7 @@ class Control:
 
         Returns the status after the call; raises LookupError for an unknown id.
         """
-        status = self.store().job_abort(job_id, time.time(), org=org)
+        status = self.store().job_abort(check_id("job id", job_id), time.time(), org=org)
         if status is None:
             raise _unknown("job", job_id, org)
         return status
@@ -74,11 +77,11 @@ class Control:
         """Why ``job_id`` waits (see :func:`fairqueue.observe.explain`); LookupError if unknown."""
         if org is not None and self.get(job_id, org=org) is None:
             raise _unknown("job", job_id, org)
-        return explain(self.store(), self.settings, job_id)
+        return explain(self.store(), self.settings, check_id("job id", job_id))
 
     def batch_errors(self, job_id: int) -> list[BatchErrorEvent]:
         """The error events of batch ``job_id``, oldest first."""
-        return self.store().batch_errors(job_id)
+        return self.store().batch_errors(check_id("job id", job_id))
 
     # ----- the flex queue ----------------------------------------------------------------
 
@@ -97,6 +100,11 @@ class Control:
     ) -> list[int]:
         """Moves a holding batch in its org's flex queue (before or after another, or
         ``to="front"`` / ``"end"``); returns the new order."""
+        for other in (before, after):
+            if other is not None:
+                check_id("job id", other)
+        if to not in (None, "front", "end"):
+            raise InvalidArgument(f"invalid to {shown(to)}: expected 'front' or 'end'")
         record = self.get(job_id, org=org)
         if record is None:
             raise LookupError(f"no job with id {job_id}" + (f" for org {org!r}" if org else ""))
@@ -112,7 +120,7 @@ class Control:
 
     def unschedule(self, trigger_id: int, *, org: Optional[str] = None) -> TriggerState:
         """Aborts a schedule: it never fires again. Returns the state it was in."""
-        state = self.store().trigger_abort(trigger_id, org=org)
+        state = self.store().trigger_abort(check_id("schedule id", trigger_id), org=org)
         if state is None:
             raise _unknown("schedule", trigger_id, org)
         return state

@@ -19,7 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fairqueue.app import FairQueue
-from fairqueue.limits import Limits, Policy
+from fairqueue.kinds import Policy
+from fairqueue.limits import Limits
 from fairqueue.records import JobStatus
 from fairqueue.storage.sqlite import SQLiteStorage
 

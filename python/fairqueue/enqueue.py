@@ -18,6 +18,7 @@ outcome is committed (another process may have used the room meanwhile).
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -40,13 +41,14 @@ from fairqueue.jobs import (
     encode,
     queueable_state,
     running_context,
+    state_of,
     transaction_scope,
 )
 from fairqueue.limits import DEFAULT_SCOPE, MAX_SCOPE
 from fairqueue.records import JobRecord, JobStatus, NewJob, NewTrigger, TriggerRecord
 from fairqueue.settings import QueueSettings
 from fairqueue.storage import FLEX_ACTIVE, FLEX_HOLDING, Storage
-from fairqueue.validate import check_org, check_seconds
+from fairqueue.validate import check_name, check_org, check_seconds, check_timezone, shown
 
 __all__ = ["Enqueuer", "FutureFunction", "batch_payload"]
 
@@ -59,12 +61,12 @@ def batch_payload(job: Batchable, scope: int, max_bytes: int, *, single_chunk: b
     every record in one chunk, then ``finish``, in one delivery (an AsyncProcessor's
     queueable)."""
     if not isinstance(job, Batchable):
-        raise InvalidArgument(f"invalid batch {job!r}: expected an instance of a fairqueue.Batchable subclass")
+        raise InvalidArgument(f"invalid batch {shown(job)}: expected an instance of a fairqueue.Batchable subclass")
     if not single_chunk and (not isinstance(scope, int) or isinstance(scope, bool) or not 1 <= scope <= MAX_SCOPE):
-        raise InvalidArgument(f"invalid scope {scope!r}: expected 1 to {MAX_SCOPE} records per chunk")
+        raise InvalidArgument(f"invalid scope {shown(scope)}: expected 1 to {MAX_SCOPE} records per chunk")
     path = import_path(type(job))
     check_importable(path, type(job))
-    state = dict(vars(job))
+    state = state_of(job)
     body = {"state": state, "carried": state, "scope": scope, "chunk": 0, "single_chunk": single_chunk}
     return path, encode(body, f"the state of {path}", max_bytes)
 
@@ -79,6 +81,28 @@ class FutureFunction(Generic[R]):
         self.timeout = timeout
         self.path = import_path(fn)
         functools.update_wrapper(self, fn)
+        try:
+            self._signature: Optional[inspect.Signature] = inspect.signature(fn)
+        except (TypeError, ValueError):  # a callable Python cannot describe: nothing to check against
+            self._signature = None
+        self._fitting: set[tuple[int, tuple[str, ...]]] = set()
+
+    def check_call(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """Raises InvalidArgument unless the function can be called with ``args`` and
+        ``kwargs`` (bound against its signature, as the worker will call it)."""
+        shape = (len(args), tuple(kwargs))  # whether a call binds depends on its shape only
+        if self._signature is None or shape in self._fitting:
+            return
+        try:
+            self._signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise InvalidArgument(
+                f"{self.path}{self._signature} cannot be called with {len(args)} positional argument(s)"
+                f"{' and ' + ', '.join(map(repr, kwargs)) if kwargs else ''}: {e}. The first argument of "
+                ".delay is the org; the rest go to the function"
+            ) from None
+        if len(self._fitting) < 64:
+            self._fitting.add(shape)
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
         return self.fn(*args, **kwargs)
@@ -86,6 +110,7 @@ class FutureFunction(Generic[R]):
     def delay(self, org: str, *args: Any, **kwargs: Any) -> JobHandle:
         """Enqueues one call of the function for ``org``; returns its job handle."""
         check_importable(self.path, self)
+        self.check_call(args, kwargs)
         return self.enqueuer.future(self.path, org, list(args), kwargs)
 
     def delay_many(self, org: str, calls: Iterable[Union[Sequence[Any], Mapping[str, Any]]]) -> list[JobHandle]:
@@ -97,7 +122,7 @@ class FutureFunction(Generic[R]):
         a transaction or a running job. All or none.
         """
         check_importable(self.path, self)
-        return self.enqueuer.futures(self.path, org, calls)
+        return self.enqueuer.futures(self, org, calls)
 
     def __repr__(self) -> str:
         return f"<future {self.path}>"
@@ -206,8 +231,11 @@ class Enqueuer:
         payload = encode({"args": args, "kwargs": kwargs}, f"the arguments of {path}", self.settings.limits.max_payload_bytes)
         return self._submit("future", NewJob(org=org, kind="future", handler=path, payload=payload))
 
-    def futures(self, path: str, org: str, calls: Iterable[Union[Sequence[Any], Mapping[str, Any]]]) -> list[JobHandle]:
-        """Enqueues many calls of the future at ``path`` in one durable write (see ``delay_many``)."""
+    def futures(
+        self, fn: FutureFunction[Any], org: str, calls: Iterable[Union[Sequence[Any], Mapping[str, Any]]]
+    ) -> list[JobHandle]:
+        """Enqueues many calls of future ``fn`` in one durable write (see ``delay_many``)."""
+        path = fn.path
         check_org(org)
         if current_transaction() is not None:
             raise InvalidArgument(
@@ -221,7 +249,13 @@ class Enqueuer:
             elif isinstance(call, Mapping):
                 body = {"args": [], "kwargs": call if isinstance(call, dict) else dict(call)}
             else:
-                raise InvalidArgument(f"call {i} of {path}.delay_many is {call!r}: expected a list/tuple of arguments or a dict")
+                raise InvalidArgument(
+                    f"call {i} of {path}.delay_many is {shown(call)}: expected a list/tuple of arguments or a dict"
+                )
+            try:
+                fn.check_call(body["args"], body["kwargs"])
+            except InvalidArgument as e:
+                raise InvalidArgument(f"call {i} of {path}.delay_many: {e}") from None
             payload = encode(body, f"the arguments of call {i} of {path}", max_bytes)
             news.append(NewJob(org, "future", path, payload))
         store = self.store()
@@ -301,7 +335,7 @@ class Enqueuer:
         """Starts a batch ``minutes`` from now (0 to 525,600, a year)."""
         check_org(org)
         if not isinstance(minutes, (int, float)) or isinstance(minutes, bool) or not 0 <= minutes <= 525_600:
-            raise InvalidArgument(f"invalid minutes {minutes!r}: expected 0 to 525600 (a year)")
+            raise InvalidArgument(f"invalid minutes {shown(minutes)}: expected 0 to 525600 (a year)")
         return self._batch(job, org, scope, minutes * 60.0)
 
     def _batch(self, job: Batchable, org: str, scope: int, seconds: float) -> JobHandle:
@@ -321,11 +355,12 @@ class Enqueuer:
     def schedule(self, name: str, cron: str, job: Queueable, org: str, *, timezone: str = "UTC") -> TriggerRecord:
         """Creates a schedule (see :meth:`fairqueue.FairQueue.schedule`)."""
         check_org(org)
-        if not isinstance(name, str) or not name.strip() or len(name) > 255:
-            raise InvalidArgument(f"invalid schedule name {name!r}: expected 1 to 255 characters")
+        check_name(name, "schedule name")
         if not isinstance(job, Queueable):
-            raise InvalidArgument(f"app.schedule runs a Queueable instance, not {job!r}")
-        schedule = CronSchedule(cron, timezone)
+            raise InvalidArgument(f"app.schedule runs a Queueable instance, not {shown(job)}")
+        if not isinstance(cron, str):
+            raise InvalidArgument(f"invalid cron expression {shown(cron)}: expected a str such as '0 0 2 * * ?'")
+        schedule = CronSchedule(cron, check_timezone(timezone))
         now = time.time()
         first = schedule.next_after(now)
         if first is None:

@@ -15,7 +15,6 @@ app implement.
 from __future__ import annotations
 
 import contextvars
-import math
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from fairqueue.errors import InvalidArgument, LimitExceeded
 from fairqueue.handlers import check_importable, import_path
 from fairqueue.limits import Limits
 from fairqueue.records import JobRecord, JobStatus, NewJob
+from fairqueue.validate import MAX_ID, MAX_SECONDS, check_int, check_name, check_number, shown
 
 __all__ = [
     "AsyncOptions",
@@ -48,6 +48,7 @@ __all__ = [
     "restore_queueable",
     "running",
     "running_context",
+    "state_of",
     "transaction_scope",
 ]
 
@@ -69,14 +70,10 @@ class AsyncOptions:
     duplicate_signature: Optional[str] = None
 
     def __post_init__(self) -> None:
-        if self.max_depth is not None and (not isinstance(self.max_depth, int) or self.max_depth < 0):
-            raise InvalidArgument(f"invalid max_depth {self.max_depth!r}: expected an integer >= 0 or None")
-        if self.duplicate_signature is not None and not (
-            isinstance(self.duplicate_signature, str) and 0 < len(self.duplicate_signature) <= 255
-        ):
-            raise InvalidArgument(
-                f"invalid duplicate_signature {self.duplicate_signature!r}: expected a string of 1 to 255 characters"
-            )
+        if self.max_depth is not None:
+            check_int("max_depth", self.max_depth, 0, MAX_ID)
+        if self.duplicate_signature is not None:
+            check_name(self.duplicate_signature, "duplicate signature")
 
 
 class Queueable:
@@ -160,10 +157,9 @@ class Retry(Exception):
     """
 
     def __init__(self, after: float = 0.0, reason: str = "retry requested by the handler") -> None:
-        if not isinstance(after, (int, float)) or not math.isfinite(after) or after < 0:
-            raise InvalidArgument(f"invalid retry delay {after!r}: expected seconds >= 0")
+        seconds = check_number("retry delay", after, most=MAX_SECONDS)
         super().__init__(reason)
-        self.after = float(after)
+        self.after = seconds
         self.reason = reason
 
 
@@ -380,7 +376,9 @@ class Context:
     def attach_finalizer(self, finalizer: Finalizer) -> None:
         """Runs ``finalizer`` after this job with its result; one per job."""
         if not isinstance(finalizer, Finalizer):
-            raise InvalidArgument(f"invalid finalizer {finalizer!r}: expected an instance of a fairqueue.Finalizer subclass")
+            raise InvalidArgument(
+                f"invalid finalizer {shown(finalizer)}: expected an instance of a fairqueue.Finalizer subclass"
+            )
         if self.finalizers:
             raise LimitExceeded(f"job {self.job_id} already has a finalizer attached; only one is allowed")
         self.finalizers.append(finalizer)
@@ -441,10 +439,21 @@ naming the first value JSON cannot carry (and where it sits), LimitExceeded over
 def queueable_state(job: Queueable) -> tuple[str, dict[str, Any]]:
     """The import path and JSON-ready state of a queueable instance."""
     if not isinstance(job, Queueable):
-        raise InvalidArgument(f"invalid job {job!r}: expected an instance of a fairqueue.Queueable subclass")
+        raise InvalidArgument(f"invalid job {shown(job)}: expected an instance of a fairqueue.Queueable subclass")
     path = import_path(type(job))
     check_importable(path, type(job))
-    return path, dict(vars(job))
+    return path, state_of(job)
+
+
+def state_of(job: object) -> dict[str, Any]:
+    """A job instance's attributes (its state, stored as JSON)."""
+    try:
+        return dict(vars(job))
+    except TypeError:
+        raise InvalidArgument(
+            f"{type(job).__qualname__} instances have no attribute dict (__slots__?): a job's state is its "
+            "instance attributes, so drop __slots__"
+        ) from None
 
 
 def restore_queueable(cls: type[Queueable], state: dict[str, Any]) -> Queueable:

@@ -6,21 +6,15 @@ changes nothing; at run time it fails that job only.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Optional
 
 from fairqueue.errors import InvalidArgument
+from fairqueue.kinds import KINDS
+from fairqueue.validate import MAX_ID, MAX_SECONDS, U32_MAX, check_int, check_number, shown
 
-__all__ = ["Limits", "KINDS", "POLICIES", "Policy", "DEFAULT_SCOPE", "MAX_SCOPE"]
-
-KINDS = ("future", "queueable", "batch", "scheduled")
-"""The request kinds; limits are kept per org and per kind."""
-
-Policy = Literal["fair_share", "peek_set"]
-POLICIES: tuple[Policy, ...] = ("fair_share", "peek_set")
-"""The flow-control policies; ``fair_share`` is the default."""
+__all__ = ["Limits", "DEFAULT_SCOPE", "MAX_SCOPE"]
 
 DEFAULT_SCOPE = 200
 """Records per batch chunk unless the batch asks for another size."""
@@ -30,10 +24,12 @@ MAX_SCOPE = 2000
 _MINUTE = 60.0
 
 
-def _per_kind(value: Mapping[str, Optional[float]], name: str) -> dict[str, Optional[float]]:
-    unknown = sorted(set(value) - set(KINDS))
+def _per_kind(value: object, name: str) -> dict[str, Optional[float]]:
+    if not isinstance(value, Mapping):
+        raise InvalidArgument(f"invalid {name} {shown(value)}: expected a mapping of kind to value")
+    unknown = [k for k in value if k not in KINDS]
     if unknown:
-        raise InvalidArgument(f"invalid {name} kind {unknown[0]!r}: expected one of {', '.join(KINDS)}")
+        raise InvalidArgument(f"invalid {name} kind {shown(unknown[0])}: expected one of {', '.join(KINDS)}")
     return dict(value)
 
 
@@ -89,34 +85,30 @@ class Limits:
     schedules_per_org: int = 100
 
     def __post_init__(self) -> None:
-        for name in ("slots", "cap", "peek_set", "max_payload_bytes", "max_attempts", "daily_executions",
-                     "schedules_per_org"):  # fmt: skip
-            self._check_int(name, 1)
-        for name in ("min", "futures_per_transaction", "queueables_per_sync_transaction",
+        # The core keeps slot counts in 32 bits; the stores keep counts and sizes in 64.
+        for name in ("slots", "cap", "peek_set"):
+            check_int(name, getattr(self, name), 1, U32_MAX)
+        check_int("min", self.min, 0, U32_MAX)
+        for name in ("max_payload_bytes", "max_attempts", "daily_executions", "schedules_per_org"):
+            check_int(name, getattr(self, name), 1, MAX_ID)
+        for name in ("futures_per_transaction", "queueables_per_sync_transaction",
                      "queueables_per_async_transaction", "finalizer_requeues"):  # fmt: skip
-            self._check_int(name, 0)
+            check_int(name, getattr(self, name), 0, MAX_ID)
         if self.max_chain_depth is not None:
-            self._check_int("max_chain_depth", 0)
+            check_int("max_chain_depth", self.max_chain_depth, 0, MAX_ID)
         if self.min > self.cap:
             raise InvalidArgument(f"invalid min {self.min}: expected at most the cap ({self.cap})")
-        for name in ("weight", "lease", "max_delay"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise InvalidArgument(f"invalid {name} {value!r}: expected a finite number greater than 0")
-        delays = _per_kind(self.extended_delay, "extended_delay")
-        for kind, delay in delays.items():
-            if delay is not None and (not math.isfinite(delay) or delay < 0):
-                raise InvalidArgument(f"invalid extended_delay[{kind!r}] {delay!r}: expected seconds >= 0 or None")
+        check_number("weight", self.weight, above=True, most=1e9)
+        for name in ("lease", "max_delay"):
+            check_number(name, getattr(self, name), above=True, most=MAX_SECONDS)
+        for kind, delay in _per_kind(self.extended_delay, "extended_delay").items():
+            if delay is not None:
+                check_number(f"extended_delay[{kind!r}]", delay, most=MAX_SECONDS)
         for kind, slots in _per_kind(self.kind_slots, "kind_slots").items():
-            if slots is not None and (not isinstance(slots, int) or slots < 0):
-                raise InvalidArgument(f"invalid kind_slots[{kind!r}] {slots!r}: expected 0 or more slots, or None")
+            if slots is not None:
+                check_int(f"kind_slots[{kind!r}]", slots, 0, U32_MAX)
         timeouts = _per_kind(self.timeouts, "timeouts")
         for kind in KINDS:
-            value = timeouts.get(kind)
-            if value is None or not math.isfinite(value) or value <= 0:
-                raise InvalidArgument(f"invalid timeouts[{kind!r}] {value!r}: expected seconds > 0 for every kind")
-
-    def _check_int(self, name: str, least: int) -> None:
-        value = getattr(self, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise InvalidArgument(f"invalid {name} {value!r}: expected an integer >= {least}")
+            if timeouts.get(kind) is None:
+                raise InvalidArgument(f"invalid timeouts[{kind!r}]: missing; give every kind a timeout in seconds")
+            check_number(f"timeouts[{kind!r}]", timeouts[kind], above=True, most=MAX_SECONDS)

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Optional, Union
 from fairqueue.errors import InvalidArgument
 from fairqueue.jobs import Batchable, Context, JobHandle, JobQueue, running_context
 from fairqueue.limits import DEFAULT_SCOPE
-from fairqueue.validate import check_org
+from fairqueue.validate import check_org, shown
 
 __all__ = ["AsyncProcessor", "Process", "Query"]
 
@@ -99,7 +99,7 @@ class AsyncProcessor(Batchable):
     def get(self, source: Union[Sequence[Any], Query]) -> Process:
         """What to process: a list of (JSON) records, or a :class:`Query`."""
         if not isinstance(source, (Query, list, tuple)):
-            raise InvalidArgument(f"AsyncProcessor.get takes a list of records or a fairqueue.Query, not {source!r}")
+            raise InvalidArgument(f"AsyncProcessor.get takes a list of records or a fairqueue.Query, not {shown(source)}")
         return Process(self, source)
 
     def start(self, ctx: Context) -> Iterator[Any]:

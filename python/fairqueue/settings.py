@@ -11,8 +11,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Optional
 
 from fairqueue.errors import InvalidArgument
-from fairqueue.limits import Limits, Policy
-from fairqueue.validate import check_kind, check_org, check_policy
+from fairqueue.kinds import Policy
+from fairqueue.limits import Limits
+from fairqueue.validate import MAX_ID, check_kind, check_org, check_policy, shown
 
 __all__ = ["QueueSettings"]
 
@@ -64,8 +65,10 @@ class QueueSettings:
     def set_daily_limit(self, org: str, executions: int) -> None:
         """Sets how many async executions ``org`` may have in any rolling 24 hours."""
         check_org(org)
-        if not isinstance(executions, int) or isinstance(executions, bool) or executions < 0:
-            raise InvalidArgument(f"invalid daily limit {executions!r} for org {org!r}: expected an integer >= 0")
+        if not isinstance(executions, int) or isinstance(executions, bool) or not 0 <= executions <= MAX_ID:
+            raise InvalidArgument(
+                f"invalid daily limit {shown(executions)} for org {org!r}: expected an integer from 0 to {MAX_ID:,}"
+            )
         self._daily[org] = executions
 
     def daily_limit(self, org: str) -> int:

@@ -1,37 +1,103 @@
 """Checks of the values users pass in, shared by every entry point.
 
 Each check returns the value in the form the layers below use, or raises
-:class:`~fairqueue.errors.InvalidArgument` naming the value and what is expected.
+:class:`~fairqueue.errors.InvalidArgument` naming the value (as :func:`shown`
+prints it) and what is expected. Names — orgs, keys, schedule names, duplicate
+signatures — follow one rule, the core's own (``fairqueue._core.check_name``),
+so nothing the API accepts is refused later by a worker.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+import re
 from datetime import timedelta
 from typing import Optional, TypeVar, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from fairqueue import _core
 from fairqueue.errors import InvalidArgument
-from fairqueue.limits import KINDS, POLICIES, Policy
+from fairqueue.kinds import KINDS, POLICIES, Policy
 
-__all__ = ["check_org", "check_kind", "check_policy", "check_seconds", "check_enum", "check_limit"]
+__all__ = [
+    "MAX_ID",
+    "MAX_SECONDS",
+    "U32_MAX",
+    "NAME_RULE",
+    "check_enum",
+    "check_id",
+    "check_int",
+    "check_kind",
+    "check_limit",
+    "check_name",
+    "check_number",
+    "check_org",
+    "check_policy",
+    "check_seconds",
+    "check_timezone",
+    "shown",
+]
 
 E = TypeVar("E", bound=enum.Enum)
 
+NAME_RULE: str = _core.NAME_RULE
+"""What an org, key, schedule name or duplicate signature may be."""
+
+MAX_ID = 2**63 - 1
+"""The largest job or schedule id a store can hold (a signed 64-bit integer)."""
+U32_MAX = 2**32 - 1
+"""The largest count of slots the dispatcher core holds (an unsigned 32-bit integer)."""
+MAX_SECONDS = 10 * 365 * 24 * 3600.0
+"""The longest duration (leases, timeouts, delays) the core's nanosecond clock is given: ten years."""
+
+_SHOWN = 80
+_ZONE = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*")
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` for an error message: at most 80 characters, and never an
+    exception of its own (a user's ``__repr__`` may raise; a huge int cannot print)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except Exception:
+        return f"a {type(value).__qualname__} (its repr raised)"
+    if not isinstance(text, str):
+        return f"a {type(value).__qualname__}"
+    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}… ({len(text)} characters)"
+
+
+def check_name(value: object, what: str = "org") -> str:
+    """Returns ``value`` if it is a name within :data:`NAME_RULE`; ``what`` says which
+    kind of name (``"org"``, ``"key"``, ``"schedule name"``, ``"duplicate signature"``)."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"invalid {what} {shown(value)}: expected a str of {NAME_RULE}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidArgument(
+            f"invalid {what} {shown(value)}: character {e.start} is a lone surrogate, which is not Unicode text; "
+            f"expected {NAME_RULE}"
+        ) from None
+    try:
+        return _core.check_name(value, what)
+    except InvalidArgument:
+        raise InvalidArgument(f"invalid {what} {shown(value)}: expected {NAME_RULE}") from None
+
 
 def check_org(org: object) -> str:
-    """Returns ``org`` if it can name a tenant: a str of 1 to 255 characters, none a control character."""
-    if not isinstance(org, str) or not 0 < len(org) <= 255 or any(ord(c) < 32 or ord(c) == 127 for c in org):
-        raise InvalidArgument(f"invalid org {org!r}: expected a string of 1 to 255 characters with no control characters")
-    return org
+    """Returns ``org`` if it can name a tenant (see :data:`NAME_RULE`)."""
+    return check_name(org, "org")
 
 
 def check_kind(kind: object) -> str:
     """Returns ``kind`` if it is one of :data:`~fairqueue.limits.KINDS`."""
-    if kind not in KINDS:
-        raise InvalidArgument(f"invalid kind {kind!r}: expected one of {', '.join(KINDS)}")
-    assert isinstance(kind, str)
-    return kind
+    for known in KINDS:
+        if kind == known:
+            return known
+    raise InvalidArgument(f"invalid kind {shown(kind)}: expected one of {', '.join(KINDS)}")
 
 
 def check_policy(policy: object) -> Policy:
@@ -39,17 +105,59 @@ def check_policy(policy: object) -> Policy:
     for known in POLICIES:
         if policy == known:
             return known
-    raise InvalidArgument(f"invalid policy {policy!r}: expected one of {', '.join(POLICIES)}")
+    raise InvalidArgument(f"invalid policy {shown(policy)}: expected one of {', '.join(POLICIES)}")
+
+
+def check_int(name: str, value: object, least: int, most: int) -> int:
+    """``value`` if it is an int (not a bool) from ``least`` to ``most``."""
+    if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= most:
+        raise InvalidArgument(f"invalid {name} {shown(value)}: expected an integer from {least:,} to {most:,}")
+    return value
+
+
+def check_id(name: str, value: object) -> int:
+    """A job or schedule id: an integer from 1 to :data:`MAX_ID`."""
+    return check_int(name, value, 1, MAX_ID)
+
+
+def check_number(name: str, value: object, *, least: float = 0.0, most: float = math.inf, above: bool = False) -> float:
+    """``value`` as a finite float from ``least`` (or above it, with ``above``) to ``most``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if math.isfinite(number) and (number > least if above else number >= least) and number <= most:
+            return number
+    bound = f"greater than {least:g}" if above else f"at least {least:g}"
+    upper = f" and at most {most:g}" if math.isfinite(most) else ""
+    raise InvalidArgument(f"invalid {name} {shown(value)}: expected a finite number {bound}{upper}")
 
 
 def check_seconds(name: str, value: Union[None, float, timedelta]) -> float:
     """``value`` (seconds or a timedelta; None is 0) as seconds >= 0."""
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if seconds is None:
+    if value is None:
         return 0.0
-    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds) or seconds < 0:
-        raise InvalidArgument(f"invalid {name} {value!r}: expected seconds >= 0 or a timedelta")
-    return float(seconds)
+    if isinstance(value, timedelta):
+        return check_number(name, value.total_seconds())
+    try:
+        return check_number(name, value)
+    except InvalidArgument:
+        raise InvalidArgument(f"invalid {name} {shown(value)}: expected seconds >= 0 or a timedelta") from None
+
+
+def check_timezone(zone: object) -> str:
+    """Returns ``zone`` if it is an IANA time zone name this machine knows (``"UTC"``,
+    ``"Europe/Berlin"``)."""
+    if not isinstance(zone, str) or len(zone) > 64 or not _ZONE.fullmatch(zone):
+        raise InvalidArgument(f"invalid time zone {shown(zone)}: expected an IANA name such as 'Europe/Berlin'")
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise InvalidArgument(
+            f"unknown time zone {zone!r}: expected an IANA name such as 'Europe/Berlin' (install tzdata if none is known)"
+        ) from None
+    return zone
 
 
 def check_enum(cls: type[E], name: str, value: Union[None, str, E]) -> Optional[E]:
@@ -58,14 +166,12 @@ def check_enum(cls: type[E], name: str, value: Union[None, str, E]) -> Optional[
         return None
     try:
         return cls(value)
-    except ValueError:
+    except (ValueError, TypeError):
         raise InvalidArgument(
-            f"invalid {name} {value!r}: expected one of {', '.join(str(m.value) for m in cls)}"
+            f"invalid {name} {shown(value)}: expected one of {', '.join(str(m.value) for m in cls)}"
         ) from None
 
 
 def check_limit(limit: object) -> int:
-    """A listing's ``limit``: an integer >= 1."""
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise InvalidArgument(f"invalid limit {limit!r}: expected an integer >= 1")
-    return limit
+    """A listing's ``limit``: an integer from 1 up."""
+    return check_int("limit", limit, 1, MAX_ID)

@@ -249,12 +249,9 @@ impl Dispatcher {
         Ok(id)
     }
 
-    /// Checks that `name` can name an org: 1 to 255 characters, none of them control characters.
+    /// Checks that `name` can name an org (see [`crate::name`]).
     pub fn check_org_name(name: &str) -> CoreResult<()> {
-        if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
-            return Err(CoreError::invalid("org", name, "1 to 255 characters with no control characters"));
-        }
-        Ok(())
+        crate::name::check_name("org", name)
     }
 
     /// The name org `id` was registered with.

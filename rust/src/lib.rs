@@ -2,7 +2,7 @@
 //!
 //! The modules are named after the concepts of the spec and know nothing of Python:
 //! [`dispatcher`] (requests, slot accounting, leases and delays under a policy),
-//! [`policy`] (`peek_set` and `fair_share`), [`delay`], [`lease`], [`clock`],
+//! [`policy`] (`peek_set` and `fair_share`), [`delay`], [`lease`], [`clock`], [`name`],
 //! [`sim`] (the dispatcher on a virtual clock). The `python` feature adds the thin
 //! PyO3 binding that is built into `fairqueue._core`.
 
@@ -12,6 +12,7 @@ pub mod dispatcher;
 pub mod error;
 pub mod lease;
 pub mod limits;
+pub mod name;
 pub mod policy;
 pub mod request;
 pub mod sim;

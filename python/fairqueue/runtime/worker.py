@@ -45,6 +45,7 @@ from fairqueue.runtime.queue_app import QueueApp
 from fairqueue.runtime.runner import Runner
 from fairqueue.runtime.slots import Slots
 from fairqueue.runtime.task import Task
+from fairqueue.validate import U32_MAX, check_int, shown
 
 __all__ = ["Worker"]
 
@@ -101,15 +102,13 @@ class Worker:
     ) -> None:
         limits = app.settings.limits
         self.app = app
-        self.slots = slots if slots is not None else limits.slots
-        if not isinstance(self.slots, int) or self.slots < 1:
-            raise InvalidArgument(f"invalid slots {slots!r}: expected an integer >= 1")
+        self.slots = check_int("slots", slots if slots is not None else limits.slots, 1, U32_MAX)
         if mode not in ("thread", "process"):
-            raise InvalidArgument(f"invalid mode {mode!r}: expected 'thread' or 'process'")
+            raise InvalidArgument(f"invalid mode {shown(mode)}: expected 'thread' or 'process'")
         if mode == "process" and not app_path:
             raise InvalidArgument("mode='process' needs app_path='module:attribute' so child processes can import the app")
         if metrics_port is not None and (not isinstance(metrics_port, int) or not 0 <= metrics_port <= 65535):
-            raise InvalidArgument(f"invalid metrics_port {metrics_port!r}: expected 0 to 65535")
+            raise InvalidArgument(f"invalid metrics_port {shown(metrics_port)}: expected 0 to 65535")
         self.mode = mode
         self.app_path = app_path
         self.runner = Runner(app)

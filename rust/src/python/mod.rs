@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
 
 use crate::clock::{Clock, Nanos, SystemClock, VirtualClock, NANOS_PER_SEC};
 use crate::dispatcher::{Abort, Dispatcher, Event, Grant, Location, NamedRequest, Outcome, Release};
 use crate::error::CoreError;
 use crate::lease::LeaseId;
 use crate::limits::{Config, PairLimits};
+use crate::name;
 use crate::request::{Kind, OrgId, KINDS};
 use crate::sim::{self, Baseline, OrgRow, ScenarioOptions};
 
@@ -567,6 +568,40 @@ fn org_row<'py>(py: Python<'py>, row: &OrgRow) -> PyResult<Bound<'py, PyDict>> {
     Ok(d)
 }
 
+/// Returns `value` if it can be a name of the kind `what` (`"org"`, `"key"`,
+/// `"schedule name"` or `"duplicate signature"`): a str within [`name::NAME_RULE`].
+/// Anything else raises InvalidArgument naming the value and the rule, never a
+/// TypeError or a UnicodeEncodeError.
+#[pyfunction]
+#[pyo3(signature = (value, what = "org"))]
+fn check_name(value: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
+    let what: &'static str = match what {
+        "org" => "org",
+        "key" => "key",
+        "schedule name" => "schedule name",
+        "duplicate signature" => "duplicate signature",
+        other => {
+            return Err(CoreError::invalid(
+                "name kind",
+                other,
+                "'org', 'key', 'schedule name' or 'duplicate signature'",
+            )
+            .into())
+        }
+    };
+    let Ok(text) = value.cast::<PyString>() else {
+        let shown = value.repr().map(|r| r.to_string()).unwrap_or_else(|_| "<unprintable>".to_string());
+        return Err(CoreError::invalid(what, shown, format!("a str: {}", name::NAME_RULE)).into());
+    };
+    let Ok(text) = text.to_str() else {
+        return Err(
+            CoreError::invalid(what, "with a lone surrogate", format!("valid Unicode: {}", name::NAME_RULE)).into()
+        );
+    };
+    name::check_name(what, text)?;
+    Ok(text.to_string())
+}
+
 /// Runs a built-in scenario on the dispatcher with a virtual clock; returns the report
 /// as a dict (times in seconds). `policy` is `fair_share`, `peek_set`, `fifo` (one
 /// queue with the same caps) or `fifo_uncapped`.
@@ -614,6 +649,8 @@ fn simulate<'py>(
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(simulate, m)?)?;
     m.add_function(wrap_pyfunction!(payload::encode_payload, m)?)?;
+    m.add_function(wrap_pyfunction!(check_name, m)?)?;
+    m.add("NAME_RULE", name::NAME_RULE)?;
     m.add_class::<DispatcherPy>()?;
     m.add_class::<GrantPy>()?;
     m.add_class::<ReleasePy>()?;
