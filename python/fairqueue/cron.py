@@ -41,10 +41,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Optional
-from zoneinfo import ZoneInfo
 
 from fairqueue.errors import InvalidArgument
 from fairqueue.records import TriggerRecord
+from fairqueue.validate import check_timezone, shown
 
 __all__ = ["CronSchedule", "next_fire"]
 
@@ -164,8 +164,8 @@ class CronSchedule:
 
     def __init__(self, expression: str, timezone: str = "UTC") -> None:
         if not isinstance(expression, str) or not expression.strip():
-            raise InvalidArgument(f"invalid cron expression {_shown(expression)}: expected {_REFERENCE_FORM} or {_CLASSIC_FORM}")
-        self.zone = _zone(timezone)
+            raise InvalidArgument(f"invalid cron expression {shown(expression)}: expected {_REFERENCE_FORM} or {_CLASSIC_FORM}")
+        self.zone = check_timezone(timezone)
         self.timezone = timezone
         self.expression = " ".join(expression.split()) if len(expression) <= 4 * _MAX_EXPRESSION else expression
         if len(self.expression) > _MAX_EXPRESSION:
@@ -186,7 +186,7 @@ class CronSchedule:
         return f"CronSchedule({self.expression!r}, {self.timezone!r})"
 
     def _error(self, why: str) -> InvalidArgument:
-        return InvalidArgument(f"invalid cron expression {_shown(self.expression)}: {why}")
+        return InvalidArgument(f"invalid cron expression {shown(self.expression)}: {why}")
 
     # -- parsing ------------------------------------------------------------------
 
@@ -439,7 +439,7 @@ class CronSchedule:
         """The first fire time strictly after Unix time ``t``, or None if there is none
         (a year field whose years have all passed)."""
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
-            raise InvalidArgument(f"next_after takes a finite Unix time in seconds, not {_shown(t)}")
+            raise InvalidArgument(f"next_after takes a finite Unix time in seconds, not {shown(t)}")
         if t >= _LAST_INSTANT:
             return None
         u = max(math.floor(t) + 1, _FIRST_INSTANT)
@@ -467,26 +467,6 @@ def _bounded_int(digits: str) -> int:
 
 def _wall_seconds(year: int, month: int, day: int) -> int:
     return (date(year, month, day).toordinal() - _EPOCH) * _DAY
-
-
-def _shown(value: object) -> str:
-    """``value`` for an error message: its repr, shortened; never raises."""
-    try:
-        text = repr(value) if isinstance(value, (str, int, float)) else f"a {type(value).__name__}"
-    except Exception:  # noqa: BLE001 - a hostile __repr__ must not replace our error
-        text = f"a {type(value).__name__}"
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _zone(name: object) -> ZoneInfo:
-    if not isinstance(name, str):
-        raise InvalidArgument(f"the time zone is an IANA name such as 'Europe/Berlin', not {_shown(name)}")
-    if not name or len(name) > 255:
-        raise InvalidArgument(f"unknown time zone {_shown(name)}: expected an IANA name such as 'Europe/Berlin'")
-    try:
-        return ZoneInfo(name)
-    except Exception as e:  # noqa: BLE001 - ZoneInfo raises several kinds (not found, ValueError, OSError, ...)
-        raise InvalidArgument(f"unknown time zone {_shown(name)}: expected an IANA name such as 'Europe/Berlin'") from e
 
 
 @lru_cache(maxsize=1024)

@@ -48,7 +48,7 @@ from fairqueue.limits import DEFAULT_SCOPE, MAX_SCOPE
 from fairqueue.records import JobRecord, JobStatus, NewJob, NewTrigger, TriggerRecord
 from fairqueue.settings import QueueSettings
 from fairqueue.storage import FLEX_ACTIVE, FLEX_HOLDING, Storage
-from fairqueue.validate import check_name, check_org, check_seconds, check_timezone, shown
+from fairqueue.validate import check_name, check_org, check_seconds, shown
 
 __all__ = ["Enqueuer", "FutureFunction", "batch_payload"]
 
@@ -360,7 +360,7 @@ class Enqueuer:
             raise InvalidArgument(f"app.schedule runs a Queueable instance, not {shown(job)}")
         if not isinstance(cron, str):
             raise InvalidArgument(f"invalid cron expression {shown(cron)}: expected a str such as '0 0 2 * * ?'")
-        schedule = CronSchedule(cron, check_timezone(timezone))
+        schedule = CronSchedule(cron, timezone)
         now = time.time()
         first = schedule.next_after(now)
         if first is None:

@@ -146,18 +146,20 @@ def check_seconds(name: str, value: Union[None, float, timedelta]) -> float:
         raise InvalidArgument(f"invalid {name} {shown(value)}: expected seconds >= 0 or a timedelta") from None
 
 
-def check_timezone(zone: object) -> str:
-    """Returns ``zone`` if it is an IANA time zone name this machine knows (``"UTC"``,
-    ``"Europe/Berlin"``)."""
-    if not isinstance(zone, str) or len(zone) > 64 or not _ZONE.fullmatch(zone):
-        raise InvalidArgument(f"invalid time zone {shown(zone)}: expected an IANA name such as 'Europe/Berlin'")
-    try:
-        ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise InvalidArgument(
-            f"unknown time zone {zone!r}: expected an IANA name such as 'Europe/Berlin' (install tzdata if none is known)"
-        ) from None
-    return zone
+def check_timezone(zone: object) -> ZoneInfo:
+    """The zone named ``zone`` if it is an IANA time zone name this machine knows
+    (``"UTC"``, ``"Europe/Berlin"``)."""
+    if not isinstance(zone, str):
+        raise InvalidArgument(f"the time zone is an IANA name such as 'Europe/Berlin', not {shown(zone)}")
+    # The name becomes a file path inside the zone database: only its own characters.
+    if len(zone) <= 64 and _ZONE.fullmatch(zone):
+        try:
+            return ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    raise InvalidArgument(
+        f"unknown time zone {shown(zone)}: expected an IANA name such as 'Europe/Berlin' (install tzdata if none is known)"
+    )
 
 
 def check_enum(cls: type[E], name: str, value: Union[None, str, E]) -> Optional[E]:
