@@ -33,6 +33,7 @@ from fairqueue.kinds import KINDS, POLICIES
 from fairqueue.plot import pending_svg
 from fairqueue.records import JobRecord, JobStatus, TriggerState
 from fairqueue.storage import SCHEMA_VERSION, Storage, open_storage
+from fairqueue.validate import MAX_ID, check_org
 
 __all__ = ["main", "SCENARIOS", "POLICY_CHOICES", "format_seconds"]
 
@@ -43,6 +44,20 @@ POLICY_CHOICES = ("both", *POLICIES)
 
 SUMMARISE_ABOVE = 12
 """Scenarios with more orgs than this print the busiest org and a summary of the rest."""
+
+
+JOB_ID = click.IntRange(1, MAX_ID)
+"""A job id as the stores hold it."""
+
+
+def _org_option(_ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    """An --org (or ORG) value, checked by the rule every entry point uses."""
+    if value is None:
+        return None
+    try:
+        return check_org(value)
+    except FairQueueError as error:
+        raise click.BadParameter(str(error), param=param) from None
 
 
 def format_seconds(value: Optional[float]) -> str:
@@ -239,9 +254,13 @@ def _load_app(path: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise click.BadParameter(f"cannot import {module_name!r}: {error}", param_hint="APP") from error
-    app = getattr(module, attribute, None)
+    if not hasattr(module, attribute):
+        names = sorted(n for n in vars(module) if isinstance(getattr(module, n), FairQueue))
+        hint = f"; it has {', '.join(f'{module_name}:{n}' for n in names)}" if names else ""
+        raise click.BadParameter(f"module {module_name!r} has no attribute {attribute!r}{hint}", param_hint="APP")
+    app = getattr(module, attribute)
     if not isinstance(app, FairQueue):
-        raise click.BadParameter(f"{path!r} is {type(app).__name__}, not a fairqueue.FairQueue", param_hint="APP")
+        raise click.BadParameter(f"{path!r} is a {type(app).__name__}, not a fairqueue.FairQueue", param_hint="APP")
     return app
 
 
@@ -381,7 +400,7 @@ def status(store: str, as_json: bool) -> None:
 
 @main.command()
 @store_option
-@click.option("--org", default=None, help="Only this org's jobs.")
+@click.option("--org", default=None, callback=_org_option, help="Only this org's jobs.")
 @click.option("--kind", type=click.Choice(KINDS), default=None)
 @click.option("--status", "state", type=click.Choice([s.value for s in JobStatus]), default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
@@ -403,8 +422,8 @@ def jobs(store: str, org: Optional[str], kind: Optional[str], state: Optional[st
 
 @main.command()
 @store_option
-@click.argument("job_id", type=int)
-@click.option("--org", default=None, help="Abort only if the job belongs to this org.")
+@click.argument("job_id", type=JOB_ID)
+@click.option("--org", default=None, callback=_org_option, help="Abort only if the job belongs to this org.")
 @json_option
 def abort(store: str, job_id: int, org: Optional[str], as_json: bool) -> None:
     """Abort job JOB_ID: a queued job never runs; a running one is asked to stop.
@@ -432,7 +451,7 @@ def abort(store: str, job_id: int, org: Optional[str], as_json: bool) -> None:
 
 @main.command(name="explain")
 @store_option
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.option("--app", "app_path", default=None, metavar="MODULE:APP", help="Use this app's store and limits (caps).")
 @json_option
 def explain_command(store: str, job_id: int, app_path: Optional[str], as_json: bool) -> None:
@@ -482,7 +501,7 @@ def dashboard(store: str, app_path: Optional[str], host: str, port: int, token: 
 
 @main.command()
 @store_option
-@click.option("--org", default=None, help="Only this org's schedules.")
+@click.option("--org", default=None, callback=_org_option, help="Only this org's schedules.")
 @click.option("--state", type=click.Choice([s.value for s in TriggerState]), default=None)
 @json_option
 def schedules(store: str, org: Optional[str], state: Optional[str], as_json: bool) -> None:
@@ -503,11 +522,11 @@ def schedules(store: str, org: Optional[str], state: Optional[str], as_json: boo
 
 @main.command()
 @store_option
-@click.argument("org")
-@click.option("--move", "job_id", type=int, default=None, help="A holding batch job to move (with --to, --before or --after).")
+@click.argument("org", callback=_org_option)
+@click.option("--move", "job_id", type=JOB_ID, default=None, help="A holding batch job to move (with --to, --before or --after).")
 @click.option("--to", type=click.Choice(("front", "end")), default=None)
-@click.option("--before", type=int, default=None, metavar="ID")
-@click.option("--after", type=int, default=None, metavar="ID")
+@click.option("--before", type=JOB_ID, default=None, metavar="ID")
+@click.option("--after", type=JOB_ID, default=None, metavar="ID")
 @json_option
 def flex(store: str, org: str, job_id: Optional[int], to: Optional[str], before: Optional[int], after: Optional[int],
          as_json: bool) -> None:  # fmt: skip
