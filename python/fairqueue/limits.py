@@ -99,8 +99,9 @@ class Limits:
         if self.min > self.cap:
             raise InvalidArgument(f"invalid min {self.min}: expected at most the cap ({self.cap})")
         check_number("weight", self.weight, above=True, most=1e9)
-        for name in ("lease", "max_delay"):
-            check_number(name, getattr(self, name), above=True, most=MAX_SECONDS)
+        # The core counts leases in nanoseconds; below a millisecond a lease is no lease.
+        check_number("lease", self.lease, least=0.001, most=MAX_SECONDS)
+        check_number("max_delay", self.max_delay, above=True, most=MAX_SECONDS)
         for kind, delay in _per_kind(self.extended_delay, "extended_delay").items():
             if delay is not None:
                 check_number(f"extended_delay[{kind!r}]", delay, most=MAX_SECONDS)

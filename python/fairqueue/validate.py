@@ -164,14 +164,16 @@ def check_timezone(zone: object) -> ZoneInfo:
 
 def check_enum(cls: type[E], name: str, value: Union[None, str, E]) -> Optional[E]:
     """``value`` as a member of ``cls`` (None stays None); ``name`` says what it is in the error."""
-    if value is None:
-        return None
+    if value is None or isinstance(value, cls):
+        return value
     try:
-        return cls(value)
-    except (ValueError, TypeError):
-        raise InvalidArgument(
-            f"invalid {name} {shown(value)}: expected one of {', '.join(str(m.value) for m in cls)}"
-        ) from None
+        if isinstance(value, str):
+            return cls(value)
+    except ValueError:
+        pass
+    raise InvalidArgument(
+        f"invalid {name} {shown(value)}: expected one of {', '.join(str(m.value) for m in cls)}"
+    )
 
 
 def check_limit(limit: object) -> int:

@@ -28,6 +28,7 @@ enum Problem<'py> {
     KeyNotStr(Bound<'py, PyAny>),
     LoneSurrogate(Bound<'py, PyAny>),
     NotPlain(Bound<'py, PyAny>),
+    HugeInt(Bound<'py, PyAny>),
     TooDeep,
 }
 
@@ -35,6 +36,25 @@ struct Refusal<'py> {
     /// Built while unwinding, so innermost first.
     steps: Vec<Step<'py>>,
     problem: Problem<'py>,
+}
+
+/// A value as an error message shows it: its repr, at most 80 characters, and never
+/// an error of its own (a user's `__repr__` may raise; an int past 4,300 digits cannot print).
+fn shown(value: &Bound<'_, PyAny>) -> String {
+    const MOST: usize = 80;
+    match value.repr() {
+        Ok(text) => {
+            let text = text.to_string();
+            match text.char_indices().nth(MOST) {
+                Some((cut, _)) => format!("{}… ({} characters)", &text[..cut], text.chars().count()),
+                None => text,
+            }
+        }
+        Err(_) => match value.call_method0("bit_length").and_then(|bits| bits.extract::<u64>()) {
+            Ok(bits) if value.is_instance_of::<PyInt>() => format!("an integer of {bits} bits"),
+            _ => format!("a {} (its repr raised)", value.get_type().name().map(|n| n.to_string()).unwrap_or_default()),
+        },
+    }
 }
 
 impl<'py> Refusal<'py> {
@@ -52,26 +72,30 @@ impl<'py> Refusal<'py> {
         for step in self.steps.iter().rev() {
             match step {
                 Step::Index(i) => at.push_str(&format!("[{i}]")),
-                Step::Key(key) => at.push_str(&format!("[{}]", key.repr()?)),
+                Step::Key(key) => at.push_str(&format!("[{}]", shown(key))),
             }
         }
         let message = match &self.problem {
             Problem::NotFinite(value) => {
-                format!("{at} is {}, which JSON cannot carry; use None or a finite number", value.repr()?)
+                format!("{at} is {}, which JSON cannot carry; use None or a finite number", shown(value))
             }
             Problem::KeyNotStr(key) => {
-                format!("{at} has key {} of type {}; JSON keys must be str", key.repr()?, key.get_type().name()?)
+                format!("{at} has key {} of type {}; JSON keys must be str", shown(key), key.get_type().name()?)
             }
             Problem::LoneSurrogate(value) => format!(
                 "{at} is {}, a str with a lone surrogate, which UTF-8 JSON cannot carry; decode bytes with \
                  errors='replace' or pass them as a list of ints",
-                value.repr()?
+                shown(value)
             ),
             Problem::NotPlain(value) => format!(
                 "{at} is {} of type {}, which is not JSON-serialisable; pass plain data (str, int, float, bool, \
                  None, list, dict) and rebuild objects inside the job",
-                value.repr()?,
+                shown(value),
                 value.get_type().name()?
+            ),
+            Problem::HugeInt(value) => format!(
+                "{at} is {}, too many digits for Python to write out (its limit is 4,300); pass it as a str",
+                shown(value)
             ),
             Problem::TooDeep => format!(
                 "{at} nests lists and dicts more than {MAX_DEPTH} deep (does a list or dict contain itself?); \
@@ -100,7 +124,7 @@ fn write_int<'py>(out: &mut Vec<u8>, value: &Bound<'py, PyAny>) -> Result<(), Re
             .get_type::<PyInt>()
             .call_method1("__repr__", (value,))
             .and_then(|text| text.extract::<String>())
-            .map_err(|_| Refusal::new(Problem::NotPlain(value.clone())))?;
+            .map_err(|_| Refusal::new(Problem::HugeInt(value.clone())))?;
         out.extend_from_slice(digits.as_bytes());
     }
     Ok(())
