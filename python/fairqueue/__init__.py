@@ -5,11 +5,12 @@ The public API is re-exported here; ``fairqueue._core`` is private.
 
 from __future__ import annotations
 
-from fairqueue._core import Dispatcher, Grant, Release
+from fairqueue._core import Grant, Release
 from fairqueue.alerts import AlertEvent
 from fairqueue.app import FairQueue, OrgView
 from fairqueue.conservation import ResourceMonitor, Thresholds
 from fairqueue.cron import CronSchedule
+from fairqueue.dispatcher import Dispatcher
 from fairqueue.enqueue import FutureFunction
 from fairqueue.errors import (
     DailyLimitExceeded,

@@ -3,6 +3,8 @@
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Optional, TypedDict, Union, final
 
+from typing_extensions import Self, disjoint_base
+
 __all__ = ["Dispatcher", "Grant", "Release", "NAME_RULE", "check_name", "encode_payload", "simulate"]
 
 _Policy = Literal["fair_share", "peek_set"]
@@ -43,7 +45,7 @@ class Release:
     @property
     def run_time(self) -> float: ...
 
-@final
+@disjoint_base
 class Dispatcher:
     """The fair multi-tenant dispatcher, implemented in Rust.
 
@@ -75,7 +77,7 @@ class Dispatcher:
         kind_slots: Optional[Mapping[str, Optional[int]]] = None,
         lease: float = 60.0,
         virtual_time: Optional[float] = None,
-    ) -> Dispatcher: ...
+    ) -> Self: ...
     @property
     def policy(self) -> str: ...
     def enqueue(self, id: int, org: str, kind: str = "future", run_at: Optional[float] = None) -> None:

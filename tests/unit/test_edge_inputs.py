@@ -221,3 +221,15 @@ def test_error_messages_show_huge_values() -> None:
         edge.accept.delay("acme\ud800")
     assert math.isclose(fq.Retry(1).after, 1.0)
     assert _core.check_name("acme") == "acme"
+
+
+@given(a=anything, b=anything, c=anything)
+def test_the_public_dispatcher_raises_only_fairqueue_errors(a: Any, b: Any, c: Any) -> None:
+    only_fairqueue_errors(lambda: fq.Dispatcher(slots=a, lease=b, cap=c))
+    core = fq.Dispatcher(slots=2)
+    for call in (
+        lambda: core.enqueue(a, b, c), lambda: core.enqueue_many([(a, b, c)]), lambda: core.dispatch(a),
+        lambda: core.ack(a), lambda: core.retry(a, b), lambda: core.set_limits(a, b, cap=c), lambda: core.limits(a, b),
+        lambda: core.set_capacity(a), lambda: core.set_slots(a), lambda: core.abort(a), lambda: core.locate(a),
+    ):  # fmt: skip
+        only_fairqueue_errors(call)

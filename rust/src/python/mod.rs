@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyDict, PyInt, PyString};
 
 use crate::clock::{Clock, Nanos, SystemClock, VirtualClock, NANOS_PER_SEC};
 use crate::dispatcher::{Abort, Dispatcher, Event, Grant, Location, NamedRequest, Outcome, Release};
@@ -43,6 +43,25 @@ impl From<CoreError> for PyErr {
 
 /// Seconds (a float, as Python gives them) to nanoseconds, refusing NaN, infinities
 /// and negative values.
+/// A value as an error message shows it: its repr, at most 80 characters, and never
+/// an error of its own (a user's `__repr__` may raise; an int past 4,300 digits cannot print).
+pub(crate) fn shown(value: &Bound<'_, PyAny>) -> String {
+    const MOST: usize = 80;
+    match value.repr() {
+        Ok(text) => {
+            let text = text.to_string();
+            match text.char_indices().nth(MOST) {
+                Some((cut, _)) => format!("{}… ({} characters)", &text[..cut], text.chars().count()),
+                None => text,
+            }
+        }
+        Err(_) => match value.call_method0("bit_length").and_then(|bits| bits.extract::<u64>()) {
+            Ok(bits) if value.is_instance_of::<PyInt>() => format!("an integer of {bits} bits"),
+            _ => format!("a {} (its repr raised)", value.get_type().name().map(|n| n.to_string()).unwrap_or_default()),
+        },
+    }
+}
+
 fn nanos(name: &'static str, seconds: f64) -> Result<Nanos, CoreError> {
     if !seconds.is_finite() || seconds < 0.0 || seconds * 1e9 >= u64::MAX as f64 {
         return Err(CoreError::invalid(name, seconds, "a finite, non-negative number of seconds"));
@@ -56,11 +75,11 @@ fn seconds(t: Nanos) -> f64 {
 
 /// A non-negative Python int that fits in 64 bits.
 fn id64(name: &'static str, value: &Bound<'_, PyAny>) -> Result<u64, CoreError> {
-    value.extract::<u64>().map_err(|_| CoreError::invalid(name, value, "an integer from 0 to 2**64 - 1"))
+    value.extract::<u64>().map_err(|_| CoreError::invalid(name, shown(value), "an integer from 0 to 2**64 - 1"))
 }
 
 fn count32(name: &'static str, value: i64, expected: &str) -> Result<u32, CoreError> {
-    u32::try_from(value).map_err(|_| CoreError::invalid(name, value, expected))
+    u32::try_from(value).map_err(|_| CoreError::invalid(name, value, format!("{expected}, at most {}", u32::MAX)))
 }
 
 fn kind(name: &str) -> Result<Kind, CoreError> {
@@ -110,7 +129,7 @@ impl ReleasePy {
 }
 
 /// The fair multi-tenant dispatcher of `fairqueue`, implemented in Rust.
-#[pyclass(name = "Dispatcher", module = "fairqueue._core", frozen)]
+#[pyclass(name = "Dispatcher", module = "fairqueue._core", frozen, subclass)]
 pub struct DispatcherPy {
     core: Mutex<Dispatcher>,
     virtual_clock: Option<VirtualClock>,
@@ -248,8 +267,9 @@ impl DispatcherPy {
                 Err(_) => {
                     let (id, org, kind): (u64, String, String) = item.extract().map_err(|_| {
                         InvalidArgument::new_err(format!(
-                            "invalid request {item}: expected a tuple (id, org, kind) or (id, org, kind, run_at) \
-                             with id an integer from 0 to 2**64 - 1"
+                            "invalid request {}: expected a tuple (id, org, kind) or (id, org, kind, run_at) \
+                             with id an integer from 0 to 2**64 - 1",
+                            shown(item)
                         ))
                     })?;
                     (id, org, kind, None)

@@ -8,6 +8,8 @@
 //! the payload the value sits. serde_json writes the strings and numbers.
 
 use pyo3::prelude::*;
+
+use super::shown;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 pyo3::import_exception!(fairqueue.errors, NotSerializable);
@@ -36,25 +38,6 @@ struct Refusal<'py> {
     /// Built while unwinding, so innermost first.
     steps: Vec<Step<'py>>,
     problem: Problem<'py>,
-}
-
-/// A value as an error message shows it: its repr, at most 80 characters, and never
-/// an error of its own (a user's `__repr__` may raise; an int past 4,300 digits cannot print).
-fn shown(value: &Bound<'_, PyAny>) -> String {
-    const MOST: usize = 80;
-    match value.repr() {
-        Ok(text) => {
-            let text = text.to_string();
-            match text.char_indices().nth(MOST) {
-                Some((cut, _)) => format!("{}… ({} characters)", &text[..cut], text.chars().count()),
-                None => text,
-            }
-        }
-        Err(_) => match value.call_method0("bit_length").and_then(|bits| bits.extract::<u64>()) {
-            Ok(bits) if value.is_instance_of::<PyInt>() => format!("an integer of {bits} bits"),
-            _ => format!("a {} (its repr raised)", value.get_type().name().map(|n| n.to_string()).unwrap_or_default()),
-        },
-    }
 }
 
 impl<'py> Refusal<'py> {
