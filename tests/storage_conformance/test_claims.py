@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from fairqueue.errors import StorageError
 from fairqueue.records import Finish, JobStatus
 from fairqueue.storage import Storage

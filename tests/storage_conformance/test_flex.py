@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from fairqueue.errors import InvalidArgument, LimitExceeded
 from fairqueue.records import BatchErrorEvent, Finish, JobStatus, Progress
 from fairqueue.storage import Storage

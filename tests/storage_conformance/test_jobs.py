@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from fairqueue.errors import DuplicateSignature
 from fairqueue.records import Finish, JobStatus, NewJob
 from fairqueue.storage import Storage

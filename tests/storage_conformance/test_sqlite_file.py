@@ -112,7 +112,7 @@ def test_live_counts_read_indexes_only_never_the_whole_table(tmp_path: Path) -> 
     finished jobs a full scan each time would stall them."""
     SQLiteStorage(tmp_path / "fq.db").close()
     with closing(sqlite3.connect(tmp_path / "fq.db")) as db:
-        plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sqlite_store._LIVE_COUNTS)]
+        plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sqlite_store.LIVE_COUNTS)]
     scans = [step for step in plan if step.startswith("SCAN fq_jobs")]
     assert len(scans) == len(LIVE_STATUSES), plan
     assert all(re.fullmatch(r"SCAN fq_jobs USING (COVERING )?INDEX fq_jobs_\w+", step) for step in scans), plan
@@ -123,7 +123,7 @@ def test_explanations_read_the_backlog_and_the_recent_window_never_the_whole_his
     through an index of live jobs or of finish times, not scan every job ever stored."""
     SQLiteStorage(tmp_path / "fq.db").close()
     with closing(sqlite3.connect(tmp_path / "fq.db")) as db:
-        plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sqlite_store._WAITING_FACTS, [0] * 10)]
+        plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sqlite_store.WAITING_FACTS, [0] * 10)]
     reads = [step for step in plan if step.startswith(("SCAN fq_jobs", "SEARCH fq_jobs"))]
     assert len(reads) == 8, plan
     whole_table = ("fq_jobs_org", "PRIMARY KEY")
@@ -137,7 +137,7 @@ def test_listing_running_or_holding_jobs_reads_their_index_never_the_history(tmp
     with closing(sqlite3.connect(tmp_path / "fq.db")) as db:
         for status in (JobStatus.PROCESSING, JobStatus.HOLDING):
             where, params = sqlite_store.job_filter("?", "org-1", None, status, None)
-            plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sqlite_store._list_sql(where, status), [*params, 10])]
+            plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sqlite_store.list_sql(where, status), [*params, 10])]
             assert any(f"INDEX fq_jobs_{status.value}" in step for step in plan), plan
             assert not any("PRIMARY KEY" in step or step == "SCAN fq_jobs" for step in plan), plan
 
@@ -146,7 +146,7 @@ def test_the_lease_sweep_reads_the_processing_index_never_the_table(tmp_path: Pa
     """Every worker looks for lapsed leases every second."""
     SQLiteStorage(tmp_path / "fq.db").close()
     with closing(sqlite3.connect(tmp_path / "fq.db")) as db:
-        plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sqlite_store._EXPIRED, [0.0])]
+        plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sqlite_store.EXPIRED, [0.0])]
     assert any("INDEX fq_jobs_processing" in step for step in plan) and not any(step == "SCAN fq_jobs" for step in plan), plan
 
 
@@ -179,3 +179,18 @@ def test_a_bulk_enqueue_larger_than_sqlites_longest_string_is_stored_whole_and_i
         pending = store.job_pending()
         assert [p.id for p in pending] == ids
         assert [p.ready_seq for p in pending] == list(range(pending[0].ready_seq, pending[0].ready_seq + 20))
+
+
+def test_database_errors_become_storage_errors_naming_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "fq.db"
+    with SQLiteStorage(path) as store:
+        [job_id] = store.job_enqueue([NewJob("org-1", "future", "m:f", "[]")], 1.0)
+        with closing(sqlite3.connect(path)) as db, db:  # a file someone damaged by hand
+            db.execute("DROP TABLE fq_flex")
+        with pytest.raises(StorageError, match=rf"store {re.escape(repr(str(path)))}: OperationalError: no such table: fq_flex"):
+            store.flex_move(job_id, "org-1", to="front")  # in a transaction
+        with pytest.raises(StorageError, match="no such table: fq_flex"):
+            store.flex_list("org-1")  # a read
+        assert store.job_get(job_id).status is JobStatus.QUEUED  # type: ignore[union-attr]
+    with pytest.raises(StorageError, match="cannot open store"):
+        SQLiteStorage(tmp_path)  # a directory, not a file

@@ -9,17 +9,17 @@ suite against every backend.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Optional
 
 from fairqueue.errors import DailyLimitExceeded, FlexQueueFull, InvalidArgument, LimitExceeded, StorageError
 from fairqueue.records import (
     BatchErrorEvent,
-    HistoryEntry,
     Claimed,
     Finish,
+    HistoryEntry,
     JobRecord,
     JobStatus,
     NewJob,

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
-from fairqueue.errors import DuplicateSignature, LimitExceeded, StorageError
+from fairqueue.errors import DuplicateSignature, LimitExceeded
 from fairqueue.records import (
     BatchErrorEvent,
-    HistoryEntry,
     Claimed,
     Finish,
+    HistoryEntry,
     JobRecord,
     JobStatus,
     NewJob,
@@ -25,16 +26,16 @@ from fairqueue.records import (
     WaitingFacts,
 )
 from fairqueue.storage import (
-    Caps,
     FLEX_ACTIVE,
+    Caps,
     DailyUsage,
     NextFire,
     Storage,
     admit_within_caps,
+    check_daily_limits,
     check_finishes,
     flex_admit,
     flex_order,
-    check_daily_limits,
     refused_fires,
     schedule_name_taken,
     scheduled_job,
@@ -336,7 +337,7 @@ class MemoryStorage(Storage):
                 children = [c for c in f.children if c.duplicate_signature not in taken]
                 try:
                     if f.daily_limits:
-                        check_daily_limits(children, f.daily_limits, lambda org: self._usage_of(org, f.at), f.at)
+                        check_daily_limits(children, f.daily_limits, functools.partial(self._usage_of, now=f.at), f.at)
                     self._insert(children, f.at)
                 except LimitExceeded as e:  # past the daily limit, or a batch child past a full flex queue
                     self._set(f.job_id, extended_status=f"children not enqueued: {e}")

@@ -18,12 +18,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from fairqueue.errors import DuplicateSignature, LimitExceeded, MalformedRecord, SchemaVersionError, StorageError
+from fairqueue.errors import (
+    DuplicateSignature,
+    FairQueueError,
+    LimitExceeded,
+    MalformedRecord,
+    SchemaVersionError,
+    StorageError,
+)
 from fairqueue.records import (
     BatchErrorEvent,
-    HistoryEntry,
     Claimed,
     Finish,
+    HistoryEntry,
     JobRecord,
     JobStatus,
     NewJob,
@@ -35,20 +42,20 @@ from fairqueue.records import (
 )
 from fairqueue.storage import (
     FEW_STATUSES,
+    FLEX_ACTIVE,
     LIVE_STATUSES,
     SCHEMA_VERSION,
     Caps,
-    FLEX_ACTIVE,
     DailyUsage,
     NextFire,
     Storage,
     admit_within_caps,
+    check_daily_limits,
+    check_finishes,
     flex_admit,
     flex_order,
-    check_daily_limits,
-    refused_fires,
-    check_finishes,
     job_filter,
+    refused_fires,
     schedule_name_taken,
     scheduled_job,
     too_many_schedules,
@@ -229,7 +236,7 @@ def _trigger(row: sqlite3.Row) -> TriggerRecord:
 
 # One query per live status, its literal matching a partial index's condition, so
 # the counts read those indexes and never the finished jobs.
-_LIVE_COUNTS = " UNION ALL ".join(
+LIVE_COUNTS = " UNION ALL ".join(
     f"SELECT org, kind, '{status.value}', COUNT(*) FROM fq_jobs WHERE status = '{status.value}' GROUP BY org, kind"
     for status in LIVE_STATUSES
 )
@@ -237,7 +244,7 @@ _LIVE_COUNTS = " UNION ALL ".join(
 
 # What explain needs, read through indexes whose size follows the backlog or the
 # recent window, never through the store's whole history (alerts ask every second).
-_WAITING_FACTS = """SELECT
+WAITING_FACTS = """SELECT
     (SELECT COUNT(*) FROM fq_jobs WHERE status = 'queued' AND org = ? AND kind = ? AND id < ?),
     (SELECT COUNT(*) FROM fq_jobs INDEXED BY fq_jobs_queued
      WHERE status = 'queued' AND id < ? AND (run_at IS NULL OR run_at <= ?)),
@@ -267,16 +274,46 @@ def _record(row: sqlite3.Row) -> JobRecord:
 
 # Jobs whose lease lapsed, read every second by every worker: through the index of
 # processing jobs (a few per slot), never the table.
-_EXPIRED = (
+EXPIRED = (
     "SELECT id FROM fq_jobs INDEXED BY fq_jobs_processing WHERE status = 'processing' AND lease_expires_at < ? ORDER BY id"
 )
 
 
-def _list_sql(where: str, status: Optional[JobStatus]) -> str:
+def list_sql(where: str, status: Optional[JobStatus]) -> str:
     # "+id" keeps SQLite off the rowid order, so a status of FEW_STATUSES is read
     # through its partial index and sorted (see FEW_STATUSES).
     order = "+id" if status in FEW_STATUSES else "id"
     return f"SELECT {_COLUMNS} FROM fq_jobs WHERE {where} ORDER BY {order} DESC LIMIT ?"
+
+
+def storage_error(
+    error: sqlite3.Error, path: Path, *, jobs: Sequence[NewJob] = (), opening: bool = False
+) -> FairQueueError:
+    """The fairqueue error to raise (``from error``) for a sqlite3 error: the embedded
+    store's one translation, as the PostgreSQL store's is ``postgres.errors.translate``.
+
+    Args:
+        error: what sqlite3 raised.
+        path: the store's file.
+        jobs: the jobs the operation was storing: a constraint they broke (the
+            unique index of live duplicate signatures, the one a store of jobs
+            can break) becomes :class:`DuplicateSignature` naming their signatures.
+        opening: the store was being opened.
+    """
+    if isinstance(error, sqlite3.OperationalError) and "no such function: json" in str(error):
+        return StorageError(
+            f"this Python's SQLite {sqlite3.sqlite_version} has no JSON functions, which the embedded store's "
+            "bulk enqueue uses: use a Python whose SQLite is 3.38 or newer (or was built with JSON1)"
+        )
+    if isinstance(error, sqlite3.IntegrityError) and jobs:
+        signatures = [j.duplicate_signature for j in jobs if j.duplicate_signature]
+        return DuplicateSignature(
+            f"a job with duplicate signature among {signatures!r} is already holding, queued or running; "
+            "nothing was enqueued"
+        )
+    if opening:
+        return StorageError(f"cannot open store {str(path)!r}: {error}")
+    return StorageError(f"store {str(path)!r}: {type(error).__name__}: {error}")
 
 
 class SQLiteStorage(Storage):
@@ -294,21 +331,18 @@ class SQLiteStorage(Storage):
         try:
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0)
         except sqlite3.Error as e:
-            raise StorageError(f"cannot open store {str(self.path)!r}: {e}") from e
+            raise storage_error(e, self.path, opening=True) from e
         self._db.row_factory = sqlite3.Row
-        try:
-            self._db.execute("SELECT json_valid('[]')")
-        except sqlite3.OperationalError:
-            self._db.close()
-            raise StorageError(
-                f"this Python's SQLite {sqlite3.sqlite_version} has no JSON functions, which the embedded store's "
-                "bulk enqueue uses: use a Python whose SQLite is 3.38 or newer (or was built with JSON1)"
-            ) from None
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = FULL")
         self._durable = True
-        self._db.execute("PRAGMA busy_timeout = 30000")
         try:
+            try:
+                # The bulk enqueue needs SQLite's JSON functions: refused now, not at the first enqueue.
+                self._db.execute("SELECT json_valid('[]')")
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = FULL")
+                self._db.execute("PRAGMA busy_timeout = 30000")
+            except sqlite3.Error as e:
+                raise storage_error(e, self.path, opening=True) from e
             self._create_or_check_schema()
         except BaseException:
             self._db.close()
@@ -337,29 +371,39 @@ class SQLiteStorage(Storage):
                 db.execute("UPDATE fq_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     @contextmanager
-    def _transaction(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, durable: bool = False, jobs: Sequence[NewJob] = ()) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken up front so it never fails half-way on a lock upgrade.
 
         ``durable`` transactions (enqueues) fsync before they return. The others
         (claims, outcomes, lease changes) survive a killed process but may be lost
         to a power cut; losing one only makes a job run again, which at-least-once
         delivery allows, so they skip the fsync.
+
+        A sqlite3 error is translated (:func:`storage_error`; ``jobs``, the jobs
+        the transaction stores, name the signatures of a duplicate).
         """
         with self._lock:
-            if durable != self._durable:
-                self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-                self._durable = durable
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                if durable != self._durable:
+                    self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                    self._durable = durable
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as e:
+                raise storage_error(e, self.path, jobs=jobs) from e
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """The rows of one statement (its own transaction)."""
         with self._lock:
-            return self._db.execute(sql, params).fetchall()
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as e:
+                raise storage_error(e, self.path) from e
 
     @staticmethod
     def _take_ready_seqs(db: sqlite3.Connection, n: int) -> int:
@@ -462,21 +506,17 @@ class SQLiteStorage(Storage):
     ) -> list[int]:
         if not jobs:
             return []
-        try:
-            with self._transaction(durable=True) as db:
-                if daily_limits:
-                    check_daily_limits(jobs, daily_limits, lambda org: self._usage_of(db, org, now), now)
-                return self._insert(db, jobs, now)
-        except sqlite3.IntegrityError as e:
-            signatures = [j.duplicate_signature for j in jobs if j.duplicate_signature]
-            raise DuplicateSignature(
-                f"a job with duplicate signature among {signatures!r} is already holding, queued or running; "
-                "nothing was enqueued"
-            ) from e
+        with self._transaction(durable=True, jobs=jobs) as db:
+            if daily_limits:
+                check_daily_limits(jobs, daily_limits, lambda org: self._usage_of(db, org, now), now)
+            return self._insert(db, jobs, now)
 
     def usage_daily(self, org: str, now: float) -> DailyUsage:
         with self._lock:
-            return self._usage_of(self._db, org, now)
+            try:
+                return self._usage_of(self._db, org, now)
+            except sqlite3.Error as e:
+                raise storage_error(e, self.path) from e
 
     def job_signature_taken(self, signature: str) -> bool:
         sql = f"SELECT 1 FROM fq_jobs WHERE duplicate_signature = ? AND status IN {_LIVE}"
@@ -505,7 +545,7 @@ class SQLiteStorage(Storage):
         limit: int = 100,
     ) -> list[JobRecord]:
         where, params = job_filter("?", org, kind, status, before_id)
-        return [_record(r) for r in self._read(_list_sql(where, status), [*params, limit])]
+        return [_record(r) for r in self._read(list_sql(where, status), [*params, limit])]
 
     def job_pending(self, after_seq: int = 0, limit: Optional[int] = None) -> list[PendingJob]:
         rows = self._read(
@@ -517,7 +557,7 @@ class SQLiteStorage(Storage):
 
     def job_counts(self, live: bool = False) -> dict[tuple[str, str, JobStatus], int]:
         if live:
-            rows = self._read(_LIVE_COUNTS)
+            rows = self._read(LIVE_COUNTS)
         else:
             rows = self._read("SELECT org, kind, status, COUNT(*) FROM fq_jobs GROUP BY org, kind, status")
         return {(org, kind, JobStatus(status)): n for org, kind, status, n in rows}
@@ -710,13 +750,17 @@ class SQLiteStorage(Storage):
     def job_waiting_facts(self, record: JobRecord, now: float, window: float) -> WaitingFacts:
         since = now - window
         with self._lock:
-            counts = self._db.execute(
-                _WAITING_FACTS, (record.org, record.kind, record.id, record.id, now, since, record.org, record.kind, since, since)
-            ).fetchone()
-            holders = [r[0] for r in self._db.execute(
-                "SELECT id FROM fq_jobs WHERE status = 'processing' AND org = ? AND kind = ? ORDER BY id",
-                (record.org, record.kind),
-            )]  # fmt: skip
+            try:
+                counts = self._db.execute(
+                    WAITING_FACTS,
+                    (record.org, record.kind, record.id, record.id, now, since, record.org, record.kind, since, since),
+                ).fetchone()
+                holders = [r[0] for r in self._db.execute(
+                    "SELECT id FROM fq_jobs WHERE status = 'processing' AND org = ? AND kind = ? ORDER BY id",
+                    (record.org, record.kind),
+                )]  # fmt: skip
+            except sqlite3.Error as e:
+                raise storage_error(e, self.path) from e
         return WaitingFacts(counts[0], counts[1], holders, counts[2], counts[3], counts[4], counts[5], counts[6])
 
     def flex_list(self, org: str) -> list[JobRecord]:
@@ -769,10 +813,10 @@ class SQLiteStorage(Storage):
     def job_requeue_expired(self, now: float) -> list[int]:
         # Every worker asks every second: a read first, so a tick with nothing expired
         # takes no write lock from the other processes' claims.
-        if not self._read(_EXPIRED, (now,)):
+        if not self._read(EXPIRED, (now,)):
             return []
         with self._transaction() as db:
-            expired = [r["id"] for r in db.execute(_EXPIRED, (now,))]
+            expired = [r["id"] for r in db.execute(EXPIRED, (now,))]
             if expired:
                 first = self._take_ready_seqs(db, len(expired))
                 db.executemany(
