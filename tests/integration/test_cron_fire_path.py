@@ -1,6 +1,6 @@
 """Schedules across daylight-saving changes through the store's fire path: a real
-SQLite store, ``trigger_fire_due`` called the way a worker calls it, on an injected
-clock that steps through the change."""
+SQLite store and the worker's own schedule-firing duty, on an injected clock that
+steps through the change."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import pytest
 
 from fairqueue.cron import CronSchedule, next_fire
 from fairqueue.records import JobStatus, NewTrigger
+from fairqueue.runtime.duties.schedule_firing import ScheduleFiring
+from fairqueue.settings import QueueSettings
 from fairqueue.storage.sqlite import SQLiteStorage
 
 
@@ -46,9 +48,13 @@ def run_clock(store: SQLiteStorage, start: float, end: float, step: float) -> di
     """Asks the store to fire due schedules at start, start + step, … end, as a worker
     does; per schedule, (the fire time it was due at, the clock when it fired) of each job."""
     fired: dict[int, list[tuple[float, float]]] = {}
+    duty = ScheduleFiring(store, QueueSettings(), step, on_fired=lambda: None)
+    seen = {r.id for r in store.job_list(limit=1_000_000)}
     now = start
     while now <= end:
-        job_ids = store.trigger_fire_due(now, next_fire, daily_limit=lambda org: 10_000)
+        duty.run(now)
+        job_ids = [r.id for r in store.job_list(kind="scheduled", limit=1_000_000) if r.id not in seen]
+        seen.update(job_ids)
         for trigger in store.trigger_list():
             if trigger.last_job_id in job_ids:
                 assert trigger.previous_fire_at is not None
