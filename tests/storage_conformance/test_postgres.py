@@ -210,17 +210,19 @@ def test_two_hosts_re_deliver_each_expired_job_once(pg_dsn: str, pg_schema: str)
 def test_a_failed_pipelined_turn_changes_nothing_and_the_store_goes_on(store: Any) -> None:
     """A worker's turn runs in pipeline mode: an error met mid-turn must roll all of it
     back (outcomes included) and leave the pooled connections usable."""
+    from fairqueue.storage.postgres import claims
+
     a, b = store.job_enqueue([job(), job()], NOW)
     store.job_claim([a], "w", NOW + 10, NOW)
 
     def turn_that_fails(cur: Any) -> None:
-        store._send_final(cur, [Finish(a, "w", JobStatus.COMPLETED, NOW + 1)])
+        claims.send_final(store.db, cur, [Finish(a, "w", JobStatus.COMPLETED, NOW + 1)])
         cur.execute("SELECT 1 / 0")
         cur.fetchall()
 
     for _ in range(3):  # more times than the pool has connections to spoil
         with pytest.raises(StorageError, match="DivisionByZero"):
-            store._transaction(turn_that_fails, durable=False, pipeline=True)
+            store.db.transaction(turn_that_fails, durable=False, pipeline=True)
     record = store.job_get(a)
     assert record is not None and record.status is JobStatus.PROCESSING, "the outcome was rolled back with the turn"
     applied, claim = store.job_finish_and_claim([Finish(a, "w", JobStatus.COMPLETED, NOW + 2)], [b], "w", NOW + 10, NOW, {})
@@ -243,12 +245,14 @@ def test_finish_from_a_host_whose_lease_was_taken_over_is_ignored(pg_dsn: str, p
 def test_listing_running_jobs_reads_their_index_never_the_history(pg: Any, pg_dsn: str, store: Any) -> None:
     """With thousands of finished jobs and none running, a newest-first walk of the
     primary key (the planner's own choice) reads them all on every listing."""
+    from fairqueue.storage.postgres import jobs
+
     ids = store.job_enqueue([job() for _ in range(3000)], NOW)
     store.job_claim(ids, "w", NOW + 10, NOW)
     store.job_finish([Finish(i, "w", JobStatus.COMPLETED, NOW + 1) for i in ids])
     with pg.connect(pg_dsn) as conn:  # no ANALYZE: statistics lag behind a busy table
         where, params = job_filter("%s", None, None, JobStatus.PROCESSING, None)
-        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + store._list_sql(where, JobStatus.PROCESSING), [*params, 1]))
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + jobs.list_sql(store.db, where, JobStatus.PROCESSING), [*params, 1]))
     assert "fq_jobs_processing" in plan and "fq_jobs_pkey" not in plan, plan
     assert store.job_list(status=JobStatus.PROCESSING, limit=1) == []
     assert [r.id for r in store.job_list(status=JobStatus.COMPLETED, limit=2)] == ids[:-3:-1]
@@ -273,13 +277,14 @@ def test_upgrade_is_idempotent_and_safe_to_race(pg_dsn: str, pg_schema: str) -> 
 
 
 def test_a_version_2_schema_upgrades_in_place_and_keeps_its_jobs(pg: Any, pg_dsn: str, pg_schema: str) -> None:
-    from fairqueue.storage.postgres import _MIGRATIONS, PostgresStorage
+    from fairqueue.storage.postgres import PostgresStorage
+    from fairqueue.storage.postgres.schema import MIGRATIONS
 
     with pg.connect(pg_dsn) as conn:  # the schema as fairqueue 0.1 with schema version 2 left it
         conn.execute(f"CREATE SCHEMA {pg_schema}")
         conn.execute(f"CREATE TABLE {pg_schema}.fq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         for version in (1, 2):
-            conn.execute(_MIGRATIONS[version].replace("{s}", pg_schema))
+            conn.execute(MIGRATIONS[version].replace("{s}", pg_schema))
         conn.execute(f"INSERT INTO {pg_schema}.fq_meta VALUES ('schema_version', '2')")
     with pytest.raises(StorageError, match="is at version 2; this fairqueue needs version 3"):
         PostgresStorage(pg_dsn, schema=pg_schema, upgrade=False)
@@ -341,6 +346,57 @@ def test_a_schema_name_that_would_need_quoting_is_refused(pg_dsn: str) -> None:
 
     with pytest.raises(InvalidArgument, match="lower-case identifier"):
         PostgresStorage(pg_dsn, schema='x"; DROP TABLE users; --')
+
+
+# ----- statements and errors -----------------------------------------------------------------------
+
+
+def test_every_statement_that_reads_records_lists_the_record_columns_in_order(pg_dsn: str) -> None:
+    """Records are built by position (rows.record): a statement's select list must be rows.FIELDS."""
+    import re
+
+    from fairqueue.storage.postgres.queries import QUERIES
+    from fairqueue.storage.postgres.rows import FIELDS
+
+    for name in ("job_get", "flex_list", "claim_take"):
+        listed = re.search(r"(?:SELECT|RETURNING)\s+(.*?)(?:\s+FROM\b|\s*$)", QUERIES[name], re.S)
+        assert listed is not None, name
+        columns = [c.strip().removeprefix("j.") for c in listed.group(1).split(",")]
+        assert tuple(columns) == FIELDS, name
+
+
+def test_a_statement_file_with_a_name_used_twice_or_sql_before_a_name_is_refused(pg_dsn: str) -> None:
+    from fairqueue.storage.postgres.queries import parse
+
+    assert parse("-- header\n\n-- name: a\n-- why\nSELECT 1\n  FROM t\n-- name: b\nSELECT 2\n", "x.sql") == {
+        "a": "SELECT 1\n  FROM t",
+        "b": "SELECT 2",
+    }
+    with pytest.raises(ValueError, match="x.sql:3: statement 'a' is named twice"):
+        parse("-- name: a\nSELECT 1\n-- name: a\nSELECT 2\n", "x.sql")
+    with pytest.raises(ValueError, match="x.sql:1: SQL before the first"):
+        parse("SELECT 1\n-- name: a\nSELECT 2\n", "x.sql")
+    with pytest.raises(ValueError, match="no statement under \\['b'\\]"):
+        parse("-- name: a\nSELECT 1\n-- name: b\n", "x.sql")
+
+
+def test_database_errors_become_fairqueue_errors_in_one_place(pg: Any, pg_dsn: str, store: Any) -> None:
+    from fairqueue.storage.postgres.errors import translate
+
+    store.job_enqueue([job(duplicate_signature="once")], NOW)
+    with pg.connect(pg_dsn) as conn:
+        with pytest.raises(pg.errors.UniqueViolation) as caught:
+            conn.execute(
+                f"INSERT INTO {store.schema}.fq_jobs (org, kind, handler, payload, status, created_at, duplicate_signature) "
+                "VALUES ('o', 'future', 'm:f', '{}', 'queued', 0, 'once')"
+            )
+    duplicate = translate(caught.value, store.db.where, jobs=[job(duplicate_signature="once")])
+    assert isinstance(duplicate, DuplicateSignature) and "['once']" in str(duplicate)
+    other = translate(pg.errors.DivisionByZero("division by zero"), store.db.where)
+    assert type(other) is StorageError and str(other).startswith(f"fairqueue schema {store.schema!r} of database ")
+    assert "DivisionByZero: division by zero" in str(other)
+    gave_up = translate(pg.errors.DeadlockDetected("deadlock detected"), "here", conflicts=5)
+    assert str(gave_up) == "fairqueue here: gave up after 5 conflicts: deadlock detected"
 
 
 # ----- wake-ups and URLs --------------------------------------------------------------------------

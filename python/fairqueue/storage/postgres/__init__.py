@@ -1,0 +1,346 @@
+"""The PostgreSQL store: many worker processes on many hosts share one database.
+
+Install it with ``pip install fairqueue[postgres]`` (psycopg 3 and psycopg_pool).
+
+Everything lives in one schema (``fairqueue`` unless told otherwise), so the
+store can sit beside the application's own tables in the same database. The
+schema is versioned (``fq_meta``) and created or migrated by
+:meth:`PostgresStorage.upgrade` (the numbered ``migrations/NNN_*.sql``), which
+runs on open unless ``upgrade=False``; a schema written by a newer fairqueue is
+refused with :class:`~fairqueue.errors.SchemaVersionError`.
+
+How hosts stay out of each other's way:
+
+* **Claims** lock the still-queued rows in id order (``SELECT … ORDER BY id FOR
+  UPDATE``) and move them to processing in the same transaction. Two claimers
+  racing for the same job serialise on its row lock; the second re-reads the row,
+  finds it no longer queued and leaves it out. Locking in one global order means
+  claimers never deadlock each other.
+* **Outcomes, heartbeats and re-deliveries** apply only while the row is
+  processing under the expected lease owner (or with an expired lease), so a late
+  worker cannot overwrite the outcome of a re-delivery.
+* **ready_seq in commit order.** A worker remembers the largest ``ready_seq`` it
+  has seen and later asks only for larger ones (:class:`~fairqueue.records.PendingJob`).
+  A sequence alone cannot promise that: a transaction that drew 10 may commit
+  after one that drew 11 was already seen, and job 10 would be skipped forever.
+  So a job that becomes queued (enqueued, retried, lease expired) gets a
+  *provisional* negative ``ready_seq`` (``-nextval('fq_queued_seq')``: its place in
+  line), and :meth:`PostgresStorage.job_pending` *publishes* committed provisional
+  rows first: under a transaction-scoped advisory lock it numbers them from
+  ``fq_ready_seq``, in provisional order, and commits. Only publishers draw from
+  ``fq_ready_seq`` and they take turns, so every published number is larger than
+  every number committed before it, and a reader never skips a job. Enqueuers
+  take no lock at all, which is what lets an enqueue join the caller's own
+  transaction (:meth:`PostgresStorage.job_enqueue_in`) for as long as it likes.
+* **Wake-ups**: every transaction that makes a job queued sends a NOTIFY on the
+  channel ``fairqueue_<schema>`` (:attr:`PostgresStorage.channel`, payload
+  ``"queued"``), delivered when it commits and never if it rolls back. Workers
+  may ``LISTEN`` on it instead of polling.
+
+Durability: enqueues and aborts commit with the server's default
+``synchronous_commit``, so they are on disk before the call returns. Claims,
+heartbeats, outcomes and re-deliveries commit with ``synchronous_commit = off``:
+they survive any crash of a client or host running workers, and only a crash of
+the database server itself (or its power) can lose the last fraction of a second
+of them, which at worst runs a job again (at-least-once), the same trade the
+embedded store makes. A job's outcome and the children its
+handler enqueued are committed together, so they are kept or lost together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional
+
+try:
+    import psycopg
+    import psycopg_pool  # noqa: F401 (the pools of .connection)
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "the PostgreSQL store needs psycopg 3 and psycopg_pool: pip install 'fairqueue[postgres]'"
+    ) from e
+
+from fairqueue.records import (
+    BatchErrorEvent,
+    Claimed,
+    Finish,
+    HistoryEntry,
+    JobRecord,
+    JobStatus,
+    NewJob,
+    NewTrigger,
+    PendingJob,
+    TriggerRecord,
+    TriggerState,
+    WaitingFacts,
+)
+from fairqueue.storage import Caps, DailyUsage, NextFire, Storage
+
+from . import claims, flex, history, triggers, usage
+
+# Aliased: the interface's own parameters are named jobs and schema.
+from . import jobs as _jobs
+from . import schema as _schema
+from .connection import DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, Database, split_url
+from .errors import translate
+
+__all__ = ["DEFAULT_POOL_SIZE", "DEFAULT_SCHEMA", "PostgresStorage"]
+
+
+class PostgresStorage(Storage):
+    """A store in a PostgreSQL database, shared by any number of processes and hosts.
+
+    Each method hands its work to the module of its group (:mod:`.jobs`,
+    :mod:`.claims`, :mod:`.triggers`, :mod:`.flex`, :mod:`.usage`,
+    :mod:`.history`; the schema in :mod:`.schema`), whose statements are in the
+    ``.sql`` file of the same name.
+
+    Args:
+        dsn: a libpq connection string or ``postgresql://`` URL.
+        schema: the schema that holds fairqueue's tables (lower-case letters,
+            digits and ``_``); created if missing.
+        pool_size: connections this store opens at most (one is opened up front).
+        upgrade: create or migrate the schema on open (:meth:`upgrade`). With
+            False, a missing or older schema is an error instead.
+        connect_timeout: seconds to wait for the first connection.
+
+    Raises:
+        InvalidArgument: ``schema`` or ``pool_size`` is malformed.
+        SchemaVersionError: the schema was written by a newer fairqueue.
+        StorageError: the database cannot be reached, or (``upgrade=False``) the
+            schema is missing or older than this fairqueue.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        upgrade: bool = True,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.db = Database(dsn, schema=schema, pool_size=pool_size, connect_timeout=connect_timeout)
+        """The store's connections and statements, which its operation modules run on."""
+        self.schema = schema
+        """The schema holding fairqueue's tables."""
+        self.channel = self.db.channel
+        """The NOTIFY channel: a notification (payload ``"queued"``) follows every commit that queues a job."""
+        try:
+            self.db.open()
+            if upgrade:
+                self.upgrade()
+            else:
+                _schema.check_version(self.db)
+        except BaseException as e:
+            self.db.close()
+            if isinstance(e, psycopg.Error):
+                raise translate(e, self.db.where, stage="open") from e
+            raise
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStorage:
+        """Opens the store a ``postgresql://`` (or ``postgres://``) URL names.
+
+        The URL is libpq's, plus one parameter of fairqueue's own, ``schema``
+        (default ``fairqueue``): ``postgresql://app@db.internal/shop?schema=jobs``.
+        """
+        dsn, schema_name = split_url(url)
+        return cls(dsn, schema=schema_name)
+
+    def upgrade(self) -> int:
+        """Creates the schema or migrates it to this fairqueue's version; returns that version.
+
+        Idempotent and safe to run from many processes at once (they take turns on
+        an advisory lock); all migrations apply in one transaction or none does.
+
+        Raises:
+            SchemaVersionError: the schema is newer than this fairqueue.
+        """
+        return _schema.upgrade(self.db)
+
+    # benches/test_bench_postgres.py probes the partial indexes through these two,
+    # with SQL of its own; fairqueue's modules use self.db.
+    @property
+    def _s(self) -> str:
+        return self.db.s
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.db.read(sql, params)
+
+    # ----- jobs ---------------------------------------------------------------------
+
+    def job_enqueue(
+        self, jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]] = None
+    ) -> list[int]:
+        """See :meth:`Storage.job_enqueue`; committed (durably) before it returns."""
+        return _jobs.enqueue(self.db, jobs, now, daily_limits)
+
+    def job_enqueue_in(
+        self,
+        conn: psycopg.Connection[Any],
+        jobs: Sequence[NewJob],
+        now: float,
+        daily_limits: Optional[Mapping[str, int]] = None,
+    ) -> list[int]:
+        """Enqueues ``jobs`` inside the caller's own transaction on ``conn``; returns their ids.
+
+        Nothing is committed here: when the caller commits, the jobs exist (and
+        workers listening on :attr:`channel` are notified); when it rolls back,
+        they never existed and no worker ever saw them. ``conn`` must be connected
+        to this store's database. On a connection in autocommit mode with no
+        transaction open there is no transaction to join: the jobs are committed
+        before this returns, as :meth:`job_enqueue` would.
+
+        A duplicate signature raises :class:`DuplicateSignature` and stores none of
+        ``jobs``; the caller's transaction stays usable (the insert runs in a
+        savepoint).
+
+        Raises:
+            DuplicateSignature: a live job already has one of the signatures.
+            StorageError: the caller's transaction has already failed, or the
+                database refused the insert.
+        """
+        return _jobs.enqueue_in(self.db, conn, jobs, now, daily_limits)
+
+    def check_connection(self, connection: Any) -> None:
+        """Raises :class:`InvalidArgument` unless ``connection`` is an open psycopg 3 connection."""
+        _jobs.check_connection(connection)
+
+    def job_queued_subscribe(self, callback: Callable[[], None]) -> Optional[Callable[[], None]]:
+        """See :meth:`Storage.job_queued_subscribe`: LISTENs on :attr:`channel` on a
+        connection of its own (outside the pool), reconnecting if it drops; each
+        reconnect calls ``callback`` once, since notifications sent while it was
+        away are lost."""
+        return self.db.subscribe(callback)
+
+    def job_get(self, job_id: int) -> Optional[JobRecord]:
+        """See :meth:`Storage.job_get`."""
+        return _jobs.get(self.db, job_id)
+
+    def job_list(
+        self,
+        *,
+        org: Optional[str] = None,
+        kind: Optional[str] = None,
+        status: Optional[JobStatus] = None,
+        before_id: Optional[int] = None,
+        limit: int = 100,
+    ) -> list[JobRecord]:
+        """See :meth:`Storage.job_list`."""
+        return _jobs.list_records(self.db, org, kind, status, before_id, limit)
+
+    def job_signature_taken(self, signature: str) -> bool:
+        """See :meth:`Storage.job_signature_taken`."""
+        return _jobs.signature_taken(self.db, signature)
+
+    def job_cancel_requested(self, job_ids: Sequence[int]) -> list[int]:
+        """See :meth:`Storage.job_cancel_requested`."""
+        return _jobs.cancel_requested(self.db, job_ids)
+
+    def job_counts(self, live: bool = False) -> dict[tuple[str, str, JobStatus], int]:
+        """See :meth:`Storage.job_counts`."""
+        return _jobs.counts(self.db, live)
+
+    def job_waiting_facts(self, record: JobRecord, now: float, window: float) -> WaitingFacts:
+        """See :meth:`Storage.job_waiting_facts`."""
+        return _jobs.waiting_facts(self.db, record, now, window)
+
+    def job_abort(self, job_id: int, now: float, org: Optional[str] = None) -> Optional[JobStatus]:
+        """See :meth:`Storage.job_abort`."""
+        return _jobs.abort(self.db, job_id, now, org)
+
+    # ----- claims -------------------------------------------------------------------
+
+    def job_pending(self, after_seq: int = 0, limit: Optional[int] = None) -> list[PendingJob]:
+        """See :meth:`Storage.job_pending`; publishes late commits first (:func:`.claims.pending`)."""
+        return claims.pending(self.db, after_seq, limit)
+
+    def job_claim(
+        self, job_ids: Sequence[int], worker: str, lease_until: float, now: float, caps: Optional[Caps] = None
+    ) -> Claimed:
+        """See :meth:`Storage.job_claim`. Safe against any number of concurrent claimers on
+        any host (:func:`.claims.claim` says how)."""
+        return claims.claim(self.db, job_ids, worker, lease_until, now, caps)
+
+    def job_finish_and_claim(
+        self,
+        finishes: Sequence[Finish],
+        job_ids: Sequence[int],
+        worker: str,
+        lease_until: float,
+        now: float,
+        caps: Optional[Caps] = None,
+    ) -> tuple[list[int], Claimed]:
+        """See :meth:`Storage.job_finish_and_claim`: plain outcomes and the claim share
+        one transaction (one commit); outcomes with children, retries or batch
+        progress take :meth:`job_finish`'s own path first."""
+        return claims.finish_and_claim(self.db, finishes, job_ids, worker, lease_until, now, caps)
+
+    def job_heartbeat(self, job_ids: Sequence[int], worker: str, lease_until: float) -> None:
+        """See :meth:`Storage.job_heartbeat`."""
+        claims.heartbeat(self.db, job_ids, worker, lease_until)
+
+    def job_finish(self, finishes: Sequence[Finish]) -> list[int]:
+        """See :meth:`Storage.job_finish`: all outcomes and their children in one transaction."""
+        return claims.finish(self.db, finishes)
+
+    def job_requeue_expired(self, now: float) -> list[int]:
+        """See :meth:`Storage.job_requeue_expired`. Concurrent callers requeue each job once."""
+        return claims.requeue_expired(self.db, now)
+
+    # ----- schedules ----------------------------------------------------------------
+
+    def trigger_create(self, trigger: NewTrigger, now: float, max_per_org: int) -> int:
+        """See :meth:`Storage.trigger_create`; creates for one org take turns (an advisory lock)."""
+        return triggers.create(self.db, trigger, now, max_per_org)
+
+    def trigger_get(self, trigger_id: int) -> Optional[TriggerRecord]:
+        """See :meth:`Storage.trigger_get`."""
+        return triggers.get(self.db, trigger_id)
+
+    def trigger_list(self, *, org: Optional[str] = None, state: Optional[TriggerState] = None) -> list[TriggerRecord]:
+        """See :meth:`Storage.trigger_list`."""
+        return triggers.list_records(self.db, org, state)
+
+    def trigger_abort(self, trigger_id: int, org: Optional[str] = None) -> Optional[TriggerState]:
+        """See :meth:`Storage.trigger_abort`."""
+        return triggers.abort(self.db, trigger_id, org)
+
+    def trigger_fire_due(
+        self, now: float, next_fire: NextFire, limit: int = 100, daily_limit: Optional[Callable[[str], int]] = None
+    ) -> list[int]:
+        """See :meth:`Storage.trigger_fire_due`; hosts firing at the same moment split
+        the due schedules (:func:`.triggers.fire_due`)."""
+        return triggers.fire_due(self.db, now, next_fire, limit, daily_limit)
+
+    # ----- batches, usage, history --------------------------------------------------
+
+    def flex_list(self, org: str) -> list[JobRecord]:
+        """See :meth:`Storage.flex_list`."""
+        return flex.list_records(self.db, org)
+
+    def flex_move(self, job_id: int, org: str, *, before: Optional[int] = None, after: Optional[int] = None,
+                  to: Optional[str] = None) -> list[int]:  # fmt: skip
+        """See :meth:`Storage.flex_move`."""
+        return flex.move(self.db, job_id, org, before, after, to)
+
+    def batch_errors(self, job_id: int) -> list[BatchErrorEvent]:
+        """See :meth:`Storage.batch_errors`."""
+        return flex.batch_errors(self.db, job_id)
+
+    def usage_daily(self, org: str, now: float) -> DailyUsage:
+        """See :meth:`Storage.usage_daily`."""
+        return usage.daily(self.db, org, now)
+
+    def history_append(self, entries: Sequence[HistoryEntry]) -> None:
+        """See :meth:`Storage.history_append`."""
+        history.append(self.db, entries)
+
+    def history_read(self, since: float, kinds: Optional[Sequence[str]] = None) -> list[HistoryEntry]:
+        """See :meth:`Storage.history_read`."""
+        return history.read(self.db, since, kinds)
+
+    def close(self) -> None:
+        """Closes every pooled connection."""
+        self.db.close()

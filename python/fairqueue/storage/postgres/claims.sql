@@ -1,0 +1,87 @@
+-- Statements of the worker's side (claims.py): publishing and reading pending jobs,
+-- claims, outcomes, heartbeats and re-deliveries.
+
+-- name: pending_unpublished
+SELECT 1 FROM {s}.fq_jobs WHERE status = 'queued' AND ready_seq < 0 LIMIT 1
+
+-- name: pending_to_publish
+SELECT id FROM {s}.fq_jobs WHERE status = 'queued' AND ready_seq < 0 ORDER BY ready_seq DESC, id
+
+-- name: pending_reserve_seqs
+-- Draws as many numbers as the parameter; returns the last.
+SELECT setval('{s}.fq_ready_seq', nextval('{s}.fq_ready_seq') + %s - 1)
+
+-- name: pending_publish
+-- A job claimed or aborted meanwhile is left alone (its number is simply never used).
+UPDATE {s}.fq_jobs j SET ready_seq = u.seq FROM unnest(%b::bigint[], %b::bigint[]) AS u(id, seq)
+WHERE j.id = u.id AND j.status = 'queued' AND j.ready_seq < 0
+
+-- name: pending_read
+SELECT id, org, kind, run_at, attempts, ready_seq FROM {s}.fq_jobs
+WHERE status = 'queued' AND ready_seq > %s ORDER BY ready_seq LIMIT %s
+
+-- name: claim_lock_asked
+-- The still-queued asked-for jobs, locked in id order (claimers never deadlock;
+-- one another claimer took meanwhile fails the re-check and drops out).
+-- "status || ''": found through the primary key, never through the partial
+-- index of queued jobs, which a planner with stale statistics (a fresh
+-- backlog) would read whole.
+SELECT id, org, kind FROM {s}.fq_jobs WHERE id = ANY(%s) AND (status || '') = 'queued' ORDER BY id FOR UPDATE
+
+-- name: claim_stand_ins
+-- For each (org, kind) of the asked-for jobs another claimer took, as many of its
+-- oldest ready queued jobs not asked for, skipping rows other claimers hold locked.
+WITH lost AS (SELECT org, kind, COUNT(*) AS n FROM {s}.fq_jobs WHERE id = ANY(%s) GROUP BY org, kind)
+SELECT q.id, lost.org, lost.kind FROM lost CROSS JOIN LATERAL (
+SELECT id FROM {s}.fq_jobs WHERE org = lost.org AND kind = lost.kind AND status = 'queued'
+AND (run_at IS NULL OR run_at <= %s) AND id <> ALL(%s) ORDER BY id LIMIT lost.n FOR UPDATE SKIP LOCKED
+) AS q ORDER BY q.id
+
+-- name: claim_lock_caps
+-- One advisory lock per capped (org, kind), in one global order (the hashes sorted).
+SELECT pg_advisory_xact_lock(%s, h) FROM (SELECT DISTINCT hashtext(%s || chr(31) || o || chr(31) || k) AS h
+FROM unnest(%b::text[], %b::text[]) AS u(o, k) ORDER BY h) AS locks
+
+-- name: claim_count_processing
+SELECT org, kind, COUNT(*) FROM {s}.fq_jobs WHERE status = 'processing'
+AND org = ANY(%s) AND kind = ANY(%s) GROUP BY org, kind
+
+-- name: claim_take
+UPDATE {s}.fq_jobs SET status = 'processing', lease_owner = %s, lease_expires_at = %s,
+    started_at = COALESCE(started_at, %s), attempts = attempts + 1 WHERE id = ANY(%s)
+RETURNING id, org, kind, handler, payload, status, created_at, run_at, started_at, finished_at,
+    attempts, items_processed, items_total, error_count, extended_status, parent_id, chain_depth,
+    duplicate_signature, lease_owner, lease_expires_at, cancel_requested
+
+-- name: heartbeat
+UPDATE {s}.fq_jobs SET lease_expires_at = %s
+WHERE id = ANY(%s) AND status = 'processing' AND lease_owner = %s
+
+-- name: finish_final
+-- Completed and failed outcomes in one statement, each applied only while its
+-- worker still holds the lease.
+UPDATE {s}.fq_jobs j SET status = u.status, finished_at = u.at, lease_owner = NULL,
+    lease_expires_at = NULL, extended_status = COALESCE(u.error, j.extended_status),
+    error_count = j.error_count + (u.error IS NOT NULL)::int
+FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::float8[], %b::text[])
+    AS u(id, worker, status, at, error)
+WHERE j.id = u.id AND j.status = 'processing' AND j.lease_owner = u.worker RETURNING j.id, j.kind, j.org
+
+-- name: finish_retry
+UPDATE {s}.fq_jobs j SET status = 'queued', run_at = u.retry_at, lease_owner = NULL,
+    lease_expires_at = NULL, extended_status = u.error,
+    error_count = j.error_count + (u.error IS NOT NULL)::int,
+    ready_seq = -nextval('{s}.fq_queued_seq')
+FROM unnest(%b::bigint[], %b::text[], %b::float8[], %b::text[]) AS u(id, worker, retry_at, error)
+WHERE j.id = u.id AND j.status = 'processing' AND j.lease_owner = u.worker RETURNING j.id
+
+-- name: finish_note
+-- Why the children of an outcome were not stored, in the parent's extended status.
+UPDATE {s}.fq_jobs SET extended_status = %s WHERE id = %s
+
+-- name: requeue_expired
+-- A row whose owner is finishing or heartbeating it right now is waited
+-- for and re-checked: a fresh lease or an outcome leaves it alone.
+UPDATE {s}.fq_jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
+    extended_status = 'lease expired; re-delivered', ready_seq = -nextval('{s}.fq_queued_seq')
+WHERE status = 'processing' AND lease_expires_at < %s RETURNING id

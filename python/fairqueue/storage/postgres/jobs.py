@@ -1,0 +1,250 @@
+"""Jobs in the PostgreSQL store: enqueue (in our transaction or the caller's), read, list, count, abort."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
+
+import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
+
+from fairqueue.errors import DailyLimitExceeded, DuplicateSignature, InvalidArgument, StorageError
+from fairqueue.records import JobRecord, JobStatus, NewJob, WaitingFacts
+from fairqueue.storage import FEW_STATUSES, LIVE_STATUSES, job_filter
+
+from . import flex, usage
+from .connection import Cursor, Database
+from .errors import translate
+from .queries import QUERIES
+from .rows import COLUMNS, floats, record
+
+__all__ = [
+    "abort",
+    "cancel_requested",
+    "check_connection",
+    "counts",
+    "enqueue",
+    "enqueue_in",
+    "get",
+    "insert",
+    "insert_rows",
+    "list_records",
+    "list_sql",
+    "missing",
+    "signature_taken",
+    "waiting_facts",
+]
+
+assert all(f"status = '{status.value}'" in QUERIES["job_counts_live"] for status in LIVE_STATUSES), (
+    "job_counts_live counts every status of LIVE_STATUSES"
+)
+
+
+def insert(
+    db: Database,
+    conn: psycopg.Connection[Any],
+    jobs: Sequence[NewJob],
+    now: float,
+    daily_limits: Optional[Mapping[str, int]] = None,
+) -> list[int]:
+    """Inserts ``jobs`` as queued and notifies :attr:`Database.channel`, in ``conn``'s current transaction.
+
+    Commits nothing, so it runs in one of ours or in the caller's own
+    (:func:`enqueue_in`). Returns the new ids in the jobs' order. A live
+    duplicate signature raises psycopg's ``UniqueViolation``. With
+    ``daily_limits``, each org's usage is locked (an advisory lock per org,
+    in one order, held to commit) before it is checked, so two hosts cannot
+    both take an org's last executions.
+    """
+    with conn.cursor(row_factory=tuple_row) as cur:
+        if daily_limits:
+            usage.check_limits(db, cur, jobs, daily_limits, now)
+        rows = insert_rows(db, cur, jobs, now, skip_taken=False)
+    # The identity column draws ids in insertion order, which is the jobs' order.
+    return sorted(r[0] for r in rows)
+
+
+def insert_rows(db: Database, cur: Cursor, jobs: Sequence[NewJob], now: float, *, skip_taken: bool) -> list[tuple[Any, ...]]:
+    """Inserts ``jobs`` and notifies; returns (id, duplicate_signature, org, status) of each stored.
+
+    With ``skip_taken`` a job whose signature is live is left out instead of
+    failing the statement (and with it the transaction).
+    """
+    statuses = flex.admit(db, cur, jobs)
+    params = (
+        float(now),
+        [j.org for j in jobs],
+        [j.kind for j in jobs],
+        [j.handler for j in jobs],
+        [j.payload for j in jobs],
+        floats(j.run_at for j in jobs),
+        [None if j.parent_id is None else int(j.parent_id) for j in jobs],
+        [int(j.chain_depth) for j in jobs],
+        [j.duplicate_signature for j in jobs],
+        [status.value for status in statuses],
+    )
+    cur.execute(db.sql["job_insert_skip_taken" if skip_taken else "job_insert"], params)
+    rows = cur.fetchall()
+    for job_id, _, org, status in sorted(rows):
+        if status == "holding":
+            flex.hold(db, cur, job_id, org)
+    if rows:
+        db.notify(cur)
+        usage.add(db, cur, rows, now)
+    return rows
+
+
+def missing(jobs: Sequence[NewJob], stored: list[Optional[str]]) -> list[str]:
+    """The signatures of ``jobs`` that were not stored (a multiset difference)."""
+    left = [s for s in stored if s is not None]
+    absent = []
+    for j in jobs:
+        if j.duplicate_signature is None:
+            continue
+        if j.duplicate_signature in left:
+            left.remove(j.duplicate_signature)
+        else:
+            absent.append(j.duplicate_signature)
+    return absent
+
+
+def enqueue(
+    db: Database, jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]] = None
+) -> list[int]:
+    """See :meth:`Storage.job_enqueue`; committed (durably) before it returns."""
+    if not jobs:
+        return []
+    return db.transaction(lambda cur: insert(db, cur.connection, jobs, now, daily_limits), jobs=jobs)
+
+
+def check_connection(connection: Any) -> None:
+    """Raises :class:`InvalidArgument` unless ``connection`` is an open psycopg 3 connection."""
+    if not isinstance(connection, psycopg.Connection):
+        raise InvalidArgument(
+            f"connection {connection!r} is not a psycopg 3 connection: pass the psycopg.Connection "
+            "whose transaction the jobs should join"
+        )
+    if connection.closed:
+        raise InvalidArgument("connection is closed: pass an open psycopg connection")
+
+
+def enqueue_in(
+    db: Database,
+    conn: psycopg.Connection[Any],
+    jobs: Sequence[NewJob],
+    now: float,
+    daily_limits: Optional[Mapping[str, int]] = None,
+) -> list[int]:
+    """See :meth:`PostgresStorage.job_enqueue_in <fairqueue.storage.postgres.PostgresStorage.job_enqueue_in>`."""
+    check_connection(conn)
+    if not jobs:
+        return []
+    status = conn.info.transaction_status
+    if status == TransactionStatus.INERROR:
+        raise StorageError("cannot enqueue: the connection's transaction has already failed; roll it back first")
+    if conn.autocommit and status == TransactionStatus.IDLE:
+        try:
+            with conn.transaction():
+                return insert(db, conn, jobs, now, daily_limits)
+        except psycopg.Error as e:
+            raise translate(e, db.where, jobs=jobs) from e
+    # A savepoint rather than conn.transaction(): on an idle non-autocommit
+    # connection psycopg's block would BEGIN and COMMIT on its own, while here
+    # the statement opens the caller's implicit transaction and leaves it open.
+    with conn.cursor(row_factory=tuple_row) as cur:
+        try:
+            cur.execute(db.sql["enqueue_savepoint"])
+            ids = insert(db, conn, jobs, now, daily_limits)
+            cur.execute(db.sql["enqueue_savepoint_release"])
+            return ids
+        except DailyLimitExceeded:
+            cur.execute(db.sql["enqueue_savepoint_rollback"])
+            cur.execute(db.sql["enqueue_savepoint_release"])
+            raise
+        except psycopg.Error as e:
+            error = translate(e, db.where, jobs=jobs)
+            if isinstance(error, DuplicateSignature):
+                # Only the insert failed: the caller's transaction goes on without it.
+                cur.execute(db.sql["enqueue_savepoint_rollback"])
+                cur.execute(db.sql["enqueue_savepoint_release"])
+            raise error from e
+
+
+def get(db: Database, job_id: int) -> Optional[JobRecord]:
+    """See :meth:`Storage.job_get`."""
+    rows = db.read(db.sql["job_get"], (job_id,))
+    return record(rows[0]) if rows else None
+
+
+def list_sql(db: Database, where: str, status: Optional[JobStatus]) -> str:
+    """The listing of :func:`list_records` for the condition ``where`` (:func:`~fairqueue.storage.job_filter`)."""
+    # "id + 0" keeps the planner off the primary key's order, so a status of
+    # FEW_STATUSES is read through its partial index and sorted (see FEW_STATUSES).
+    order = "id + 0" if status in FEW_STATUSES else "id"
+    return f"SELECT {COLUMNS} FROM {db.s}.fq_jobs WHERE {where} ORDER BY {order} DESC LIMIT %s"
+
+
+def list_records(
+    db: Database,
+    org: Optional[str],
+    kind: Optional[str],
+    status: Optional[JobStatus],
+    before_id: Optional[int],
+    limit: int,
+) -> list[JobRecord]:
+    """See :meth:`Storage.job_list`."""
+    where, params = job_filter("%s", org, kind, status, before_id)
+    return [record(r) for r in db.read(list_sql(db, where, status), [*params, limit])]
+
+
+def signature_taken(db: Database, signature: str) -> bool:
+    """See :meth:`Storage.job_signature_taken`."""
+    return bool(db.read(db.sql["job_signature_taken"], (signature,)))
+
+
+def cancel_requested(db: Database, job_ids: Sequence[int]) -> list[int]:
+    """See :meth:`Storage.job_cancel_requested`."""
+    if not job_ids:
+        return []
+    return [r[0] for r in db.read(db.sql["job_cancel_requested"], (list(job_ids),))]
+
+
+def counts(db: Database, live: bool) -> dict[tuple[str, str, JobStatus], int]:
+    """See :meth:`Storage.job_counts`."""
+    rows = db.read(db.sql["job_counts_live" if live else "job_counts"])
+    return {(org, kind, JobStatus(status)): int(n) for org, kind, status, n in rows}
+
+
+def waiting_facts(db: Database, job: JobRecord, now: float, window: float) -> WaitingFacts:
+    """See :meth:`Storage.job_waiting_facts`."""
+    since = now - window
+    [facts] = db.read(
+        db.sql["job_waiting_facts"],
+        (job.org, job.kind, job.id, job.id, now, job.org, job.kind, since, since, since),
+    )
+    holders = [r[0] for r in db.read(db.sql["job_holders"], (job.org, job.kind))]
+    return WaitingFacts(facts[0], facts[1], holders, facts[2], facts[3], facts[4], facts[5], facts[6])
+
+
+def abort(db: Database, job_id: int, now: float, org: Optional[str]) -> Optional[JobStatus]:
+    """See :meth:`Storage.job_abort`."""
+
+    def body(cur: Cursor) -> Optional[JobStatus]:
+        cur.execute(db.sql["job_abort_lock"], (job_id,))
+        row = cur.fetchone()
+        if row is None or (org is not None and row[0] != org):
+            return None
+        status = JobStatus(row[1])
+        if status in (JobStatus.HOLDING, JobStatus.QUEUED):
+            cur.execute(db.sql["job_abort_waiting"], (float(now), job_id))
+            if status is JobStatus.HOLDING:
+                flex.remove(db, cur, job_id)
+            elif row[2] == "batch":
+                flex.promote(db, cur, [row[0]])
+            return JobStatus.ABORTED
+        if status in (JobStatus.PREPARING, JobStatus.PROCESSING):
+            cur.execute(db.sql["job_request_cancel"], (job_id,))
+        return status
+
+    return db.transaction(body)

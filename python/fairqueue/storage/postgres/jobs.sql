@@ -1,0 +1,92 @@
+-- Statements of the job operations (jobs.py): enqueue, read, list, count, abort.
+-- Every statement that reads records lists the columns of rows.FIELDS, in order.
+
+-- name: job_insert
+-- One statement for the whole enqueue: the columns travel as arrays (in binary,
+-- %b), the rows come out in the jobs' order, so the identity column draws their
+-- ids in that order. A queued job's ready_seq is provisional: its place in line
+-- (see the package docstring).
+INSERT INTO {s}.fq_jobs (org, kind, handler, payload, status, created_at, run_at, parent_id,
+    chain_depth, duplicate_signature, ready_seq)
+SELECT u.org, u.kind, u.handler, u.payload, u.status, %s, u.run_at, u.parent_id, u.chain_depth, u.sig,
+    CASE WHEN u.status = 'queued' THEN -nextval('{s}.fq_queued_seq') END
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::float8[], %b::bigint[], %b::int[],
+    %b::text[], %b::text[]) WITH ORDINALITY
+    AS u(org, kind, handler, payload, run_at, parent_id, chain_depth, sig, status, ord)
+ORDER BY u.ord
+RETURNING id, duplicate_signature, org, status
+
+-- name: job_insert_skip_taken
+-- job_insert, leaving out a job whose duplicate signature is live instead of
+-- failing the statement (and with it the transaction).
+INSERT INTO {s}.fq_jobs (org, kind, handler, payload, status, created_at, run_at, parent_id,
+    chain_depth, duplicate_signature, ready_seq)
+SELECT u.org, u.kind, u.handler, u.payload, u.status, %s, u.run_at, u.parent_id, u.chain_depth, u.sig,
+    CASE WHEN u.status = 'queued' THEN -nextval('{s}.fq_queued_seq') END
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::float8[], %b::bigint[], %b::int[],
+    %b::text[], %b::text[]) WITH ORDINALITY
+    AS u(org, kind, handler, payload, run_at, parent_id, chain_depth, sig, status, ord)
+ORDER BY u.ord
+ON CONFLICT (duplicate_signature)
+    WHERE duplicate_signature IS NOT NULL AND status IN ('holding', 'queued', 'preparing', 'processing') DO NOTHING
+RETURNING id, duplicate_signature, org, status
+
+-- name: job_get
+SELECT id, org, kind, handler, payload, status, created_at, run_at, started_at, finished_at,
+    attempts, items_processed, items_total, error_count, extended_status, parent_id, chain_depth,
+    duplicate_signature, lease_owner, lease_expires_at, cancel_requested
+FROM {s}.fq_jobs WHERE id = %s
+
+-- name: job_signature_taken
+SELECT 1 FROM {s}.fq_jobs
+WHERE duplicate_signature = %s AND status IN ('holding', 'queued', 'preparing', 'processing') LIMIT 1
+
+-- name: job_cancel_requested
+SELECT id FROM {s}.fq_jobs WHERE id = ANY(%s) AND cancel_requested ORDER BY id
+
+-- name: job_counts
+SELECT org, kind, status, COUNT(*) FROM {s}.fq_jobs GROUP BY org, kind, status
+
+-- name: job_counts_live
+-- One query per status of LIVE_STATUSES, its literal matching a partial index's
+-- condition: the cost follows the backlog, never the store's history.
+SELECT org, kind, status, COUNT(*) FROM {s}.fq_jobs WHERE status = 'holding' GROUP BY org, kind, status
+UNION ALL
+SELECT org, kind, status, COUNT(*) FROM {s}.fq_jobs WHERE status = 'queued' GROUP BY org, kind, status
+UNION ALL
+SELECT org, kind, status, COUNT(*) FROM {s}.fq_jobs WHERE status = 'processing' GROUP BY org, kind, status
+
+-- name: job_abort_lock
+SELECT org, status, kind FROM {s}.fq_jobs WHERE id = %s FOR UPDATE
+
+-- name: job_abort_waiting
+UPDATE {s}.fq_jobs SET status = 'aborted', finished_at = %s, extended_status = 'aborted while waiting'
+WHERE id = %s
+
+-- name: job_request_cancel
+UPDATE {s}.fq_jobs SET cancel_requested = TRUE WHERE id = %s
+
+-- name: job_waiting_facts
+SELECT
+    (SELECT COUNT(*) FROM {s}.fq_jobs WHERE status = 'queued' AND org = %s AND kind = %s AND id < %s),
+    (SELECT COUNT(*) FROM {s}.fq_jobs WHERE status = 'queued' AND id < %s AND (run_at IS NULL OR run_at <= %s)),
+    (SELECT COUNT(*) FROM {s}.fq_jobs WHERE org = %s AND kind = %s AND finished_at >= %s),
+    (SELECT COUNT(*) FROM {s}.fq_jobs WHERE finished_at >= %s),
+    (SELECT COUNT(*) FROM {s}.fq_jobs WHERE status = 'processing'),
+    (SELECT MIN(finished_at) FROM {s}.fq_jobs WHERE finished_at >= %s),
+    (SELECT COUNT(*) FROM (SELECT org, kind FROM {s}.fq_jobs WHERE status = 'queued'
+                           UNION SELECT org, kind FROM {s}.fq_jobs WHERE status = 'processing') AS lines)
+
+-- name: job_holders
+SELECT id FROM {s}.fq_jobs WHERE status = 'processing' AND org = %s AND kind = %s ORDER BY id
+
+-- name: enqueue_savepoint
+-- An enqueue inside the caller's transaction runs in a savepoint: a refused
+-- insert is rolled back alone and the caller's own work goes on.
+SAVEPOINT fairqueue_enqueue
+
+-- name: enqueue_savepoint_release
+RELEASE SAVEPOINT fairqueue_enqueue
+
+-- name: enqueue_savepoint_rollback
+ROLLBACK TO SAVEPOINT fairqueue_enqueue
