@@ -70,7 +70,7 @@ def exists(store: Storage, condition: str) -> bool:
     workers. (``Storage.job_list(status=..., limit=1)`` is a listing, newest first:
     with no job in that status it walks the whole primary key, tens of ms a poll.)"""
     if isinstance(store, PostgresStorage):
-        return bool(store._read(f"SELECT EXISTS (SELECT 1 FROM {store._s}.fq_jobs WHERE {condition})")[0][0])
+        return bool(store.db.read(f"SELECT EXISTS (SELECT 1 FROM {store.db.s}.fq_jobs WHERE {condition})")[0][0])
     assert isinstance(store, SQLiteStorage)
     return bool(store._read(f"SELECT EXISTS (SELECT 1 FROM fq_jobs WHERE {condition})")[0][0])
 

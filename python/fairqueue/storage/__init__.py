@@ -1,4 +1,6 @@
-"""Storage: one interface, implemented by every backend.
+"""Storage: one interface (:mod:`fairqueue.storage.interface`), implemented by every
+backend — :mod:`~fairqueue.storage.memory`, :mod:`~fairqueue.storage.sqlite` and
+:mod:`~fairqueue.storage.postgres` — and :func:`open_storage`, which picks one.
 
 The store is the truth; the dispatcher core is rebuilt from it at start-up.
 Methods are named noun-first (``job_enqueue``, ``job_claim``, …); workers reach
@@ -8,510 +10,56 @@ suite against every backend.
 
 from __future__ import annotations
 
-import abc
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Optional
-
-from fairqueue.errors import DailyLimitExceeded, FlexQueueFull, InvalidArgument, LimitExceeded, StorageError
-from fairqueue.records import (
-    BatchErrorEvent,
-    Claimed,
-    Finish,
-    HistoryEntry,
-    JobRecord,
-    JobStatus,
-    NewJob,
-    NewTrigger,
-    PendingJob,
-    TriggerRecord,
-    TriggerState,
-    WaitingFacts,
+from fairqueue.storage.interface import (
+    FEW_STATUSES,
+    FLEX_ACTIVE,
+    FLEX_HOLDING,
+    LIVE_STATUSES,
+    SCHEMA_VERSION,
+    USAGE_BUCKET,
+    Caps,
+    DailyUsage,
+    NextFire,
+    Storage,
+    admit_within_caps,
+    check_daily_limits,
+    check_finishes,
+    flex_admit,
+    flex_full,
+    flex_order,
+    job_filter,
+    refused_fires,
+    schedule_name_taken,
+    scheduled_job,
+    too_many_schedules,
+    usage_hour,
 )
 
 __all__ = [
-    "Storage",
-    "check_finishes",
-    "job_filter",
-    "FEW_STATUSES",
-    "LIVE_STATUSES",
-    "SCHEMA_VERSION",
     "Caps",
-    "NextFire",
     "DailyUsage",
-    "USAGE_BUCKET",
-    "open_storage",
-    "admit_within_caps",
-    "check_daily_limits",
-    "scheduled_job",
-    "flex_admit",
-    "flex_order",
+    "FEW_STATUSES",
     "FLEX_ACTIVE",
     "FLEX_HOLDING",
+    "LIVE_STATUSES",
+    "NextFire",
+    "SCHEMA_VERSION",
+    "Storage",
+    "USAGE_BUCKET",
+    "admit_within_caps",
+    "check_daily_limits",
+    "check_finishes",
+    "flex_admit",
+    "flex_full",
+    "flex_order",
+    "job_filter",
+    "refused_fires",
+    "schedule_name_taken",
+    "scheduled_job",
+    "too_many_schedules",
+    "usage_hour",
+    "open_storage",
 ]
-
-SCHEMA_VERSION = 3
-"""The schema this fairqueue writes; a store with a higher version is refused."""
-
-Caps = Mapping[tuple[str, str], int]
-"""Most jobs processing at once per (org, kind), across every worker of a store."""
-
-
-NextFire = Callable[[TriggerRecord, float], Optional[float]]
-"""Given a schedule and the time now, its first fire time after now (None: no more)."""
-
-LIVE_STATUSES = (JobStatus.HOLDING, JobStatus.QUEUED, JobStatus.PROCESSING)
-"""What ``job_counts(live=True)`` counts: every status a stored job waits or runs in
-(``preparing`` is the reference platform's, never stored here)."""
-
-FEW_STATUSES = (JobStatus.HOLDING, JobStatus.PROCESSING)
-"""Statuses few jobs are in at once (bounded by slots and the flex queue), each with
-a partial index: a SQL store lists them by reading that index and sorting, because a
-newest-first walk of the primary key, the planners' choice, reads the whole history
-when none is found near its end."""
-
-USAGE_BUCKET = 3600.0
-"""Seconds per usage bucket: the daily limit's window is the current hour and the 23 before it."""
-_WINDOW = 24
-
-
-def usage_hour(now: float) -> int:
-    """The usage bucket ``now`` falls in."""
-    return int(now // USAGE_BUCKET)
-
-
-@dataclass(frozen=True)
-class DailyUsage:
-    """An org's async executions counted in the rolling 24-hour window.
-
-    The window is whole hours (the current one and the 23 before it), so an
-    execution is counted for 23 to 24 hours. ``oldest_hour`` is the oldest
-    bucket that still counts (None: nothing counted).
-    """
-
-    org: str
-    count: int
-    oldest_hour: Optional[int]
-
-    @property
-    def resets_at(self) -> Optional[float]:
-        """When the oldest counted executions leave the window (Unix time), or None."""
-        return None if self.oldest_hour is None else (self.oldest_hour + _WINDOW) * USAGE_BUCKET
-
-    @staticmethod
-    def window_start(now: float) -> int:
-        """The oldest bucket inside the window at ``now``."""
-        return usage_hour(now) - _WINDOW + 1
-
-
-FLEX_ACTIVE = 5
-"""Batch jobs one org may have queued or running; more wait in its flex queue."""
-FLEX_HOLDING = 100
-"""Batch jobs one org's flex queue holds; one more is refused."""
-
-
-def flex_full(org: str) -> FlexQueueFull:
-    return FlexQueueFull(
-        org,
-        f"org {org!r} has {FLEX_ACTIVE} batch jobs queued or running and {FLEX_HOLDING} holding in its flex queue, "
-        "the most allowed; wait for one to finish, or abort one"
-    )
-
-
-def flex_admit(jobs: Sequence[NewJob], counts: Callable[[str], tuple[int, int]]) -> list[JobStatus]:
-    """The status each of ``jobs`` starts in: batch jobs beyond an org's
-    :data:`FLEX_ACTIVE` queued-or-running ones hold, in order; ``counts(org)`` gives
-    (active, holding) now. Raises :class:`~fairqueue.errors.LimitExceeded` past
-    :data:`FLEX_HOLDING` holding."""
-    seen: dict[str, list[int]] = {}
-    statuses = []
-    for j in jobs:
-        if j.kind != "batch":
-            statuses.append(JobStatus.QUEUED)
-            continue
-        active_holding = seen.setdefault(j.org, list(counts(j.org)))
-        if active_holding[0] < FLEX_ACTIVE:
-            active_holding[0] += 1
-            statuses.append(JobStatus.QUEUED)
-        elif active_holding[1] < FLEX_HOLDING:
-            active_holding[1] += 1
-            statuses.append(JobStatus.HOLDING)
-        else:
-            raise flex_full(j.org)
-    return statuses
-
-
-def flex_order(order: list[int], job_id: int, before: Optional[int], after: Optional[int], to: Optional[str]) -> list[int]:
-    """``order`` (holding job ids) with ``job_id`` moved as :meth:`Storage.flex_move` says."""
-    where = {"before": before, "after": after, "to": to}
-    if sum(v is not None for v in where.values()) != 1:
-        raise InvalidArgument(f"flex_move takes exactly one of before=, after= or to=, not {where}")
-    if to is not None and to not in ("front", "end"):
-        raise InvalidArgument(f"invalid to={to!r}: expected 'front' or 'end'")
-    for name, other in (("job", job_id), ("before", before), ("after", after)):
-        if other is not None and other not in order:
-            raise InvalidArgument(f"{name} {other} is not holding in this org's flex queue (holding: {order})")
-    if job_id in (before, after):
-        raise InvalidArgument(f"cannot move job {job_id} before or after itself")
-    rest = [i for i in order if i != job_id]
-    if to == "front":
-        return [job_id, *rest]
-    if to == "end":
-        return [*rest, job_id]
-    anchor = rest.index(before if before is not None else after)  # type: ignore[arg-type]
-    at = anchor if before is not None else anchor + 1
-    return [*rest[:at], job_id, *rest[at:]]
-
-
-def scheduled_job(trigger: TriggerRecord) -> NewJob:
-    """The job one fire of ``trigger`` enqueues."""
-    return NewJob(org=trigger.org, kind="scheduled", handler=trigger.handler, payload=trigger.payload)
-
-
-def too_many_schedules(org: str, count: int, most: int) -> LimitExceeded:
-    return LimitExceeded(
-        f"org {org!r} already has {count} schedules, the most allowed ({most}); abort one before adding another"
-    )
-
-
-def schedule_name_taken(org: str, name: str) -> InvalidArgument:
-    return InvalidArgument(f"org {org!r} already has a schedule named {name!r}: abort it first, or choose another name")
-
-
-def check_daily_limits(
-    jobs: Sequence[NewJob], limits: Mapping[str, int], usage: Callable[[str], DailyUsage], now: float
-) -> None:
-    """Raises :class:`~fairqueue.errors.DailyLimitExceeded` if ``jobs`` would take an org over its limit."""
-    adding: dict[str, int] = {}
-    for j in jobs:
-        adding[j.org] = adding.get(j.org, 0) + 1
-    for org, n in adding.items():
-        limit = limits.get(org)
-        if limit is None:
-            continue
-        counted = usage(org)
-        if counted.count + n > limit:
-            resets_at = counted.resets_at if counted.resets_at is not None else now + _WINDOW * USAGE_BUCKET
-            raise DailyLimitExceeded(org, counted.count, n, limit, resets_at)
-
-
-def refused_fires(
-    due: Sequence[TriggerRecord],
-    daily_limit: Optional[Callable[[str], int]],
-    usage: Callable[[str], DailyUsage],
-    now: float,
-) -> dict[int, str]:
-    """The fires among ``due`` (in order, the earlier counting first) that would take
-    their org past its daily limit: trigger id -> the error its failed job records."""
-    if daily_limit is None:
-        return {}
-    refused: dict[int, str] = {}
-    counted: dict[str, DailyUsage] = {}
-    adding: dict[str, int] = {}
-    for t in due:
-        if t.org not in counted:
-            counted[t.org] = usage(t.org)
-        limit, used = daily_limit(t.org), counted[t.org].count + adding.get(t.org, 0)
-        if used < limit:
-            adding[t.org] = adding.get(t.org, 0) + 1
-            continue
-        resets_at = counted[t.org].resets_at
-        when = ""
-        if resets_at is not None:
-            when = f"; capacity returns at {datetime.fromtimestamp(resets_at, timezone.utc):%Y-%m-%d %H:%M} UTC"
-        refused[t.id] = (
-            f"DailyLimitExceeded: org {t.org!r} has used {used:,} of its daily limit of {limit:,} async executions, "
-            f"so this fire of schedule {t.name!r} did not run{when}. Raise the limit with app.set_daily_limit"
-        )
-    return refused
-
-
-class Storage(abc.ABC):
-    """What fairqueue needs from a store. Every method is atomic: it happens whole or not at all."""
-
-    @abc.abstractmethod
-    def job_enqueue(
-        self, jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]] = None
-    ) -> list[int]:
-        """Persists ``jobs`` as queued (or holding) and returns their ids, in order.
-
-        Durable before it returns. All or none: a duplicate signature among them
-        raises :class:`~fairqueue.errors.DuplicateSignature` and stores nothing.
-
-        Every stored job counts as one async execution of its org (:meth:`usage_daily`;
-        children stored by :meth:`job_finish` count too). ``daily_limits`` maps orgs
-        to the most executions they may have in the rolling 24 hours: checked and
-        counted in the same transaction as the insert, so the limit holds across
-        every process and host; over it, :class:`~fairqueue.errors.DailyLimitExceeded`
-        is raised and nothing is stored.
-        """
-
-    @abc.abstractmethod
-    def usage_daily(self, org: str, now: float) -> DailyUsage:
-        """``org``'s async executions counted in the 24-hour window at ``now``."""
-
-    def job_enqueue_in(
-        self, connection: Any, jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]] = None
-    ) -> list[int]:
-        """Persists ``jobs`` inside the caller's own transaction on ``connection``.
-
-        Only a store in the caller's database can do this (PostgreSQL); the others
-        refuse it (see :meth:`check_connection`).
-        """
-        self.check_connection(connection)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    @abc.abstractmethod
-    def trigger_create(self, trigger: NewTrigger, now: float, max_per_org: int) -> int:
-        """Stores a waiting schedule and returns its id.
-
-        Raises :class:`~fairqueue.errors.LimitExceeded` if its org already has
-        ``max_per_org`` waiting schedules, and
-        :class:`~fairqueue.errors.InvalidArgument` if one of them has the same
-        name; both checked in the same transaction as the insert.
-        """
-
-    @abc.abstractmethod
-    def trigger_get(self, trigger_id: int) -> Optional[TriggerRecord]:
-        """The schedule ``trigger_id``, or None."""
-
-    @abc.abstractmethod
-    def trigger_list(self, *, org: Optional[str] = None, state: Optional[TriggerState] = None) -> list[TriggerRecord]:
-        """Schedules matching every given filter, oldest first."""
-
-    @abc.abstractmethod
-    def trigger_abort(self, trigger_id: int, org: Optional[str] = None) -> Optional[TriggerState]:
-        """Stops a schedule for good; returns the state it was in (None: no such
-        schedule, or not ``org``'s). Jobs it already enqueued are not touched."""
-
-    @abc.abstractmethod
-    def trigger_fire_due(
-        self,
-        now: float,
-        next_fire: NextFire,
-        limit: int = 100,
-        daily_limit: Optional[Callable[[str], int]] = None,
-    ) -> list[int]:
-        """Fires every waiting schedule whose ``next_fire_at`` is at or before ``now``
-        (``limit`` at most per call); returns the ids of the jobs enqueued.
-
-        Per schedule, one transaction enqueues its job (a ``scheduled`` job of its
-        org, counted in the org's daily usage) and moves ``next_fire_at`` to
-        ``next_fire(record, now)``, the first fire time after ``now``: after
-        downtime a schedule that missed several fire times fires once. None
-        completes the schedule. Any number of workers on any number of hosts may
-        call this at once: each due fire happens exactly once.
-
-        With ``daily_limit`` (an org's daily limit), a fire that would take its org
-        past it stores its job as failed, with the reason (see
-        :func:`refused_fires`), not counted and not returned; the schedule moves on.
-        """
-
-    def job_queued_subscribe(self, callback: Callable[[], None]) -> Optional[Callable[[], None]]:
-        """Calls ``callback`` (from a background thread) soon after any process, on
-        any host, commits a job into the queued state, so workers need not poll
-        tightly. Returns the function that unsubscribes, or None if this store cannot
-        tell (workers then poll)."""
-        return None
-
-    def check_connection(self, connection: Any) -> None:
-        """Raises :class:`~fairqueue.errors.InvalidArgument` unless jobs can be enqueued on ``connection``."""
-        raise InvalidArgument(
-            f"connection= joins the caller's database transaction, which needs the PostgreSQL store; "
-            f"this app's store is {type(self).__name__}: use FairQueue('postgresql://…'), or drop connection="
-        )
-
-    @abc.abstractmethod
-    def job_get(self, job_id: int) -> Optional[JobRecord]:
-        """The record of ``job_id``, or None."""
-
-    @abc.abstractmethod
-    def job_list(
-        self,
-        *,
-        org: Optional[str] = None,
-        kind: Optional[str] = None,
-        status: Optional[JobStatus] = None,
-        before_id: Optional[int] = None,
-        limit: int = 100,
-    ) -> list[JobRecord]:
-        """Records matching every given filter, newest first, ``limit`` at most."""
-
-    @abc.abstractmethod
-    def job_pending(self, after_seq: int = 0, limit: Optional[int] = None) -> list[PendingJob]:
-        """Queued jobs with ``ready_seq`` > ``after_seq``, in that order: what a dispatcher must hold."""
-
-    @abc.abstractmethod
-    def job_signature_taken(self, signature: str) -> bool:
-        """True while a job with this duplicate signature is holding, queued or running."""
-
-    @abc.abstractmethod
-    def job_cancel_requested(self, job_ids: Sequence[int]) -> list[int]:
-        """Those of ``job_ids`` an abort asked to stop (see :meth:`job_abort`), in one read."""
-
-    @abc.abstractmethod
-    def job_counts(self, live: bool = False) -> dict[tuple[str, str, JobStatus], int]:
-        """How many jobs each (org, kind) has in each status.
-
-        ``live=True`` counts only the jobs still waiting or running (holding,
-        queued, processing), read through their own indexes: its cost follows the
-        backlog, not the store's history, so workers can ask it every few seconds.
-        """
-
-    @abc.abstractmethod
-    def job_claim(
-        self, job_ids: Sequence[int], worker: str, lease_until: float, now: float, caps: Optional[Caps] = None
-    ) -> Claimed:
-        """Moves the still-queued jobs among ``job_ids`` to processing under ``worker``'s lease.
-
-        Returns the records of the jobs claimed; a job aborted or claimed by another
-        worker meanwhile is left out. Increments ``attempts``.
-
-        A store that worker processes share (SQLite, PostgreSQL) claims a *stand-in*
-        for each asked-for job another worker took meanwhile: the oldest ready queued
-        job of the same (org, kind) that was not asked for, so that workers whose
-        dispatchers chose the same jobs all get work instead of racing for it. Stand-ins
-        follow the asked-for records in the result; the caller recognises them by id.
-
-        ``caps`` maps (org, kind) to the most jobs of that pair that may be
-        processing at once in the whole store, every worker and host together.
-        Candidates are admitted in the order of ``job_ids`` while their pair is
-        under its cap, checked and claimed in one transaction that serialises with
-        every other claim of the same pair; the rest stay queued and are listed in
-        :attr:`Claimed.at_cap`. Pairs not in ``caps`` are not limited.
-        """
-
-    @abc.abstractmethod
-    def job_heartbeat(self, job_ids: Sequence[int], worker: str, lease_until: float) -> None:
-        """Extends ``worker``'s leases on ``job_ids``."""
-
-    @abc.abstractmethod
-    def job_finish(self, finishes: Sequence[Finish]) -> list[int]:
-        """Records outcomes and their children in one transaction (group commit).
-
-        Returns the ids whose outcome applied. An outcome whose worker no longer
-        holds the job's lease is ignored, children included. A child whose duplicate
-        signature is taken is not stored; the parent's extended status says so.
-        """
-
-    def job_finish_and_claim(
-        self,
-        finishes: Sequence[Finish],
-        job_ids: Sequence[int],
-        worker: str,
-        lease_until: float,
-        now: float,
-        caps: Optional[Caps] = None,
-    ) -> tuple[list[int], Claimed]:
-        """A worker's turn: :meth:`job_finish` of ``finishes``, then :meth:`job_claim`
-        of ``job_ids``; returns both results. A store that can commits both in one
-        transaction (the outcomes first, so the slots they free count for the claim)."""
-        applied = self.job_finish(finishes) if finishes else []
-        return applied, self.job_claim(job_ids, worker, lease_until, now, caps) if job_ids else Claimed()
-
-    @abc.abstractmethod
-    def history_append(self, entries: Sequence[HistoryEntry]) -> None:
-        """Records ``entries`` (one transaction, no fsync: history may lose its last second)."""
-
-    @abc.abstractmethod
-    def history_read(self, since: float, kinds: Optional[Sequence[str]] = None) -> list[HistoryEntry]:
-        """Entries at or after ``since`` (of ``kinds`` only, if given), oldest first."""
-
-    @abc.abstractmethod
-    def job_waiting_facts(self, record: JobRecord, now: float, window: float) -> WaitingFacts:
-        """Counts around ``record`` for explaining its wait; "finished" counts jobs
-        whose ``finished_at`` is within ``window`` seconds before ``now``."""
-
-    @abc.abstractmethod
-    def flex_list(self, org: str) -> list[JobRecord]:
-        """``org``'s holding batch jobs in flex-queue order (the next to start first)."""
-
-    @abc.abstractmethod
-    def flex_move(self, job_id: int, org: str, *, before: Optional[int] = None, after: Optional[int] = None,
-                  to: Optional[str] = None) -> list[int]:  # fmt: skip
-        """Moves holding batch ``job_id`` of ``org`` before or after another of its
-        holding jobs, or ``to`` ``"front"`` / ``"end"``; returns the new order.
-
-        Raises :class:`~fairqueue.errors.InvalidArgument` if either job is not
-        holding in ``org``'s flex queue.
-        """
-
-    @abc.abstractmethod
-    def batch_errors(self, job_id: int) -> list[BatchErrorEvent]:
-        """The error events of batch ``job_id``, oldest first."""
-
-    @abc.abstractmethod
-    def job_requeue_expired(self, now: float) -> list[int]:
-        """Puts processing jobs whose lease expired back in the queue; returns their ids.
-
-        Workers call it every second or so; a store whose flex-queue promotion can be
-        cut off by a crash also starts here any holding batch that has room."""
-
-    @abc.abstractmethod
-    def job_abort(self, job_id: int, now: float, org: Optional[str] = None) -> Optional[JobStatus]:
-        """Aborts ``job_id`` (only if it belongs to ``org``, when given).
-
-        Holding or queued: becomes aborted and never runs. Processing: the cancel
-        flag is set for the handler to see. Returns the status after the call, or
-        None if there is no such job (for that org).
-        """
-
-    @abc.abstractmethod
-    def close(self) -> None:
-        """Releases the store's resources."""
-
-    def __enter__(self) -> Storage:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def job_filter(
-    mark: str,
-    org: Optional[str],
-    kind: Optional[str],
-    status: Optional[JobStatus],
-    before_id: Optional[int],
-) -> tuple[str, list[Any]]:
-    """:meth:`Storage.job_list`'s filters as a SQL condition with ``mark`` placeholders, and its parameters."""
-    where = ["1 = 1"]
-    params: list[Any] = []
-    tests = (("org =", org), ("kind =", kind), ("status =", status.value if status else None), ("id <", before_id))
-    for test, value in tests:
-        if value is not None:
-            where.append(f"{test} {mark}")
-            params.append(value)
-    return " AND ".join(where), params
-
-
-def check_finishes(finishes: Iterable[Finish]) -> None:
-    """Refuses an outcome no delivery can end in."""
-    for f in finishes:
-        if f.status not in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.QUEUED):
-            raise StorageError(f"cannot finish job {f.job_id} as {f.status.value!r}: expected completed, failed or queued")
-
-
-def admit_within_caps(
-    candidates: Iterable[tuple[int, str, str]], processing: Mapping[tuple[str, str], int], caps: Caps
-) -> tuple[list[int], list[int]]:
-    """Splits queued ``(id, org, kind)`` candidates, in priority order, into the ids
-    that fit under their pair's cap given ``processing`` counts, and those that do not."""
-    held = dict(processing)
-    admitted: list[int] = []
-    at_cap: list[int] = []
-    for job_id, org, kind in candidates:
-        pair = (org, kind)
-        cap = caps.get(pair)
-        if cap is None:
-            admitted.append(job_id)
-        elif held.get(pair, 0) < cap:
-            held[pair] = held.get(pair, 0) + 1
-            admitted.append(job_id)
-        else:
-            at_cap.append(job_id)
-    return admitted, at_cap
 
 
 def open_storage(url: str) -> Storage:

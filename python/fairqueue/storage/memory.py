@@ -25,7 +25,7 @@ from fairqueue.records import (
     TriggerState,
     WaitingFacts,
 )
-from fairqueue.storage import (
+from fairqueue.storage.interface import (
     FLEX_ACTIVE,
     Caps,
     DailyUsage,

@@ -40,7 +40,7 @@ from fairqueue.records import (
     TriggerState,
     WaitingFacts,
 )
-from fairqueue.storage import (
+from fairqueue.storage.interface import (
     FEW_STATUSES,
     FLEX_ACTIVE,
     LIVE_STATUSES,

@@ -74,7 +74,7 @@ from fairqueue.records import (
     TriggerState,
     WaitingFacts,
 )
-from fairqueue.storage import Caps, DailyUsage, NextFire, Storage
+from fairqueue.storage.interface import Caps, DailyUsage, NextFire, Storage
 
 from . import claims, flex, history, triggers, usage
 
@@ -158,15 +158,6 @@ class PostgresStorage(Storage):
             SchemaVersionError: the schema is newer than this fairqueue.
         """
         return _schema.upgrade(self.db)
-
-    # benches/test_bench_postgres.py probes the partial indexes through these two,
-    # with SQL of its own; fairqueue's modules use self.db.
-    @property
-    def _s(self) -> str:
-        return self.db.s
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self.db.read(sql, params)
 
     # ----- jobs ---------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 from fairqueue.errors import LimitExceeded
 from fairqueue.records import Claimed, Finish, JobRecord, JobStatus, PendingJob
-from fairqueue.storage import Caps, admit_within_caps, check_finishes
+from fairqueue.storage.interface import Caps, admit_within_caps, check_finishes
 
 from . import flex, jobs, usage
 from .connection import LOCK_CAP, LOCK_PUBLISH, Cursor, Database

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Optional
 
 from fairqueue.records import BatchErrorEvent, Finish, JobRecord, JobStatus, NewJob
-from fairqueue.storage import FLEX_ACTIVE, flex_admit, flex_order
+from fairqueue.storage.interface import FLEX_ACTIVE, flex_admit, flex_order
 
 from .connection import LOCK_FLEX, Cursor, Database
 from .rows import record

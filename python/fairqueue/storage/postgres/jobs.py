@@ -11,7 +11,7 @@ from psycopg.rows import tuple_row
 
 from fairqueue.errors import DailyLimitExceeded, DuplicateSignature, InvalidArgument, StorageError
 from fairqueue.records import JobRecord, JobStatus, NewJob, WaitingFacts
-from fairqueue.storage import FEW_STATUSES, LIVE_STATUSES, job_filter
+from fairqueue.storage.interface import FEW_STATUSES, LIVE_STATUSES, job_filter
 
 from . import flex, usage
 from .connection import Cursor, Database

@@ -6,7 +6,7 @@ import re
 from importlib import resources
 
 from fairqueue.errors import SchemaVersionError, StorageError
-from fairqueue.storage import SCHEMA_VERSION
+from fairqueue.storage.interface import SCHEMA_VERSION
 
 from .connection import LOCK_UPGRADE, Cursor, Database
 from .queries import read_sql

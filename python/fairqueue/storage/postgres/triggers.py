@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 from fairqueue.records import NewTrigger, TriggerRecord, TriggerState
-from fairqueue.storage import (
+from fairqueue.storage.interface import (
     NextFire,
     refused_fires,
     schedule_name_taken,

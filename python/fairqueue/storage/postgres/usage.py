@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fairqueue.records import NewJob
-from fairqueue.storage import DailyUsage, check_daily_limits, usage_hour
+from fairqueue.storage.interface import DailyUsage, check_daily_limits, usage_hour
 
 from .connection import LOCK_USAGE, Cursor, Database
 
