@@ -46,6 +46,8 @@ class Runner:
 
     def __init__(self, app: QueueApp) -> None:
         self.app = app
+        self._queue = app.enqueuer
+        self._limits = app.settings.limits
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[threading.Thread] = None
         self._loop_lock = threading.Lock()
@@ -58,8 +60,8 @@ class Runner:
         except MalformedRecord as e:
             return Outcome(JobStatus.FAILED, error=f"MalformedRecord: {e}")
         ctx = Context(
-            queue=self.app.enqueuer,
-            limits=self.app.settings.limits,
+            queue=self._queue,
+            limits=self._limits,
             job_id=record.id,
             org=record.org,
             kind=record.kind,
