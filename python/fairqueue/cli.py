@@ -24,6 +24,7 @@ from typing import Any, Optional
 import click
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fairqueue import _core
@@ -394,7 +395,7 @@ def status(store: str, as_json: bool) -> None:
     for name in statuses:
         table.add_column(name, justify="right")
     for (org, kind), by_status in sorted(rows.items()):
-        table.add_row(org, kind, *(f"{by_status[s]:,}" if by_status[s] else "·" for s in statuses))
+        table.add_row(escape(org), kind, *(f"{by_status[s]:,}" if by_status[s] else "·" for s in statuses))
     _console().print(table if rows else "No jobs.")
 
 
@@ -416,7 +417,8 @@ def jobs(store: str, org: Optional[str], kind: Optional[str], state: Optional[st
     for column in ("id", "org", "kind", "handler", "status", "created", "attempts", "extended status"):
         table.add_column(column, justify="right" if column in ("id", "attempts") else "left")
     for r in records:
-        table.add_row(str(r.id), r.org, r.kind, r.handler, r.status.value, _when(r.created_at), str(r.attempts), r.extended_status or "")
+        table.add_row(str(r.id), escape(r.org), r.kind, escape(r.handler), r.status.value, _when(r.created_at), str(r.attempts),
+                      escape(r.extended_status or ""))  # fmt: skip
     _console().print(table if records else "No jobs match.")
 
 
@@ -515,7 +517,7 @@ def schedules(store: str, org: Optional[str], state: Optional[str], as_json: boo
     for column in ("id", "org", "name", "cron", "zone", "state", "next fire", "previous fire", "fired"):
         table.add_column(column, justify="right" if column in ("id", "fired") else "left")
     for t in records:
-        table.add_row(str(t.id), t.org, t.name, t.cron, t.timezone, t.state.value, _when(t.next_fire_at),
+        table.add_row(str(t.id), escape(t.org), escape(t.name), escape(t.cron), escape(t.timezone), t.state.value, _when(t.next_fire_at),
                       _when(t.previous_fire_at), f"{t.times_fired:,}")  # fmt: skip
     _console().print(table if records else "No schedules match.")
 
@@ -548,8 +550,8 @@ def flex(store: str, org: str, job_id: Optional[int], to: Optional[str], before:
     for column in ("#", "id", "handler", "created"):
         table.add_column(column, justify="right" if column in ("#", "id") else "left")
     for i, r in enumerate(holding, start=1):
-        table.add_row(str(i), str(r.id), r.handler, _when(r.created_at))
-    _console().print(table if holding else f"No batch jobs holding for {org}.")
+        table.add_row(str(i), str(r.id), escape(r.handler), _when(r.created_at))
+    _console().print(table if holding else f"No batch jobs holding for {escape(org)}.")
 
 
 @main.group()

@@ -124,3 +124,13 @@ def test_flex_lists_and_reorders_an_orgs_holding_batches(app: fq.FairQueue) -> N
     assert code == 2 and "exactly one of" in out
     code, out = invoke("flex", "nobody", "--store", store)
     assert code == 0 and "No batch jobs holding for nobody" in out
+
+
+def test_org_names_with_rich_markup_are_shown_as_written(app: fq.FairQueue) -> None:
+    store = str(app.storage.path)  # type: ignore[attr-defined]
+    for org in ("[/]", "[bold]loud[/bold]", "[red]x"):
+        sample.record.delay(org, "a")
+    for command in ("status", "jobs"):
+        code, out = invoke(command, "--store", store)
+        assert code == 0, out
+        assert "[/]" in out and "[bold]loud[/bold]" in out and "[red]x" in out, out
