@@ -295,6 +295,13 @@ def _load_app(path: str) -> Any:
     help="Serve Prometheus metrics at http://HOST:PORT/metrics (off unless given; 0: any free port).",
 )
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address the metrics endpoint listens on.")
+@click.option(
+    "--health-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve liveness and readiness probes at http://HOST:PORT/livez and /readyz (off unless given).",
+)
+@click.option("--health-host", default="127.0.0.1", show_default=True, help="Address the health endpoints listen on.")
 def worker(
     app_path: str,
     slots: Optional[int],
@@ -303,15 +310,22 @@ def worker(
     conservation: bool,
     metrics_port: Optional[int],
     metrics_host: str,
+    health_port: Optional[int],
+    health_host: str,
 ) -> None:
-    """Run a worker for the app at APP (module:attribute) until SIGTERM or SIGINT, then drain."""
+    """Run a worker for the app at APP (module:attribute) until SIGTERM or SIGINT, then drain.
+
+    Exits 0 after a requested stop that drained, 70 if the worker's loop crashed
+    (its error is logged), 2 for bad arguments.
+    """
     app = _load_app(app_path)
     if conservation and app.conservation is None:
         app.conservation = ResourceMonitor()
     try:
         job_worker = app.worker(
-            slots=slots, mode=mode, app_path=app_path, metrics_port=metrics_port, metrics_host=metrics_host
-        )
+            slots=slots, mode=mode, app_path=app_path, metrics_port=metrics_port, metrics_host=metrics_host,
+            health_port=health_port, health_host=health_host,
+        )  # fmt: skip
         code = job_worker.run(grace=grace)
     except FairQueueError as error:
         raise click.UsageError(str(error)) from error

@@ -39,6 +39,7 @@ from fairqueue.runtime.duties.heartbeats import Heartbeats
 from fairqueue.runtime.duties.history_sampling import HistorySampling
 from fairqueue.runtime.duties.lease_sweep import LeaseSweep
 from fairqueue.runtime.duties.schedule_firing import ScheduleFiring
+from fairqueue.runtime.health import HealthServer
 from fairqueue.runtime.metrics import WorkerMetrics
 from fairqueue.runtime.outcome import Outcome
 from fairqueue.runtime.queue_app import QueueApp
@@ -47,7 +48,7 @@ from fairqueue.runtime.slots import Slots
 from fairqueue.runtime.task import Task
 from fairqueue.validate import U32_MAX, check_int, shown
 
-__all__ = ["Worker"]
+__all__ = ["EXIT_CRASHED", "EXIT_OK", "Worker"]
 
 log = logging.getLogger("fairqueue.worker")
 
@@ -57,6 +58,12 @@ _PAGE = 10_000
 _BATCH = 1_000
 # Seconds before a job left queued by a capped claim is offered to the store again.
 _CAP_RETRY = 0.05
+
+EXIT_OK = 0
+"""``Worker.run``'s (and ``fairqueue worker``'s) exit code after a requested stop that drained."""
+EXIT_CRASHED = 70
+"""The exit code after the worker's loop crashed (sysexits' EX_SOFTWARE): a supervisor
+with ``Restart=on-failure`` restarts it; the log says why."""
 
 
 class Worker:
@@ -82,6 +89,10 @@ class Worker:
         metrics_port: serve Prometheus metrics on this port while the worker runs
             (None, the default: no endpoint; 0: any free port, see ``metrics.address``).
         metrics_host: the address the endpoint listens on (loopback unless told otherwise).
+        health_port: serve ``/livez`` and ``/readyz`` on this port while the worker runs
+            (None, the default: no endpoint; 0: any free port, see ``health.address``);
+            see :mod:`fairqueue.runtime.health`.
+        health_host: the address the health endpoints listen on (loopback by default).
     """
 
     _count = 0
@@ -99,6 +110,8 @@ class Worker:
         conservation: Optional[ResourceMonitor] = None,
         metrics_port: Optional[int] = None,
         metrics_host: str = "127.0.0.1",
+        health_port: Optional[int] = None,
+        health_host: str = "127.0.0.1",
     ) -> None:
         limits = app.settings.limits
         self.app = app
@@ -107,8 +120,9 @@ class Worker:
             raise InvalidArgument(f"invalid mode {shown(mode)}: expected 'thread' or 'process'")
         if mode == "process" and not app_path:
             raise InvalidArgument("mode='process' needs app_path='module:attribute' so child processes can import the app")
-        if metrics_port is not None and (not isinstance(metrics_port, int) or not 0 <= metrics_port <= 65535):
-            raise InvalidArgument(f"invalid metrics_port {shown(metrics_port)}: expected 0 to 65535")
+        for name, port in (("metrics_port", metrics_port), ("health_port", health_port)):
+            if port is not None:
+                check_int(name, port, 0, 65535)
         self.mode = mode
         self.app_path = app_path
         self.runner = Runner(app)
@@ -160,6 +174,13 @@ class Worker:
             WorkerMetrics(lambda: self.store, self.core) if metrics_port is not None else None
         )
         """The worker's Prometheus metrics (None unless a ``metrics_port`` was given)."""
+        self.last_turn: Optional[float] = None
+        """``time.monotonic()`` of the loop's last turn (None before the first)."""
+        self.crash: Optional[BaseException] = None
+        """What ended the loop, if it crashed."""
+        self._health_at = (health_host, health_port) if health_port is not None else None
+        self.health: Optional[HealthServer] = None
+        """The health endpoints, once serving (None unless a ``health_port`` was given)."""
 
     # ----- lifecycle -------------------------------------------------------------------
 
@@ -171,6 +192,9 @@ class Worker:
         if self.metrics is not None and self._metrics_at is not None:
             host, port = self._metrics_at
             self.metrics.serve(port, host)
+        if self._health_at is not None:
+            host, port = self._health_at
+            self.health = HealthServer(lambda: self.last_turn, self.store, host, port).start()
         self._unsubscribe = self.store.job_queued_subscribe(self._on_queued)
         if self._unsubscribe is not None and self._poll_interval is None:
             self.poll_interval = 1.0
@@ -191,7 +215,9 @@ class Worker:
 
     def run(self, grace: float = 30.0) -> int:
         """Runs until SIGTERM or SIGINT, then lets running jobs finish for up to
-        ``grace`` seconds, re-queues the rest, and returns the exit code (0)."""
+        ``grace`` seconds, re-queues the rest, and returns the exit code:
+        :data:`EXIT_OK` after the requested stop, :data:`EXIT_CRASHED` if the loop
+        crashed (its error is logged and kept in :attr:`crash`)."""
         self._grace = grace
 
         def on_signal(signum: int, _frame: Any) -> None:
@@ -207,7 +233,7 @@ class Worker:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        return 0
+        return EXIT_CRASHED if self.crash is not None else EXIT_OK
 
     def __enter__(self) -> Worker:
         return self.start()
@@ -220,9 +246,11 @@ class Worker:
     def _run_loop(self) -> None:
         try:
             self._loop_body()
-        except BaseException:
-            log.exception("fairqueue worker %s: loop crashed", self.name)
-            raise
+        except BaseException as e:
+            # Logged with the traceback, kept for run()'s exit code; not re-raised into
+            # the thread's excepthook, which would only print it a second time.
+            self.crash = e
+            log.exception("fairqueue worker %s: loop crashed, exiting with code %d", self.name, EXIT_CRASHED)
         finally:
             # Handler threads exit on the sentinel; a hung one (timed out) is abandoned.
             self.pool.close()
@@ -231,6 +259,8 @@ class Worker:
                 self._unsubscribe()
             if self.metrics is not None:
                 self.metrics.close()
+            if self.health is not None:
+                self.health.close()
             if self._owns_monitor and self.conservation is not None:
                 self.conservation.stop(timeout=5)
             self._stopped.set()
@@ -240,6 +270,7 @@ class Worker:
         self.store.job_requeue_expired(time.time())
         drain_deadline: Optional[float] = None
         while True:
+            self.last_turn = time.monotonic()
             wakeup.clear()
             now = time.time()
             outcomes = self._take_outcomes()
