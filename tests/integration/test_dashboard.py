@@ -7,6 +7,7 @@ import os
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,5 +113,33 @@ def test_the_api_needs_the_token_and_reports_bad_requests(filled: fq.FairQueue) 
             summary = json.loads(response.read())
         assert [o["org"] for o in summary["orgs"]] == ["acme", "globex", "initech"]
         assert summary["orgs"][0]["pending"] == 6
+    finally:
+        server.stop()
+
+
+def test_the_api_checks_its_inputs_as_the_app_does(app: fq.FairQueue) -> None:
+    org = "acme/ä #1"  # needs percent-encoding in a path
+    for _ in range(6):
+        app.execute_batch(sample.Numbers(10), org=org)
+    server = Dashboard(app, port=0).start()
+    host, port = server.address
+
+    def get(path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            with e:
+                return e.code, json.loads(e.read())
+
+    try:
+        status, body = get("/api/jobs?limit=-1")
+        assert status == 400 and "invalid limit -1" in body["error"]
+        status, body = get("/api/jobs?status=later")
+        assert status == 400 and "invalid status 'later'" in body["error"]
+        status, body = get("/api/jobs?org=%20acme")
+        assert status == 400 and "invalid org" in body["error"]
+        status, body = get("/api/flex/" + urllib.parse.quote(org, safe=""))
+        assert status == 200 and len(body) == 1 and body[0]["org"] == org
     finally:
         server.stop()

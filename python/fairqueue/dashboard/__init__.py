@@ -24,7 +24,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, Optional
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from fairqueue.app import FairQueue
 from fairqueue.errors import FairQueueError
@@ -131,11 +131,10 @@ class Dashboard:
         return {"now": now, "since": now - seconds, "pending": pending, "periods": periods}
 
     def jobs(self, org: Optional[str], status: Optional[str], limit: int) -> list[dict[str, Any]]:
-        wanted = JobStatus(status) if status else None
-        return [_record(r) for r in self.app.storage.job_list(org=org or None, status=wanted, limit=limit)]
+        return [_record(r) for r in self.app.jobs(org=org or None, status=status or None, limit=limit)]
 
     def job(self, job_id: int) -> dict[str, Any]:
-        record = self.app.storage.job_get(job_id)
+        record = self.app.get(job_id)
         if record is None:
             raise LookupError(f"no job with id {job_id}")
         return {"record": _record(record), "explanation": self.app.explain(job_id).to_json()}
@@ -164,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
             if not hmac.compare_digest(given.encode(), d.token.encode()):
                 self._send(HTTPStatus.UNAUTHORIZED, {"error": "a token is required: open the URL the dashboard printed"})
                 return
-        parts = [p for p in url.path.split("/") if p]
+        parts = [unquote(p) for p in url.path.split("/") if p]
         try:
             self._route(method, parts, query)
         except (LookupError, ValueError, FairQueueError) as e:
