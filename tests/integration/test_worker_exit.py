@@ -94,3 +94,12 @@ def test_a_stuck_loop_is_not_live_and_a_broken_store_is_not_ready(tmp_path: Path
         assert status == 503 and body["ready"] is False and body["store"]
     finally:
         server.close()
+
+
+def test_each_worker_has_its_own_name_by_default(app: fq.FairQueue) -> None:
+    # Leases are held by name: two workers of one process, or of two, never share one.
+    a, b = app.worker(slots=1, health_port=0, metrics_port=0), app.worker(slots=1)
+    assert a.name != b.name
+    for worker in (a, b):
+        host, pid, _ = worker.name.rsplit(":", 2)
+        assert host and pid == str(os.getpid())

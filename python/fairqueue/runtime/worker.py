@@ -120,9 +120,9 @@ class Worker:
             raise InvalidArgument(f"invalid mode {shown(mode)}: expected 'thread' or 'process'")
         if mode == "process" and not app_path:
             raise InvalidArgument("mode='process' needs app_path='module:attribute' so child processes can import the app")
-        for name, port in (("metrics_port", metrics_port), ("health_port", health_port)):
+        for option, port in (("metrics_port", metrics_port), ("health_port", health_port)):
             if port is not None:
-                check_int(name, port, 0, 65535)
+                check_int(option, port, 0, 65535)
         self.mode = mode
         self.app_path = app_path
         self.runner = Runner(app)
