@@ -19,6 +19,9 @@ __all__ = [
     "UnknownLease",
     "StorageError",
     "SchemaVersionError",
+    "StorageCorrupt",
+    "StorageFull",
+    "StorageUnavailable",
     "MalformedRecord",
     "DuplicateSignature",
     "LimitExceeded",
@@ -59,6 +62,22 @@ class UnknownLease(FairQueueError, LookupError):
 
 class StorageError(FairQueueError):
     """The store refused or could not complete an operation; nothing was half-done."""
+
+
+class StorageFull(StorageError):
+    """The store's disk (or quota) is full: nothing was written. It heals when space
+    returns; a worker waits and retries."""
+
+
+class StorageUnavailable(StorageError):
+    """The store could not be reached or was busy (connection lost, server shutting
+    down, pool exhausted, a lock held too long): nothing was written. It heals; a
+    worker waits and retries."""
+
+
+class StorageCorrupt(StorageError):
+    """The store's file or database is damaged: fairqueue will not read or write it.
+    Restore it from a backup (or move it away to start empty); this does not heal."""
 
 
 class SchemaVersionError(StorageError):

@@ -3,7 +3,11 @@
 Every ``psycopg.Error`` that leaves the store goes through :func:`translate`
 (as River's drivers go through one ``interpretError``), so what a caller can
 catch is decided here: :class:`~fairqueue.errors.DuplicateSignature` for a live
-duplicate signature, :class:`~fairqueue.errors.StorageError` for the rest.
+duplicate signature; :class:`~fairqueue.errors.StorageFull` for a full disk,
+:class:`~fairqueue.errors.StorageUnavailable` for a server that cannot be reached,
+is shutting down or whose pool stayed busy (both heal: a worker waits and retries),
+:class:`~fairqueue.errors.StorageCorrupt` for data the server reports damaged;
+:class:`~fairqueue.errors.StorageError` for the rest.
 """
 
 from __future__ import annotations
@@ -14,7 +18,14 @@ from typing import Literal
 import psycopg
 from psycopg import errors as pg_errors
 
-from fairqueue.errors import DuplicateSignature, FairQueueError, StorageError
+from fairqueue.errors import (
+    DuplicateSignature,
+    FairQueueError,
+    StorageCorrupt,
+    StorageError,
+    StorageFull,
+    StorageUnavailable,
+)
 from fairqueue.records import NewJob
 
 __all__ = ["SIGNATURE_INDEX", "Stage", "duplicate", "translate"]
@@ -56,11 +67,19 @@ def translate(
             met before giving up (0: it did not retry).
     """
     if stage == "connect":
-        return StorageError(f"cannot connect to PostgreSQL for fairqueue {where}: {str(error).strip()}")
+        return StorageUnavailable(f"cannot connect to PostgreSQL for fairqueue {where}: {str(error).strip()}")
     if stage == "open":
         return StorageError(f"cannot open fairqueue {where}: {error}")
     if isinstance(error, pg_errors.UniqueViolation) and error.diag.constraint_name == SIGNATURE_INDEX:
         return duplicate(jobs)
+    if isinstance(error, pg_errors.DiskFull):
+        return StorageFull(f"fairqueue {where}: the database server's disk is full ({error}); nothing was written")
+    if isinstance(error, (pg_errors.DataCorrupted, pg_errors.IndexCorrupted)):
+        return StorageCorrupt(f"fairqueue {where}: the server reports damaged data ({error}); restore from a backup")
+    if isinstance(error, psycopg.OperationalError) and not conflicts:
+        # Connection lost, server shutting down (AdminShutdown), the pool's wait over
+        # (PoolTimeout): nothing was committed, and it heals.
+        return StorageUnavailable(f"fairqueue {where}: the database is unavailable ({type(error).__name__}: {error})")
     if conflicts:
         return StorageError(f"fairqueue {where}: gave up after {conflicts} conflicts: {error}")
     return StorageError(f"fairqueue {where}: {type(error).__name__}: {error}")
