@@ -3,19 +3,33 @@ a child process running them (``mode="process"``).
 
 Slots do no storage I/O and never touch the dispatcher: they take tasks from one
 queue and hand each outcome to the loop through a callback.
+
+A process slot starts its child (which imports the app) as soon as the slot is
+spawned, and again when its child died, and takes a task only once the child
+said it is ready: a cold start never counts against a job's timeout, whose clock
+starts when the job is handed to the ready child. On stop, process slots hand
+their children no more jobs (:meth:`Slots.hold`), and at the end of grace the
+children still running one are stopped and reaped (:meth:`Slots.interrupt`) before
+the worker re-queues their jobs, so no job runs on in a child once it is queued
+again.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import math
 import multiprocessing
+import os
 import queue
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable
-from multiprocessing.connection import Connection
-from typing import Optional
+from multiprocessing.connection import Connection, wait
+from types import FrameType
+from typing import Any, Optional
 
 from fairqueue.errors import HandlerNotFound
 from fairqueue.handlers import resolve
@@ -28,6 +42,23 @@ from fairqueue.runtime.task import Task
 __all__ = ["Slots"]
 
 log = logging.getLogger("fairqueue.worker")
+
+_STOPPED = Outcome(JobStatus.QUEUED, error="re-queued: worker stopped")
+"""A job a stopping process slot did not run to its end (the worker re-queues it)."""
+# Seconds between a stopping slot's looks while its child is still starting.
+_START_POLL = 0.1
+
+
+class _ProcessSlot:
+    """One process slot's state, shared by its thread and the loop's stop calls."""
+
+    __slots__ = ("thread", "child", "busy")
+
+    def __init__(self) -> None:
+        self.thread: Optional[threading.Thread] = None
+        self.child: Optional[Child] = None
+        self.busy = False
+        """True from the hand-over of a job to the child until its outcome is delivered."""
 
 
 class Slots:
@@ -49,29 +80,113 @@ class Slots:
         self.app_path = app_path
         self.deliver = deliver
         self.threads: list[threading.Thread] = []
-        self._tasks: queue.SimpleQueue[Optional[Task]] = queue.SimpleQueue()
+        # Each task with the seconds it may run (a process slot starts the clock at the hand-over).
+        self._tasks: queue.SimpleQueue[Optional[tuple[Task, float]]] = queue.SimpleQueue()
+        self._closed = False
+        self._process_slots: list[_ProcessSlot] = []
+        self._halt = threading.Event()
+        self._changed = threading.Condition()
+        """Guards the process slots' ``child`` and ``busy``; notified when a slot turns free."""
 
     def spawn(self) -> None:
-        """Starts one more slot (at start, and to replace one a hung handler holds)."""
-        target = self._process_slot if self.app_path is not None else self._thread_slot
-        thread = threading.Thread(target=target, name=f"fairqueue-slot-{self.name}", daemon=True)
+        """Starts one more slot (at start, and to replace one a hung handler holds).
+
+        A process slot starts its child at once, and takes a task when the child is ready.
+        """
+        if self.app_path is None:
+            thread = threading.Thread(target=self._thread_slot, name=f"fairqueue-slot-{self.name}", daemon=True)
+        else:
+            slot = _ProcessSlot()
+            thread = threading.Thread(
+                target=self._process_slot, args=(slot,), name=f"fairqueue-slot-{self.name}", daemon=True
+            )
+            slot.thread = thread
+            self._process_slots.append(slot)
         self.threads.append(thread)
         thread.start()
 
     def submit(self, task: Task) -> None:
         """Hands ``task`` to the next free slot."""
-        self._tasks.put(task)
+        timeout = task.timeout
+        if self.app_path is not None:
+            # Not running yet: a process slot sets the deadline when its ready child takes the job.
+            task.deadline = math.inf
+        self._tasks.put((task, timeout))
+
+    def hold(self) -> None:
+        """The worker is stopping: process slots hand their children no more jobs, and
+        the tasks no child has taken come back at once as re-queued outcomes (thread
+        slots go on as before: the worker hands them nothing new)."""
+        if self.app_path is None:
+            return
+        self._halt.set()
+        sentinels = 0
+        while True:
+            try:
+                item = self._tasks.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                sentinels += 1
+            else:
+                self.deliver(item[0], _STOPPED)
+        for _ in range(sentinels):
+            self._tasks.put(None)
+
+    def interrupt(self, kill_after: float = 1.0) -> None:
+        """Grace is over: stops the children still running a job and reaps them.
+
+        Each gets SIGTERM (which a child honours only from its parent, see
+        :func:`_child_main`), then SIGKILL if it is still running after ``kill_after``
+        seconds. Returns once each such slot has delivered its task's outcome: the
+        job's own if it finished first, else a re-queued one (the job's effects were
+        cut short with its process). No-op for thread slots.
+        """
+        if self.app_path is None:
+            return
+        self._halt.set()
+        with self._changed:
+            busy = [s for s in self._process_slots if s.busy]
+            children = [s.child for s in busy if s.child is not None]
+        if not busy:
+            return
+        log.info("fairqueue worker %s: grace is over, stopping %d job processes", self.name, len(busy))
+        for child in children:
+            child.terminate()
+        with self._changed:
+            done = self._changed.wait_for(lambda: not any(s.busy for s in busy), timeout=kill_after)
+        if done:
+            return
+        for child in children:
+            child.process.kill()
+        with self._changed:
+            if not self._changed.wait_for(lambda: not any(s.busy for s in busy), timeout=10):
+                log.error("fairqueue worker %s: a job process outlived SIGKILL by 10 s", self.name)
 
     def close(self) -> None:
-        """Tells every slot to exit once it is free (a hung one is abandoned)."""
+        """Tells every slot to exit once it is free (a hung one is abandoned); a
+        process slot then stops its child."""
+        if self._closed:
+            return
+        self._closed = True
         for _ in self.threads:
             self._tasks.put(None)
 
+    def join(self, timeout: float = 5.0) -> None:
+        """After :meth:`close`: waits up to ``timeout`` seconds for the process slots
+        to exit, having stopped their children (thread slots are not waited for: a
+        hung handler thread cannot be stopped)."""
+        deadline = time.monotonic() + timeout
+        for slot in self._process_slots:
+            if slot.thread is not None:
+                slot.thread.join(max(deadline - time.monotonic(), 0.0))
+
     def _thread_slot(self) -> None:
         while True:
-            task = self._tasks.get()
-            if task is None:
+            item = self._tasks.get()
+            if item is None:
                 return
+            task = item[0]
             try:
                 outcome = self.runner.execute(task.record, task.cancel)
             except Exception as e:  # a fault of fairqueue's own: the job fails, the slot lives on
@@ -81,23 +196,68 @@ class Slots:
             if task.timed_out:
                 return  # a replacement thread already took this slot
 
-    def _process_slot(self) -> None:
+    def _process_slot(self, slot: _ProcessSlot) -> None:
         assert self.app_path is not None
-        child: Optional[Child] = None
+        start_error: Optional[str] = None
         try:
             while True:
-                task = self._tasks.get()
-                if task is None:
+                if slot.child is None and start_error is None and not self._halt.is_set():
+                    start_error = self._start_child(slot)
+                item = self._tasks.get()
+                if item is None:
                     return
+                task, timeout = item
+                if slot.child is None and not self._halt.is_set():
+                    start_error = self._start_child(slot)  # the last start failed: try again for this job
+                with self._changed:
+                    halted = self._halt.is_set()
+                    child = None if halted else slot.child
+                    slot.busy = child is not None
+                if halted:
+                    self.deliver(task, _STOPPED)
+                    continue
                 if child is None:
-                    child = Child(self.app_path)
-                outcome = child.run(task.record, task.timeout)
+                    self.deliver(task, Outcome(JobStatus.FAILED, error=f"its worker process could not start: {start_error}"))
+                    continue
+                task.started = time.monotonic()
+                task.deadline = task.started + timeout
+                outcome = child.run(task.record, timeout)
+                if outcome is None:
+                    if child.stopped:
+                        outcome = _STOPPED
+                    else:
+                        outcome = Outcome(
+                            JobStatus.FAILED,
+                            error=f"the job's worker process died while running it (exit code {child.process.exitcode})",
+                        )
                 if not child.alive:
-                    child = None
-                self.deliver(task, outcome)
+                    child.close()
+                    slot.child = None
+                try:
+                    self.deliver(task, outcome)
+                finally:
+                    with self._changed:
+                        slot.busy = False
+                        self._changed.notify_all()
         finally:
-            if child is not None:
-                child.stop()
+            if slot.child is not None:
+                slot.child.stop()
+
+    def _start_child(self, slot: _ProcessSlot) -> Optional[str]:
+        """Starts the slot's child and waits until it is ready: None, or why it could not start."""
+        assert self.app_path is not None
+        child = Child(self.app_path)
+        error = child.wait_ready(self._halt)
+        if error is None:
+            with self._changed:
+                slot.child = child
+            return None
+        if self._halt.is_set():
+            child.terminate()
+        child.stop()
+        if not self._halt.is_set():
+            log.error("fairqueue worker %s: a job process could not start: %s", self.name, child.start_traceback or error)
+        return error
 
 
 class Child:
@@ -106,7 +266,13 @@ class Child:
     def __init__(self, app_path: str) -> None:
         context = multiprocessing.get_context("spawn")
         self.conn, child_end = context.Pipe()
-        self.process = context.Process(target=_child_main, args=(child_end, app_path), daemon=True)
+        # Set by the parent just before it sends SIGTERM: the child honours a SIGTERM only then.
+        self._stop_flag = context.RawValue(ctypes.c_bool, False)
+        self.stopped = False
+        """True once the parent stopped the child (its job is to be re-queued, not failed)."""
+        self.start_traceback = ""
+        """The traceback of the child's failed start (see :meth:`wait_ready`)."""
+        self.process = context.Process(target=_child_main, args=(child_end, app_path, self._stop_flag), daemon=True)
         self.process.start()
         child_end.close()
 
@@ -115,26 +281,53 @@ class Child:
         """Whether the child process is running."""
         return self.process.is_alive()
 
-    def run(self, record: JobRecord, timeout: float) -> Outcome:
-        """Runs one delivery in the child; kills it past ``timeout`` seconds."""
+    def wait_ready(self, halt: threading.Event) -> Optional[str]:
+        """Waits for the child to import the app: None once it is ready, else why not
+        (its import error, its death, or ``halt`` set while it was starting)."""
+        while not wait([self.conn, self.process.sentinel], _START_POLL):
+            if halt.is_set():
+                return "the worker stopped while it was starting"
+        try:
+            message = self.conn.recv()
+        except (EOFError, OSError):
+            self.process.join()
+            return f"it exited with code {self.process.exitcode} while importing the app"
+        if message == ("ready",):
+            return None
+        _, error, self.start_traceback = message
+        return str(error)
+
+    def run(self, record: JobRecord, timeout: float) -> Optional[Outcome]:
+        """Runs one delivery in the child: its outcome, a timeout failure past
+        ``timeout`` seconds (the child is killed), or None if the child died first."""
         started = time.monotonic()
-        self.conn.send(record)
-        if not self.conn.poll(timeout):
+        try:
+            self.conn.send(record)
+        except OSError:
+            self.process.join()
+            return None
+        if not wait([self.conn, self.process.sentinel], timeout):
             self.kill()
             return Outcome(
                 JobStatus.FAILED,
                 error=f"TimeoutError: ran {time.monotonic() - started:.1f} s, over its timeout of {timeout:g} s "
                 "(its process was killed)",
             )
-        try:
-            outcome: Outcome = self.conn.recv()
-            return outcome
-        except EOFError:
-            self.process.join()
-            return Outcome(
-                JobStatus.FAILED,
-                error=f"the job's worker process died while running it (exit code {self.process.exitcode})",
-            )
+        # An outcome sent just before the child exited is still in the pipe.
+        if self.conn.poll():
+            try:
+                outcome: Outcome = self.conn.recv()
+                return outcome
+            except (EOFError, OSError):
+                pass
+        self.process.join()
+        return None
+
+    def terminate(self) -> None:
+        """Asks the child to exit at once, even mid-job (SIGTERM, honoured since the flag says so)."""
+        self.stopped = True
+        self._stop_flag.value = True
+        self.process.terminate()
 
     def kill(self) -> None:
         """Kills the child at once."""
@@ -142,8 +335,13 @@ class Child:
         self.process.join()
         self.conn.close()
 
+    def close(self) -> None:
+        """Releases the pipe of a child that has exited."""
+        self.process.join()
+        self.conn.close()
+
     def stop(self) -> None:
-        """Asks the child to exit, and kills it if it does not within 5 s."""
+        """Asks an idle child to exit, and kills it if it does not within 5 s."""
         if self.alive:
             try:
                 self.conn.send(None)
@@ -155,19 +353,30 @@ class Child:
         self.conn.close()
 
 
-def _child_main(conn: Connection, app_path: str) -> None:
-    # The parent decides when to stop; a terminal's Ctrl-C or a SIGTERM to the group must not
-    # kill a child mid-job.
+def _child_main(conn: Connection, app_path: str, stop_flag: ctypes.c_bool) -> None:
+    # The parent decides when to stop: a terminal's Ctrl-C to the group must not kill a child
+    # mid-job, nor must a SIGTERM to the whole group (a supervisor's stop), which the parent
+    # answers by draining. A SIGTERM counts only once the parent set stop_flag, just before
+    # sending its own: then the child exits at once (its job is re-queued by the parent).
+    def on_sigterm(signum: int, _frame: Optional[FrameType]) -> None:
+        if stop_flag.value:
+            os._exit(128 + signum)
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    app = resolve(app_path)
-    if not isinstance(app, QueueApp):
-        raise HandlerNotFound(f"{app_path!r} is not a fairqueue.FairQueue")
-    runner = Runner(app)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        app = resolve(app_path)
+        if not isinstance(app, QueueApp):
+            raise HandlerNotFound(f"{app_path!r} is not a fairqueue.FairQueue")
+        runner = Runner(app)
+    except BaseException as e:
+        conn.send(("error", f"{type(e).__name__}: {e}", traceback.format_exc()))
+        return
+    conn.send(("ready",))
     try:
         while True:
             try:
-                record = conn.recv()
+                record: Any = conn.recv()
             except EOFError:
                 return
             if record is None:

@@ -206,7 +206,8 @@ class Worker:
 
     def stop(self, grace: float = 30.0) -> None:
         """Stops taking work, lets running jobs finish for up to ``grace`` seconds,
-        re-queues the rest, and returns when the worker has stopped."""
+        re-queues the rest, and returns when the worker has stopped (in process mode,
+        the children still running a job at the deadline are stopped first)."""
         self._grace = grace
         self._stopping.set()
         self.app.enqueuer.wakeup.set()
@@ -281,10 +282,14 @@ class Worker:
                     self._settle(outcomes, self.store.job_finish(self._finishes(outcomes, now)))
                 if drain_deadline is None:
                     drain_deadline = time.monotonic() + self._grace
-                if not self._running:
-                    return
-                if time.monotonic() >= drain_deadline:
-                    self._requeue_running(now)
+                    # Process slots hand their children no more jobs; those not handed over come back now.
+                    self.pool.hold()
+                if not self._running or time.monotonic() >= drain_deadline:
+                    if self._running:
+                        self._requeue_running(now)
+                    # Idle children exit now (and are reaped) rather than at interpreter exit.
+                    self.pool.close()
+                    self.pool.join()
                     return
             else:
                 self._turn(outcomes, now)
@@ -553,7 +558,19 @@ class Worker:
             self.pool.spawn()
 
     def _requeue_running(self, now: float) -> None:
-        """Grace is over: give the still-running jobs back to the queue."""
+        """Grace is over: give the still-running jobs back to the queue.
+
+        Process slots first stop and reap the children still running a job, so none
+        runs on once it is queued again; what those slots deliver (a job that finished
+        meanwhile, or a re-queue) is committed as it is, and the rest re-queued.
+        """
+        self.pool.interrupt()
+        outcomes = self._take_outcomes()
+        if outcomes:
+            now = time.time()
+            for task, _ in outcomes:
+                self._release(task)
+            self._settle(outcomes, self.store.job_finish(self._finishes(outcomes, now)))
         running = [t for t in self._running.values() if not t.timed_out]
         self.store.job_finish(
             [Finish(t.record.id, self.name, JobStatus.QUEUED, now, error="re-queued: worker stopped") for t in running]
