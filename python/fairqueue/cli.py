@@ -302,6 +302,13 @@ def _load_app(path: str) -> Any:
     help="Serve liveness and readiness probes at http://HOST:PORT/livez and /readyz (off unless given).",
 )
 @click.option("--health-host", default="127.0.0.1", show_default=True, help="Address the health endpoints listen on.")
+@click.option(
+    "--store-retry-for",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="How long to keep retrying a full or unavailable store before exiting 70 (default: for as long as it takes).",
+)
 def worker(
     app_path: str,
     slots: Optional[int],
@@ -312,6 +319,7 @@ def worker(
     metrics_host: str,
     health_port: Optional[int],
     health_host: str,
+    store_retry_for: Optional[float],
 ) -> None:
     """Run a worker for the app at APP (module:attribute) until SIGTERM or SIGINT, then drain.
 
@@ -324,7 +332,7 @@ def worker(
     try:
         job_worker = app.worker(
             slots=slots, mode=mode, app_path=app_path, metrics_port=metrics_port, metrics_host=metrics_host,
-            health_port=health_port, health_host=health_host,
+            health_port=health_port, health_host=health_host, store_retry_for=store_retry_for,
         )  # fmt: skip
         code = job_worker.run(grace=grace)
     except FairQueueError as error:

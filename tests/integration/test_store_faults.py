@@ -100,3 +100,41 @@ class Filler(fq.Batchable):
 
     def execute(self, ctx: fq.Context, scope: list[int]) -> None:
         pass
+
+
+def fill(disk: Path) -> Path:
+    """Takes every free byte of ``disk``; returns the file to delete to give them back."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:  # ENOSPC: full
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_worker_waits_out_a_full_disk_and_runs_every_job_once(small_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import fq_sample_jobs as sample
+    from conftest import wait_until
+
+    original = sample.app.storage
+    sample.app.storage = SQLiteStorage(small_disk / "fq.db")
+    sample.runs.clear()
+    try:
+        ids = [h.id for h in sample.record.delay_many("acme", [("t",)] * 200)]
+        filler = fill(small_disk)
+        with caplog.at_level("WARNING", logger="fairqueue.worker"), sample.app.worker(slots=4) as worker:
+            wait_until(lambda: "disk is full" in caplog.text and "retrying in" in caplog.text, timeout=60,
+                       what="the worker to meet the full disk and wait")  # fmt: skip
+            filler.unlink()
+            wait_until(lambda: len(sample.app.jobs(status="completed", limit=1000)) == len(ids), timeout=120,
+                       what="every job to complete once space is back")  # fmt: skip
+            assert worker.crash is None
+        ran = sorted(job_id for _, _, job_id in sample.runs)
+        assert ran == sorted(ids), "every job ran, and none twice"
+    finally:
+        sample.app.storage.close()
+        sample.app.storage = original

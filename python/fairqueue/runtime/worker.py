@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import random
 import signal
 import socket
 import threading
@@ -28,7 +29,7 @@ from typing import Any, Optional
 from fairqueue._core import Dispatcher, Grant
 from fairqueue.conservation import ResourceMonitor
 from fairqueue.enqueue import FutureFunction
-from fairqueue.errors import HandlerNotFound, InvalidArgument, UnknownLease
+from fairqueue.errors import HandlerNotFound, InvalidArgument, StorageError, StorageFull, StorageUnavailable, UnknownLease
 from fairqueue.handlers import resolve
 from fairqueue.records import Claimed, Finish, HistoryEntry, JobRecord, JobStatus, PendingJob
 from fairqueue.runtime.core import build_dispatcher
@@ -46,7 +47,7 @@ from fairqueue.runtime.queue_app import QueueApp
 from fairqueue.runtime.runner import Runner
 from fairqueue.runtime.slots import Slots
 from fairqueue.runtime.task import Task
-from fairqueue.validate import U32_MAX, check_int, shown
+from fairqueue.validate import U32_MAX, check_int, check_number, shown
 
 __all__ = ["EXIT_CRASHED", "EXIT_OK", "Worker"]
 
@@ -58,6 +59,10 @@ _PAGE = 10_000
 _BATCH = 1_000
 # Seconds before a job left queued by a capped claim is offered to the store again.
 _CAP_RETRY = 0.05
+
+# A store that is full or unavailable is tried again after a capped exponential
+# back-off with jitter (seconds): 0.5, 1, 2, … 30, each drawn from its upper half.
+_RETRY_FIRST, _RETRY_MOST = 0.5, 30.0
 
 EXIT_OK = 0
 """``Worker.run``'s (and ``fairqueue worker``'s) exit code after a requested stop that drained."""
@@ -93,6 +98,12 @@ class Worker:
             (None, the default: no endpoint; 0: any free port, see ``health.address``);
             see :mod:`fairqueue.runtime.health`.
         health_host: the address the health endpoints listen on (loopback by default).
+        store_retry_for: seconds the worker keeps retrying a store that is full or
+            unavailable (:class:`~fairqueue.errors.StorageFull`,
+            :class:`~fairqueue.errors.StorageUnavailable`), each retry logged, before
+            its loop gives up and crashes (exit code :data:`EXIT_CRASHED`); None, the
+            default, retries for as long as it takes. Outcomes not yet stored are kept
+            and stored once the store answers again.
     """
 
     _count = 0
@@ -112,6 +123,7 @@ class Worker:
         metrics_host: str = "127.0.0.1",
         health_port: Optional[int] = None,
         health_host: str = "127.0.0.1",
+        store_retry_for: Optional[float] = None,
     ) -> None:
         limits = app.settings.limits
         self.app = app
@@ -125,6 +137,11 @@ class Worker:
                 check_int(option, port, 0, 65535)
         self.mode = mode
         self.app_path = app_path
+        self.store_retry_for = None if store_retry_for is None else check_number("store_retry_for", store_retry_for)
+        self._unsaved: list[tuple[Task, Outcome]] = []
+        self._drain_deadline: Optional[float] = None
+        self._trouble_since: Optional[float] = None
+        self._troubles = 0
         self.runner = Runner(app)
         Worker._count += 1
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{Worker._count}"
@@ -158,7 +175,10 @@ class Worker:
         every = min(1.0, limits.lease / 3)
         self.history = HistorySampling(self.store, every)
         self.alerting = AlertEvaluation(app.alerts, self.core, self.history, every)
-        running = self._running.values
+        def running() -> list[Task]:
+            # Finished jobs whose outcome the store has not taken yet still hold their lease.
+            return [*self._running.values(), *(task for task, _ in self._unsaved)]
+
         self.duties: list[Duty] = [
             Heartbeats(self.store, self.core, self.name, limits.lease, running),
             LeaseSweep(self.store, every),
@@ -269,36 +289,71 @@ class Worker:
     def _loop_body(self) -> None:
         wakeup = self.app.enqueuer.wakeup
         self.store.job_requeue_expired(time.time())
-        drain_deadline: Optional[float] = None
         while True:
             self.last_turn = time.monotonic()
             wakeup.clear()
             now = time.time()
-            outcomes = self._take_outcomes()
-            if self._stopping.is_set():
-                if outcomes:
-                    for task, _ in outcomes:
-                        self._release(task)
-                    self._settle(outcomes, self.store.job_finish(self._finishes(outcomes, now)))
-                if drain_deadline is None:
-                    drain_deadline = time.monotonic() + self._grace
-                    # Process slots hand their children no more jobs; those not handed over come back now.
-                    self.pool.hold()
-                if not self._running or time.monotonic() >= drain_deadline:
-                    if self._running:
-                        self._requeue_running(now)
-                    # Idle children exit now (and are reaped) rather than at interpreter exit.
-                    self.pool.close()
-                    self.pool.join()
+            try:
+                if self._iterate(now):
                     return
-            else:
-                self._turn(outcomes, now)
-            self._enforce_timeouts(now)
-            self._run_duties(now)
+            except (StorageFull, StorageUnavailable) as trouble:
+                self._wait_out(trouble)
+                continue
+            self._trouble_since, self._troubles = None, 0
             self._idle = True
             if self._outcomes.empty():
                 wakeup.wait(self._sleep_for(now))
             self._idle = False
+
+    def _iterate(self, now: float) -> bool:
+        """One pass of the loop; True once a requested stop has drained. A store that
+        is full or unavailable raises out of it with nothing lost: outcomes it did not
+        take wait in ``_unsaved``, grants it did not claim are offered again later."""
+        outcomes, self._unsaved = self._unsaved + self._take_outcomes(), []
+        if not self._stopping.is_set():
+            self._turn(outcomes, now)
+        else:
+            if outcomes:
+                for task, _ in outcomes:
+                    self._release(task)
+                try:
+                    applied = self.store.job_finish(self._finishes(outcomes, now))
+                except (StorageFull, StorageUnavailable):
+                    self._unsaved = outcomes
+                    raise
+                self._settle(outcomes, applied)
+            if self._drain_deadline is None:
+                self._drain_deadline = time.monotonic() + self._grace
+                # Process slots hand their children no more jobs; those not handed over come back now.
+                self.pool.hold()
+            if not self._running or time.monotonic() >= self._drain_deadline:
+                if self._running:
+                    self._requeue_running(now)
+                # Idle children exit now (and are reaped) rather than at interpreter exit.
+                self.pool.close()
+                self.pool.join()
+                return True
+        self._enforce_timeouts(now)
+        self._run_duties(now)
+        return False
+
+    def _wait_out(self, trouble: StorageError) -> None:
+        """The store is full or unavailable: log it, wait a capped, jittered back-off
+        (cut short by a stop), and let the loop try again — unless the operator's
+        ``store_retry_for`` is over, or a stop's grace is, which crash the loop."""
+        started = self._trouble_since = self._trouble_since or time.monotonic()
+        self._troubles += 1
+        waited = time.monotonic() - started
+        if self.store_retry_for is not None and waited >= self.store_retry_for:
+            raise trouble
+        if self._drain_deadline is not None and time.monotonic() >= self._drain_deadline:
+            log.error("fairqueue worker %s: stopping, and the store still fails: %d outcomes not stored; their "
+                      "jobs are re-delivered once their lease lapses", self.name, len(self._unsaved))  # fmt: skip
+            raise trouble
+        delay = min(_RETRY_MOST, _RETRY_FIRST * 2 ** min(self._troubles - 1, 16)) * random.uniform(0.5, 1.0)
+        log.warning("fairqueue worker %s: %s (attempt %d, %.0f s so far); retrying in %.1f s",
+                    self.name, trouble, self._troubles, waited, delay)  # fmt: skip
+        self._stopping.wait(delay)
 
     def _run_duties(self, now: float) -> None:
         for i, duty in enumerate(self.duties):
@@ -382,9 +437,17 @@ class Worker:
         lease_until = now + self.app.settings.limits.lease
         # The store holds each pair to the cap this worker's core applies, across every worker.
         caps = {(g.org, g.kind): self._cap(g.org, g.kind) for g in grants}
-        applied, claim = self.store.job_finish_and_claim(
-            self._finishes(outcomes, now), [g.id for g in grants], self.name, lease_until, now, caps
-        )
+        try:
+            applied, claim = self.store.job_finish_and_claim(
+                self._finishes(outcomes, now), [g.id for g in grants], self.name, lease_until, now, caps
+            )
+        except (StorageFull, StorageUnavailable):
+            # Nothing was stored: the outcomes wait for the next try, the grants go
+            # back to the core, to be dispatched again once the store answers.
+            self._unsaved = outcomes
+            for grant in grants:
+                self.core.retry(grant.lease, now + _RETRY_FIRST)
+            raise
         if outcomes:
             self._settle(outcomes, applied)
         if grants:
@@ -528,7 +591,8 @@ class Worker:
                 self.core.enqueue_many([(record.id, record.org, record.kind, record.run_at)], skip_held=True)
 
     def _release(self, task: Task) -> None:
-        del self._running[task.lease]
+        # Popped, not deleted: an outcome the store did not take is released again when retried.
+        self._running.pop(task.lease, None)
         # The store owns the job's next step (a retry re-enters through _pick_up).
         try:
             self.core.ack(task.lease)
