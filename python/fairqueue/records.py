@@ -148,6 +148,11 @@ class Finish(NamedTuple):
     """The daily limits of the children's orgs: if storing the children would take
     an org past its limit, none of them is stored and the job's extended status
     says why (the outcome itself still applies)."""
+    given_back: bool = False
+    """With ``queued``: the job did not run to an outcome because its worker stopped
+    (a stop-requeue). Its delivery is handed back — the job's ``attempts`` goes down
+    by one, so rolling restarts never fail a long job — and it is not an error; the
+    extended status (``error``) records it."""
 
 
 class Claimed(list[JobRecord]):

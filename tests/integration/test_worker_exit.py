@@ -103,3 +103,30 @@ def test_each_worker_has_its_own_name_by_default(app: fq.FairQueue) -> None:
     for worker in (a, b):
         host, pid, _ = worker.name.rsplit(":", 2)
         assert host and pid == str(os.getpid())
+
+
+def test_three_stops_in_a_row_leave_a_long_job_queued_not_failed(tmp_path: Path) -> None:
+    # A rolling deploy: each worker is stopped (SIGTERM, --grace 1) while the 30 s job runs.
+    import fq_process_jobs as jobs
+    from fairqueue.storage.sqlite import SQLiteStorage
+
+    store = tmp_path / "fq.db"
+    original = jobs.app.storage
+    jobs.app.storage = SQLiteStorage(store)
+    try:
+        job = jobs.slow_effect.delay("org-1", 30.0)
+        for stop in range(3):
+            proc = worker_process("fq_process_jobs:app", "--slots", "1", "--grace", "1", FQ_STORE=str(store))
+            wait_until(lambda: job.record().status is fq.JobStatus.PROCESSING, timeout=120, what=f"delivery {stop + 1}")
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == EXIT_OK, err
+            record = job.record()
+            assert record.status is fq.JobStatus.QUEUED, record
+            assert record.attempts == 0 and record.extended_status == "re-queued: worker stopped", record
+        # Far from max_attempts: the next delivery is its first that counts.
+        [claimed] = jobs.app.storage.job_claim([job.id], "w", time.time() + 60, time.time())
+        assert claimed.attempts == 1
+    finally:
+        jobs.app.storage.close()
+        jobs.app.storage = original

@@ -60,6 +60,19 @@ def test_retry_puts_the_job_back_with_its_run_at(store: Storage) -> None:
     assert again.attempts == 2
 
 
+def test_a_delivery_given_back_by_a_stopping_worker_does_not_count(store: Storage) -> None:
+    [job_id] = store.job_enqueue([job()], NOW)
+    for n in range(3):  # three rolling restarts, each stopping the worker mid-job
+        [claimed] = store.job_claim([job_id], f"w{n}", NOW + 100 + n, NOW + n)
+        assert claimed.attempts == 1
+        stop = Finish(job_id, f"w{n}", JobStatus.QUEUED, NOW + n, error="re-queued: worker stopped", given_back=True)
+        assert store.job_finish([stop]) == [job_id]
+        record = store.job_get(job_id)
+        assert record is not None and record.status is JobStatus.QUEUED and record.attempts == 0
+        assert record.error_count == 0 and record.extended_status == "re-queued: worker stopped"
+    assert [p.attempts for p in store.job_pending()] == [0]
+
+
 def test_finish_refuses_a_status_that_is_not_an_outcome(store: Storage) -> None:
     [job_id] = store.job_enqueue([job()], NOW)
     store.job_claim([job_id], "w1", NOW + 30, NOW)

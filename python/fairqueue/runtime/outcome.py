@@ -18,3 +18,6 @@ class Outcome(NamedTuple):
     children: tuple[NewJob, ...] = ()
     progress: Optional[Progress] = None
     """A batch delivery's progress (see :class:`fairqueue.records.Progress`)."""
+    given_back: bool = False
+    """The job did not run to an outcome because its worker stopped (see
+    :attr:`fairqueue.records.Finish.given_back`)."""

@@ -43,7 +43,7 @@ __all__ = ["Slots"]
 
 log = logging.getLogger("fairqueue.worker")
 
-_STOPPED = Outcome(JobStatus.QUEUED, error="re-queued: worker stopped")
+_STOPPED = Outcome(JobStatus.QUEUED, error="re-queued: worker stopped", given_back=True)
 """A job a stopping process slot did not run to its end (the worker re-queues it)."""
 # Seconds between a stopping slot's looks while its child is still starting.
 _START_POLL = 0.1

@@ -559,7 +559,7 @@ class Worker:
         settings = self.app.settings
         return [
             Finish(t.record.id, self.name, o.status, now, o.error, o.retry_at, o.children, o.progress,
-                   settings.daily_limits(c.org for c in o.children) if o.children else None)
+                   settings.daily_limits(c.org for c in o.children) if o.children else None, o.given_back)
             for t, o in outcomes
         ]  # fmt: skip
 
@@ -637,7 +637,8 @@ class Worker:
             self._settle(outcomes, self.store.job_finish(self._finishes(outcomes, now)))
         running = [t for t in self._running.values() if not t.timed_out]
         self.store.job_finish(
-            [Finish(t.record.id, self.name, JobStatus.QUEUED, now, error="re-queued: worker stopped") for t in running]
+            [Finish(t.record.id, self.name, JobStatus.QUEUED, now, error="re-queued: worker stopped", given_back=True)
+             for t in running]  # fmt: skip
         )
         for task in running:
             task.cancel.set()

@@ -315,10 +315,11 @@ class MemoryStorage(Storage):
                 r = self._jobs.get(f.job_id)
                 if not r or r.status is not JobStatus.PROCESSING or r.lease_owner != f.worker:
                     continue
-                errors = r.error_count + (f.error is not None)
+                errors = r.error_count + (f.error is not None and not f.given_back)
                 common = {"status": f.status, "lease_owner": None, "lease_expires_at": None, "error_count": errors}
                 if f.status is JobStatus.QUEUED:
-                    self._set(f.job_id, run_at=f.retry_at, extended_status=f.error, **common)
+                    attempts = max(r.attempts - 1, 0) if f.given_back else r.attempts
+                    self._set(f.job_id, run_at=f.retry_at, extended_status=f.error, attempts=attempts, **common)
                 else:
                     self._set(f.job_id, finished_at=f.at, extended_status=f.error or r.extended_status, **common)
                     if r.kind == "batch":

@@ -720,10 +720,11 @@ class SQLiteStorage(Storage):
             if f.status is JobStatus.QUEUED:
                 sql = (
                     "UPDATE fq_jobs SET status = 'queued', run_at = ?, lease_owner = NULL, lease_expires_at = NULL, "
-                    "extended_status = ?, error_count = error_count + (? IS NOT NULL), ready_seq = ? "
-                    "WHERE id = ? AND status = 'processing' AND lease_owner = ?"
+                    "extended_status = ?, error_count = error_count + (? IS NOT NULL AND NOT ?), ready_seq = ?, "
+                    "attempts = MAX(attempts - ?, 0) WHERE id = ? AND status = 'processing' AND lease_owner = ?"
                 )
-                params: tuple[Any, ...] = (f.retry_at, f.error, f.error, next_seq, f.job_id, f.worker)
+                params: tuple[Any, ...] = (f.retry_at, f.error, f.error, f.given_back, next_seq, f.given_back,
+                                           f.job_id, f.worker)  # fmt: skip
                 next_seq += 1
             else:
                 sql = (

@@ -187,6 +187,7 @@ def finish(db: Database, finishes: Sequence[Finish]) -> list[int]:
                     [f.worker for f in retried],
                     floats(f.retry_at for f in retried),
                     [f.error for f in retried],
+                    [f.given_back for f in retried],
                 ),
             )
             applied.extend(r[0] for r in cur.fetchall())

@@ -68,11 +68,14 @@ FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::float8[], %b::text[])
 WHERE j.id = u.id AND j.status = 'processing' AND j.lease_owner = u.worker RETURNING j.id, j.kind, j.org
 
 -- name: finish_retry
+-- A delivery given back by a stopping worker does not count: attempts goes down by one.
 UPDATE {s}.fq_jobs j SET status = 'queued', run_at = u.retry_at, lease_owner = NULL,
     lease_expires_at = NULL, extended_status = u.error,
-    error_count = j.error_count + (u.error IS NOT NULL)::int,
+    error_count = j.error_count + (u.error IS NOT NULL AND NOT u.given_back)::int,
+    attempts = GREATEST(j.attempts - u.given_back::int, 0),
     ready_seq = -nextval('{s}.fq_queued_seq')
-FROM unnest(%b::bigint[], %b::text[], %b::float8[], %b::text[]) AS u(id, worker, retry_at, error)
+FROM unnest(%b::bigint[], %b::text[], %b::float8[], %b::text[], %b::bool[])
+    AS u(id, worker, retry_at, error, given_back)
 WHERE j.id = u.id AND j.status = 'processing' AND j.lease_owner = u.worker RETURNING j.id
 
 -- name: finish_note
