@@ -37,14 +37,19 @@ How hosts stay out of each other's way:
   ``"queued"``), delivered when it commits and never if it rolls back. Workers
   may ``LISTEN`` on it instead of polling.
 
-Durability: enqueues and aborts commit with the server's default
-``synchronous_commit``, so they are on disk before the call returns. Claims,
-heartbeats, outcomes and re-deliveries commit with ``synchronous_commit = off``:
-they survive any crash of a client or host running workers, and only a crash of
-the database server itself (or its power) can lose the last fraction of a second
-of them, which at worst runs a job again (at-least-once), the same trade the
-embedded store makes. A job's outcome and the children its
-handler enqueued are committed together, so they are kept or lost together.
+Durability: enqueues, aborts and claims commit with the server's default
+``synchronous_commit``, so they are on disk before the call returns — a claim
+before its handler starts, so a job that runs again after a crash of the database
+server always shows it in ``attempts``. (Measured: a worker turn's claim waiting
+for the flush cost nothing visible, 5,528–5,989 vs 5,638–5,695 jobs/s with one
+worker process and 6,339–6,482 vs 6,457–7,093 with four, alternating runs of
+``benches/test_bench_postgres.py``; one flush serves a whole turn's claims and
+outcomes.) Heartbeats, outcomes committed alone and re-deliveries commit with
+``synchronous_commit = off``: they survive any crash of a client or host running
+workers, and only a crash of the database server itself (or its power) can lose
+the last fraction of a second of them, which at worst runs a job again
+(at-least-once), recorded as such. A job's outcome and the children its handler
+enqueued are committed together, so they are kept or lost together.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The worker's side of the PostgreSQL store: pending jobs, claims, outcomes, heartbeats, re-deliveries.
 
-Claims, outcomes, heartbeats and re-deliveries commit without waiting for the
-WAL flush (``durable=False``; see the package docstring).
+Claims (and the outcomes a turn commits with its claim) wait for the WAL flush,
+so a delivery is on disk before its handler starts; heartbeats, outcomes alone and
+re-deliveries do not (``durable=False``; see the package docstring).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def claim(
     if not job_ids:
         return Claimed()
     return db.transaction(
-        lambda cur: claim_in(db, cur, list(job_ids), worker, lease_until, now, caps), durable=False, pipeline=True
+        lambda cur: claim_in(db, cur, list(job_ids), worker, lease_until, now, caps), durable=True, pipeline=True
     )
 
 
@@ -240,7 +241,7 @@ def finish_and_claim(
             ended_batches[:] = []
             return applied_final(outcomes, ended_batches) if plain else [], claimed
 
-    applied, claimed = db.transaction(body, durable=False, pipeline=True)
+    applied, claimed = db.transaction(body, durable=True, pipeline=True)
     if ended_batches:
         db.transaction(lambda cur: flex.promote(db, cur, ended_batches))
     done = set(applied)
