@@ -29,6 +29,7 @@ __all__ = [
     "LOCK_TRIGGERS",
     "LOCK_UPGRADE",
     "LOCK_USAGE",
+    "LOCK_WORKER",
     "RETRIES",
     "Cursor",
     "Database",
@@ -59,6 +60,7 @@ LOCK_CAP = 0x46510003  # second key: hashtext(schema, org, kind), taken by claim
 LOCK_USAGE = 0x46510004  # second key: hashtext(schema, org)
 LOCK_TRIGGERS = 0x46510005  # second key: hashtext(schema, org)
 LOCK_FLEX = 0x46510006  # second key: hashtext(schema, org)
+LOCK_WORKER = 0x46510007  # second key: a worker's random key (session-level, see .workers)
 
 # Deadlocks are possible only between multi-row updates that meet rows in
 # different orders (a late heartbeat against a re-delivery); the loser is rolled
