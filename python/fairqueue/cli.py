@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import ipaddress
 import json
 import statistics
 import sys
@@ -502,25 +503,56 @@ def explain_command(store: str, job_id: int, app_path: Optional[str], as_json: b
 @store_option
 @click.option("--app", "app_path", default=None, metavar="MODULE:APP", help="Use this app's store and limits.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless told otherwise).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8700, show_default=True)
-@click.option("--token", envvar="FAIRQUEUE_DASHBOARD_TOKEN", default=None, help="Require this token on every request.")
-def dashboard(store: str, app_path: Optional[str], host: str, port: int, token: Optional[str]) -> None:
-    """Serve the dashboard: pending jobs per org over time, waits, jobs, explanations, the flex queue."""
-    from fairqueue.app import FairQueue
-    from fairqueue.dashboard import Dashboard
+@click.option("--port", type=click.IntRange(0, 65535), default=8700, show_default=True, help="Port (0: any free one).")
+@click.option("--token", envvar="FAIRQUEUE_DASHBOARD_TOKEN", default=None,
+              help="Require this token (Authorization: Bearer, or the page's sign-in); also $FAIRQUEUE_DASHBOARD_TOKEN.")  # fmt: skip
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A Host name browsers reach it by (repeatable; default: 127.0.0.1, localhost, ::1).")  # fmt: skip
+@click.option("--read-only", is_flag=True, help="Show everything, change nothing (no abort, no reordering).")
+def dashboard(
+    store: str, app_path: Optional[str], host: str, port: int, token: Optional[str], allowed_hosts: tuple[str, ...], read_only: bool
+) -> None:
+    """Serve the dashboard (uvicorn): orgs, pending per org over time, jobs, explanations, the flex queue.
 
+    Off loopback it needs --token (anyone who reaches the port could abort jobs)
+    and --allowed-host (the Host check that stops DNS rebinding).
+    """
+    try:
+        from fairqueue.dashboard import LOOPBACK_HOSTS
+        from fairqueue.dashboard import app as dashboard_app
+        from fairqueue.dashboard.server import DashboardServer
+    except ImportError as e:
+        missing = f" ({e.name} is not installed)" if e.name else ""
+        raise click.ClickException(f"the dashboard needs the 'dashboard' extra{missing}: pip install 'fairqueue[dashboard]'") from e
+    from fairqueue.app import FairQueue
+
+    loopback = host == "localhost" or _is_loopback_address(host)
+    if not loopback and not token:
+        raise click.UsageError(f"--host {host} is not loopback: give --token too (anyone who reaches the port could abort jobs)")
+    if not loopback and not allowed_hosts:
+        raise click.UsageError(f"--host {host} is not loopback: give --allowed-host NAME, the host name browsers will use")
     app = _load_app(app_path) if app_path else FairQueue(_open_store(store))
     try:
-        server = Dashboard(app, host=host, port=port, token=token)
+        asgi = dashboard_app(app, token=token, allowed_hosts=allowed_hosts or LOOPBACK_HOSTS, read_only=read_only)
+        server = DashboardServer(asgi, host=host, port=port)
+    except FairQueueError as e:
+        raise click.UsageError(str(e)) from e
     except OSError as e:
         raise click.UsageError(f"cannot listen on {host}:{port}: {e.strerror}; pick another --port") from e
-    click.echo(f"fairqueue dashboard on {server.url} (Ctrl-C stops it)")
+    how = " (sign in with the token)" if token else ""
+    click.echo(f"fairqueue dashboard on {server.url}{how}{', read-only' if read_only else ''} (Ctrl-C stops it)")
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     finally:
-        server.stop()
+        if not app_path:
+            app.storage.close()
+
+
+def _is_loopback_address(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @main.command()

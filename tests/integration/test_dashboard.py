@@ -1,145 +1,322 @@
-"""The dashboard in a real headless Chromium (Debian's, driven by Playwright) over a real store."""
+"""The dashboard's API over a real uvicorn server and a real SQLite store, driven
+with httpx (so each test can send the Host, Origin and Sec-Fetch-Site a browser
+or an attacker would): the safe defaults, the bugs of issue #17, org scoping,
+pagination, and mounting inside another ASGI app."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.routing import Mount
 
 import fairqueue as fq
+import fairqueue.dashboard as dashboard
 import fq_sample_jobs as sample
-from fairqueue.dashboard import Dashboard
-from fairqueue.records import HistoryEntry
+from fairqueue.dashboard.server import DashboardServer
+from fairqueue.records import Finish, HistoryEntry, JobStatus
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("FAIRQUEUE_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+JSON_WRITE = {"X-Fairqueue-Request": "1", "Content-Type": "application/json"}
 
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"Chromium is not installed at {CHROMIUM}: .ci/run installs Debian's chromium", pytrace=False)
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
+Serve = Callable[..., httpx.Client]
 
 
 @pytest.fixture
-def filled(app: fq.FairQueue) -> fq.FairQueue:
-    """A store with two orgs' jobs, recorded history with a throttle period, and a flex queue."""
+def serve(app: fq.FairQueue) -> Iterator[Serve]:
+    """Starts ``dashboard.app(app, **options)`` (or a given ASGI app) on a free loopback
+    port and returns an httpx client for it."""
+    servers: list[DashboardServer] = []
+    clients: list[httpx.Client] = []
+
+    def start(asgi: Any = None, prefix: str = "", **options: Any) -> httpx.Client:
+        server = DashboardServer(asgi or dashboard.app(app, **options), port=0).start()
+        servers.append(server)
+        client = httpx.Client(base_url=server.url.rstrip("/") + prefix, timeout=30)
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.close()
+    for server in servers:
+        server.stop()
+
+
+def finish(app: fq.FairQueue, ids: list[int], status: JobStatus = JobStatus.COMPLETED, error: Any = None) -> None:
+    """Runs ``ids`` to ``status`` through the store, as a worker would."""
     now = time.time()
-    sample.record.delay_many("acme", [("a",)] * 6)
-    sample.record.delay_many("globex", [("g",)] * 3)
-    for _ in range(6):
-        app.execute_batch(sample.Numbers(10), org="initech")
-    entries = [HistoryEntry(now - 300 + 30 * i, "pending", org, float(n * i), {})
-               for i in range(10) for org, n in (("acme", 5), ("globex", 2))]  # fmt: skip
-    entries += [HistoryEntry(now - 200, "throttle_start", None, 0.5, {"worker": "w1", "resources": ["host_cpu"]}),
-                HistoryEntry(now - 140, "throttle_end", None, 1.0, {"worker": "w1", "resources": []})]  # fmt: skip
-    app.storage.history_append(entries)
-    return app
+    claimed = app.storage.job_claim(ids, "w1", now + 60, now)
+    assert sorted(r.id for r in claimed) == sorted(ids)
+    if status is not JobStatus.PROCESSING:
+        app.storage.job_finish([Finish(i, "w1", status, time.time(), error=error) for i in ids])
 
 
-def test_the_page_shows_the_store_filters_and_aborts(filled: fq.FairQueue, browser: Any) -> None:
-    server = Dashboard(filled, port=0, token="s3cret").start()
-    try:
-        page = browser.new_page(viewport={"width": 1280, "height": 1400})
-        page.goto(server.url)
-        page.wait_for_selector("#chart canvas")  # uPlot drew the per-org chart
-        page.wait_for_selector("#summary tbody tr")
-        assert page.locator(".u-legend").inner_text().count("acme") == 1
-        orgs = page.locator("#summary tbody tr td:first-child").all_inner_texts()
-        assert orgs == ["acme", "globex", "initech"]
-        # The throttle period is shaded: the chart's canvas has orange pixels.
-        shaded = page.evaluate(
-            """() => { const c = document.querySelector('#chart canvas'), d = c.getContext('2d')
-                          .getImageData(0, 0, c.width, c.height).data;
-                        for (let i = 0; i < d.length; i += 4) if (d[i] > 200 && d[i+1] > 150 && d[i+1] < 230 && d[i+2] < 200) return true;
-                        return false; }"""
-        )
-        assert shaded
-        page.wait_for_selector("#jobs tbody tr")
-        page.fill("#filter-org", "globex")
-        page.wait_for_function("() => [...document.querySelectorAll('#jobs tbody tr')].length === 3")
-        assert set(page.locator("#jobs tbody tr td:nth-child(2)").all_inner_texts()) == {"globex"}
-        page.select_option("#filter-status", "queued")
-        target = int(page.locator("#jobs tbody tr").first.get_attribute("data-id") or 0)
-        page.click(f"#jobs tbody tr[data-id='{target}'] a")
-        page.wait_for_selector("#job-detail li")
-        assert "queued" in page.locator("#job-detail").inner_text()
-        page.click("#abort-button")
-        page.wait_for_selector("#job-detail .result")
-        assert filled.get(target).status is fq.JobStatus.ABORTED  # type: ignore[union-attr]
-        page.fill("#flex-org", "initech")
-        page.wait_for_selector("#flex tbody tr")
-        holding = [r.id for r in filled.flex_queue("initech")]
-        assert page.locator("#flex tbody tr").count() == 1 and holding
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
-        assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
-    finally:
-        server.stop()
+def write(client: httpx.Client, path: str, body: Any, **headers: str) -> httpx.Response:
+    return client.post(path, json=body, headers={**JSON_WRITE, **headers})
 
 
-def test_the_api_needs_the_token_and_reports_bad_requests(filled: fq.FairQueue) -> None:
-    server = Dashboard(filled, port=0, token="s3cret").start()
-    host, port = server.address
-    try:
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(f"http://{host}:{port}/api/summary", timeout=10)
-        with refused.value:  # an HTTPError holds the response: close it
-            assert refused.value.code == 401
-        request = urllib.request.Request(f"http://{host}:{port}/api/jobs/999", headers={"X-Fairqueue-Token": "s3cret"})
-        with pytest.raises(urllib.error.HTTPError) as missing:
-            urllib.request.urlopen(request, timeout=10)
-        with missing.value:
-            assert missing.value.code == 404 and "no job with id 999" in json.loads(missing.value.read())["error"]
-        request = urllib.request.Request(f"http://{host}:{port}/api/summary?token=s3cret")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            summary = json.loads(response.read())
-        assert [o["org"] for o in summary["orgs"]] == ["acme", "globex", "initech"]
-        assert summary["orgs"][0]["pending"] == 6
-    finally:
-        server.stop()
+def test_every_response_carries_the_security_headers(serve: Serve) -> None:
+    client = serve()
+    for path in ("/", "/jobs/1", "/static/dashboard.js", "/api/orgs", "/api/jobs/999", "/api/nope"):
+        headers = client.get(path).headers
+        csp = headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp and "frame-ancestors 'none'" in csp, path
+        assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
+        assert headers["referrer-policy"] == "no-referrer"
+    page = client.get("/").text
+    assert "<script>" not in page and "<style>" not in page and " style=" not in page  # everything inline is refused by the CSP
 
 
-def test_the_api_checks_its_inputs_as_the_app_does(app: fq.FairQueue) -> None:
-    org = "acme/ä #1"  # needs percent-encoding in a path
-    for _ in range(6):
+def test_a_foreign_host_is_refused(serve: Serve) -> None:
+    client = serve()
+    port = urllib.parse.urlsplit(str(client.base_url)).port
+    refused = client.get("/api/orgs", headers={"Host": "evil.example"})
+    assert refused.status_code == 400 and "evil.example" in refused.json()["error"]
+    assert client.get("/", headers={"Host": f"rebound.evil.example:{port}"}).status_code == 400
+    assert client.get("/api/orgs", headers={"Host": "127.0.0.1.evil.example"}).status_code == 400
+    for ok in (f"localhost:{port}", f"[::1]:{port}", f"127.0.0.1:{port}", "LOCALHOST"):
+        assert client.get("/api/orgs", headers={"Host": ok}).status_code == 200, ok
+    named = serve(allowed_hosts=["*.example.com"])
+    assert named.get("/api/orgs", headers={"Host": "ops.example.com"}).status_code == 200
+    assert named.get("/api/orgs", headers={"Host": "example.com.evil.net"}).status_code == 400
+    with pytest.raises(fq.InvalidArgument, match="allowed host"):
+        dashboard.app(":memory:", allowed_hosts=["ops.*.com"])
+
+
+def test_the_token_goes_in_a_header_or_a_strict_cookie_never_the_url(serve: Serve) -> None:
+    sample.record.delay("acme", "a")
+    client = serve(token="s3cret-token")
+    assert client.get("/api/orgs").status_code == 401
+    bearer = {"Authorization": "Bearer s3cret-token"}
+    assert client.get("/api/orgs", headers=bearer).json()["total"] == 1
+    assert client.get("/api/orgs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    in_url = client.get("/api/orgs?token=s3cret-token")
+    assert in_url.status_code == 400 and "never accepted in the URL" in in_url.json()["error"]
+    assert client.get("/api/orgs?token=s3cret-token", headers=bearer).status_code == 400
+    assert client.get("/?token=s3cret-token").status_code == 400
+    assert client.get("/").status_code == 200  # the page holds no data: it shows the sign-in
+    assert write(client, "/api/login", {"token": "wrong"}).status_code == 401
+    assert client.post("/api/login", json={"token": "s3cret-token"}).status_code == 403  # no header: a form could do it
+    login = write(client, "/api/login", {"token": "s3cret-token"})
+    assert login.status_code == 200
+    cookie = login.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+    assert client.get("/api/me").json()["signed_in"] is True  # the client now sends the cookie
+    assert write(client, "/api/logout", {}).status_code == 200
+    assert client.get("/api/orgs").status_code == 401
+
+
+def test_a_change_needs_same_origin_json_and_the_header(app: fq.FairQueue, serve: Serve) -> None:
+    job = sample.record.delay("acme", "a").id
+    client = serve()
+    own = str(client.base_url)
+    attempts = {
+        "no header": client.post(f"/api/jobs/{job}/abort", json={}),
+        "form, text/plain": client.post(f"/api/jobs/{job}/abort", content=b'{"x": 1}', headers={
+            "Content-Type": "text/plain", "X-Fairqueue-Request": "1"}),
+        "form, urlencoded": client.post(f"/api/jobs/{job}/abort", data={"a": "b"}, headers={"X-Fairqueue-Request": "1"}),
+        "other origin": write(client, f"/api/jobs/{job}/abort", {}, Origin="http://127.0.0.1:1"),
+        "null origin": write(client, f"/api/jobs/{job}/abort", {}, Origin="null"),
+        "cross-site": write(client, f"/api/jobs/{job}/abort", {}, **{"Sec-Fetch-Site": "cross-site"}),
+        "same-site, other port": write(client, f"/api/jobs/{job}/abort", {}, **{"Sec-Fetch-Site": "same-site"}),
+    }  # fmt: skip
+    for what, response in attempts.items():
+        assert response.status_code in (403, 415), (what, response.status_code, response.text)
+        assert app.get(job).status is JobStatus.QUEUED, what  # type: ignore[union-attr]
+    assert attempts["form, text/plain"].status_code == 415 and "application/json" in attempts["form, text/plain"].json()["error"]
+    browser = write(client, f"/api/jobs/{job}/abort", {}, Origin=own.rstrip("/"), **{"Sec-Fetch-Site": "same-origin"})
+    assert browser.json() == {"id": job, "status": "aborted"}
+    assert app.get(job).status is JobStatus.ABORTED  # type: ignore[union-attr]
+    # Reads from another site are refused too (the browser would hide them; the server does not even answer).
+    assert client.get("/api/jobs", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+
+
+def test_bad_input_is_a_400_naming_the_value_and_the_limit(app: fq.FairQueue, serve: Serve) -> None:
+    app.execute_batch(sample.Numbers(10), org="acme")
+    client = serve()
+    cases = {
+        "/api/jobs?limit=-1": "invalid limit -1: expected an integer from 1 to 500",
+        "/api/jobs?limit=501": "invalid limit 501",
+        "/api/jobs?limit=ten": "invalid limit 'ten'",
+        "/api/jobs?status=later": "invalid status 'later'",
+        "/api/jobs?org=%20acme": "invalid org",
+        "/api/jobs?before=0": "invalid before 0",
+        "/api/orgs?sort=colour": "invalid sort 'colour': expected one of org, pending",
+        "/api/orgs?offset=-5": "invalid offset -5",
+        "/api/history?seconds=1e9": "invalid seconds '1e9'",
+        "/api/jobs/abc": "invalid job id 'abc'",
+    }
+    for path, message in cases.items():
+        response = client.get(path)
+        assert response.status_code == 400 and message in response.json()["error"], (path, response.text)
+    assert client.get("/api/jobs/999").status_code == 404
+    bodies = {
+        "[1, 2]": "expected a JSON object as the body, not a list",
+        '"job"': "expected a JSON object as the body, not a string",
+        "{nope": "the body is not valid JSON",
+        '{"job_id": "1", "to": "front"}': "invalid job_id '1'",
+        '{"job_id": 1, "to": "front", "colour": 1}': "unexpected field 'colour'",
+        '{"job_id": 1, "to": "middle"}': "invalid to 'middle'",
+    }
+    for body, message in bodies.items():
+        response = client.post("/api/flex/acme/move", content=body.encode(), headers=JSON_WRITE)
+        assert response.status_code == 400 and message in response.json()["error"], (body, response.text)
+    assert write(client, "/api/jobs/abort", {"ids": "1"}).status_code == 400
+    assert write(client, "/api/jobs/abort", {"ids": list(range(1, 502))}).status_code == 400
+    huge = client.post("/api/jobs/abort", content=b'{"ids": [' + b"1, " * 40_000 + b"1]}", headers=JSON_WRITE)
+    assert huge.status_code == 413
+
+
+def test_the_flex_queue_of_an_org_that_needs_encoding(app: fq.FairQueue, serve: Serve) -> None:
+    org = "acme/ä #1?"  # a slash, a space, a hash and a question mark
+    for _ in range(7):
         app.execute_batch(sample.Numbers(10), org=org)
-    server = Dashboard(app, port=0).start()
-    host, port = server.address
+    client = serve()
+    path = "/api/flex/" + urllib.parse.quote(org, safe="")
+    holding = client.get(path).json()
+    assert [j["org"] for j in holding] == [org, org]
+    last = holding[-1]["id"]
+    moved = write(client, path + "/move", {"job_id": last, "to": "front"})
+    assert moved.status_code == 200 and moved.json()["order"][0] == last
+    assert [r.id for r in app.flex_queue(org)][0] == last
 
-    def get(path: str) -> tuple[int, Any]:
-        try:
-            with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as e:
-            with e:
-                return e.code, json.loads(e.read())
 
-    try:
-        status, body = get("/api/jobs?limit=-1")
-        assert status == 400 and "invalid limit -1" in body["error"]
-        status, body = get("/api/jobs?status=later")
-        assert status == 400 and "invalid status 'later'" in body["error"]
-        status, body = get("/api/jobs?org=%20acme")
-        assert status == 400 and "invalid org" in body["error"]
-        status, body = get("/api/flex/" + urllib.parse.quote(org, safe=""))
-        assert status == 200 and len(body) == 1 and body[0]["org"] == org
-    finally:
-        server.stop()
+def test_the_orgs_table_counts_every_org_and_pages_on_the_server(app: fq.FairQueue, serve: Serve) -> None:
+    for i in range(120):
+        sample.record.delay_many(f"org-{i:03d}", [("x",)] * (i % 4 + 1))
+    done = [h.id for h in sample.record.delay_many("finisher", [("x",)] * 5)]
+    finish(app, done[:3])
+    finish(app, done[3:4], JobStatus.FAILED, error="boom")
+    running = sample.record.delay("runner", "x").id
+    finish(app, [running], JobStatus.PROCESSING)
+    for _ in range(6):
+        app.execute_batch(sample.Numbers(10), org="holder")  # 5 queued, 1 holding in the flex queue
+    client = serve()
+    everything = client.get("/api/orgs?limit=500&sort=org").json()
+    rows = {r["org"]: r for r in everything["orgs"]}
+    assert everything["total"] == 123 and len(rows) == 123
+    assert (rows["finisher"]["finished"], rows["finisher"]["pending"]) == (4, 1)
+    assert rows["runner"]["running"] == 1 and rows["holder"]["pending"] == 6
+    assert rows["finisher"]["wait_p50"] is not None and rows["org-000"]["wait_p50"] is None
+    assert [r["org"] for r in everything["orgs"]][:2] == ["finisher", "holder"]
+    first = client.get("/api/orgs?limit=50").json()
+    assert first["orgs"][0]["org"] == "holder" and first["sort"] == "pending" and first["order"] == "desc"
+    pages = [client.get(f"/api/orgs?sort=org&limit=50&offset={o}").json()["orgs"] for o in (0, 50, 100)]
+    assert [len(p) for p in pages] == [50, 50, 23]
+    assert [r["org"] for p in pages for r in p] == sorted(rows)
+    found = client.get("/api/orgs?search=ORG-11&sort=org").json()
+    assert [r["org"] for r in found["orgs"]] == [f"org-11{i}" for i in range(10)] and found["total"] == 10
+    by_wait = client.get("/api/orgs?sort=wait_p95&order=asc&limit=3").json()["orgs"]
+    assert by_wait[0]["org"] in ("finisher", "runner")  # the orgs with a measured wait come first, either order
+
+
+def test_jobs_page_by_cursor_and_filter_by_handler(app: fq.FairQueue, serve: Serve) -> None:
+    ids = [h.id for h in sample.record.delay_many("acme", [("a",)] * 7)]
+    spins = [sample.spin.delay("acme", 0.0).id for _ in range(2)]
+    sample.record.delay("globex", "g")
+    client = serve()
+    seen: list[int] = []
+    before = None
+    for _ in range(10):
+        page = client.get("/api/jobs", params={"org": "acme", "limit": 3, **({"before": before} if before else {})}).json()
+        seen += [j["id"] for j in page["jobs"]]
+        before = page["next"]
+        if before is None:
+            break
+    assert seen == sorted(ids + spins, reverse=True)
+    handler = client.get("/api/jobs", params={"handler": "fq_sample_jobs:spin"}).json()
+    assert [j["id"] for j in handler["jobs"]] == sorted(spins, reverse=True) and handler["next"] is None
+    queued = client.get("/api/jobs", params={"status": "queued", "kind": "future", "limit": 500}).json()
+    assert len(queued["jobs"]) == 10 and queued["next"] is None
+
+
+def test_the_job_page_has_its_explanation_timeline_and_errors(app: fq.FairQueue, serve: Serve) -> None:
+    waiting, failing = sample.record.delay("acme", "a").id, sample.record.delay("acme", "b").id
+    finish(app, [failing], JobStatus.FAILED, error="ValueError: bad row 7")
+    client = serve()
+    detail = client.get(f"/api/jobs/{waiting}").json()
+    assert detail["record"]["status"] == "queued" and detail["explanation"]["job_id"] == waiting
+    assert [r["code"] for r in detail["explanation"]["reasons"]] == [r.code for r in app.explain(waiting).reasons]
+    assert detail["explanation"]["estimate_basis"]
+    failed = client.get(f"/api/jobs/{failing}").json()
+    assert failed["explanation"]["reasons"][0]["code"] == "finished"
+    assert [e["event"].split(" ")[0] for e in failed["timeline"]] == ["enqueued", "started", "failed:"]
+    assert "bad row 7" in failed["timeline"][-1]["event"]
+    assert client.get("/jobs/42").status_code == 200  # the job page's own URL serves the page
+
+
+def test_bulk_abort_and_read_only(app: fq.FairQueue, serve: Serve) -> None:
+    ids = [h.id for h in sample.record.delay_many("acme", [("a",)] * 4)]
+    read_only = serve(read_only=True)
+    refused = write(read_only, "/api/jobs/abort", {"ids": ids})
+    assert refused.status_code == 403 and "read-only" in refused.json()["error"]
+    assert read_only.get("/api/me").json()["read_only"] is True and read_only.get("/api/jobs").status_code == 200
+    assert all(app.get(i).status is JobStatus.QUEUED for i in ids)  # type: ignore[union-attr]
+    client = serve()
+    results = write(client, "/api/jobs/abort", {"ids": [*ids[:3], 999]}).json()["results"]
+    assert results[:3] == [{"id": i, "status": "aborted"} for i in ids[:3]]
+    assert results[3] == {"id": 999, "error": "no job with id 999"}
+    assert [app.get(i).status for i in ids] == [JobStatus.ABORTED] * 3 + [JobStatus.QUEUED]  # type: ignore[union-attr]
+
+
+def check_sees_only_acme(app: fq.FairQueue, client: httpx.Client, other: int, **headers: str) -> None:
+    """A viewer scoped to acme reads and acts on acme only; globex's job ``other`` stays queued."""
+    orgs = client.get("/api/orgs", headers=headers).json()
+    assert [r["org"] for r in orgs["orgs"]] == ["acme"] and orgs["total"] == 1
+    assert {j["org"] for j in client.get("/api/jobs", headers=headers).json()["jobs"]} == {"acme"}
+    assert client.get("/api/jobs?org=globex", headers=headers).status_code == 403
+    assert client.get(f"/api/jobs/{other}", headers=headers).status_code == 404
+    assert client.get("/api/flex/globex", headers=headers).status_code == 403
+    assert set(client.get("/api/history", headers=headers).json()["pending"]) == {"acme"}
+    assert write(client, f"/api/jobs/{other}/abort", {}, **headers).status_code == 404
+    assert "error" in write(client, "/api/jobs/abort", {"ids": [other]}, **headers).json()["results"][0]
+    assert write(client, "/api/flex/globex/move", {"job_id": other, "to": "front"}, **headers).status_code == 403
+    assert write(client, "/api/flex/acme/move", {"job_id": other, "to": "front"}, **headers).status_code == 404
+    assert app.get(other).status is JobStatus.QUEUED  # type: ignore[union-attr]
+    own = client.get("/api/jobs", headers=headers).json()["jobs"][0]["id"]
+    assert client.get(f"/api/jobs/{own}", headers=headers).json()["explanation"]["org"] == "acme"
+    assert write(client, f"/api/jobs/{own}/abort", {}, **headers).json()["status"] == "aborted"
+
+
+def two_orgs(app: fq.FairQueue) -> int:
+    """Two acme jobs, one globex job (returned), and both orgs' pending history."""
+    sample.record.delay_many("acme", [("a",)] * 2)
+    now = time.time()
+    app.storage.history_append([HistoryEntry(now - 10, "pending", org, 3.0, {}) for org in ("acme", "globex")])
+    return sample.record.delay("globex", "g").id
+
+
+def test_an_org_scoped_token_sees_and_acts_on_its_org_only(app: fq.FairQueue, serve: Serve) -> None:
+    other = two_orgs(app)
+    client = serve(token="admin-token", org_scope={"acme-token": "acme"})
+    check_sees_only_acme(app, client, other, Authorization="Bearer acme-token")
+    assert client.get("/api/me", headers={"Authorization": "Bearer acme-token"}).json()["org"] == "acme"
+    admin = client.get("/api/orgs", headers={"Authorization": "Bearer admin-token"}).json()
+    assert {r["org"] for r in admin["orgs"]} == {"acme", "globex"}
+
+
+def test_mounted_in_another_app_behind_its_own_auth(app: fq.FairQueue, serve: Serve) -> None:
+    other = two_orgs(app)
+
+    async def customer_org(request: Request) -> str:
+        # The service's own authentication: here a header its proxy sets.
+        org = request.headers.get("x-customer")
+        if org is None:
+            raise HTTPException(403, "not signed in to the service")
+        return org
+
+    service = Starlette(routes=[Mount("/ops/fairqueue", dashboard.app(app, org_scope=customer_org))])
+    client = serve(service, prefix="/ops/fairqueue")
+    page = client.get("/jobs", headers={"X-Customer": "acme"})
+    assert 'href="/ops/fairqueue/static/dashboard.css"' in page.text
+    assert client.get("/static/dashboard.js").status_code == 200
+    refused = client.get("/api/orgs")
+    assert refused.status_code == 403 and refused.json()["error"] == "not signed in to the service"
+    check_sees_only_acme(app, client, other, **{"X-Customer": "acme"})

@@ -1,0 +1,478 @@
+"""The dashboard's pages and JSON API, each read and action through the app's
+public API (:class:`~fairqueue.app.FairQueue`, its ``control`` and
+:class:`~fairqueue.app.OrgView`) and limited to the viewer's org when it has one.
+
+Every listing is bounded and paginated on the server: orgs by offset (they are
+sorted and searched here, 10,000 of them in a few milliseconds), jobs by a
+cursor (the last id shown; the store lists newest first by id, so a page never
+shifts when new jobs arrive). Bad input is a 400 naming the value and the limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import statistics
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any, Optional, Union
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from fairqueue.app import FairQueue
+from fairqueue.errors import FairQueueError, InvalidArgument
+from fairqueue.records import JobRecord, JobStatus
+from fairqueue.validate import MAX_ID, check_id, check_int, shown
+
+from .security import COOKIE, Access, Refused, Viewer
+
+__all__ = ["Dashboard", "LIMIT_MAX", "BULK_MAX", "BODY_MAX", "WAIT_SAMPLE", "HANDLER_SCAN", "SNAPSHOT_TTL", "ORG_SORTS"]
+
+LIMIT_MAX = 500
+"""The most rows one page of orgs or jobs may have."""
+BULK_MAX = 500
+"""The most jobs one bulk action may name."""
+BODY_MAX = 64 * 1024
+"""The largest request body accepted (the largest real one, a bulk abort, is ~5 kB)."""
+WAIT_SAMPLE = 20_000
+"""The newest jobs the wait percentiles are measured over (store-wide)."""
+HANDLER_SCAN = 5_000
+"""The most jobs one page of a handler-filtered listing reads (the store filters by
+org, kind and status; the handler is matched here)."""
+SNAPSHOT_TTL = 5.0
+"""Seconds the finished counts and wait samples are reused: they read the store's
+history, and a paginated overview asks for them on every page turn."""
+ORG_SORTS = ("org", "pending", "running", "finished", "wait_p50", "wait_p95", "wait_p99")
+HISTORY_MAX = 7 * 86400.0
+SERIES_MAX = 50
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Snapshot:
+    at: float
+    finished: dict[str, int]
+    waits: dict[str, list[float]]
+
+
+class Dashboard:
+    """The dashboard over one app: its data, its endpoints and who may use them.
+
+    Args:
+        app: whose store (and limits, for explanations) to show.
+        access: who may read and act (see :class:`~fairqueue.dashboard.security.Access`).
+    """
+
+    def __init__(self, app: FairQueue, access: Access) -> None:
+        self.app = app
+        self.access = access
+        self._snapshot: Optional[_Snapshot] = None
+        self._snapshot_lock = threading.Lock()
+
+    # ----- routes ------------------------------------------------------------------------
+
+    def routes(self) -> list[BaseRoute]:
+        """The pages, the static assets and the API, relative to where it is mounted."""
+        return [
+            Route("/", self.page),
+            Route("/jobs", self.page),
+            Route("/jobs/{job_id}", self.page),
+            Mount("/static", StaticFiles(packages=[("fairqueue.dashboard", "static")]), name="static"),
+            Route("/api/me", self.read(self.me)),
+            Route("/api/login", self.login, methods=["POST"]),
+            Route("/api/logout", self.logout, methods=["POST"]),
+            Route("/api/orgs", self.read(self.orgs)),
+            Route("/api/history", self.read(self.history)),
+            Route("/api/jobs", self.read(self.jobs)),
+            Route("/api/jobs/abort", self.write(self.bulk_abort), methods=["POST"]),
+            Route("/api/jobs/{job_id}", self.read(self.job)),
+            Route("/api/jobs/{job_id}/abort", self.write(self.abort), methods=["POST"]),
+            # {org:path}: an org may hold a slash (sent as %2F, decoded by the server).
+            Route("/api/flex/{org:path}/move", self.write(self.flex_move), methods=["POST"]),
+            Route("/api/flex/{org:path}", self.read(self.flex)),
+            Route("/api/{rest:path}", self.unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        ]
+
+    async def page(self, request: Request) -> Response:
+        """The page shell (the same for every view: the script reads the URL)."""
+        if "token" in request.query_params:
+            return Refused(400, "a token is never accepted in the URL: sign in on the page").response()
+        root = html.escape(request.scope.get("root_path", "").rstrip("/"), quote=True)
+        shell = resources.files("fairqueue.dashboard").joinpath("page.html").read_text("utf-8")
+        return HTMLResponse(shell.replace("{{root}}", root))
+
+    async def unknown(self, request: Request) -> Response:
+        return Refused(404, f"no such API endpoint: {request.method} {shown(request.url.path)}").response()
+
+    def read(self, fn: Callable[[Request, Viewer], Any]) -> Handler:
+        """An endpoint that reads: the viewer is checked, then ``fn`` runs on a thread
+        (the stores block) and its result is the JSON answer."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                viewer = await self.viewer(request)
+                return JSONResponse(await run_in_threadpool(fn, request, viewer))
+            except Exception as error:
+                return _refusal(error)
+
+        return endpoint
+
+    def write(self, fn: Callable[[Request, Viewer, dict[str, Any]], Any]) -> Handler:
+        """An endpoint that changes state: same-origin JSON with the dashboard's
+        header, a viewer who may act, and a JSON object as the body."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                self.access.check_write(request)
+                viewer = await self.viewer(request)
+                if viewer.read_only:
+                    raise Refused(403, "this dashboard is read-only")
+                body = await _json_object(request)
+                return JSONResponse(await run_in_threadpool(fn, request, viewer, body))
+            except Exception as error:
+                return _refusal(error)
+
+        return endpoint
+
+    async def viewer(self, request: Request) -> Viewer:
+        """Who asks (see :meth:`Access.viewer`)."""
+        return await self.access.viewer(request)
+
+    # ----- signing in ----------------------------------------------------------------------
+
+    async def login(self, request: Request) -> Response:
+        """Checks ``{"token": …}`` and sets the HttpOnly, SameSite=Strict cookie."""
+        try:
+            self.access.check_write(request)
+            body = await _json_object(request)
+            _only_keys(body, {"token"})
+            token = body.get("token")
+            if not self.access.needs_token:
+                raise Refused(400, "this dashboard needs no token")
+            if not isinstance(token, str) or not token or not self.access.org_of_token(token)[0]:
+                raise Refused(401, "wrong token")
+            response = JSONResponse({"org": self.access.org_of_token(token)[1]})
+            response.set_cookie(COOKIE, token, path=_cookie_path(request), httponly=True, samesite="strict",
+                                secure=request.url.scheme == "https")  # fmt: skip
+            return response
+        except Exception as error:
+            return _refusal(error)
+
+    async def logout(self, request: Request) -> Response:
+        """Clears the login cookie."""
+        try:
+            self.access.check_write(request)
+            response = JSONResponse({"signed_out": True})
+            response.delete_cookie(COOKIE, path=_cookie_path(request), httponly=True, samesite="strict")
+            return response
+        except Exception as error:
+            return _refusal(error)
+
+    def me(self, request: Request, viewer: Viewer) -> dict[str, Any]:
+        """Who the viewer is: the org they are limited to and whether they may act."""
+        return {"org": viewer.org, "read_only": viewer.read_only, "needs_token": self.access.needs_token,
+                "signed_in": COOKIE in request.cookies}  # fmt: skip
+
+    # ----- orgs and history -------------------------------------------------------------------
+
+    def orgs(self, request: Request, viewer: Viewer) -> dict[str, Any]:
+        """One page of orgs: pending, running, finished and wait percentiles, searched
+        (``search``: a substring, any case), sorted (``sort``, ``order``) and paginated
+        (``offset``, ``limit``). Every org with a job in any status is a row."""
+        query = request.query_params
+        sort = _choice(query, "sort", ORG_SORTS, "pending")
+        order = _choice(query, "order", ("asc", "desc"), "asc" if sort == "org" else "desc")
+        offset = _int_param(query, "offset", 0, 0, MAX_ID)
+        limit = _int_param(query, "limit", 50, 1, LIMIT_MAX)
+        search = query.get("search", "").strip().casefold()
+        rows = [r for r in self._org_rows(viewer) if search in r["org"].casefold()]
+        rows.sort(key=lambda r: r["org"])
+        present = [r for r in rows if r[sort] is not None]
+        present.sort(key=lambda r: r[sort], reverse=order == "desc")
+        rows = present + [r for r in rows if r[sort] is None]  # orgs with no figure last, either way
+        return {"total": len(rows), "offset": offset, "limit": limit, "sort": sort, "order": order,
+                "orgs": rows[offset : offset + limit]}  # fmt: skip
+
+    def _org_rows(self, viewer: Viewer) -> list[dict[str, Any]]:
+        counts: dict[str, dict[str, Any]] = {}
+
+        def row(org: str) -> dict[str, Any]:
+            return counts.setdefault(org, {"org": org, "pending": 0, "running": 0, "finished": 0})
+
+        snapshot = self._fresh_snapshot()
+        for (org, _, status), n in self.app.storage.job_counts(live=True).items():
+            if viewer.org is None or org == viewer.org:
+                if status in (JobStatus.QUEUED, JobStatus.HOLDING):
+                    row(org)["pending"] += n
+                elif status in (JobStatus.PROCESSING, JobStatus.PREPARING):
+                    row(org)["running"] += n
+        for org, n in snapshot.finished.items():
+            if viewer.org is None or org == viewer.org:
+                row(org)["finished"] = n
+        for org, r in counts.items():
+            waits = sorted(snapshot.waits.get(org, []))
+            r.update({f"wait_p{q}": _percentile(waits, q) for q in (50, 95, 99)}, sampled=len(waits))
+        return list(counts.values())
+
+    def _fresh_snapshot(self) -> _Snapshot:
+        with self._snapshot_lock:
+            now = time.monotonic()
+            if self._snapshot is None or now - self._snapshot.at > SNAPSHOT_TTL:
+                finished: dict[str, int] = {}
+                for (org, _, status), n in self.app.storage.job_counts().items():
+                    if status.finished:
+                        finished[org] = finished.get(org, 0) + n
+                waits: dict[str, list[float]] = {}
+                for r in self.app.storage.job_list(limit=WAIT_SAMPLE):
+                    if r.started_at is not None:
+                        waits.setdefault(r.org, []).append(max(r.started_at - max(r.created_at, r.run_at or 0.0), 0.0))
+                self._snapshot = _Snapshot(now, finished, waits)
+            return self._snapshot
+
+    def history(self, request: Request, viewer: Viewer) -> dict[str, Any]:
+        """Pending jobs over the last ``seconds`` for the ``series`` orgs that peaked
+        highest, and the throttle, extended-delay and pause periods to shade."""
+        seconds = _number_param(request.query_params, "seconds", 3600.0, 60.0, HISTORY_MAX)
+        series = _int_param(request.query_params, "series", 10, 1, SERIES_MAX)
+        now = time.time()
+        pending: dict[str, list[list[float]]] = {}
+        periods: list[dict[str, Any]] = []
+        open_throttles: dict[str, dict[str, Any]] = {}
+        for e in self.app.storage.history_read(now - seconds, ["pending", "extended_delay", "throttle_start", "throttle_end"]):
+            if e.org is not None and viewer.org is not None and e.org != viewer.org:
+                continue
+            if e.kind == "pending" and e.org is not None:
+                pending.setdefault(e.org, []).append([e.at, e.value])
+            elif e.kind == "extended_delay":
+                periods.append({"kind": "extended_delay", "org": e.org, "start": e.at, "end": e.value})
+            elif e.kind == "throttle_start":
+                # Throttling is a worker's, not an org's: every viewer sees it (it explains their waits).
+                open_throttles[str(e.figures.get("worker"))] = {"kind": "throttle", "start": e.at, "end": None,
+                                                                "worker": str(e.figures.get("worker"))}  # fmt: skip
+            elif e.kind == "throttle_end":
+                period = open_throttles.pop(str(e.figures.get("worker")), None)
+                if period is not None:
+                    periods.append({**period, "end": e.at})
+        periods += list(open_throttles.values())
+        top = sorted(pending, key=lambda o: (-max(v for _, v in pending[o]), o))[:series]
+        return {"now": now, "since": now - seconds, "orgs": len(pending), "pending": {o: pending[o] for o in top},
+                "periods": periods}  # fmt: skip
+
+    # ----- jobs -----------------------------------------------------------------------------
+
+    def jobs(self, request: Request, viewer: Viewer) -> dict[str, Any]:
+        """One page of jobs, newest first, filtered by ``org``, ``kind``, ``status`` and
+        ``handler``; ``before`` (a job id: the previous page's ``next``) continues."""
+        query = request.query_params
+        org = query.get("org") or None
+        if org is not None:
+            _check_scope(viewer, org)
+        org = org or viewer.org
+        kind = query.get("kind") or None
+        status = query.get("status") or None
+        handler = query.get("handler") or None
+        before = _int_param(query, "before", None, 1, MAX_ID)
+        limit = _int_param(query, "limit", 50, 1, LIMIT_MAX)
+        found: list[JobRecord] = []
+        cursor, scanned, exhausted = before, 0, False
+        while len(found) <= limit and scanned < HANDLER_SCAN:
+            size = limit + 1 - len(found) if handler is None else min(LIMIT_MAX, HANDLER_SCAN - scanned)
+            page = self.app.jobs(org=org, kind=kind, status=status, limit=size, before_id=cursor)
+            scanned += len(page)
+            for r in page:
+                cursor = r.id
+                if handler is None or r.handler == handler:
+                    found.append(r)
+                    if len(found) > limit:
+                        break
+            if len(page) < size:
+                exhausted = True
+                break
+        if len(found) > limit:
+            found, next_before, partial = found[:limit], found[limit - 1].id, False
+        else:
+            # Out of jobs, or out of the handler scan's budget: then go on from the last one read.
+            next_before, partial = (None, False) if exhausted else (cursor, True)
+        return {"jobs": [_record(r) for r in found], "next": next_before, "partial": partial, "limit": limit}
+
+    def job(self, request: Request, viewer: Viewer) -> dict[str, Any]:
+        """A job's record, its explanation, its batch errors and its timeline."""
+        job_id = _path_id(request)
+        view = self.app.org(viewer.org) if viewer.org is not None else None
+        record = view.get(job_id) if view is not None else self.app.get(job_id)
+        if record is None:
+            raise LookupError(f"no job with id {job_id}")
+        explanation = (view.explain(job_id) if view is not None else self.app.explain(job_id)).to_json()
+        errors = [dataclasses.asdict(e) for e in self.app.batch_errors(job_id)]
+        return {"record": _record(record), "explanation": explanation, "batch_errors": errors,
+                "timeline": _timeline(record, errors)}  # fmt: skip
+
+    def abort(self, request: Request, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        """Aborts one job (of the viewer's org)."""
+        _only_keys(body, set())
+        job_id = _path_id(request)
+        return {"id": job_id, "status": self.app.control.abort(job_id, org=viewer.org).value}
+
+    def bulk_abort(self, request: Request, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        """Aborts ``{"ids": [...]}`` (1 to 500 jobs of the viewer's org); each answers
+        its status after the call, or why not."""
+        _only_keys(body, {"ids"})
+        ids = body.get("ids")
+        if not isinstance(ids, list) or not 1 <= len(ids) <= BULK_MAX:
+            raise InvalidArgument(f"invalid ids {shown(ids)}: expected a list of 1 to {BULK_MAX} job ids")
+        for job_id in ids:
+            check_id("job id", job_id)
+        results: list[dict[str, Any]] = []
+        for job_id in ids:
+            try:
+                results.append({"id": job_id, "status": self.app.control.abort(job_id, org=viewer.org).value})
+            except LookupError as e:
+                results.append({"id": job_id, "error": str(e).strip("'\"")})
+        return {"results": results}
+
+    # ----- the flex queue ---------------------------------------------------------------------
+
+    def flex(self, request: Request, viewer: Viewer) -> list[dict[str, Any]]:
+        """An org's holding batch jobs, the next to start first."""
+        org = str(request.path_params["org"])
+        _check_scope(viewer, org)
+        return [_record(r) for r in self.app.flex_queue(org)]
+
+    def flex_move(self, request: Request, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        """Moves ``{"job_id": …, "before" | "after": id}`` or ``{"job_id": …, "to": "front" | "end"}``."""
+        _only_keys(body, {"job_id", "before", "after", "to"})
+        org = str(request.path_params["org"])
+        _check_scope(viewer, org)
+        job_id = check_id("job_id", body.get("job_id"))
+        where = {k: body[k] for k in ("before", "after", "to") if body.get(k) is not None}
+        if len(where) != 1:
+            raise InvalidArgument("give exactly one of before, after or to")
+        return {"order": self.app.control.flex_move(job_id, org=org, **where)}
+
+
+def _refusal(error: Exception) -> Response:
+    """The API's answer to an error: its status and message as JSON."""
+    if isinstance(error, Refused):
+        return error.response()
+    if isinstance(error, HTTPException):
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+    if isinstance(error, FairQueueError):
+        return JSONResponse({"error": str(error)}, status_code=400)
+    if type(error) is LookupError:  # the app's "no such job"; a KeyError would be a bug
+        return JSONResponse({"error": str(error).strip("'\"")}, status_code=404)
+    raise error
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > BODY_MAX:
+            raise Refused(413, f"the body is over {BODY_MAX:,} bytes")
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError as e:
+        raise Refused(400, f"the body is not valid JSON ({e})") from None
+    if not isinstance(body, dict):
+        raise Refused(400, f"expected a JSON object as the body, not {_json_type(body)}")
+    return body
+
+
+def _json_type(value: object) -> str:
+    names = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _only_keys(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        expected = ", ".join(sorted(allowed)) or "no fields"
+        raise InvalidArgument(f"unexpected field {shown(unknown[0])} in the body: expected {expected}")
+
+
+def _int_param(query: Any, name: str, default: Any, least: int, most: int) -> Any:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidArgument(f"invalid {name} {shown(raw)}: expected an integer from {least:,} to {most:,}") from None
+    return check_int(name, value, least, most)
+
+
+def _number_param(query: Any, name: str, default: float, least: float, most: float) -> float:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not least <= value <= most:
+        raise InvalidArgument(f"invalid {name} {shown(raw)}: expected a number from {least:g} to {most:g}")
+    return value
+
+
+def _choice(query: Any, name: str, choices: tuple[str, ...], default: str) -> str:
+    value = query.get(name) or default
+    if value not in choices:
+        raise InvalidArgument(f"invalid {name} {shown(value)}: expected one of {', '.join(choices)}")
+    return str(value)
+
+
+def _path_id(request: Request) -> int:
+    raw = request.path_params["job_id"]
+    try:
+        return check_id("job id", int(raw))
+    except ValueError:
+        raise InvalidArgument(f"invalid job id {shown(raw)}: expected an integer from 1 to {MAX_ID:,}") from None
+
+
+def _check_scope(viewer: Viewer, org: str) -> None:
+    """Refuses an org that is not the viewer's own, when they have one."""
+    if viewer.org is not None and org != viewer.org:
+        raise Refused(403, f"this viewer sees only org {viewer.org!r}")
+
+
+def _cookie_path(request: Request) -> str:
+    return request.scope.get("root_path", "").rstrip("/") or "/"
+
+
+def _record(record: JobRecord) -> dict[str, Any]:
+    data = dict(vars(record))
+    data["status"] = record.status.value
+    return data
+
+
+def _timeline(record: JobRecord, errors: list[dict[str, Any]]) -> list[dict[str, Union[float, str]]]:
+    """What happened to the job, oldest first."""
+    events: list[dict[str, Union[float, str]]] = [{"at": record.created_at, "event": f"enqueued ({record.kind}, org {record.org})"}]
+    if record.run_at is not None and record.run_at > record.created_at:
+        events.append({"at": record.run_at, "event": "run-at time"})
+    if record.started_at is not None:
+        events.append({"at": record.started_at, "event": f"started (delivery {record.attempts})"})
+    for e in errors:
+        chunk = f" chunk {e['chunk']}" if e.get("chunk") is not None else ""
+        events.append({"at": e["at"], "event": f"{e['phase']}{chunk} raised {e['exception_type']}: {e['message']}"})
+    if record.finished_at is not None:
+        note = f": {record.extended_status}" if record.extended_status else ""
+        events.append({"at": record.finished_at, "event": f"{record.status.value}{note}"})
+    return sorted(events, key=lambda e: float(e["at"]))
+
+
+def _percentile(values: list[float], q: int) -> Optional[float]:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]

@@ -1,0 +1,314 @@
+// The fairqueue dashboard: one page over the JSON API. Everything the store holds
+// (org names, handlers, arguments, errors) is put in the page as text, never as HTML.
+"use strict";
+
+const ROOT = document.querySelector('meta[name="fairqueue-root"]').content;
+const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#ff7f0e"];
+const REFRESH_MS = 5000;
+let viewer = null;
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+// Every change is a same-origin JSON POST with the header the server requires.
+async function api(path, body) {
+  const options = {credentials: "same-origin", headers: {"Accept": "application/json"}};
+  if (body !== undefined) {
+    options.method = "POST";
+    options.headers["Content-Type"] = "application/json";
+    options.headers["X-Fairqueue-Request"] = "1";
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(ROOT + path, options);
+  let payload = null;
+  try { payload = await response.json(); } catch (e) { payload = null; }
+  if (!response.ok) throw new ApiError(response.status, (payload && payload.error) || response.statusText);
+  return payload;
+}
+
+const $ = id => document.getElementById(id);
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+function link(text, href) { const a = el("a", text); a.href = href; return a; }
+const secs = v => v === null || v === undefined ? "—" : v < 1 ? `${(v * 1000).toFixed(0)} ms` : v < 120 ? `${v.toFixed(1)} s` : `${(v / 60).toFixed(1)} min`;
+const when = t => t ? new Date(t * 1000).toLocaleString() : "—";
+const num = n => Number(n).toLocaleString();
+function say(text, cls) { const s = $("status"); s.textContent = text; s.className = cls || "muted"; }
+function failed(e) {
+  if (e instanceof ApiError && e.status === 401) { showLogin(); return; }
+  say(`error: ${e.message}`, "error");
+}
+function jobUrl(id) { return `${ROOT}/jobs/${encodeURIComponent(id)}`; }
+
+// ----- sign-in ------------------------------------------------------------------------
+
+function showLogin() {
+  for (const v of ["view-overview", "view-jobs", "view-job"]) $(v).hidden = true;
+  $("login").hidden = false;
+  say("this dashboard needs a token");
+}
+
+$("login-form").addEventListener("submit", async e => {
+  e.preventDefault();
+  try { await api("/api/login", {token: $("login-token").value}); location.reload(); }
+  catch (err) { $("login-error").textContent = err.message; }
+});
+$("sign-out").addEventListener("click", async () => { await api("/api/logout", {}); location.reload(); });
+
+// ----- overview: chart, orgs, flex queue ------------------------------------------------
+
+let plot = null, periods = [];
+const orgState = {sort: "pending", order: "desc", offset: 0, search: ""};
+
+function shade(u) {
+  const ctx = u.ctx, top = u.bbox.top, height = u.bbox.height;
+  for (const p of periods) {
+    const x0 = u.valToPos(p.start, "x", true), x1 = u.valToPos(p.end || Date.now() / 1000, "x", true);
+    ctx.fillStyle = p.kind === "throttle" ? "rgba(255,140,0,.25)" : "rgba(70,110,255,.18)";
+    ctx.fillRect(x0, top, Math.max(x1 - x0, 2), height);
+  }
+}
+
+async function drawChart() {
+  const history = await api("/api/history?seconds=3600&series=10");
+  periods = history.periods;
+  const orgs = Object.keys(history.pending);
+  const times = [...new Set(orgs.flatMap(o => history.pending[o].map(p => p[0])))].sort((a, b) => a - b);
+  const series = orgs.map(o => { const at = new Map(history.pending[o]); return times.map(t => at.has(t) ? at.get(t) : null); });
+  const chart = $("chart");
+  if (plot) { plot.destroy(); plot = null; }
+  $("chart-note").textContent = history.orgs > orgs.length ? `(the ${orgs.length} busiest of ${num(history.orgs)} orgs)` : "";
+  if (!times.length) { chart.textContent = "No history yet: workers record it every few seconds."; return; }
+  chart.textContent = "";
+  plot = new uPlot({
+    width: Math.min(window.innerWidth - 60, 1100), height: 300, spanGaps: true,
+    series: [{}, ...orgs.map((o, i) => ({label: o, stroke: COLORS[i % COLORS.length], width: 2}))],
+    axes: [{}, {label: "pending jobs"}], hooks: {drawClear: [shade]},
+  }, [times, ...series], chart);
+}
+
+async function drawOrgs() {
+  const limit = Number($("org-limit").value);
+  const q = new URLSearchParams({sort: orgState.sort, order: orgState.order, offset: orgState.offset, limit, search: orgState.search});
+  const page = await api(`/api/orgs?${q}`);
+  $("orgs").querySelector("tbody").replaceChildren(...page.orgs.map(o => {
+    const tr = el("tr"); tr.dataset.org = o.org;
+    const name = el("td"); name.append(link(o.org, `${ROOT}/jobs?${new URLSearchParams({org: o.org})}`));
+    const flex = el("button", "flex", "small"); flex.type = "button"; flex.title = "show this org's flex queue";
+    flex.addEventListener("click", () => { $("flex-org").value = o.org; drawFlex().catch(failed); });
+    name.append(" ", flex);
+    tr.append(name, el("td", num(o.pending), "n"), el("td", num(o.running), "n"), el("td", num(o.finished), "n"),
+      el("td", secs(o.wait_p50), "n"), el("td", secs(o.wait_p95), "n"), el("td", secs(o.wait_p99), "n"));
+    return tr;
+  }));
+  const last = Math.min(page.offset + page.orgs.length, page.total);
+  $("org-range").textContent = page.total ? `${num(page.offset + 1)}–${num(last)} of ${num(page.total)} orgs` : "no orgs";
+  $("org-prev").disabled = page.offset === 0;
+  $("org-next").disabled = last >= page.total;
+  for (const th of $("orgs").querySelectorAll("th[data-sort]")) {
+    th.classList.toggle("sorted", th.dataset.sort === orgState.sort);
+    th.classList.toggle("asc", th.dataset.sort === orgState.sort && orgState.order === "asc");
+  }
+}
+
+async function drawFlex() {
+  const org = $("flex-org").value.trim(), body = $("flex").querySelector("tbody");
+  $("flex-error").textContent = "";
+  if (!org) { body.replaceChildren(); return; }
+  const holding = await api(`/api/flex/${encodeURIComponent(org)}`);
+  body.replaceChildren(...holding.map((j, i) => {
+    const tr = el("tr"); tr.dataset.id = j.id;
+    const moves = el("td");
+    const move = (label, where) => {
+      const b = el("button", label, "small"); b.type = "button"; b.disabled = viewer.read_only;
+      b.addEventListener("click", async () => {
+        try { await api(`/api/flex/${encodeURIComponent(org)}/move`, {job_id: j.id, ...where}); await drawFlex(); }
+        catch (e) { $("flex-error").textContent = e.message; }
+      });
+      moves.append(b);
+    };
+    if (i > 0) { move("front", {to: "front"}); move("up", {before: holding[i - 1].id}); }
+    if (i < holding.length - 1) { move("down", {after: holding[i + 1].id}); move("end", {to: "end"}); }
+    const id = el("td", null, "n"); id.append(link(j.id, jobUrl(j.id)));
+    tr.append(el("td", i + 1, "n"), id, el("td", j.handler), moves);
+    return tr;
+  }));
+}
+
+function overview() {
+  $("view-overview").hidden = false;
+  if (viewer.org !== null) { $("flex-org").value = viewer.org; $("flex-org").readOnly = true; }
+  let searchTimer = null;
+  $("org-search").addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => { orgState.search = $("org-search").value.trim(); orgState.offset = 0; drawOrgs().catch(failed); }, 150);
+  });
+  $("org-limit").addEventListener("change", () => { orgState.offset = 0; drawOrgs().catch(failed); });
+  $("org-prev").addEventListener("click", () => { orgState.offset = Math.max(0, orgState.offset - Number($("org-limit").value)); drawOrgs().catch(failed); });
+  $("org-next").addEventListener("click", () => { orgState.offset += Number($("org-limit").value); drawOrgs().catch(failed); });
+  for (const th of $("orgs").querySelectorAll("th[data-sort]")) {
+    th.tabIndex = 0;
+    const sort = () => {
+      const key = th.dataset.sort;
+      orgState.order = orgState.sort === key ? (orgState.order === "asc" ? "desc" : "asc") : key === "org" ? "asc" : "desc";
+      orgState.sort = key; orgState.offset = 0; drawOrgs().catch(failed);
+    };
+    th.addEventListener("click", sort);
+    th.addEventListener("keydown", e => { if (e.key === "Enter") sort(); });
+  }
+  $("flex-org").addEventListener("input", () => drawFlex().catch(failed));
+  const refresh = async () => {
+    try {
+      const t0 = performance.now();
+      await drawOrgs();
+      say(`updated ${new Date().toLocaleTimeString()} (orgs in ${Math.round(performance.now() - t0)} ms)`);
+      await Promise.all([drawChart(), drawFlex()]);
+    } catch (e) { failed(e); }
+  };
+  refresh();
+  setInterval(refresh, REFRESH_MS);
+}
+
+// ----- jobs: filters, cursor pagination, bulk abort -------------------------------------
+
+const FILTERS = ["org", "kind", "status", "handler", "limit"];
+const selected = new Set();
+let cursors = [null], shown = [];
+
+function jobsQuery() {
+  const q = new URLSearchParams();
+  for (const f of FILTERS) { const v = $(`filter-${f}`).value.trim(); if (v) q.set(f, v); }
+  return q;
+}
+
+async function drawJobs() {
+  const q = jobsQuery();
+  history.replaceState(null, "", `${ROOT}/jobs${q.toString() ? "?" + q : ""}`);
+  const before = cursors[cursors.length - 1];
+  if (before !== null) q.set("before", before);
+  const page = await api(`/api/jobs?${q}`);
+  shown = page.jobs;
+  $("jobs").querySelector("tbody").replaceChildren(...page.jobs.map(j => {
+    const tr = el("tr"); tr.dataset.id = j.id;
+    const box = el("input"); box.type = "checkbox"; box.checked = selected.has(j.id); box.setAttribute("aria-label", `select job ${j.id}`);
+    box.disabled = viewer.read_only;
+    box.addEventListener("change", () => { box.checked ? selected.add(j.id) : selected.delete(j.id); bulkState(); });
+    const pick = el("td"); pick.append(box);
+    const id = el("td"); id.append(link(j.id, jobUrl(j.id)));
+    tr.append(pick, id, el("td", j.org), el("td", j.kind), el("td", j.handler), el("td", j.status, `status ${j.status}`),
+      el("td", when(j.created_at)), el("td", j.attempts, "n"));
+    return tr;
+  }));
+  $("jobs-prev").disabled = $("jobs-first").disabled = cursors.length === 1;
+  $("jobs-next").disabled = page.next === null;
+  $("jobs-next").dataset.next = page.next === null ? "" : page.next;
+  const partial = page.partial ? " (handler filter: more may follow, next › reads on)" : "";
+  $("jobs-range").textContent = `page ${cursors.length}: ${page.jobs.length} jobs${partial}`;
+  $("select-all").checked = shown.length > 0 && shown.every(j => selected.has(j.id));
+  bulkState();
+  say(`updated ${new Date().toLocaleTimeString()}`);
+}
+
+function bulkState() {
+  $("bulk-abort").disabled = viewer.read_only || selected.size === 0;
+  $("bulk-abort").textContent = selected.size ? `Abort selected (${selected.size})` : "Abort selected";
+}
+
+function jobs() {
+  $("view-jobs").hidden = false;
+  const params = new URLSearchParams(location.search);
+  for (const f of FILTERS) if (params.has(f)) $(`filter-${f}`).value = params.get(f);
+  if (viewer.org !== null) { $("filter-org").value = viewer.org; $("filter-org").readOnly = true; }
+  const restart = () => { cursors = [null]; selected.clear(); drawJobs().catch(failed); };
+  let timer = null;
+  for (const f of FILTERS) {
+    const input = $(`filter-${f}`);
+    input.addEventListener(input.tagName === "SELECT" ? "change" : "input", () => { clearTimeout(timer); timer = setTimeout(restart, 200); });
+  }
+  $("job-filters").addEventListener("submit", e => { e.preventDefault(); restart(); });
+  $("jobs-first").addEventListener("click", () => { cursors = [null]; drawJobs().catch(failed); });
+  $("jobs-prev").addEventListener("click", () => { if (cursors.length > 1) cursors.pop(); drawJobs().catch(failed); });
+  $("jobs-next").addEventListener("click", () => { cursors.push(Number($("jobs-next").dataset.next)); drawJobs().catch(failed); });
+  $("select-all").addEventListener("change", () => {
+    for (const j of shown) $("select-all").checked ? selected.add(j.id) : selected.delete(j.id);
+    drawJobs().catch(failed);
+  });
+  $("bulk-abort").addEventListener("click", async () => {
+    const ids = [...selected];
+    if (!ids.length) return;
+    try {
+      const {results} = await api("/api/jobs/abort", {ids});
+      const counts = {};
+      for (const r of results) { const k = r.status || "not found"; counts[k] = (counts[k] || 0) + 1; }
+      $("bulk-result").textContent = "abort: " + Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(", ");
+      selected.clear();
+      await drawJobs();
+    } catch (e) { $("bulk-result").textContent = e.message; }
+  });
+  drawJobs().catch(failed);
+}
+
+// ----- one job ---------------------------------------------------------------------------
+
+async function drawJob(id) {
+  const {record, explanation, batch_errors, timeline} = await api(`/api/jobs/${encodeURIComponent(id)}`);
+  document.title = `job ${record.id} · fairqueue`;
+  $("job-title").textContent = `job ${record.id}: ${record.handler}`;
+  $("job-summary").textContent = `${record.kind} job of org ${record.org}, ${record.status}`;
+  $("job-summary").className = `status ${record.status}`;
+  $("job-reasons").replaceChildren(...explanation.reasons.map(r => el("li", r.message)));
+  $("job-estimate").textContent = explanation.estimated_start ? `estimated start ${when(explanation.estimated_start)} (${explanation.estimate_basis})`
+    : explanation.estimate_basis ? `no estimate: ${explanation.estimate_basis}` : "";
+  $("job-timeline").replaceChildren(...timeline.map(t => { const li = el("li"); li.append(el("time", when(t.at)), " ", t.event); return li; }));
+  const fields = ["id", "org", "kind", "handler", "status", "attempts", "created_at", "run_at", "started_at", "finished_at",
+    "items_processed", "items_total", "error_count", "extended_status", "parent_id", "chain_depth", "duplicate_signature", "lease_owner"];
+  $("job-record").querySelector("tbody").replaceChildren(...fields.map(f => {
+    const tr = el("tr"); const v = record[f];
+    const shownValue = f.endsWith("_at") ? when(v) : v === null || v === undefined ? "—" : v;
+    if (f === "parent_id" && v) { const td = el("td"); td.append(link(v, jobUrl(v))); tr.append(el("th", f), td); }
+    else tr.append(el("th", f), el("td", shownValue));
+    return tr;
+  }));
+  let payload = record.payload;
+  try { payload = JSON.stringify(JSON.parse(record.payload), null, 2); } catch (e) { /* shown as stored */ }
+  $("job-payload").textContent = payload;
+  const errors = batch_errors.map(e => { const li = el("li"); li.append(el("strong", `${e.phase}${e.chunk !== null ? " chunk " + e.chunk : ""}: ${e.exception_type}`), " ", e.message, el("pre", e.traceback)); return li; });
+  if (record.status === "failed" && record.extended_status) errors.unshift(el("li", record.extended_status));
+  $("job-errors").replaceChildren(...(errors.length ? errors : [el("li", "none", "muted")]));
+  const live = ["holding", "queued", "processing"].includes(record.status);
+  $("job-abort").hidden = !live || viewer.read_only;
+  say(`updated ${new Date().toLocaleTimeString()}`);
+}
+
+function job(id) {
+  $("view-job").hidden = false;
+  $("job-abort").addEventListener("click", async () => {
+    try { const r = await api(`/api/jobs/${encodeURIComponent(id)}/abort`, {}); $("job-result").textContent = `abort: ${r.status}`; }
+    catch (e) { $("job-result").textContent = e.message; }
+    drawJob(id).catch(failed);
+  });
+  drawJob(id).catch(failed);
+  setInterval(() => drawJob(id).catch(failed), REFRESH_MS);
+}
+
+// ----- start -----------------------------------------------------------------------------
+
+async function start() {
+  try { viewer = await api("/api/me"); } catch (e) { failed(e); return; }
+  const parts = [];
+  if (viewer.org !== null) parts.push(`org ${viewer.org}`);
+  if (viewer.read_only) parts.push("read-only");
+  $("viewer").textContent = parts.join(" · ");
+  $("sign-out").hidden = !viewer.signed_in;
+  const path = location.pathname.slice(ROOT.length).replace(/\/+$/, "");
+  const match = path.match(/^\/jobs\/([^/]+)$/);
+  if (match) job(decodeURIComponent(match[1]));
+  else if (path === "/jobs") { $("nav-jobs").classList.add("current"); jobs(); }
+  else { $("nav-overview").classList.add("current"); overview(); }
+}
+start();
