@@ -253,3 +253,46 @@ class HistoryEntry:
     org: Optional[str]
     value: float
     figures: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker process as it registers itself (``fairqueue workers`` lists them)."""
+
+    name: str
+    """Unique among the live workers of a store; owns the leases of the jobs it runs."""
+    host: str
+    pid: int
+    mode: str
+    """``"thread"`` or ``"process"``: whether a job can take the worker down with it."""
+    slots: int
+    started_at: float
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A registered worker, as the store knows it."""
+
+    info: WorkerInfo
+    last_seen: float
+    """When it last said it was alive (wall clock)."""
+    alive: bool
+    """Whether the store's proof of life holds: the worker's lock (a file lock on
+    SQLite, a session advisory lock on PostgreSQL) is still held, so its process
+    (and, on PostgreSQL, its connection) is up. A worker that is not alive is
+    reaped by the next live worker's sweep."""
+    running: int
+    """Jobs it holds the lease of."""
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """What one sweep for dead workers did."""
+
+    workers: list[str]
+    """The dead workers removed from the registry."""
+    requeued: list[int]
+    """Their jobs, queued again (the redelivery recorded in the job's extended status)."""
+    quarantined: list[int]
+    """Their jobs failed instead: each was running in a thread-mode worker that died
+    twice while running it, so it is likely what kills its workers."""

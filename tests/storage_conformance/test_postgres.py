@@ -286,7 +286,7 @@ def test_a_version_2_schema_upgrades_in_place_and_keeps_its_jobs(pg: Any, pg_dsn
         for version in (1, 2):
             conn.execute(MIGRATIONS[version].replace("{s}", pg_schema))
         conn.execute(f"INSERT INTO {pg_schema}.fq_meta VALUES ('schema_version', '2')")
-    with pytest.raises(StorageError, match="is at version 2; this fairqueue needs version 3"):
+    with pytest.raises(StorageError, match=f"is at version 2; this fairqueue needs version {SCHEMA_VERSION}"):
         PostgresStorage(pg_dsn, schema=pg_schema, upgrade=False)
     with pg.connect(pg_dsn) as conn:
         conn.execute(
@@ -337,7 +337,8 @@ def test_the_tables_live_in_the_chosen_schema(pg: Any, pg_dsn: str, store: Any) 
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", (store.schema,)
         ).fetchall()
     assert rows == [
-        ("fq_batch_errors",), ("fq_flex",), ("fq_history",), ("fq_jobs",), ("fq_meta",), ("fq_triggers",), ("fq_usage",)
+        ("fq_batch_errors",), ("fq_flex",), ("fq_history",), ("fq_jobs",), ("fq_meta",), ("fq_triggers",), ("fq_usage",),
+        ("fq_workers",),
     ]  # fmt: skip
 
 

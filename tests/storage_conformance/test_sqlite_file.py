@@ -156,6 +156,8 @@ def test_a_version_2_file_loses_the_lease_index_and_keeps_its_jobs(tmp_path: Pat
         [job_id] = store.job_enqueue([NewJob(org="o", kind="future", handler="m:f", payload="{}")], 1.0)
     with closing(sqlite3.connect(path)) as db, db:  # as a version-2 fairqueue left it
         db.execute("CREATE INDEX fq_jobs_leases ON fq_jobs (lease_expires_at) WHERE status = 'processing'")
+        db.execute("DROP TABLE fq_workers")
+        db.execute("ALTER TABLE fq_jobs DROP COLUMN worker_deaths")
         db.execute("UPDATE fq_meta SET value = '2' WHERE key = 'schema_version'")
     with SQLiteStorage(path) as store:
         assert store.job_get(job_id) is not None

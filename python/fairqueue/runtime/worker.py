@@ -31,14 +31,16 @@ from fairqueue.conservation import ResourceMonitor
 from fairqueue.enqueue import FutureFunction
 from fairqueue.errors import HandlerNotFound, InvalidArgument, StorageError, StorageFull, StorageUnavailable, UnknownLease
 from fairqueue.handlers import resolve
-from fairqueue.records import Claimed, Finish, HistoryEntry, JobRecord, JobStatus, PendingJob
+from fairqueue.records import Claimed, Finish, HistoryEntry, JobRecord, JobStatus, PendingJob, WorkerInfo
 from fairqueue.runtime.core import build_dispatcher
 from fairqueue.runtime.duties import Duty
 from fairqueue.runtime.duties.alert_evaluation import AlertEvaluation
 from fairqueue.runtime.duties.cancel_requests import CancelRequests
+from fairqueue.runtime.duties.dead_workers import DeadWorkers
 from fairqueue.runtime.duties.heartbeats import Heartbeats
 from fairqueue.runtime.duties.history_sampling import HistorySampling
 from fairqueue.runtime.duties.lease_sweep import LeaseSweep
+from fairqueue.runtime.duties.presence import Presence
 from fairqueue.runtime.duties.schedule_firing import ScheduleFiring
 from fairqueue.runtime.health import HealthServer
 from fairqueue.runtime.metrics import WorkerMetrics
@@ -145,6 +147,9 @@ class Worker:
         self.runner = Runner(app)
         Worker._count += 1
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{Worker._count}"
+        self.info = WorkerInfo(self.name, socket.gethostname(), os.getpid(), mode, self.slots, time.time())
+        """What the store's worker registry says of this worker (``fairqueue workers``)."""
+        self._registered = False
         self.store = app.storage
         """The store this worker runs (the app's when the worker was made)."""
         self._poll_interval = poll_interval
@@ -179,7 +184,10 @@ class Worker:
             # Finished jobs whose outcome the store has not taken yet still hold their lease.
             return [*self._running.values(), *(task for task, _ in self._unsaved)]
 
+        self.dead_workers = DeadWorkers(self.store, every, self._on_queued)
         self.duties: list[Duty] = [
+            Presence(self.store, self.name, every, running),
+            self.dead_workers,
             Heartbeats(self.store, self.core, self.name, limits.lease, running),
             LeaseSweep(self.store, every),
             ScheduleFiring(self.store, app.settings, every, self._queued_news.set),
@@ -273,6 +281,7 @@ class Worker:
             self.crash = e
             log.exception("fairqueue worker %s: loop crashed, exiting with code %d", self.name, EXIT_CRASHED)
         finally:
+            self._leave()
             # Handler threads exit on the sentinel; a hung one (timed out) is abandoned.
             self.pool.close()
             self.runner.close()
@@ -288,7 +297,6 @@ class Worker:
 
     def _loop_body(self) -> None:
         wakeup = self.app.enqueuer.wakeup
-        self.store.job_requeue_expired(time.time())
         while True:
             self.last_turn = time.monotonic()
             wakeup.clear()
@@ -309,6 +317,8 @@ class Worker:
         """One pass of the loop; True once a requested stop has drained. A store that
         is full or unavailable raises out of it with nothing lost: outcomes it did not
         take wait in ``_unsaved``, grants it did not claim are offered again later."""
+        if not self._registered:
+            self._join(now)
         outcomes, self._unsaved = self._unsaved + self._take_outcomes(), []
         if not self._stopping.is_set():
             self._turn(outcomes, now)
@@ -336,6 +346,35 @@ class Worker:
         self._enforce_timeouts(now)
         self._run_duties(now)
         return False
+
+    def _join(self, now: float) -> None:
+        """Registers this worker (its proof of life taken) and frees what dead workers
+        and lapsed leases hold, before the first claim."""
+        self.store.worker_register(self.info, now)
+        self._registered = True
+        log.info(
+            "fairqueue worker %s: started (pid %d, mode %s, %d slots, store %s)",
+            self.name, self.info.pid, self.mode, self.slots, type(self.store).__name__, extra={"worker": self.name},
+        )  # fmt: skip
+        self.dead_workers.run(now)
+        self.store.job_requeue_expired(now)
+
+    def _leave(self) -> None:
+        """Leaves the registry. After a crash, first stops what still runs here (process
+        slots' children; thread jobs are asked to cancel): once this worker's proof of
+        life is released, its jobs are another worker's to run."""
+        if self.crash is not None:
+            self.pool.hold()
+            self.pool.interrupt()
+            for task in self._running.values():
+                task.cancel.set()
+        if not self._registered:
+            return
+        try:
+            self.store.worker_leave(self.name)
+        except StorageError as e:
+            log.warning("fairqueue worker %s: could not leave the registry (%s); a live worker reaps it",
+                        self.name, e)  # fmt: skip
 
     def _wait_out(self, trouble: StorageError) -> None:
         """The store is full or unavailable: log it, wait a capped, jittered back-off

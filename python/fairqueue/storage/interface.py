@@ -26,9 +26,12 @@ from fairqueue.records import (
     NewJob,
     NewTrigger,
     PendingJob,
+    Reaped,
     TriggerRecord,
     TriggerState,
     WaitingFacts,
+    WorkerInfo,
+    WorkerRecord,
 )
 
 __all__ = [
@@ -49,9 +52,12 @@ __all__ = [
     "flex_order",
     "FLEX_ACTIVE",
     "FLEX_HOLDING",
+    "DEATHS_TO_QUARANTINE",
+    "dead_worker_outcome",
+    "live_worker_named",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema this fairqueue writes; a store with a higher version is refused."""
 
 Caps = Mapping[tuple[str, str], int]
@@ -109,6 +115,37 @@ FLEX_ACTIVE = 5
 """Batch jobs one org may have queued or running; more wait in its flex queue."""
 FLEX_HOLDING = 100
 """Batch jobs one org's flex queue holds; one more is refused."""
+
+
+DEATHS_TO_QUARANTINE = 2
+"""A job that was running in a thread-mode worker each time that worker died, this many
+times, is failed ("killed its worker") instead of being delivered again: a job that
+calls ``os._exit`` or crashes the interpreter takes every job of its worker down with
+it, so it must not be handed to worker after worker."""
+
+
+def dead_worker_outcome(worker: str, mode: str, deaths: int) -> tuple[JobStatus, str, int]:
+    """What becomes of a job that was running in ``worker`` when it died: its status,
+    extended status and count of worker deaths it has been through so far (``deaths``
+    before this one). Process-mode deaths are not counted: a job there can only kill
+    its own child process, so its worker's death was not the job's doing."""
+    if mode == "thread":
+        deaths += 1
+    if deaths >= DEATHS_TO_QUARANTINE:
+        return JobStatus.FAILED, (
+            f"killed its worker: thread-mode workers died {deaths} times while running it (last: {worker}); "
+            "it is not delivered again. Run it in a worker with mode='process' (a crash then ends only its "
+            "child), fix it, and enqueue it anew"
+        ), deaths  # fmt: skip
+    return JobStatus.QUEUED, f"worker {worker} died while running it; re-delivered", deaths
+
+
+def live_worker_named(name: str, holder: WorkerInfo) -> InvalidArgument:
+    """The error for registering a worker under the name of one that is alive."""
+    return InvalidArgument(
+        f"a live worker named {name!r} is registered (pid {holder.pid} on {holder.host!r}): give each worker "
+        "its own name (the default, host:pid:n, is unique)"
+    )
 
 
 def flex_full(org: str) -> FlexQueueFull:
@@ -447,6 +484,44 @@ class Storage(abc.ABC):
 
         Workers call it every second or so; a store whose flex-queue promotion can be
         cut off by a crash also starts here any holding batch that has room."""
+
+    @abc.abstractmethod
+    def worker_register(self, worker: WorkerInfo, now: float) -> None:
+        """Adds ``worker`` to the registry and takes its proof of life: a lock that only
+        its process (on PostgreSQL, its database session) holds, which the operating
+        system (the server) releases the moment the process (the session) ends, so that
+        a death is known at once and a stopped-but-alive worker is never declared dead.
+        The store holds the lock until :meth:`worker_leave`.
+
+        A registered worker of the same name that is dead is reaped first.
+
+        Raises:
+            InvalidArgument: a live worker has this name.
+        """
+
+    @abc.abstractmethod
+    def worker_seen(self, name: str, now: float) -> bool:
+        """Records that registered worker ``name`` is alive now. Returns False if its
+        proof of life had been lost meanwhile (its lock connection dropped) and was
+        taken again: other workers may have reaped it meanwhile, so the jobs it runs
+        may have been re-delivered (their outcomes are refused, as for a lapsed lease)."""
+
+    @abc.abstractmethod
+    def worker_list(self) -> list[WorkerRecord]:
+        """The registered workers, by name."""
+
+    @abc.abstractmethod
+    def worker_reap(self, now: float) -> Reaped:
+        """Removes the registered workers whose proof of life is gone, and queues their
+        processing jobs again at once (with the redelivery in their extended status,
+        see :func:`dead_worker_outcome`), so that their slots under every cap are free
+        without waiting for their leases to lapse. Concurrent callers reap each worker once."""
+
+    @abc.abstractmethod
+    def worker_leave(self, name: str) -> None:
+        """Releases ``name``'s proof of life and removes it from the registry, unless it
+        still holds jobs: then a live worker's next sweep reaps it (and queues them again).
+        Releasing needs no database, so it happens even when the store cannot be reached."""
 
     @abc.abstractmethod
     def job_abort(self, job_id: int, now: float, org: Optional[str] = None) -> Optional[JobStatus]:

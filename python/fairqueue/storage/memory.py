@@ -21,9 +21,12 @@ from fairqueue.records import (
     NewJob,
     NewTrigger,
     PendingJob,
+    Reaped,
     TriggerRecord,
     TriggerState,
     WaitingFacts,
+    WorkerInfo,
+    WorkerRecord,
 )
 from fairqueue.storage.interface import (
     FLEX_ACTIVE,
@@ -34,8 +37,10 @@ from fairqueue.storage.interface import (
     admit_within_caps,
     check_daily_limits,
     check_finishes,
+    dead_worker_outcome,
     flex_admit,
     flex_order,
+    live_worker_named,
     refused_fires,
     schedule_name_taken,
     scheduled_job,
@@ -47,7 +52,11 @@ __all__ = ["MemoryStorage"]
 
 
 class MemoryStorage(Storage):
-    """A store held in dicts, safe to share between threads."""
+    """A store held in dicts, safe to share between threads.
+
+    Its workers live in its process, so a worker's proof of life is its registration
+    itself: it is dead only once it left while still holding jobs (its loop crashed).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -63,6 +72,8 @@ class MemoryStorage(Storage):
         self._batch_errors: list[BatchErrorEvent] = []
         self._flex: dict[str, list[int]] = {}  # org -> holding batch job ids, in flex-queue order
         self._history: list[HistoryEntry] = []
+        self._workers: dict[str, list[Any]] = {}  # name -> [info, last seen, alive]
+        self._deaths: dict[int, int] = {}  # job id -> worker deaths it was running at
 
     # ----- bookkeeping (lock held) ----------------------------------------------------
 
@@ -407,6 +418,63 @@ class MemoryStorage(Storage):
                     extended_status="lease expired; re-delivered",
                 )
         return expired
+
+    def worker_register(self, worker: WorkerInfo, now: float) -> None:
+        with self._lock:
+            known = self._workers.get(worker.name)
+            if known is not None and known[2]:
+                raise live_worker_named(worker.name, known[0])
+        self.worker_reap(now)
+        with self._lock:
+            self._workers[worker.name] = [worker, now, True]
+
+    def worker_seen(self, name: str, now: float) -> bool:
+        with self._lock:
+            if name in self._workers:
+                self._workers[name][1] = now
+        return True
+
+    def worker_list(self) -> list[WorkerRecord]:
+        with self._lock:
+            running: dict[Optional[str], int] = {}
+            for job_id in self._processing:
+                owner = self._jobs[job_id].lease_owner
+                running[owner] = running.get(owner, 0) + 1
+            return [
+                WorkerRecord(info, seen, alive, running.get(name, 0))
+                for name, (info, seen, alive) in sorted(self._workers.items())
+            ]
+
+    def worker_reap(self, now: float) -> Reaped:
+        reaped = Reaped([], [], [])
+        with self._lock:
+            for name, (info, _, alive) in list(self._workers.items()):
+                if alive:
+                    continue
+                del self._workers[name]
+                reaped.workers.append(name)
+                for job_id in sorted(j for j in self._processing if self._jobs[j].lease_owner == name):
+                    status, note, self._deaths[job_id] = dead_worker_outcome(name, info.mode, self._deaths.get(job_id, 0))
+                    r = self._jobs[job_id]
+                    common = {"status": status, "lease_owner": None, "lease_expires_at": None, "extended_status": note}
+                    if status is JobStatus.QUEUED:
+                        self._set(job_id, **common)
+                        reaped.requeued.append(job_id)
+                    else:
+                        self._set(job_id, finished_at=now, error_count=r.error_count + 1, **common)
+                        reaped.quarantined.append(job_id)
+                        if r.kind == "batch":
+                            self._promote(r.org)
+        return reaped
+
+    def worker_leave(self, name: str) -> None:
+        with self._lock:
+            if name not in self._workers:
+                return
+            if any(self._jobs[j].lease_owner == name for j in self._processing):
+                self._workers[name][2] = False
+            else:
+                del self._workers[name]
 
     def job_abort(self, job_id: int, now: float, org: Optional[str] = None) -> Optional[JobStatus]:
         with self._lock:

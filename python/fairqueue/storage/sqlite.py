@@ -14,7 +14,7 @@ import operator
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -39,9 +39,12 @@ from fairqueue.records import (
     NewJob,
     NewTrigger,
     PendingJob,
+    Reaped,
     TriggerRecord,
     TriggerState,
     WaitingFacts,
+    WorkerInfo,
+    WorkerRecord,
 )
 from fairqueue.storage.interface import (
     FEW_STATUSES,
@@ -55,15 +58,18 @@ from fairqueue.storage.interface import (
     admit_within_caps,
     check_daily_limits,
     check_finishes,
+    dead_worker_outcome,
     flex_admit,
     flex_order,
     job_filter,
+    live_worker_named,
     refused_fires,
     schedule_name_taken,
     scheduled_job,
     too_many_schedules,
     usage_hour,
 )
+from fairqueue.storage.lock_files import HeldLock, probe
 
 __all__ = ["SQLiteStorage"]
 
@@ -210,6 +216,21 @@ CREATE INDEX IF NOT EXISTS fq_history_at ON fq_history (at)
 # a separate index of their lease times cost an insert and a delete on every job. (It
 # left the version-1 script above too, which every open re-runs.)
 _MIGRATIONS[3] = "DROP INDEX IF EXISTS fq_jobs_leases"
+# Version 4: the worker registry (each worker's proof of life is a lock file beside the
+# store, see lock_files), and the count of worker deaths each job was running at.
+_MIGRATIONS[4] = """
+CREATE TABLE IF NOT EXISTS fq_workers (
+    name       TEXT    PRIMARY KEY,
+    host       TEXT    NOT NULL,
+    pid        INTEGER NOT NULL,
+    mode       TEXT    NOT NULL,
+    slots      INTEGER NOT NULL,
+    started_at REAL    NOT NULL,
+    last_seen  REAL    NOT NULL,
+    lock_token TEXT    NOT NULL
+);
+ALTER TABLE fq_jobs ADD COLUMN worker_deaths INTEGER NOT NULL DEFAULT 0
+"""
 assert max(_MIGRATIONS) == SCHEMA_VERSION, "every schema version needs its migration"
 
 _COLUMNS = (
@@ -345,6 +366,8 @@ class SQLiteStorage(Storage):
         if not self.path.parent.is_dir():
             raise StorageError(f"cannot create store {str(self.path)!r}: directory {str(self.path.parent)!r} does not exist")
         self._lock = threading.Lock()
+        self._workers_folder = self.path.with_name(self.path.name + "-workers")
+        self._registered: dict[str, tuple[WorkerInfo, HeldLock]] = {}
         try:
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0)
         except sqlite3.Error as e:
@@ -852,6 +875,124 @@ class SQLiteStorage(Storage):
                 )
         return expired
 
+    # ----- the worker registry ------------------------------------------------------------
+    # A worker's proof of life is a lock file in the folder beside the store
+    # (<store>-workers/<token>.lock, see lock_files): SQLite's workers share one host.
+
+    def worker_register(self, worker: WorkerInfo, now: float) -> None:
+        held = HeldLock(self._workers_folder)
+        try:
+            with self._transaction(durable=True) as db:
+                row = db.execute("SELECT pid, host, lock_token FROM fq_workers WHERE name = ?", (worker.name,)).fetchone()
+                if row is not None:
+                    with probe(self._workers_folder, row["lock_token"]) as dead:
+                        if not dead:
+                            raise live_worker_named(worker.name, WorkerInfo(worker.name, row["host"], row["pid"], "", 0, 0))
+                        self._reap_one(db, worker.name, row["lock_token"], now, Reaped([], [], []))
+                db.execute(
+                    "INSERT INTO fq_workers (name, host, pid, mode, slots, started_at, last_seen, lock_token) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (worker.name, worker.host, worker.pid, worker.mode, worker.slots, worker.started_at, now, held.token),
+                )
+        except BaseException:
+            held.release()
+            raise
+        self._registered[worker.name] = (worker, held)
+
+    def worker_seen(self, name: str, now: float) -> bool:
+        info, held = self._registered[name]
+        intact = held.intact
+        if not intact:
+            # Someone deleted our lock file: nobody can see us alive. Take a new one.
+            held.release()
+            held = HeldLock(self._workers_folder)
+            self._registered[name] = (info, held)
+        with self._transaction() as db:
+            seen = db.execute(
+                "UPDATE fq_workers SET last_seen = ?, lock_token = ? WHERE name = ?", (now, held.token, name)
+            ).rowcount
+            if not seen:  # reaped meanwhile: register again
+                db.execute(
+                    "INSERT INTO fq_workers (name, host, pid, mode, slots, started_at, last_seen, lock_token) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, info.host, info.pid, info.mode, info.slots, info.started_at, now, held.token),
+                )
+        return intact and bool(seen)
+
+    def worker_list(self) -> list[WorkerRecord]:
+        rows = self._read("SELECT name, host, pid, mode, slots, started_at, last_seen, lock_token FROM fq_workers ORDER BY name")
+        running: dict[str, int] = {r[0]: r[1] for r in self._read(
+            "SELECT lease_owner, COUNT(*) FROM fq_jobs INDEXED BY fq_jobs_processing WHERE status = 'processing' "
+            "GROUP BY lease_owner"
+        )}  # fmt: skip
+        records = []
+        for r in rows:
+            alive = r["name"] in self._registered
+            if not alive:
+                with probe(self._workers_folder, r["lock_token"]) as dead:
+                    alive = not dead
+            info = WorkerInfo(r["name"], r["host"], r["pid"], r["mode"], r["slots"], r["started_at"])
+            records.append(WorkerRecord(info, r["last_seen"], alive, running.get(r["name"], 0)))
+        return records
+
+    def worker_reap(self, now: float) -> Reaped:
+        reaped = Reaped([], [], [])
+        rows = self._read("SELECT name, lock_token FROM fq_workers")
+        with ExitStack() as held:
+            # Each dead worker's lock is held here until its reaping has committed.
+            dead = [(r["name"], r["lock_token"]) for r in rows
+                    if r["name"] not in self._registered and held.enter_context(probe(self._workers_folder, r["lock_token"]))]  # fmt: skip
+            if dead:
+                with self._transaction() as db:
+                    for name, token in dead:
+                        self._reap_one(db, name, token, now, reaped)
+        return reaped
+
+    def _reap_one(self, db: sqlite3.Connection, name: str, token: str, now: float, reaped: Reaped) -> None:
+        """Removes dead worker ``name`` (registered with ``token``) and queues its jobs again."""
+        row = db.execute("DELETE FROM fq_workers WHERE name = ? AND lock_token = ? RETURNING mode", (name, token)).fetchone()
+        if row is None:
+            return  # another process reaped it first
+        reaped.workers.append(name)
+        jobs = db.execute(
+            "SELECT id, org, kind, worker_deaths FROM fq_jobs INDEXED BY fq_jobs_processing "
+            "WHERE status = 'processing' AND lease_owner = ? ORDER BY id",
+            (name,),
+        ).fetchall()
+        first = self._take_ready_seqs(db, len(jobs)) if jobs else 0
+        for i, job in enumerate(jobs):
+            status, note, deaths = dead_worker_outcome(name, row["mode"], job["worker_deaths"])
+            if status is JobStatus.QUEUED:
+                db.execute(
+                    "UPDATE fq_jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, "
+                    "extended_status = ?, worker_deaths = ?, ready_seq = ? WHERE id = ?",
+                    (note, deaths, first + i, job["id"]),
+                )
+                reaped.requeued.append(job["id"])
+            else:
+                db.execute(
+                    "UPDATE fq_jobs SET status = 'failed', lease_owner = NULL, lease_expires_at = NULL, finished_at = ?, "
+                    "extended_status = ?, worker_deaths = ?, error_count = error_count + 1 WHERE id = ?",
+                    (now, note, deaths, job["id"]),
+                )
+                reaped.quarantined.append(job["id"])
+                if job["kind"] == "batch":
+                    self._promote(db, job["org"])
+
+    def worker_leave(self, name: str) -> None:
+        registered = self._registered.pop(name, None)
+        if registered is None:
+            return
+        try:
+            with self._transaction() as db:
+                db.execute(
+                    "DELETE FROM fq_workers WHERE name = ? AND NOT EXISTS (SELECT 1 FROM fq_jobs INDEXED BY "
+                    "fq_jobs_processing WHERE status = 'processing' AND lease_owner = ?)",
+                    (name, name),
+                )
+        finally:
+            registered[1].release()
+
     def job_abort(self, job_id: int, now: float, org: Optional[str] = None) -> Optional[JobStatus]:
         with self._transaction(durable=True) as db:
             row = db.execute("SELECT org, kind, status FROM fq_jobs WHERE id = ?", (job_id,)).fetchone()
@@ -946,5 +1087,9 @@ class SQLiteStorage(Storage):
         return fired
 
     def close(self) -> None:
+        # Workers that never left are dead now: the next live worker reaps them.
+        for _, held in self._registered.values():
+            held.release()
+        self._registered.clear()
         with self._lock:
             self._db.close()

@@ -75,13 +75,16 @@ from fairqueue.records import (
     NewJob,
     NewTrigger,
     PendingJob,
+    Reaped,
     TriggerRecord,
     TriggerState,
     WaitingFacts,
+    WorkerInfo,
+    WorkerRecord,
 )
 from fairqueue.storage.interface import Caps, DailyUsage, NextFire, Storage
 
-from . import claims, flex, history, triggers, usage
+from . import claims, flex, history, triggers, usage, workers
 
 # Aliased: the interface's own parameters are named jobs and schema.
 from . import jobs as _jobs
@@ -97,7 +100,7 @@ class PostgresStorage(Storage):
 
     Each method hands its work to the module of its group (:mod:`.jobs`,
     :mod:`.claims`, :mod:`.triggers`, :mod:`.flex`, :mod:`.usage`,
-    :mod:`.history`; the schema in :mod:`.schema`), whose statements are in the
+    :mod:`.history`, :mod:`.workers`; the schema in :mod:`.schema`), whose statements are in the
     ``.sql`` file of the same name.
 
     Args:
@@ -131,6 +134,7 @@ class PostgresStorage(Storage):
         """The schema holding fairqueue's tables."""
         self.channel = self.db.channel
         """The NOTIFY channel: a notification (payload ``"queued"``) follows every commit that queues a job."""
+        self._registered: dict[str, tuple[WorkerInfo, workers.WorkerLock]] = {}
         try:
             self.db.open()
             if upgrade:
@@ -285,6 +289,34 @@ class PostgresStorage(Storage):
         """See :meth:`Storage.job_requeue_expired`. Concurrent callers requeue each job once."""
         return claims.requeue_expired(self.db, now)
 
+    # ----- the worker registry --------------------------------------------------------
+
+    def worker_register(self, worker: WorkerInfo, now: float) -> None:
+        """See :meth:`Storage.worker_register`: the proof of life is a session advisory
+        lock on a connection of the worker's own (:mod:`.workers`)."""
+        self._registered[worker.name] = (worker, workers.register(self.db, worker, now))
+
+    def worker_seen(self, name: str, now: float) -> bool:
+        """See :meth:`Storage.worker_seen`; ``last_seen`` is the server's clock (hosts' clocks may differ)."""
+        info, lock = self._registered[name]
+        lock, held = workers.seen(self.db, info, lock)
+        self._registered[name] = (info, lock)
+        return held
+
+    def worker_list(self) -> list[WorkerRecord]:
+        """See :meth:`Storage.worker_list`."""
+        return workers.listed(self.db)
+
+    def worker_reap(self, now: float) -> Reaped:
+        """See :meth:`Storage.worker_reap`."""
+        return workers.reap(self.db, list(self._registered), now)
+
+    def worker_leave(self, name: str) -> None:
+        """See :meth:`Storage.worker_leave`."""
+        registered = self._registered.pop(name, None)
+        if registered is not None:
+            workers.leave(self.db, name, registered[1])
+
     # ----- schedules ----------------------------------------------------------------
 
     def trigger_create(self, trigger: NewTrigger, now: float, max_per_org: int) -> int:
@@ -338,5 +370,9 @@ class PostgresStorage(Storage):
         return history.read(self.db, since, kinds)
 
     def close(self) -> None:
-        """Closes every pooled connection."""
+        """Closes every pooled connection (and the lock of any worker that did not leave:
+        the next live worker reaps it)."""
+        for _, lock in self._registered.values():
+            lock.release()
+        self._registered.clear()
         self.db.close()

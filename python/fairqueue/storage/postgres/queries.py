@@ -23,7 +23,10 @@ from importlib import resources
 
 __all__ = ["FILES", "QUERIES", "bind", "parse", "read_sql"]
 
-FILES = ("connection.sql", "schema.sql", "jobs.sql", "usage.sql", "flex.sql", "claims.sql", "triggers.sql", "history.sql")
+FILES = (
+    "connection.sql", "schema.sql", "jobs.sql", "usage.sql", "flex.sql", "claims.sql", "triggers.sql", "history.sql",
+    "workers.sql",
+)
 """The named-statement files, one per group of operations."""
 
 _NAME = re.compile(r"--\s*name:\s*(\w+)\s*$")
