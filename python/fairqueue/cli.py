@@ -29,7 +29,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fairqueue import _core
-from fairqueue.conservation import ResourceMonitor
+from fairqueue.conservation import CGROUP_ROOT, ResourceMonitor, SystemSampler, Thresholds
 from fairqueue.errors import FairQueueError
 from fairqueue.kinds import KINDS, POLICIES
 from fairqueue.plot import pending_svg
@@ -285,9 +285,45 @@ def _load_app(path: str) -> Any:
 )
 @click.option(
     "--conservation/--no-conservation",
-    default=True,
+    default=None,
+    help="Slow dispatch while CPU or memory runs short. Default: only against this worker's own cgroup limits "
+    "(a container's CPU quota and memory limit; off where none is set). --conservation: also the host's figures "
+    "where no limit is set. --no-conservation: off.",
+)
+@click.option(
+    "--cpu-high",
+    type=click.FloatRange(0, 1),
+    default=None,
+    metavar="FRACTION",
+    help="Throttle above this busy fraction of the CPU limit (default 0.9; implies --conservation).",
+)
+@click.option(
+    "--cpu-low",
+    type=click.FloatRange(0, 1),
+    default=None,
+    metavar="FRACTION",
+    help="...until under this one (default: 0.15 below --cpu-high).",
+)
+@click.option(
+    "--memory-high",
+    type=click.FloatRange(0, 1),
+    default=None,
+    metavar="FRACTION",
+    help="Throttle above this used fraction of the memory limit (default 0.9; implies --conservation).",
+)
+@click.option(
+    "--memory-low",
+    type=click.FloatRange(0, 1),
+    default=None,
+    metavar="FRACTION",
+    help="...until under this one (default: 0.1 below --memory-high).",
+)
+@click.option(
+    "--cgroup-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=CGROUP_ROOT,
     show_default=True,
-    help="Slow dispatch while the host's CPU or memory is over its threshold (unless the app sets its own monitor).",
+    help="Where the cgroup filesystem is mounted.",
 )
 @click.option(
     "--metrics-port",
@@ -315,7 +351,12 @@ def worker(
     slots: Optional[int],
     mode: str,
     grace: float,
-    conservation: bool,
+    conservation: Optional[bool],
+    cpu_high: Optional[float],
+    cpu_low: Optional[float],
+    memory_high: Optional[float],
+    memory_low: Optional[float],
+    cgroup_root: Path,
     metrics_port: Optional[int],
     metrics_host: str,
     health_port: Optional[int],
@@ -328,8 +369,8 @@ def worker(
     (its error is logged), 2 for bad arguments.
     """
     app = _load_app(app_path)
-    if conservation and app.conservation is None:
-        app.conservation = ResourceMonitor()
+    thresholds = {"cpu_high": cpu_high, "cpu_low": cpu_low, "memory_high": memory_high, "memory_low": memory_low}
+    _worker_conservation(app, conservation, thresholds, cgroup_root)
     try:
         job_worker = app.worker(
             slots=slots, mode=mode, app_path=app_path, metrics_port=metrics_port, metrics_host=metrics_host,
@@ -339,6 +380,48 @@ def worker(
     except FairQueueError as error:
         raise click.UsageError(str(error)) from error
     sys.exit(code)
+
+
+def _worker_conservation(app: Any, conservation: Optional[bool], given: dict[str, Optional[float]], root: Path) -> None:
+    """Sets the worker's resource monitor from its options (see README, "Resource conservation").
+
+    Unless told otherwise, a worker throttles only against limits of its own: a
+    container's CPU quota and memory limit are this worker's to stay within, while
+    the host's load on a shared machine is other pods' and other users'. Where no
+    limit is set, nothing is watched and no monitor runs. ``--conservation`` or a
+    threshold also reads the host's figures where no limit is set.
+    """
+    options = {name: value for name, value in given.items() if value is not None}
+    if app.conservation is not None:
+        if conservation is not None or options:
+            flag = f"--{next(iter(options)).replace('_', '-')}" if options else "--[no-]conservation"
+            raise click.UsageError(f"{flag}: the app sets its own conservation monitor (FairQueue(conservation=...)); "
+                                   "configure it there")  # fmt: skip
+        return
+    if conservation is False:
+        if options:
+            raise click.UsageError(f"--{next(iter(options)).replace('_', '-')} needs conservation on: drop --no-conservation")
+        return
+    defaults = Thresholds()
+    bands: dict[str, tuple[float, float]] = {}
+    for resource in ("cpu", "memory"):
+        high, low = options.get(f"{resource}_high"), options.get(f"{resource}_low")
+        if high is None:
+            high = defaults.high(resource)
+        if low is None:
+            # The default band below the high (0.15 for CPU, 0.10 for memory).
+            low = max(0.0, high - (defaults.high(resource) - defaults.low(resource)))
+        bands[resource] = (high, low)
+    try:
+        thresholds = Thresholds(cpu_high=bands["cpu"][0], cpu_low=bands["cpu"][1],
+                                memory_high=bands["memory"][0], memory_low=bands["memory"][1])  # fmt: skip
+    except FairQueueError as error:
+        raise click.UsageError(str(error)) from error
+    own_only = conservation is None and not options
+    sampler = SystemSampler(root, host_fallback=not own_only)
+    if own_only and not any(sampler.limits().values()):
+        return  # no limit of its own: nothing to watch
+    app.conservation = ResourceMonitor(thresholds, sampler=sampler)
 
 
 @main.command()

@@ -1,6 +1,11 @@
-"""Resource conservation (SPEC §2.3): async work yields when the host or this process is busy.
+"""Resource conservation (SPEC §2.3): async work yields when this worker's CPU or memory runs short.
 
-A :class:`ResourceMonitor` samples host and process CPU and memory. When any watched
+A :class:`ResourceMonitor` samples CPU and memory against the limits that bind this
+process: its cgroup's CPU quota and memory limit when it runs in a container (or
+a systemd slice) that sets them, the host's otherwise (:class:`SystemSampler`).
+Other pods' load on a shared host is not this worker's to react to, so host-wide
+figures are watched only where no limit of its own is set, or when asked for
+(``host_cpu`` / ``host_memory`` thresholds). When any watched
 figure rises above its high threshold, throttling starts and the monitor's
 :attr:`~ResourceMonitor.capacity` falls below 1; the worker passes it to the
 dispatcher (``Dispatcher.set_capacity``), which then fills only
@@ -20,11 +25,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 from fairqueue.errors import InvalidArgument
@@ -33,25 +40,31 @@ from fairqueue.validate import shown
 __all__ = [
     "RESOURCES",
     "INTERACTIVE",
+    "CGROUP_ROOT",
     "Thresholds",
     "Sample",
     "ThrottlePeriod",
     "ResourceMonitor",
+    "SystemSampler",
     "psutil_sampler",
 ]
 
 log = logging.getLogger("fairqueue.conservation")
 
-RESOURCES = ("host_cpu", "host_memory", "process_cpu", "process_rss")
-"""The figures a monitor can watch, in the order ties are broken when naming a cause."""
+RESOURCES = ("cpu", "memory", "host_cpu", "host_memory", "process_cpu", "process_rss")
+"""The figures a monitor can watch, in the order ties are broken when naming a cause:
+``cpu`` and ``memory`` against this process's own limits (its cgroup's, else the
+host's), ``host_*`` of the whole host, ``process_*`` of this process alone."""
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+"""Where the cgroup filesystem is mounted on Linux."""
 
 INTERACTIVE = "interactive"
 """The resource name of throttle periods caused by :meth:`ResourceMonitor.report_load`."""
 
-# Host figures are fractions, so capacity reaches its minimum when they reach 100 %.
-# Process figures have no ceiling; capacity reaches its minimum one band (high - low)
-# above the high threshold.
-_FRACTIONS = ("host_cpu", "host_memory")
+# Fractions reach their minimum capacity at 100 %. Process figures have no ceiling;
+# capacity reaches its minimum one band (high - low) above the high threshold.
+_FRACTIONS = ("cpu", "memory", "host_cpu", "host_memory")
 
 
 def _is_number(value: object) -> bool:
@@ -70,12 +83,23 @@ class Thresholds:
     Every resource has a high threshold (throttling starts when the figure goes
     above it) and a low one (throttling ends when every watched figure is below
     its low threshold). Set both of a pair to ``None`` to leave that figure
-    unwatched. Host figures are fractions from 0 to 1; process CPU is in cores
-    (1.0 = one core busy all the time) and process memory is resident set size in
-    bytes, both of this process only.
+    unwatched. ``cpu``, ``memory`` and host figures are fractions from 0 to 1;
+    process CPU is in cores (1.0 = one core busy all the time) and process memory
+    is resident set size in bytes, both of this process only.
+
+    By default ``cpu`` and ``memory`` are watched: this process's usage against
+    its own limits (see :class:`SystemSampler`). Host-wide figures are off by
+    default, since on a shared host or in a container they measure other
+    processes' load.
 
     Args:
-        host_cpu_high: host CPU busy fraction that starts throttling.
+        cpu_high: busy fraction of this process's CPU limit (its cgroup's quota,
+            else the host's cores) that starts throttling.
+        cpu_low: that fraction under which throttling may end.
+        memory_high: used fraction of this process's memory limit (its cgroup's,
+            less reclaimable page cache, else the host's) that starts throttling.
+        memory_low: that fraction under which throttling may end.
+        host_cpu_high: host CPU busy fraction that starts throttling (off by default).
         host_cpu_low: host CPU busy fraction under which throttling may end.
         host_memory_high: host memory used fraction that starts throttling.
         host_memory_low: host memory used fraction under which throttling may end.
@@ -88,7 +112,7 @@ class Thresholds:
         reduction: ``"proportional"`` (default): while throttled, each figure at
             or above its low threshold allows a capacity proportional to how far
             it is over its high threshold: on the line from 1 at the low threshold
-            to ``min_capacity`` at saturation (100 % for host figures, one band
+            to ``min_capacity`` at saturation (100 % for fractions, one band
             ``high - low`` above high for process figures), read at the figure's
             value or at its high threshold, whichever is greater (so a figure
             falling back between its thresholds holds the capacity it allowed at
@@ -101,16 +125,21 @@ class Thresholds:
             of a pair set, or a bad ``min_capacity`` or ``reduction``.
     """
 
-    host_cpu_high: Optional[float] = 0.90
-    host_cpu_low: Optional[float] = 0.75
-    host_memory_high: Optional[float] = 0.90
-    host_memory_low: Optional[float] = 0.80
+    host_cpu_high: Optional[float] = None
+    host_cpu_low: Optional[float] = None
+    host_memory_high: Optional[float] = None
+    host_memory_low: Optional[float] = None
     process_cpu_high: Optional[float] = None
     process_cpu_low: Optional[float] = None
     process_rss_high: Optional[int] = None
     process_rss_low: Optional[int] = None
     min_capacity: float = 0.25
     reduction: str = "proportional"
+    # Last, so that positional arguments keep the meaning they had before these existed.
+    cpu_high: Optional[float] = 0.90
+    cpu_low: Optional[float] = 0.75
+    memory_high: Optional[float] = 0.90
+    memory_low: Optional[float] = 0.80
 
     def __post_init__(self) -> None:
         for resource in RESOURCES:
@@ -179,12 +208,19 @@ class Sample:
         host_memory: fraction of the host's memory in use (not available), 0 to 1.
         process_cpu: cores this process used (1.0 = one core all the time).
         process_rss: this process's resident set size, bytes.
+        cpu: busy fraction of this process's CPU limit, 0 to 1 (or more, briefly,
+            when a quota is overrun); None when not measured (no limit of its own
+            and no fallback to the host's), which the monitor does not judge.
+        memory: used fraction of this process's memory limit, 0 to 1; None when
+            not measured.
     """
 
     host_cpu: float = 0.0
     host_memory: float = 0.0
     process_cpu: float = 0.0
     process_rss: int = 0
+    cpu: Optional[float] = None
+    memory: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -217,7 +253,8 @@ Callback = Callable[[ThrottlePeriod], object]
 
 
 def psutil_sampler() -> Callable[[], Sample]:
-    """A sampler reading this host and process with psutil.
+    """A sampler reading this host and process with psutil (``host_*`` and
+    ``process_*``; ``cpu`` and ``memory`` are left None: see :class:`SystemSampler`).
 
     CPU figures are measured since the sampler's previous call (the first call
     measures since the sampler was made), so the sampler never blocks.
@@ -243,6 +280,268 @@ def psutil_sampler() -> Callable[[], Sample]:
     return sample
 
 
+# A v1 memory limit at or above this means "no limit" (the kernel writes
+# PAGE_COUNTER_MAX pages, 9223372036854771712 bytes with 4 KiB pages).
+_V1_UNLIMITED = 1 << 62
+
+
+def _read(path: Path) -> Optional[str]:
+    """A cgroup file's text, or None if it is missing or unreadable (a controller not
+    enabled there, a cgroup removed meanwhile)."""
+    try:
+        return path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _read_int(path: Path) -> Optional[int]:
+    text = _read(path)
+    try:
+        return None if text is None else int(text)
+    except ValueError:
+        return None
+
+
+def _stat(path: Path, key: str) -> Optional[int]:
+    """One ``key value`` line of a flat-keyed file (``cpu.stat``, ``memory.stat``)."""
+    text = _read(path)
+    for line in (text or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _chain(mount: Path, relative: str) -> tuple[Path, ...]:
+    """The cgroup directories from this process's own up to the mount, leaf first.
+
+    A path that does not exist under the mount is the container case: its own
+    cgroup is mounted at the root (a cgroup namespace, or a v1 bind mount), and
+    the host's path ``/proc/self/cgroup`` names cannot be seen from inside.
+    """
+    parts = [p for p in relative.split("/") if p and p != ".."]
+    leaf = mount.joinpath(*parts)
+    if not parts or not leaf.is_dir():
+        return (mount,)
+    return tuple(mount.joinpath(*parts[:n]) for n in range(len(parts), -1, -1))
+
+
+def _membership(proc_cgroup: Path) -> dict[str, str]:
+    """``/proc/self/cgroup``: each controller's (``""`` for v2's unified one) path."""
+    paths: dict[str, str] = {}
+    for line in (_read(proc_cgroup) or "").splitlines():
+        number, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if number == "0" and not controllers:
+            paths[""] = path
+        for controller in controllers.split(","):
+            if controller:
+                paths[controller] = path
+    return paths
+
+
+@dataclass(frozen=True)
+class _Limit:
+    """The tightest limit found along the chain, and where its usage is read."""
+
+    value: float
+    """Cores (CPU) or bytes (memory)."""
+    where: Path
+    usage: Path
+    """The directory whose usage counts against it (v1's CPU usage is another hierarchy's)."""
+
+
+class SystemSampler:
+    """Readings of CPU and memory against the limits that bind this process.
+
+    ``cpu`` and ``memory`` are read from this process's cgroup, v2 (``cpu.max``,
+    ``cpu.stat`` ``usage_usec``, ``memory.max`` / ``memory.high``,
+    ``memory.current``) or v1 (``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``,
+    ``cpuacct.usage``, ``memory.limit_in_bytes``, ``memory.usage_in_bytes``),
+    found through ``/proc/self/cgroup``. The tightest limit from the process's own
+    cgroup up to the root counts (a pod's limit may sit on a parent), and its
+    usage is that cgroup's, its children's included: the container's own load
+    against its own limit, never other pods'. Memory usage leaves out
+    ``inactive_file`` (page cache the kernel reclaims before it would kill
+    anything, as the kubelet's working set does). Limits are read again at every
+    sample, so a resized container is followed.
+
+    A limit at or above what the host has (CPU cores this process may use, or
+    host memory) binds nothing and counts as no limit. Where no limit is set,
+    the figure is the host's (psutil) when ``host_fallback`` is on, else None: not
+    measured, so never a cause of throttling.
+
+    The ``host_*`` and ``process_*`` figures of every sample come from ``host``
+    (default: :func:`psutil_sampler`). CPU figures measure the time since the
+    previous call (the first: since the sampler was made), so a call never blocks.
+
+    Args:
+        cgroup_root: where the cgroup filesystem is mounted (None: read no cgroup,
+            the host's figures only).
+        proc_cgroup: the file naming this process's cgroups.
+        host_fallback: read the host's figures where no cgroup limit is set.
+        host: the host and process readings.
+        clock: monotonic seconds, for CPU usage rates.
+    """
+
+    def __init__(
+        self,
+        cgroup_root: Optional[str | Path] = CGROUP_ROOT,
+        *,
+        proc_cgroup: str | Path = "/proc/self/cgroup",
+        host_fallback: bool = True,
+        host: Optional[Callable[[], Sample]] = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        import psutil
+
+        self.host_fallback = host_fallback
+        self._host = host if host is not None else psutil_sampler()
+        self._clock = clock
+        # Limits that reach these bind nothing: the host runs out first.
+        self._host_cores = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        self._host_bytes = int(psutil.virtual_memory().total)
+        self.version: Optional[int] = None
+        """The cgroup version found (1 or 2), or None (not Linux, not mounted, or not asked)."""
+        self._cpu: tuple[tuple[Path, Path], ...] = ()
+        self._memory: tuple[Path, ...] = ()
+        if cgroup_root is not None:
+            self._find(Path(cgroup_root), Path(proc_cgroup))
+        # CPU usage seconds at the previous call, per cgroup read.
+        self._cpu_seen: dict[Path, tuple[float, float]] = {}
+        limit = self._cpu_limit()
+        if limit is not None:
+            self._cpu_rate(limit)
+
+    def _find(self, root: Path, proc_cgroup: Path) -> None:
+        paths = _membership(proc_cgroup)
+        if (root / "cgroup.controllers").is_file():
+            self.version = 2
+            chain = _chain(root, paths.get("", "/"))
+            self._cpu = tuple((d, d) for d in chain)
+            self._memory = chain
+            return
+
+        def mount(controller: str) -> Optional[Path]:
+            for name in (controller, "cpu,cpuacct" if controller in ("cpu", "cpuacct") else controller):
+                if (root / name).is_dir():
+                    return root / name
+            return None
+
+        cpu, cpuacct, memory = mount("cpu"), mount("cpuacct"), mount("memory")
+        if cpu is None and memory is None:
+            return
+        self.version = 1
+        if cpu is not None and cpuacct is not None:
+            quota = _chain(cpu, paths.get("cpu", "/"))
+            # Usage of the same cgroup, in the cpuacct hierarchy (often the same mount).
+            usage = _chain(cpuacct, paths.get("cpuacct", "/"))
+            self._cpu = tuple(zip(quota, usage)) if len(usage) == len(quota) else ((quota[0], usage[0]),)
+        if memory is not None:
+            self._memory = _chain(memory, paths.get("memory", "/"))
+
+    # ----- limits ----------------------------------------------------------------------
+
+    def _cpu_limit(self) -> Optional[_Limit]:
+        tightest: Optional[_Limit] = None
+        for where, usage in self._cpu:
+            cores: Optional[float] = None
+            if self.version == 2:
+                quota, _, period = (_read(where / "cpu.max") or "max").partition(" ")
+                if quota != "max" and quota.isdigit() and period.isdigit() and int(period) > 0:
+                    cores = int(quota) / int(period)
+            else:
+                quota_us, period_us = _read_int(where / "cpu.cfs_quota_us"), _read_int(where / "cpu.cfs_period_us")
+                if quota_us is not None and quota_us > 0 and period_us:
+                    cores = quota_us / period_us
+            if cores is not None and cores < self._host_cores and (tightest is None or cores < tightest.value):
+                tightest = _Limit(cores, where, usage)
+        return tightest
+
+    def _memory_limit(self) -> Optional[_Limit]:
+        tightest: Optional[_Limit] = None
+        for where in self._memory:
+            if self.version == 2:
+                # memory.high is where the kernel starts reclaiming hard and stalling the group.
+                found = [_read(where / name) for name in ("memory.max", "memory.high")]
+                limits = [int(text) for text in found if text is not None and text.isdigit()]
+                limit = min(limits) if limits else None
+            else:
+                limit = _read_int(where / "memory.limit_in_bytes")
+                limit = None if limit is None or limit >= _V1_UNLIMITED else limit
+            if limit is not None and 0 < limit < self._host_bytes and (tightest is None or limit < tightest.value):
+                tightest = _Limit(limit, where, where)
+        return tightest
+
+    def limits(self) -> dict[str, Optional[float]]:
+        """The limits that bind this process now: ``{"cpu": cores, "memory": bytes}``,
+        None where no cgroup sets one below what the host has."""
+        cpu, memory = self._cpu_limit(), self._memory_limit()
+        return {"cpu": None if cpu is None else cpu.value, "memory": None if memory is None else memory.value}
+
+    # ----- usage -----------------------------------------------------------------------
+
+    def _cpu_rate(self, limit: _Limit) -> Optional[float]:
+        """Busy fraction of ``limit`` since the previous reading of its cgroup (None at the first)."""
+        if self.version == 2:
+            micros = _stat(limit.usage / "cpu.stat", "usage_usec")
+            used = None if micros is None else micros / 1e6
+        else:
+            nanos = _read_int(limit.usage / "cpuacct.usage")
+            used = None if nanos is None else nanos / 1e9
+        if used is None:
+            return None
+        now = self._clock()
+        previous = self._cpu_seen.get(limit.usage)
+        self._cpu_seen[limit.usage] = (now, used)
+        if previous is None or now <= previous[0]:
+            return None
+        return max(used - previous[1], 0.0) / ((now - previous[0]) * limit.value)
+
+    def _memory_used(self, limit: _Limit) -> Optional[float]:
+        """Used fraction of ``limit``, reclaimable page cache left out."""
+        if self.version == 2:
+            current, cache = _read_int(limit.usage / "memory.current"), _stat(limit.usage / "memory.stat", "inactive_file")
+        else:
+            current = _read_int(limit.usage / "memory.usage_in_bytes")
+            cache = _stat(limit.usage / "memory.stat", "total_inactive_file")
+        if current is None:
+            return None
+        return max(current - (cache or 0), 0) / limit.value
+
+    def __call__(self) -> Sample:
+        """Reads every figure now."""
+        host = self._host()
+        cpu_limit, memory_limit = self._cpu_limit(), self._memory_limit()
+        fallback = self.host_fallback
+        cpu = self._cpu_rate(cpu_limit) if cpu_limit is not None else (host.host_cpu if fallback else None)
+        memory = self._memory_used(memory_limit) if memory_limit is not None else (host.host_memory if fallback else None)
+        return dataclasses.replace(host, cpu=cpu, memory=memory)
+
+    def describe(self) -> dict[str, Optional[str]]:
+        """Where ``cpu`` and ``memory`` come from now, in words (for start-up logs);
+        None for a figure not measured (no limit, and no fallback to the host's)."""
+        cpu, memory = self._cpu_limit(), self._memory_limit()
+        host = self.host_fallback
+        return {
+            "cpu": (f"cgroup v{self.version} limit {cpu.value:g} cores at {cpu.where}" if cpu is not None
+                    else f"no cgroup limit: the host's {self._host_cores:g} cores" if host else None),
+            "memory": (f"cgroup v{self.version} limit {_bytes(memory.value)} at {memory.where}" if memory is not None
+                       else f"no cgroup limit: the host's {_bytes(self._host_bytes)}" if host else None),
+        }  # fmt: skip
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.4g} {unit}"
+        n /= 1024
+    return f"{n:.4g} TiB"
+
+
 @dataclass
 class _Load:
     level: float
@@ -260,8 +559,9 @@ class ResourceMonitor:
     Args:
         thresholds: when to throttle and how hard (defaults: :class:`Thresholds`).
         interval: seconds between samples on the sampling thread (> 0).
-        sampler: returns a :class:`Sample`; defaults to :func:`psutil_sampler`,
-            created on first use.
+        sampler: returns a :class:`Sample`; defaults to a :class:`SystemSampler`
+            (this process's cgroup limits, the host's where none is set), created
+            on first use.
         clock: the time source for throttle periods and load expiry (seconds).
         on_throttle_start: callables given each period when it starts.
         on_throttle_end: callables given each period when it ends.
@@ -350,18 +650,48 @@ class ResourceMonitor:
 
     # ----- deciding --------------------------------------------------------------------
 
-    def sample(self) -> Sample:
-        """Reads the figures now with the sampler (psutil unless one was given)."""
+    @property
+    def sampler(self) -> Callable[[], Sample]:
+        """What the figures are read with (the default :class:`SystemSampler` is made on first use)."""
         if self._sampler is None:
-            self._sampler = psutil_sampler()
-        return self._sampler()
+            self._sampler = SystemSampler()
+        return self._sampler
+
+    def sample(self) -> Sample:
+        """Reads the figures now with the sampler."""
+        return self.sampler()
+
+    def describe(self) -> str:
+        """What this monitor watches, from where, and when it throttles, in one line
+        (what a worker logs at start-up)."""
+        thresholds = self.thresholds
+        sources = self.sampler.describe() if isinstance(self.sampler, SystemSampler) else {}
+        watched, unmeasured = [], []
+        for resource in thresholds.watched():
+            high, low = thresholds.high(resource), thresholds.low(resource)
+            if resource in sources and sources[resource] is None:
+                unmeasured.append(resource)
+                continue
+            if resource in _FRACTIONS:
+                band = f"above {high:.0%} until under {low:.0%}"
+            elif resource == "process_rss":
+                band = f"above {_bytes(high)} until under {_bytes(low)}"
+            else:
+                band = f"above {high:g} cores until under {low:g}"
+            source = sources.get(resource)
+            watched.append(f"{resource} {band}" + (f" ({source})" if source else ""))
+        skipped = f"; not watched: {', '.join(unmeasured)} (no limit of its own)" if unmeasured else ""
+        if not watched:
+            return f"resource conservation: nothing watched (interactive load only){skipped}"
+        floor = "step to" if thresholds.reduction == "step" else "down to"
+        return f"resource conservation: {'; '.join(watched)}; capacity {floor} {thresholds.min_capacity:.0%}{skipped}"
 
     def update(self, sample: Sample) -> float:
         """Applies one sample and returns the capacity factor.
 
         Throttling starts when any watched figure is above its high threshold and
         ends only when every watched figure is below its low threshold; in between
-        the state is kept (hysteresis).
+        the state is kept (hysteresis). Figures the sample leaves None are skipped.
 
         Args:
             sample: the figures to judge.
@@ -370,7 +700,8 @@ class ResourceMonitor:
             The capacity factor, as :attr:`capacity` now reads.
         """
         thresholds = self.thresholds
-        values = {r: float(getattr(sample, r)) for r in thresholds.watched()}
+        # A figure the sampler could not measure (None) is not judged either way.
+        values = {r: float(v) for r in thresholds.watched() if (v := getattr(sample, r)) is not None}
         started: list[ThrottlePeriod] = []
         ended: list[ThrottlePeriod]
         with self._lock:
@@ -457,7 +788,7 @@ class ResourceMonitor:
         if self.running:
             return self
         if self._sampler is None:
-            self._sampler = psutil_sampler()
+            self._sampler = SystemSampler()  # made now, so the first interval's CPU figures measure from here
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="fairqueue-conservation", daemon=True)
         self._thread.start()

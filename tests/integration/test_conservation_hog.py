@@ -1,5 +1,6 @@
 """Resource conservation against real load: a memory hog in a child process, real psutil
-sampling, and the real dispatcher taking the monitor's capacity.
+sampling of the host's memory (watched only when asked for: ``host_memory`` thresholds),
+and the real dispatcher taking the monitor's capacity.
 
 Thresholds are set relative to the machine's usage measured at the start of each test
 (the hog's size, not the machine's, decides whether they are crossed), so the tests
@@ -81,8 +82,10 @@ def monitor(hog: MemoryHog) -> Iterator[ResourceMonitor]:
     share = hog.size / total
     baseline = max(memory_used() for _ in range(5))
     thresholds = Thresholds(
-        host_cpu_high=None,
-        host_cpu_low=None,
+        cpu_high=None,  # the CPU and memory limits of its own: not what this test moves
+        cpu_low=None,
+        memory_high=None,
+        memory_low=None,
         host_memory_high=baseline + share / 2,
         host_memory_low=baseline + share / 4,
         min_capacity=0.25,
@@ -178,10 +181,10 @@ def test_process_rss_over_its_threshold_throttles_this_process() -> None:
     rss = process.memory_info().rss
     block = 256 << 20
     thresholds = Thresholds(
-        host_cpu_high=None,
-        host_cpu_low=None,
-        host_memory_high=None,
-        host_memory_low=None,
+        cpu_high=None,
+        cpu_low=None,
+        memory_high=None,
+        memory_low=None,
         process_rss_high=rss + block // 2,
         process_rss_low=rss + block // 4,
         min_capacity=0.0,
