@@ -307,7 +307,7 @@ async function start() {
   $("sign-out").hidden = !viewer.signed_in;
   const path = location.pathname.slice(ROOT.length).replace(/\/+$/, "");
   const match = path.match(/^\/jobs\/([^/]+)$/);
-  if (match) job(decodeURIComponent(match[1]));
+  if (match) { $("nav-jobs").classList.add("current"); job(decodeURIComponent(match[1])); }
   else if (path === "/jobs") { $("nav-jobs").classList.add("current"); jobs(); }
   else { $("nav-overview").classList.add("current"); overview(); }
 }
