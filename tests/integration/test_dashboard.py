@@ -5,6 +5,10 @@ pagination, and mounting inside another ASGI app."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -320,3 +324,25 @@ def test_mounted_in_another_app_behind_its_own_auth(app: fq.FairQueue, serve: Se
     refused = client.get("/api/orgs")
     assert refused.status_code == 403 and refused.json()["error"] == "not signed in to the service"
     check_sees_only_acme(app, client, other, **{"X-Customer": "acme"})
+
+
+def test_the_command_serves_it_and_stops_on_sigterm(app: fq.FairQueue) -> None:
+    sample.record.delay("acme", "a")
+    store = app.storage.path  # type: ignore[attr-defined]  # the fixture's SQLite file
+    command = [sys.executable, "-m", "fairqueue", "dashboard", "--store", str(store), "--port", "0", "--read-only"]
+    env = {**os.environ, "FAIRQUEUE_DASHBOARD_TOKEN": "cli-token"}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as server:
+        try:
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            assert "(sign in with the token), read-only" in line, line
+            url = line.split(" on ", 1)[1].split(" ", 1)[0]
+            with httpx.Client(base_url=url, timeout=30) as client:
+                assert client.get("api/orgs").status_code == 401
+                orgs = client.get("api/orgs", headers={"Authorization": "Bearer cli-token"}).json()
+                assert [r["org"] for r in orgs["orgs"]] == ["acme"]
+                assert write(client, "api/jobs/1/abort", {}, Authorization="Bearer cli-token").status_code == 403
+        finally:
+            server.send_signal(signal.SIGTERM)
+            # uvicorn shuts down gracefully, then re-raises the signal so the parent sees why it ended.
+            assert server.wait(timeout=60) == -signal.SIGTERM

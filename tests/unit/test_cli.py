@@ -122,3 +122,33 @@ def test_worker_refuses_zero_slots() -> None:
     result = run("worker", "fq_sample_jobs:app", "--slots", "0")
     assert result.exit_code == 2
     assert "--slots" in result.output
+
+
+# ----- fairqueue dashboard ---------------------------------------------------------------
+
+
+def test_dashboard_off_loopback_needs_a_token_and_an_allowed_host() -> None:
+    no_token = run("dashboard", "--store", ":memory:", "--host", "0.0.0.0")
+    assert no_token.exit_code == 2 and "--host 0.0.0.0 is not loopback: give --token" in no_token.output
+    no_host = run("dashboard", "--store", ":memory:", "--host", "0.0.0.0", "--token", "t0ken-t0ken")
+    assert no_host.exit_code == 2 and "give --allowed-host NAME" in no_host.output
+
+
+def test_dashboard_says_how_to_install_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the extra were not installed
+    monkeypatch.delitem(sys.modules, "fairqueue.dashboard.server", raising=False)
+    result = run("dashboard", "--store", ":memory:")
+    assert result.exit_code == 1
+    assert "the dashboard needs the 'dashboard' extra (uvicorn is not installed): pip install 'fairqueue[dashboard]'" in result.output
+
+
+def test_dashboard_reports_a_port_in_use() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run("dashboard", "--store", ":memory:", "--port", str(taken.getsockname()[1]))
+    assert result.exit_code == 2 and "cannot listen on 127.0.0.1:" in result.output and "pick another --port" in result.output
