@@ -14,8 +14,10 @@ import dataclasses
 import importlib
 import ipaddress
 import json
+import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import click
+from prometheus_client import CollectorRegistry
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -34,6 +37,8 @@ from fairqueue.errors import FairQueueError
 from fairqueue.kinds import KINDS, POLICIES
 from fairqueue.plot import pending_svg
 from fairqueue.records import JobRecord, JobStatus, TriggerState
+from fairqueue.runtime.metrics import DEFAULT_TOP_ORGS, StoreMetrics
+from fairqueue.runtime.metrics import serve as serve_metrics
 from fairqueue.storage import SCHEMA_VERSION, Storage, open_storage
 from fairqueue.validate import MAX_ID, check_org
 
@@ -60,6 +65,30 @@ def _org_option(_ctx: click.Context, param: click.Parameter, value: Optional[str
         return check_org(value)
     except FairQueueError as error:
         raise click.BadParameter(str(error), param=param) from None
+
+
+def _metrics_orgs(_ctx: click.Context, param: click.Parameter, value: str) -> Optional[int]:
+    """A --metrics-orgs value: how many orgs keep their own label, or 'all' (None)."""
+    if value == "all":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise click.BadParameter(f"{value!r}: expected a number of orgs >= 0, or 'all'", param=param)
+    return number
+
+
+metrics_orgs_option = click.option(
+    "--metrics-orgs",
+    default=str(DEFAULT_TOP_ORGS),
+    show_default=True,
+    metavar="N|all",
+    callback=_metrics_orgs,
+    help="The N busiest orgs keep their own org label in the metrics, the rest count as org=\"other\" "
+    "('all': every org, for fleets with few tenants).",
+)
 
 
 def format_seconds(value: Optional[float]) -> str:
@@ -332,6 +361,13 @@ def _load_app(path: str) -> Any:
     help="Serve Prometheus metrics at http://HOST:PORT/metrics (off unless given; 0: any free port).",
 )
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address the metrics endpoint listens on.")
+@metrics_orgs_option
+@click.option(
+    "--metrics-store",
+    is_flag=True,
+    help="Also export the store's gauges (jobs waiting and running per org): for one worker per store only, "
+    "or run `fairqueue exporter` instead.",
+)
 @click.option(
     "--health-port",
     type=click.IntRange(0, 65535),
@@ -359,6 +395,8 @@ def worker(
     cgroup_root: Path,
     metrics_port: Optional[int],
     metrics_host: str,
+    metrics_orgs: Optional[int],
+    metrics_store: bool,
     health_port: Optional[int],
     health_host: str,
     store_retry_for: Optional[float],
@@ -371,11 +409,17 @@ def worker(
     app = _load_app(app_path)
     thresholds = {"cpu_high": cpu_high, "cpu_low": cpu_low, "memory_high": memory_high, "memory_low": memory_low}
     _worker_conservation(app, conservation, thresholds, cgroup_root)
+    if metrics_store and metrics_port is None:
+        raise click.UsageError("--metrics-store needs --metrics-port")
     try:
         job_worker = app.worker(
             slots=slots, mode=mode, app_path=app_path, metrics_port=metrics_port, metrics_host=metrics_host,
             health_port=health_port, health_host=health_host, store_retry_for=store_retry_for,
         )  # fmt: skip
+        if job_worker.metrics is not None:
+            job_worker.metrics.limit_orgs(metrics_orgs)
+            if metrics_store:
+                job_worker.metrics.add_store_gauges(metrics_orgs)
         code = job_worker.run(grace=grace)
     except FairQueueError as error:
         raise click.UsageError(str(error)) from error
@@ -689,6 +733,39 @@ def flex(store: str, org: str, job_id: Optional[int], to: Optional[str], before:
     for i, r in enumerate(holding, start=1):
         table.add_row(str(i), str(r.id), escape(r.handler), _when(r.created_at))
     _console().print(table if holding else f"No batch jobs holding for {escape(org)}.")
+
+
+@main.command()
+@store_option
+@click.option("--port", type=click.IntRange(0, 65535), default=9465, show_default=True, help="Port to serve /metrics on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@metrics_orgs_option
+def exporter(store: str, port: int, host: str, metrics_orgs: Optional[int]) -> None:
+    """Serve the store's gauges for Prometheus until SIGTERM or SIGINT: jobs waiting and
+    running per org, kind and status, read at each scrape.
+
+    Run one per store: every worker would report the same figures, so a worker's
+    own endpoint (--metrics-port) leaves them out and sum() over workers stays right.
+    """
+    storage = _open_store(store)
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(StoreMetrics(lambda: storage, top_orgs=metrics_orgs))
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        (server, thread), (where, bound) = serve_metrics(registry, port, host)
+    except OSError as error:
+        raise click.UsageError(f"cannot listen on {host}:{port}: {error}") from error
+    click.echo(f"fairqueue exporter: {store}'s gauges at http://{where}:{bound}/metrics", err=True)
+    try:
+        stop.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        server.shutdown()  # type: ignore[attr-defined]
+        server.server_close()  # type: ignore[attr-defined]
+        thread.join(5)
+        storage.close()
 
 
 @main.group()
