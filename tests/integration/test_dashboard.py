@@ -346,3 +346,11 @@ def test_the_command_serves_it_and_stops_on_sigterm(app: fq.FairQueue) -> None:
             server.send_signal(signal.SIGTERM)
             # uvicorn shuts down gracefully, then re-raises the signal so the parent sees why it ended.
             assert server.wait(timeout=60) == -signal.SIGTERM
+
+
+def test_a_store_fault_is_the_servers_error_not_the_requests(app: fq.FairQueue, serve: Serve) -> None:
+    client = serve()
+    assert client.get("/api/jobs").status_code == 200
+    app.storage.close()
+    broken = client.get("/api/jobs")
+    assert broken.status_code in (500, 503) and broken.json()["error"]

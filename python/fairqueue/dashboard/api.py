@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from fairqueue.app import FairQueue
-from fairqueue.errors import FairQueueError, InvalidArgument
+from fairqueue.errors import FairQueueError, InvalidArgument, StorageError, StorageUnavailable
 from fairqueue.records import JobRecord, JobStatus
 from fairqueue.validate import MAX_ID, check_id, check_int, shown
 
@@ -365,6 +365,8 @@ def _refusal(error: Exception) -> Response:
         return error.response()
     if isinstance(error, HTTPException):
         return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+    if isinstance(error, StorageError):  # the store's fault, not the request's
+        return JSONResponse({"error": str(error)}, status_code=503 if isinstance(error, StorageUnavailable) else 500)
     if isinstance(error, FairQueueError):
         return JSONResponse({"error": str(error)}, status_code=400)
     if type(error) is LookupError:  # the app's "no such job"; a KeyError would be a bug
