@@ -136,6 +136,7 @@ def test_an_org_scoped_viewer_signs_in_and_sees_its_org_only(app: fq.FairQueue, 
     assert rows(page, "orgs") == ["acme flex"] and page.locator("#viewer").inner_text() == "org acme"
     assert page.context.cookies()[0]["httpOnly"] and page.context.cookies()[0]["sameSite"] == "Strict"
     assert page.evaluate("() => document.cookie") == ""  # HttpOnly: no script reads it
+    page.wait_for_function("() => document.querySelector('#flex tbody').textContent === 'org acme has no batch jobs holding'")
     screenshot(page, "scoped-overview")
     page.goto(url + "jobs")
     page.wait_for_function(f"() => document.querySelectorAll('#jobs tbody tr').length === {len(mine)}")

@@ -34,6 +34,7 @@ function el(tag, text, cls) {
   if (cls) e.className = cls;
   return e;
 }
+function emptyRow(columns, text) { const tr = el("tr"), td = el("td", text, "muted"); td.colSpan = columns; tr.append(td); return tr; }
 function link(text, href) { const a = el("a", text); a.href = href; return a; }
 const secs = v => v === null || v === undefined ? "—" : v < 1 ? `${(v * 1000).toFixed(0)} ms` : v < 120 ? `${v.toFixed(1)} s` : `${(v / 60).toFixed(1)} min`;
 const when = t => t ? new Date(t * 1000).toLocaleString() : "—";
@@ -107,7 +108,8 @@ async function drawOrgs() {
     return tr;
   }));
   const last = Math.min(page.offset + page.orgs.length, page.total);
-  $("org-range").textContent = page.total ? `${num(page.offset + 1)}–${num(last)} of ${num(page.total)} orgs` : "no orgs";
+  $("org-range").textContent = page.total ? `${num(page.offset + 1)}–${num(last)} of ${num(page.total)} org${page.total === 1 ? "" : "s"}` : "no orgs";
+  if (!page.orgs.length) $("orgs").querySelector("tbody").replaceChildren(emptyRow(7, orgState.search ? "no org matches" : "no jobs yet"));
   $("org-prev").disabled = page.offset === 0;
   $("org-next").disabled = last >= page.total;
   for (const th of $("orgs").querySelectorAll("th[data-sort]")) {
@@ -121,6 +123,7 @@ async function drawFlex() {
   $("flex-error").textContent = "";
   if (!org) { body.replaceChildren(); return; }
   const holding = await api(`/api/flex/${encodeURIComponent(org)}`);
+  if (!holding.length) { body.replaceChildren(emptyRow(4, `org ${org} has no batch jobs holding`)); return; }
   body.replaceChildren(...holding.map((j, i) => {
     const tr = el("tr"); tr.dataset.id = j.id;
     const moves = el("td");
@@ -204,6 +207,7 @@ async function drawJobs() {
       el("td", when(j.created_at)), el("td", j.attempts, "n"));
     return tr;
   }));
+  if (!page.jobs.length) $("jobs").querySelector("tbody").replaceChildren(emptyRow(8, "no jobs match"));
   $("jobs-prev").disabled = $("jobs-first").disabled = cursors.length === 1;
   $("jobs-next").disabled = page.next === null;
   $("jobs-next").dataset.next = page.next === null ? "" : page.next;
