@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool
 
 from fairqueue.errors import InvalidArgument
 from fairqueue.records import NewJob
+from fairqueue.validate import check_number
 
 from .errors import translate
 from .queries import QUERIES, bind
@@ -88,10 +89,12 @@ class Database:
         dsn: a libpq connection string or URL.
         schema: the schema of fairqueue's tables (checked here).
         pool_size: connections per pool at most.
-        connect_timeout: seconds to wait for the first connection.
+        connect_timeout: seconds to wait for a connection: the first one, and any
+            one an operation waits for later, after which it raises
+            :class:`~fairqueue.errors.StorageUnavailable` (which a worker waits out).
 
     Raises:
-        InvalidArgument: ``schema`` or ``pool_size`` is malformed.
+        InvalidArgument: ``schema``, ``pool_size`` or ``connect_timeout`` is malformed.
         StorageError: the server cannot be reached.
     """
 
@@ -103,6 +106,7 @@ class Database:
             )
         if pool_size < 1:
             raise InvalidArgument(f"pool_size {pool_size} must be at least 1")
+        connect_timeout = check_number("connect_timeout", connect_timeout, above=True)
         self.dsn = dsn
         """What the pools connect to."""
         self.schema = schema
@@ -124,26 +128,24 @@ class Database:
                 self.where = f"schema {schema!r} of database {info.dbname!r} on {info.host}:{info.port}"
         except psycopg.Error as e:
             raise translate(e, self.where, stage="connect") from e
-        self.pool: _Pool = ConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=pool_size,
-            kwargs={"autocommit": True},
-            name=f"fairqueue-{schema}",
-            open=False,
-        )
+        # An operation waits connect_timeout for a connection (psycopg_pool's default
+        # is 30 s), so an outage is reported, and logged by a waiting worker, within it.
+        # A lost connection is retried in the background with a doubling delay
+        # (1, 2, 4 … s): left to psycopg_pool's 5 minutes, a server back after an
+        # outage of T seconds would be reached up to T seconds late. Cut off after
+        # connect_timeout, the pool drops the attempt and connects afresh, at once,
+        # when an operation next asks.
+        options: dict[str, Any] = {
+            "min_size": 1, "max_size": pool_size, "kwargs": {"autocommit": True}, "open": False,
+            "timeout": connect_timeout, "reconnect_timeout": connect_timeout,
+        }  # fmt: skip
+        self.pool: _Pool = ConnectionPool(dsn, name=f"fairqueue-{schema}", **options)
         """Connections for durable commits (enqueues, aborts, schedules)."""
         # State changes (claims, outcomes, leases) commit without waiting for the WAL
         # flush (package docstring). A pool of their own with the setting made once
         # per connection lets each run as one statement, one round trip.
         self.fast_pool: _Pool = ConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=pool_size,
-            kwargs={"autocommit": True},
-            configure=_without_commit_flush,
-            name=f"fairqueue-{schema}-fast",
-            open=False,
+            dsn, name=f"fairqueue-{schema}-fast", configure=_without_commit_flush, **options
         )
         """Connections whose commits do not wait for the WAL flush."""
 
@@ -237,16 +239,24 @@ class Database:
         stop = threading.Event()
 
         def listen() -> None:
+            lost = False
             while not stop.is_set():
                 try:
-                    with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
+                    with psycopg.connect(self.dsn, autocommit=True, connect_timeout=max(1, round(self.connect_timeout))) as conn:
                         conn.execute(f'LISTEN "{self.channel}"')
+                        if lost:
+                            log.info("fairqueue %s: LISTEN connection restored", self.where)
+                            lost = False
                         callback()
                         while not stop.is_set():
                             for _ in conn.notifies(timeout=0.5):
                                 callback()
                 except psycopg.Error as e:
-                    log.warning("fairqueue %s: LISTEN connection lost (%s); reconnecting", self.where, e)
+                    # Once per outage: the retries, one a second, would flood the log.
+                    (log.debug if lost else log.warning)(
+                        "fairqueue %s: LISTEN connection lost (%s); reconnecting every second", self.where, " ".join(str(e).split())
+                    )
+                    lost = True
                     stop.wait(1.0)
 
         thread = threading.Thread(target=listen, name=f"fairqueue-listen-{self.schema}", daemon=True)
