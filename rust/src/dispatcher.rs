@@ -1,12 +1,43 @@
-//! The dispatcher: requests, per-(org, kind) slot accounting, the delay heap and
-//! leases, with a policy choosing which request a free slot takes.
+//! The dispatcher: requests, slot accounting per org, (org, kind) and concurrency key,
+//! rate limits, the delay heap and leases, with a policy choosing which request a free
+//! slot takes.
 //!
-//! Every operation is O(log n) in the backlog and the number of pairs, except the
-//! rare ones that say otherwise (changing a default limit touches every pair of that
-//! kind; renumbering the peek-set order is amortised over the sequence numbers that
-//! made it necessary). No dispatch walks the queue.
+//! Requests stand in *lines*, one per (org, kind, key); a line is ordered by
+//! priority with aging (`fair_share`) or is a FIFO (`peek_set`, where every request has
+//! the default key and priority). Under `fair_share` the lines form a tree — org,
+//! (org, kind) pair, line — served by hierarchical fair queuing (see
+//! [`crate::policy::fair_share`]); under `peek_set` each pair has exactly one line and
+//! the pairs are served as the reference platform does.
+//!
+//! Every operation is O(log n) in the backlog, the orgs and the keys, except the rare
+//! ones that say otherwise (changing a default limit touches every pair of that kind;
+//! changing an org's per-key limits touches every key of that org; renumbering the
+//! peek-set order is amortised over the sequence numbers that made it necessary). No
+//! dispatch walks the queue.
+//!
+//! **Rate limits.** A scope (an org, an (org, kind) or an (org, key)) may carry a
+//! [`RateLimit`]. When the line the policy picks next has a head request whose cost
+//! does not fit one of its scopes' limits, that scope waits until the instant it will
+//! have room for that request (computed, see [`crate::rate`]), and the slot goes to
+//! other work meanwhile; the instant is part of [`Dispatcher::next_wakeup`]. Requests
+//! under the same limit are not reordered by cost, so a costly one cannot starve
+//! behind cheap ones. The cost is charged when a request starts and never refunded
+//! (a retried or expired request had its chance to spend it).
+//!
+//! **Priorities.** Within a line, a request of priority `p` (0 to
+//! [`MAX_PRIORITY`], default [`DEFAULT_PRIORITY`]) that became ready at `t` is
+//! ordered by `t − p × aging`: waiting `aging` ([`Config::aging`]) raises its effective
+//! priority by one level. Priorities never reorder lines, pairs or orgs, so they never
+//! let an org beat another org's share.
+//!
+//! **`peek_set`** keeps the reference platform's semantics exactly: keys, priorities
+//! other than the default, costs other than 1, org limits, key limits and rate limits
+//! are refused there with [`CoreError::InvalidArgument`] naming the value, because
+//! the reference has none of them and ignoring one silently would break a limit the
+//! caller relies on (a per-key cap, an API's quota).
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
@@ -15,13 +46,21 @@ use crate::clock::{Clock, Nanos};
 use crate::delay::DelayHeap;
 use crate::error::{CoreError, CoreResult};
 use crate::lease::{LeaseId, Leases};
-use crate::limits::{Config, PairLimits};
-use crate::policy::fair_share::Flow;
-use crate::policy::{Decision, Key, Lines, Policy, Tier};
-use crate::request::{IdIndex, Kind, OrgId, Request, RequestId, State, KINDS};
+use crate::limits::{
+    check_cost, check_priority, Config, KeyLimits, OrgLimits, PairLimits, PolicyKind, RateLimit, DEFAULT_PRIORITY,
+    MAX_PRIORITY,
+};
+use crate::policy::fair_share::{self, Flow, Path, Weights};
+use crate::policy::{peek_set, Decision, Key, Lines, Policy, Tier};
+use crate::rate::Limiter;
+use crate::request::{IdIndex, KeyId, Kind, OrgId, Request, RequestId, State, KINDS};
 
-/// Marks "no pair yet" in an org's per-kind pair table.
-const NO_PAIR: u32 = u32::MAX;
+/// Marks "none yet" in per-kind tables of pair and line indices.
+const NONE: u32 = u32::MAX;
+
+/// Why `peek_set` refuses a `fair_share` feature, in the words of the error.
+const PEEK_SET_REFUSAL: &str =
+    "the default under peek_set, which keeps the reference platform's semantics (keys, priorities, costs, org and key limits and rate limits are fair_share features)";
 
 /// Events kept for the caller between two [`Dispatcher::take_events`] calls; older ones
 /// are counted in [`Counters::events_dropped`] rather than kept without bound.
@@ -45,6 +84,82 @@ pub struct NamedRequest<'a> {
     pub kind: Kind,
     /// Not before this time; `None` (or a time already past) means now.
     pub run_at: Option<Nanos>,
+}
+
+/// What a request may carry beyond its org, kind and run-at time: `fair_share`
+/// features (under `peek_set` only the defaults are accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// Its concurrency key, from [`Dispatcher::key`]; `None` is the org's default key.
+    pub key: Option<KeyId>,
+    /// 0 to [`MAX_PRIORITY`]; higher starts sooner within its line.
+    pub priority: u8,
+    /// Units its rate limits are charged when it starts, 1 to [`crate::limits::MAX_COST`].
+    pub cost: u32,
+}
+
+impl Default for RequestOptions {
+    fn default() -> Self {
+        RequestOptions { key: None, priority: DEFAULT_PRIORITY, cost: 1 }
+    }
+}
+
+/// [`RequestOptions`] with the key named, for [`Dispatcher::enqueue_named_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamedOptions<'a> {
+    /// Its concurrency key (a name by [`crate::name`]'s rule); `None` is the org's default key.
+    pub key: Option<&'a str>,
+    pub priority: u8,
+    pub cost: u32,
+}
+
+impl Default for NamedOptions<'_> {
+    fn default() -> Self {
+        NamedOptions { key: None, priority: DEFAULT_PRIORITY, cost: 1 }
+    }
+}
+
+/// What a rate limit applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateScope {
+    /// Everything the org starts.
+    Org(OrgId),
+    /// What the org starts of one kind.
+    Pair(OrgId, Kind),
+    /// What one key starts (over all kinds).
+    Key(KeyId),
+    /// Each of the org's named keys on its own, unless the key has a limit of its own.
+    EveryKey(OrgId),
+}
+
+/// Figures of one org.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OrgStats {
+    pub queued: u32,
+    pub running: u32,
+    pub limits: OrgLimits,
+    /// Slot-time consumed / weight, in nanoseconds (`fair_share`).
+    pub virtual_time: f64,
+    pub rate: Option<RateLimit>,
+    /// While the org waits for room under its rate limit: when it will have it
+    /// (`Nanos::MAX`: not before the limit changes).
+    pub throttled_until: Option<Nanos>,
+    /// Named keys registered for the org.
+    pub keys: usize,
+}
+
+/// Figures of one concurrency key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyStats {
+    pub org: OrgId,
+    /// `None` for the org's default key.
+    pub name: Option<String>,
+    pub queued: u32,
+    pub running: u32,
+    pub limits: KeyLimits,
+    pub rate: Option<RateLimit>,
+    /// While the key waits for room under its rate limit: when it will have it.
+    pub throttled_until: Option<Nanos>,
 }
 
 /// A request handed to a free slot.
@@ -91,9 +206,9 @@ pub enum Abort {
 /// Where a request is, for explanations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Location {
-    /// Waiting for a slot: `ahead_in_pair` requests of its own (org, kind) go first
-    /// (aborted ones not yet swept from the line included); under `peek_set`,
-    /// `ahead_in_queue` requests of any org stand before it.
+    /// Waiting for a slot: `ahead_in_pair` requests of its own line — its (org, kind)
+    /// and concurrency key — go first (aborted ones not yet swept from the line
+    /// included); under `peek_set`, `ahead_in_queue` requests of any org stand before it.
     Queued { ahead_in_pair: usize, ahead_in_queue: Option<usize> },
     /// In the delay heap until `due`.
     Delayed { due: Nanos },
@@ -149,13 +264,34 @@ pub struct PairStats {
     pub virtual_time: f64,
 }
 
+/// One org: the root of its subtree.
+#[derive(Debug)]
+struct OrgNode {
+    limits: OrgLimits,
+    /// The rate limit each named key without one of its own gets.
+    per_key_rate: Option<RateLimit>,
+    /// Pair index per kind, [`NONE`] until used.
+    pairs: [u32; KINDS],
+    /// The key of requests that name none.
+    default_key: u32,
+    /// Named keys by name.
+    keys: HashMap<Box<str>, u32>,
+    queued: u32,
+    running: u32,
+    flow: Flow,
+    rate: Option<Limiter>,
+    throttled: Option<Nanos>,
+    /// Under `fair_share`, the line and key the org is filed under per kind.
+    filed: [Option<(Tier, Key)>; KINDS],
+}
+
+/// One (org, kind) pair.
 #[derive(Debug)]
 struct Pair {
     org: OrgId,
     kind: Kind,
-    /// Slab indices of ready requests in sequence order; aborted entries are swept
-    /// when they reach the front.
-    line: VecDeque<u32>,
+    /// The first line made for the pair: under `peek_set` its only one.
+    first_leaf: u32,
     queued: u32,
     delayed: u32,
     running: u32,
@@ -163,8 +299,54 @@ struct Pair {
     /// Set when the pair's limits were given explicitly, so default changes skip it.
     overridden: bool,
     flow: Flow,
-    /// The line and key the pair is filed under, if backlogged.
+    /// Under `fair_share`, the pair's runnable lines by (tag, head order, line).
+    leaves: BTreeSet<Key>,
+    /// `peek_set`: the line and key the pair is filed under, if backlogged.
+    /// `fair_share`: the pair's tier and key within its org, while it is runnable.
     filed: Option<(Tier, Key)>,
+    rate: Option<Limiter>,
+    throttled: Option<Nanos>,
+}
+
+/// One concurrency key of an org (its default key included).
+#[derive(Debug)]
+struct KeyNode {
+    org: OrgId,
+    /// `None` for the default key.
+    name: Option<Box<str>>,
+    limits: KeyLimits,
+    /// Limits given for this key, so org per-key changes skip it.
+    overridden: bool,
+    /// A rate limit given for this key, so org per-key rate changes skip it.
+    rate_overridden: bool,
+    running: u32,
+    queued: u32,
+    /// Line index per kind, [`NONE`] until used.
+    leaves: [u32; KINDS],
+    rate: Option<Limiter>,
+    throttled: Option<Nanos>,
+}
+
+/// One line: the requests of one (org, kind, key).
+#[derive(Debug)]
+struct Leaf {
+    pair: u32,
+    key: u32,
+    /// Slab indices of ready requests per priority level, each in sequence order (so
+    /// each is in aging order too); aborted entries are swept when they reach a front.
+    levels: Vec<(u8, VecDeque<u32>)>,
+    queued: u32,
+    flow: Flow,
+    /// Under `fair_share`, the key the line is filed under in its pair, while runnable.
+    filed: Option<Key>,
+}
+
+/// A scope that may wait for room under its rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Scope {
+    Org(u32),
+    Pair(u32),
+    Key(u32),
 }
 
 /// The fair multi-tenant dispatcher. Single-threaded; callers wrap it in a lock.
@@ -173,15 +355,22 @@ pub struct Dispatcher {
     clock: Arc<dyn Clock>,
     org_names: Vec<String>,
     org_ids: HashMap<String, OrgId>,
-    org_pairs: Vec<[u32; KINDS]>,
+    orgs: Vec<OrgNode>,
     pairs: Vec<Pair>,
+    keys: Vec<KeyNode>,
+    leaves: Vec<Leaf>,
     lines: Lines,
     policy: Policy,
+    /// [`Config::aging`] under `fair_share`, 0 under `peek_set` (whose order is the FIFO).
+    aging: Nanos,
     requests: Vec<Request>,
     free: Vec<u32>,
     by_id: IdIndex,
     delays: DelayHeap,
     leases: Leases,
+    /// Scopes waiting for room, by the instant they have it; stale entries (the scope
+    /// was released early) are recognised by the scope's own `throttled` and dropped.
+    throttles: BinaryHeap<Reverse<(Nanos, Scope)>>,
     next_seq: u64,
     running: u32,
     kind_running: [u32; KINDS],
@@ -196,25 +385,44 @@ impl std::fmt::Debug for Dispatcher {
     }
 }
 
+/// Frees the aborted entries at the fronts of a line's levels.
+fn sweep(leaf: &mut Leaf, requests: &mut [Request], free: &mut Vec<u32>) {
+    for (_, level) in &mut leaf.levels {
+        while let Some(&slot) = level.front() {
+            if requests[slot as usize].state != State::Aborted {
+                break;
+            }
+            level.pop_front();
+            requests[slot as usize].state = State::Free;
+            free.push(slot);
+        }
+    }
+}
+
 impl Dispatcher {
     /// A dispatcher with `config`, reading time from `clock`.
     pub fn new(config: Config, clock: Arc<dyn Clock>) -> CoreResult<Self> {
         config.validate()?;
         let policy = Policy::new(&config);
+        let aging = if config.policy == PolicyKind::FairShare { config.aging } else { 0 };
         Ok(Dispatcher {
             config,
             clock,
             org_names: Vec::new(),
             org_ids: HashMap::default(),
-            org_pairs: Vec::new(),
+            orgs: Vec::new(),
             pairs: Vec::new(),
+            keys: Vec::new(),
+            leaves: Vec::new(),
             lines: Lines::default(),
             policy,
+            aging,
             requests: Vec::new(),
             free: Vec::new(),
             by_id: IdIndex::default(),
             delays: DelayHeap::default(),
             leases: Leases::default(),
+            throttles: BinaryHeap::new(),
             next_seq: 0,
             running: 0,
             kind_running: [0; KINDS],
@@ -234,7 +442,20 @@ impl Dispatcher {
         self.clock.now()
     }
 
-    // ----- orgs and limits -------------------------------------------------------
+    fn fair_share(&self) -> bool {
+        self.config.policy == PolicyKind::FairShare
+    }
+
+    /// Refuses a `fair_share` feature under `peek_set`.
+    fn fair_only(&self, name: &'static str, value: impl std::fmt::Display) -> CoreResult<()> {
+        if self.fair_share() {
+            Ok(())
+        } else {
+            Err(CoreError::invalid(name, value, PEEK_SET_REFUSAL))
+        }
+    }
+
+    // ----- orgs, keys and limits ---------------------------------------------------
 
     /// The handle of org `name`, registering it on first use.
     pub fn org(&mut self, name: &str) -> CoreResult<OrgId> {
@@ -245,13 +466,47 @@ impl Dispatcher {
         let id = OrgId(self.org_names.len() as u32);
         self.org_names.push(name.to_string());
         self.org_ids.insert(name.to_string(), id);
-        self.org_pairs.push([NO_PAIR; KINDS]);
+        let default_key = self.new_key(id, None, KeyLimits::default(), None);
+        self.orgs.push(OrgNode {
+            limits: OrgLimits::default(),
+            per_key_rate: None,
+            pairs: [NONE; KINDS],
+            default_key,
+            keys: HashMap::default(),
+            queued: 0,
+            running: 0,
+            flow: Flow::default(),
+            rate: None,
+            throttled: None,
+            filed: [None; KINDS],
+        });
         Ok(id)
+    }
+
+    fn new_key(&mut self, org: OrgId, name: Option<Box<str>>, limits: KeyLimits, rate: Option<RateLimit>) -> u32 {
+        self.keys.push(KeyNode {
+            org,
+            name,
+            limits,
+            overridden: false,
+            rate_overridden: false,
+            running: 0,
+            queued: 0,
+            leaves: [NONE; KINDS],
+            rate: rate.map(Limiter::new),
+            throttled: None,
+        });
+        (self.keys.len() - 1) as u32
     }
 
     /// Checks that `name` can name an org (see [`crate::name`]).
     pub fn check_org_name(name: &str) -> CoreResult<()> {
         crate::name::check_name("org", name)
+    }
+
+    /// Checks that `name` can name a concurrency key (see [`crate::name`]).
+    pub fn check_key_name(name: &str) -> CoreResult<()> {
+        crate::name::check_name("key", name)
     }
 
     /// The name org `id` was registered with.
@@ -264,6 +519,38 @@ impl Dispatcher {
         self.org_ids.get(name).copied()
     }
 
+    /// The handle of `org`'s concurrency key `name`, registering it on first use with
+    /// the org's per-key limits. Keys are kept for the dispatcher's life, as orgs are.
+    pub fn key(&mut self, org: OrgId, name: &str) -> CoreResult<KeyId> {
+        self.org_name(org)?;
+        if let Some(&k) = self.orgs[org.0 as usize].keys.get(name) {
+            return Ok(KeyId(k));
+        }
+        Self::check_key_name(name)?;
+        let node = &self.orgs[org.0 as usize];
+        let (limits, rate) = (node.limits.per_key, node.per_key_rate);
+        let k = self.new_key(org, Some(name.into()), limits, rate);
+        self.orgs[org.0 as usize].keys.insert(name.into(), k);
+        Ok(KeyId(k))
+    }
+
+    /// The handle of an already registered key of `org`.
+    pub fn find_key(&self, org: OrgId, name: &str) -> Option<KeyId> {
+        self.orgs.get(org.0 as usize)?.keys.get(name).map(|&k| KeyId(k))
+    }
+
+    /// The key of `org`'s requests that name none.
+    pub fn default_key(&self, org: OrgId) -> CoreResult<KeyId> {
+        self.org_name(org)?;
+        Ok(KeyId(self.orgs[org.0 as usize].default_key))
+    }
+
+    fn key_node(&self, key: KeyId) -> CoreResult<&KeyNode> {
+        self.keys
+            .get(key.0 as usize)
+            .ok_or_else(|| CoreError::invalid("key id", key.0, "an id returned by Dispatcher::key"))
+    }
+
     /// Sets the limits of one (org, kind) pair, live. Running requests are never
     /// preempted: a cap lowered below the running count stops new dispatches for the
     /// pair until it drains below the new cap.
@@ -273,9 +560,20 @@ impl Dispatcher {
         let pair = &mut self.pairs[p as usize];
         pair.limits = limits;
         pair.overridden = true;
-        self.policy.on_limits_changed(&mut pair.flow);
-        self.refile(p);
+        self.on_pair_limits_changed(p);
         Ok(())
+    }
+
+    /// Restarts a pair whose limits changed at its org's virtual time (so a raised cap
+    /// does not turn past under-service into a burst) and refiles it.
+    fn on_pair_limits_changed(&mut self, p: u32) {
+        let pair = &mut self.pairs[p as usize];
+        if self.config.policy == PolicyKind::FairShare {
+            fair_share::restart(&mut pair.flow, self.orgs[pair.org.0 as usize].flow.child_vtime);
+            self.refile_pair(p);
+        } else {
+            self.refile_peek(p);
+        }
     }
 
     /// Limits of the (org, kind) pair.
@@ -294,11 +592,144 @@ impl Dispatcher {
             let pair = &mut self.pairs[p as usize];
             if pair.kind == kind && !pair.overridden {
                 pair.limits = limits;
-                self.policy.on_limits_changed(&mut pair.flow);
-                self.refile(p);
+                self.on_pair_limits_changed(p);
             }
         }
         Ok(())
+    }
+
+    /// Sets an org's own limits (`fair_share` only), live; its named keys without
+    /// limits of their own take `limits.per_key`. O(keys of the org).
+    pub fn set_org_limits(&mut self, org: OrgId, limits: OrgLimits) -> CoreResult<()> {
+        limits.validate()?;
+        self.org_name(org)?;
+        if limits != OrgLimits::default() {
+            self.fair_only("org limits", format!("{limits:?}"))?;
+        }
+        let vtime = self.policy.fair().map_or(0.0, |f| f.vtime());
+        let node = &mut self.orgs[org.0 as usize];
+        node.limits = limits;
+        fair_share::restart(&mut node.flow, vtime);
+        let keys: Vec<u32> = node.keys.values().copied().collect();
+        for k in keys {
+            if !self.keys[k as usize].overridden {
+                self.keys[k as usize].limits = limits.per_key;
+                self.on_key_limits_changed(k);
+            }
+        }
+        self.refile_org_all(org.0);
+        Ok(())
+    }
+
+    /// An org's own limits.
+    pub fn org_limits(&self, org: OrgId) -> CoreResult<OrgLimits> {
+        self.org_name(org)?;
+        Ok(self.orgs[org.0 as usize].limits)
+    }
+
+    /// Sets one key's limits (`fair_share` only), live; `None` returns a named key to
+    /// its org's per-key limits (and the default key to no key limits).
+    pub fn set_key_limits(&mut self, key: KeyId, limits: Option<KeyLimits>) -> CoreResult<()> {
+        let node = self.key_node(key)?;
+        if let Some(l) = limits {
+            l.validate()?;
+            self.fair_only("key limits", format!("{l:?}"))?;
+        }
+        let inherited =
+            if node.name.is_some() { self.orgs[node.org.0 as usize].limits.per_key } else { KeyLimits::default() };
+        let node = &mut self.keys[key.0 as usize];
+        node.overridden = limits.is_some();
+        node.limits = limits.unwrap_or(inherited);
+        self.on_key_limits_changed(key.0);
+        Ok(())
+    }
+
+    /// Restarts a key's lines at their pairs' virtual times and refiles them.
+    fn on_key_limits_changed(&mut self, k: u32) {
+        for l in self.keys[k as usize].leaves {
+            if l != NONE {
+                let pair_vtime = self.pairs[self.leaves[l as usize].pair as usize].flow.child_vtime;
+                fair_share::restart(&mut self.leaves[l as usize].flow, pair_vtime);
+            }
+        }
+        self.refile_key(k);
+    }
+
+    /// One key's limits.
+    pub fn key_limits(&self, key: KeyId) -> CoreResult<KeyLimits> {
+        Ok(self.key_node(key)?.limits)
+    }
+
+    /// Sets or removes (`None`) the rate limit of `scope`, live (`fair_share` only). A
+    /// changed limit keeps the debt its scope has run up; a scope waiting for room
+    /// looks again at once. `RateScope::Key` with `None` returns a named key to its
+    /// org's per-key rate limit. `RateScope::EveryKey` is O(keys of the org).
+    pub fn set_rate_limit(&mut self, scope: RateScope, limit: Option<RateLimit>) -> CoreResult<()> {
+        if let Some(l) = limit {
+            l.validate()?;
+            self.fair_only("rate limit", format!("{l:?}"))?;
+        }
+        match scope {
+            RateScope::Org(org) => {
+                self.org_name(org)?;
+                let node = &mut self.orgs[org.0 as usize];
+                node.rate = update(node.rate, limit);
+                node.throttled = None;
+                self.refile_org_all(org.0);
+            }
+            RateScope::Pair(org, kind) => {
+                let p = self.pair(org, kind)?;
+                let pair = &mut self.pairs[p as usize];
+                pair.rate = update(pair.rate, limit);
+                pair.throttled = None;
+                if self.fair_share() {
+                    self.refile_pair(p);
+                }
+            }
+            RateScope::Key(key) => {
+                let node = self.key_node(key)?;
+                let inherited = if node.name.is_some() { self.orgs[node.org.0 as usize].per_key_rate } else { None };
+                let node = &mut self.keys[key.0 as usize];
+                node.rate_overridden = limit.is_some();
+                node.rate = update(node.rate, limit.or(inherited));
+                node.throttled = None;
+                self.refile_key(key.0);
+            }
+            RateScope::EveryKey(org) => {
+                self.org_name(org)?;
+                let node = &mut self.orgs[org.0 as usize];
+                node.per_key_rate = limit;
+                let keys: Vec<u32> = node.keys.values().copied().collect();
+                for k in keys {
+                    let node = &mut self.keys[k as usize];
+                    if !node.rate_overridden {
+                        node.rate = update(node.rate, limit);
+                        node.throttled = None;
+                        self.refile_key(k);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The rate limit of `scope`, if any.
+    pub fn rate_limit(&self, scope: RateScope) -> CoreResult<Option<RateLimit>> {
+        Ok(match scope {
+            RateScope::Org(org) => {
+                self.org_name(org)?;
+                self.orgs[org.0 as usize].rate.map(|r| r.limit)
+            }
+            RateScope::Pair(org, kind) => {
+                self.org_name(org)?;
+                self.find_pair(org, kind).and_then(|p| self.pairs[p as usize].rate).map(|r| r.limit)
+            }
+            RateScope::Key(key) => self.key_node(key)?.rate.map(|r| r.limit),
+            RateScope::EveryKey(org) => {
+                self.org_name(org)?;
+                self.orgs[org.0 as usize].per_key_rate
+            }
+        })
     }
 
     /// Sets the number of worker slots.
@@ -335,19 +766,92 @@ impl Dispatcher {
 
     /// Enqueues requests in order, all or none: if any is refused, none is queued.
     pub fn enqueue_many(&mut self, requests: &[NewRequest]) -> CoreResult<()> {
-        for r in requests {
+        self.enqueue_all(requests.iter().map(|r| (*r, RequestOptions::default())))
+    }
+
+    /// Enqueues requests with keys, priorities and costs, in order, all or none.
+    pub fn enqueue_with(&mut self, requests: &[(NewRequest, RequestOptions)]) -> CoreResult<()> {
+        self.enqueue_all(requests.iter().copied())
+    }
+
+    fn enqueue_all<I>(&mut self, requests: I) -> CoreResult<()>
+    where
+        I: ExactSizeIterator<Item = (NewRequest, RequestOptions)> + Clone,
+    {
+        for (r, options) in requests.clone() {
             self.org_name(r.org)?;
+            self.check_options(r.org, r.kind, &options)?;
         }
-        self.check_fresh(requests.iter().map(|r| r.id))?;
+        self.check_fresh(requests.clone().map(|(r, _)| r.id))?;
         let now = self.clock.now();
-        for r in requests {
-            let p = self.pair(r.org, r.kind)?;
-            let slot = self.alloc(Request { id: r.id, key: 0, pair: p, attempts: 0, state: State::Free });
+        for (r, options) in requests {
+            let key = options.key.map_or(self.orgs[r.org.0 as usize].default_key, |k| k.0);
+            let leaf = self.leaf(r.org, r.kind, key)?;
+            let slot = self.alloc(Request {
+                id: r.id,
+                key: 0,
+                leaf,
+                cost: options.cost,
+                attempts: 0,
+                priority: options.priority,
+                state: State::Free,
+            });
             self.by_id.insert(slot, &self.requests);
             self.counters.enqueued += 1;
             match r.run_at {
                 Some(due) if due > now => self.delay(slot, due),
-                _ => self.make_ready(slot),
+                _ => self.make_ready(slot, now),
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a request's options: in range, its key of its org, and under `peek_set`
+    /// the defaults. A cost above the burst of a rate limit it falls under could never
+    /// start, so it is refused too.
+    fn check_options(&self, org: OrgId, kind: Kind, options: &RequestOptions) -> CoreResult<()> {
+        self.check_levels(options.priority, options.cost)?;
+        let key = match options.key {
+            Some(k) => {
+                let key = self.key_node(k)?;
+                if key.org != org {
+                    let org_name = &self.org_names[org.0 as usize];
+                    return Err(CoreError::invalid("key id", k.0, format!("a key of org {org_name:?}")));
+                }
+                if let Some(name) = &key.name {
+                    self.fair_only("key", name)?;
+                }
+                key
+            }
+            None => &self.keys[self.orgs[org.0 as usize].default_key as usize],
+        };
+        self.check_fits(org, kind, key.rate.map(|r| r.limit), options.cost)
+    }
+
+    /// Checks a priority and a cost on their own.
+    fn check_levels(&self, priority: u8, cost: u32) -> CoreResult<()> {
+        check_priority(priority)?;
+        check_cost(cost)?;
+        if priority != DEFAULT_PRIORITY {
+            self.fair_only("priority", priority)?;
+        }
+        if cost != 1 {
+            self.fair_only("cost", cost)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a cost above the burst of the org's, the pair's or `key_rate`.
+    fn check_fits(&self, org: OrgId, kind: Kind, key_rate: Option<RateLimit>, cost: u32) -> CoreResult<()> {
+        let org_rate = self.orgs[org.0 as usize].rate.map(|r| r.limit);
+        let pair_rate = self.find_pair(org, kind).and_then(|p| self.pairs[p as usize].rate).map(|r| r.limit);
+        for rate in [org_rate, pair_rate, key_rate].into_iter().flatten() {
+            if cost > rate.burst {
+                return Err(CoreError::invalid(
+                    "cost",
+                    cost,
+                    format!("at most the burst ({}) of every rate limit it falls under", rate.burst),
+                ));
             }
         }
         Ok(())
@@ -356,17 +860,53 @@ impl Dispatcher {
     /// Enqueues requests that name their org, registering new orgs only once the whole
     /// batch is known to be accepted: all or none, and a refusal leaves no trace.
     pub fn enqueue_named(&mut self, requests: &[NamedRequest<'_>]) -> CoreResult<()> {
-        for r in requests {
-            if self.find_org(r.org).is_none() {
+        let with: Vec<(NamedRequest<'_>, NamedOptions<'_>)> =
+            requests.iter().map(|r| (*r, NamedOptions::default())).collect();
+        self.enqueue_named_with(&with)
+    }
+
+    /// Enqueues requests that name their org and key, registering new orgs and keys
+    /// only once the whole batch is known to be accepted: all or none, and a refusal
+    /// leaves no trace.
+    pub fn enqueue_named_with(&mut self, requests: &[(NamedRequest<'_>, NamedOptions<'_>)]) -> CoreResult<()> {
+        for (r, options) in requests {
+            self.check_levels(options.priority, options.cost)?;
+            let Some(org) = self.find_org(r.org) else {
                 Self::check_org_name(r.org)?;
+                if let Some(key) = options.key {
+                    Self::check_key_name(key)?;
+                    self.fair_only("key", key)?;
+                }
+                continue;
+            };
+            match options.key.map(|name| (name, self.find_key(org, name))) {
+                Some((_, Some(key))) => self.check_options(
+                    org,
+                    r.kind,
+                    &RequestOptions { key: Some(key), priority: options.priority, cost: options.cost },
+                )?,
+                Some((name, None)) => {
+                    Self::check_key_name(name)?;
+                    self.fair_only("key", name)?;
+                    // A new key takes its org's per-key rate limit.
+                    self.check_fits(org, r.kind, self.orgs[org.0 as usize].per_key_rate, options.cost)?;
+                }
+                None => self.check_options(
+                    org,
+                    r.kind,
+                    &RequestOptions { key: None, priority: options.priority, cost: options.cost },
+                )?,
             }
         }
-        self.check_fresh(requests.iter().map(|r| r.id))?;
-        let resolved = requests
-            .iter()
-            .map(|r| Ok(NewRequest { id: r.id, org: self.org(r.org)?, kind: r.kind, run_at: r.run_at }))
-            .collect::<CoreResult<Vec<_>>>()?;
-        self.enqueue_many(&resolved)
+        self.check_fresh(requests.iter().map(|(r, _)| r.id))?;
+        let mut resolved = Vec::with_capacity(requests.len());
+        for (r, options) in requests {
+            let org = self.org(r.org)?;
+            let key = options.key.map(|k| self.key(org, k)).transpose()?;
+            let options = RequestOptions { key, priority: options.priority, cost: options.cost };
+            resolved.push((NewRequest { id: r.id, org, kind: r.kind, run_at: r.run_at }, options));
+        }
+        self.enqueue_with(&resolved)
     }
 
     /// Refuses an id the dispatcher holds or one repeated among `ids`.
@@ -382,36 +922,43 @@ impl Dispatcher {
 
     // ----- dispatch ----------------------------------------------------------------
 
-    /// Fills up to `max` free slots. Expired leases are re-queued and due delayed
-    /// requests join the queue first.
+    /// Fills up to `max` free slots. Expired leases are re-queued, due delayed
+    /// requests join the queue and scopes whose rate limit has room again are
+    /// released, first.
     pub fn dispatch(&mut self, max: usize) -> Vec<Grant> {
         let now = self.clock.now();
         self.advance(now);
         let mut grants = Vec::new();
         while grants.len() < max && self.running < self.effective_slots() {
             match self.select(now) {
-                Some(p) => grants.push(self.start(p, now)),
+                Some(l) => grants.push(self.start(l, now)),
                 None => break,
             }
         }
         grants
     }
 
-    /// Re-queues requests whose lease expired and moves due delayed requests to the
-    /// back of the queue, as of `now` on the dispatcher's clock. [`Self::dispatch`]
-    /// does this itself; call it to observe expiries without dispatching.
+    /// Re-queues requests whose lease expired, moves due delayed requests to the
+    /// back of the queue and releases scopes whose rate limit has room again, as of
+    /// `now` on the dispatcher's clock. [`Self::dispatch`] does this itself; call it
+    /// to observe expiries without dispatching.
     pub fn tick(&mut self) {
         let now = self.clock.now();
         self.advance(now);
     }
 
-    /// The earliest time at which a delayed request becomes due or a lease expires:
-    /// when a worker with nothing to do should look again.
+    /// The earliest time at which a delayed request becomes due, a lease expires or a
+    /// scope waiting under its rate limit has room: when a worker with nothing to do
+    /// should look again.
     pub fn next_wakeup(&mut self) -> Option<Nanos> {
-        match (self.delays.next_due(), self.leases.next_expiry()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        while let Some(&Reverse((at, scope))) = self.throttles.peek() {
+            if self.throttled(scope) == Some(at) {
+                break;
+            }
+            self.throttles.pop();
         }
+        let throttle = self.throttles.peek().map(|Reverse((at, _))| *at);
+        [self.delays.next_due(), self.leases.next_expiry(), throttle].into_iter().flatten().min()
     }
 
     fn effective_slots(&self) -> u32 {
@@ -426,22 +973,96 @@ impl Dispatcher {
         open
     }
 
-    /// The pair a free slot serves, carrying out extended delays on the way.
+    /// The line a free slot serves, carrying out extended delays (`peek_set`) and
+    /// rate-limit waits (`fair_share`) on the way.
     fn select(&mut self, now: Nanos) -> Option<u32> {
         let open = self.kinds_open();
-        match self.policy.decide(&self.lines, open) {
-            Decision::Serve(p) => Some(p),
-            Decision::Wait => None,
-            Decision::ExtendedDelay { boundary } => {
-                // One move per free slot: look once more at the new front, then
-                // leave the slot free if it is still blocked.
-                if self.extend_delay(boundary, now) == 0 {
-                    return None;
+        loop {
+            match self.policy.decide(&self.lines, open) {
+                Decision::Serve(p) => return Some(self.pairs[p as usize].first_leaf),
+                Decision::Wait => return None,
+                Decision::ExtendedDelay { boundary } => {
+                    // One move per free slot: look once more at the new front, then
+                    // leave the slot free if it is still blocked.
+                    if self.extend_delay(boundary, now) == 0 {
+                        return None;
+                    }
+                    return match self.policy.decide(&self.lines, open) {
+                        Decision::Serve(p) => Some(self.pairs[p as usize].first_leaf),
+                        _ => None,
+                    };
                 }
-                match self.policy.decide(&self.lines, open) {
-                    Decision::Serve(p) => Some(p),
-                    _ => None,
+                Decision::ServeOrg { org, tier } => {
+                    let l = self.descend(org, tier, open);
+                    match self.scope_without_room(l, now) {
+                        None => return Some(l),
+                        Some((scope, at)) => self.throttle(scope, at),
+                    }
                 }
+            }
+        }
+    }
+
+    /// Under `fair_share`, the line of org `o` a slot serves: among its pairs filed in
+    /// `tier` whose kind is open, the one with the smallest key, then its first line.
+    fn descend(&self, o: u32, tier: Tier, open: [bool; KINDS]) -> u32 {
+        let org = &self.orgs[o as usize];
+        let p = (0..KINDS)
+            .filter(|&k| open[k] && org.filed[k].is_some_and(|(t, _)| t == tier))
+            .map(|k| org.pairs[k])
+            .min_by_key(|&p| self.pairs[p as usize].filed.map(|(_, key)| key))
+            .expect("an org filed in an open kind has a filed pair there");
+        self.pairs[p as usize].leaves.first().expect("a filed pair has a runnable line").2
+    }
+
+    /// The first scope of line `l`'s head request (org, then pair, then key) whose
+    /// rate limit has no room for it now, with the instant it will have room.
+    fn scope_without_room(&self, l: u32, now: Nanos) -> Option<(Scope, Nanos)> {
+        let leaf = &self.leaves[l as usize];
+        let pair = &self.pairs[leaf.pair as usize];
+        let org = pair.org.0;
+        let cost = self.requests[self.head(l).expect("a filed line has a head").1 as usize].cost;
+        let scopes = [
+            (Scope::Org(org), self.orgs[org as usize].rate),
+            (Scope::Pair(leaf.pair), pair.rate),
+            (Scope::Key(leaf.key), self.keys[leaf.key as usize].rate),
+        ];
+        scopes.into_iter().find_map(|(scope, rate)| {
+            let at = rate?.room_at(cost, now).unwrap_or(Nanos::MAX);
+            (at > now).then_some((scope, at))
+        })
+    }
+
+    fn throttled(&self, scope: Scope) -> Option<Nanos> {
+        match scope {
+            Scope::Org(o) => self.orgs[o as usize].throttled,
+            Scope::Pair(p) => self.pairs[p as usize].throttled,
+            Scope::Key(k) => self.keys[k as usize].throttled,
+        }
+    }
+
+    /// Takes `scope` out of the candidates until `until` (`Nanos::MAX`: until its limit
+    /// changes or the request it waits for leaves).
+    fn throttle(&mut self, scope: Scope, until: Nanos) {
+        self.set_throttled(scope, Some(until));
+        if until != Nanos::MAX {
+            self.throttles.push(Reverse((until, scope)));
+        }
+    }
+
+    fn set_throttled(&mut self, scope: Scope, until: Option<Nanos>) {
+        match scope {
+            Scope::Org(o) => {
+                self.orgs[o as usize].throttled = until;
+                self.refile_org_all(o);
+            }
+            Scope::Pair(p) => {
+                self.pairs[p as usize].throttled = until;
+                self.refile_pair(p);
+            }
+            Scope::Key(k) => {
+                self.keys[k as usize].throttled = until;
+                self.refile_key(k);
             }
         }
     }
@@ -463,7 +1084,8 @@ impl Dispatcher {
                 .collect();
             for p in capped {
                 let before = moved.len();
-                while let Some(slot) = self.pop_head_if(p, |seq| seq <= boundary) {
+                let l = self.pairs[p as usize].first_leaf;
+                while let Some(slot) = self.pop_head_if(l, |seq| seq <= boundary) {
                     moved.push((self.requests[slot as usize].key, slot));
                 }
                 let pair = &self.pairs[p as usize];
@@ -479,24 +1101,40 @@ impl Dispatcher {
         }
         moved.sort_unstable();
         for &(_, slot) in &moved {
-            let kind = self.pairs[self.requests[slot as usize].pair as usize].kind;
+            let kind = self.pairs[self.leaves[self.requests[slot as usize].leaf as usize].pair as usize].kind;
             let delay = self.config.extended_delay[kind.index()].unwrap_or(0);
             self.delay(slot, now.saturating_add(delay));
         }
         for p in touched {
-            self.refile(p);
+            self.refile_peek(p);
         }
         self.counters.extended_delays += moved.len() as u64;
         moved.len()
     }
 
-    /// Hands pair `p`'s head request to a slot.
-    fn start(&mut self, p: u32, now: Nanos) -> Grant {
-        let slot = self.pop_head_if(p, |_| true).expect("a filed pair has a ready request");
+    /// Hands line `l`'s head request to a slot.
+    fn start(&mut self, l: u32, now: Nanos) -> Grant {
+        let slot = self.pop_head_if(l, |_| true).expect("a filed line has a ready request");
+        let (p, k) = (self.leaves[l as usize].pair, self.leaves[l as usize].key);
+        let cost = self.requests[slot as usize].cost;
         let pair = &mut self.pairs[p as usize];
         pair.running += 1;
-        let (org, kind, weight) = (pair.org, pair.kind, pair.limits.weight);
-        let charged = self.policy.on_dispatch(&mut pair.flow, kind.index(), weight);
+        let (org, kind) = (pair.org, pair.kind);
+        let node = &mut self.orgs[org.0 as usize];
+        node.running += 1;
+        let key = &mut self.keys[k as usize];
+        key.running += 1;
+        let weights = Weights { org: node.limits.weight, pair: pair.limits.weight, key: key.limits.weight };
+        let charged = match self.policy.fair() {
+            Some(fair) => {
+                let path = Path { org: &mut node.flow, pair: &mut pair.flow, line: &mut self.leaves[l as usize].flow };
+                fair.on_dispatch(path, kind.index(), weights)
+            }
+            None => 0.0,
+        };
+        for limiter in [&mut node.rate, &mut pair.rate, &mut key.rate].into_iter().flatten() {
+            limiter.charge(cost, now);
+        }
         self.running += 1;
         self.kind_running[kind.index()] += 1;
         self.counters.dispatched += 1;
@@ -505,7 +1143,7 @@ impl Dispatcher {
         request.attempts = request.attempts.saturating_add(1);
         let (id, attempt) = (request.id, u32::from(request.attempts));
         let (lease, expires_at) = self.leases.grant(slot, now, self.config.lease, charged);
-        self.refile(p);
+        self.refile_around(l);
         Grant { lease, id, org, kind, attempt, expires_at }
     }
 
@@ -523,8 +1161,8 @@ impl Dispatcher {
         let run_time = now.saturating_sub(active.dispatched_at);
         let active = self.leases.release(lease).expect("checked above");
         let slot = active.slot;
-        let (id, p) = (self.requests[slot as usize].id, self.requests[slot as usize].pair);
-        self.free_slot_of(p, active.charged, run_time);
+        let (id, l) = (self.requests[slot as usize].id, self.requests[slot as usize].leaf);
+        self.free_slot_of(l, active.charged, run_time);
         match outcome {
             Outcome::Ack | Outcome::Fail => {
                 if outcome == Outcome::Ack {
@@ -540,12 +1178,12 @@ impl Dispatcher {
                 if at > now {
                     self.delay(slot, at);
                 } else {
-                    self.make_ready(slot);
+                    self.make_ready(slot, now);
                 }
             }
         }
-        self.refile(p);
-        let pair = &self.pairs[p as usize];
+        self.refile_around(l);
+        let pair = &self.pairs[self.leaves[l as usize].pair as usize];
         Ok(Release { id, org: pair.org, kind: pair.kind, run_time })
     }
 
@@ -569,14 +1207,15 @@ impl Dispatcher {
     pub fn abort(&mut self, id: RequestId) -> CoreResult<Abort> {
         let slot = self.by_id.get(id, &self.requests).ok_or(CoreError::UnknownRequest(id))?;
         let request = self.requests[slot as usize];
-        let p = request.pair;
+        let l = request.leaf;
+        let p = self.leaves[l as usize].pair;
         match request.state {
             State::Running => {
                 let lease = self.leases.iter().find(|(_, l)| l.slot == slot).map(|(id, _)| id);
                 return Ok(Abort::Running(lease.expect("a running request holds a lease")));
             }
             State::Ready => {
-                self.pairs[p as usize].queued -= 1;
+                self.count_queued(l, false);
                 self.policy.on_unqueued(request.key);
             }
             State::Delayed => self.pairs[p as usize].delayed -= 1,
@@ -586,7 +1225,19 @@ impl Dispatcher {
         self.requests[slot as usize].state = State::Aborted;
         self.by_id.remove(id, &self.requests);
         self.counters.aborted += 1;
-        self.refile(p);
+        if self.fair_share() {
+            // A scope waiting for room it can never have (a cost above a lowered burst)
+            // may have waited for this very request: let it look again.
+            let org = self.pairs[p as usize].org.0;
+            for scope in [Scope::Org(org), Scope::Pair(p), Scope::Key(self.leaves[l as usize].key)] {
+                if self.throttled(scope) == Some(Nanos::MAX) {
+                    self.set_throttled(scope, None);
+                }
+            }
+            self.refile_leaf(l);
+        } else {
+            self.refile_peek(p);
+        }
         Ok(Abort::Removed)
     }
 
@@ -598,8 +1249,15 @@ impl Dispatcher {
         let request = &self.requests[slot as usize];
         Ok(match request.state {
             State::Ready => {
-                let line = &self.pairs[request.pair as usize].line;
-                let ahead_in_pair = line.partition_point(|&s| self.requests[s as usize].key < request.key);
+                let order = self.order(slot);
+                let ahead_in_pair = self.leaves[request.leaf as usize]
+                    .levels
+                    .iter()
+                    .map(|(_, level)| {
+                        level
+                            .partition_point(|&s| (self.order(s), self.requests[s as usize].key) < (order, request.key))
+                    })
+                    .sum();
                 let ahead_in_queue = self.policy.ahead_in_queue(request.key);
                 Location::Queued { ahead_in_pair, ahead_in_queue }
             }
@@ -611,6 +1269,15 @@ impl Dispatcher {
             }
             State::Aborted | State::Free => unreachable!("aborted and free entries are not indexed by id"),
         })
+    }
+
+    /// The concurrency key and priority request `id` was enqueued with.
+    pub fn options_of(&self, id: RequestId) -> CoreResult<RequestOptions> {
+        let slot = self.by_id.get(id, &self.requests).ok_or(CoreError::UnknownRequest(id))?;
+        let request = &self.requests[slot as usize];
+        let key = self.leaves[request.leaf as usize].key;
+        let named = self.keys[key as usize].name.is_some();
+        Ok(RequestOptions { key: named.then_some(KeyId(key)), priority: request.priority, cost: request.cost })
     }
 
     /// Queue-wide figures.
@@ -644,6 +1311,48 @@ impl Dispatcher {
         })
     }
 
+    /// Figures of one org.
+    pub fn org_stats(&self, org: OrgId) -> CoreResult<OrgStats> {
+        self.org_name(org)?;
+        let node = &self.orgs[org.0 as usize];
+        Ok(OrgStats {
+            queued: node.queued,
+            running: node.running,
+            limits: node.limits,
+            virtual_time: node.flow.tag,
+            rate: node.rate.map(|r| r.limit),
+            throttled_until: node.throttled,
+            keys: node.keys.len(),
+        })
+    }
+
+    /// Figures of one concurrency key.
+    pub fn key_stats(&self, key: KeyId) -> CoreResult<KeyStats> {
+        let node = self.key_node(key)?;
+        Ok(KeyStats {
+            org: node.org,
+            name: node.name.as_deref().map(str::to_string),
+            queued: node.queued,
+            running: node.running,
+            limits: node.limits,
+            rate: node.rate.map(|r| r.limit),
+            throttled_until: node.throttled,
+        })
+    }
+
+    /// While `scope` waits for room under its rate limit: when it will have it.
+    pub fn throttled_until(&self, scope: RateScope) -> CoreResult<Option<Nanos>> {
+        Ok(match scope {
+            RateScope::Org(org) => self.org_stats(org)?.throttled_until,
+            RateScope::Pair(org, kind) => {
+                self.org_name(org)?;
+                self.find_pair(org, kind).and_then(|p| self.pairs[p as usize].throttled)
+            }
+            RateScope::Key(key) => self.key_node(key)?.throttled,
+            RateScope::EveryKey(_) => None,
+        })
+    }
+
     /// Every (org, kind) pair the dispatcher has seen.
     pub fn pairs(&self) -> impl Iterator<Item = (OrgId, Kind)> + '_ {
         self.pairs.iter().map(|p| (p.org, p.kind))
@@ -666,7 +1375,7 @@ impl Dispatcher {
     }
 
     fn find_pair(&self, org: OrgId, kind: Kind) -> Option<u32> {
-        self.org_pairs.get(org.0 as usize).map(|t| t[kind.index()]).filter(|&p| p != NO_PAIR)
+        self.orgs.get(org.0 as usize).map(|o| o.pairs[kind.index()]).filter(|&p| p != NONE)
     }
 
     /// The pair index of (org, kind), created on first use.
@@ -679,17 +1388,37 @@ impl Dispatcher {
         self.pairs.push(Pair {
             org,
             kind,
-            line: VecDeque::new(),
+            first_leaf: NONE,
             queued: 0,
             delayed: 0,
             running: 0,
             limits: self.config.default_limits[kind.index()],
             overridden: false,
             flow: Flow::default(),
+            leaves: BTreeSet::new(),
             filed: None,
+            rate: None,
+            throttled: None,
         });
-        self.org_pairs[org.0 as usize][kind.index()] = p;
+        self.orgs[org.0 as usize].pairs[kind.index()] = p;
         Ok(p)
+    }
+
+    /// The line of (org, kind, key), created on first use.
+    fn leaf(&mut self, org: OrgId, kind: Kind, key: u32) -> CoreResult<u32> {
+        let p = self.pair(org, kind)?;
+        let l = self.keys[key as usize].leaves[kind.index()];
+        if l != NONE {
+            return Ok(l);
+        }
+        let l = self.leaves.len() as u32;
+        self.leaves.push(Leaf { pair: p, key, levels: Vec::new(), queued: 0, flow: Flow::default(), filed: None });
+        self.keys[key as usize].leaves[kind.index()] = l;
+        let pair = &mut self.pairs[p as usize];
+        if pair.first_leaf == NONE {
+            pair.first_leaf = l;
+        }
+        Ok(l)
     }
 
     fn alloc(&mut self, request: Request) -> u32 {
@@ -710,23 +1439,85 @@ impl Dispatcher {
         self.free.push(slot);
     }
 
-    /// Puts a request at the back of the queue with a fresh sequence number.
-    fn make_ready(&mut self, slot: u32) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+    /// Where a ready request stands in its line: its sequence number, moved ahead by
+    /// its priority's aging offset (`fair_share`; 0 under `peek_set`).
+    #[inline]
+    fn order(&self, slot: u32) -> u64 {
+        let r = &self.requests[slot as usize];
+        r.key.saturating_add(u64::from(MAX_PRIORITY - r.priority) * self.aging)
+    }
+
+    /// The head of line `l` — `(order, slot)` of its first request — assuming its
+    /// fronts were swept.
+    fn head(&self, l: u32) -> Option<(u64, u32)> {
+        self.leaves[l as usize]
+            .levels
+            .iter()
+            .filter_map(|(_, level)| level.front().map(|&slot| (self.order(slot), slot)))
+            .min_by_key(|&(order, slot)| (order, self.requests[slot as usize].key))
+    }
+
+    /// Counts a request into (`true`) or out of its line, pair, key and org.
+    fn count_queued(&mut self, l: u32, joined: bool) {
+        let leaf = &mut self.leaves[l as usize];
+        let pair = &mut self.pairs[leaf.pair as usize];
+        let key = &mut self.keys[leaf.key as usize];
+        let org = &mut self.orgs[pair.org.0 as usize];
+        if joined {
+            leaf.queued += 1;
+            pair.queued += 1;
+            key.queued += 1;
+            org.queued += 1;
+        } else {
+            leaf.queued -= 1;
+            pair.queued -= 1;
+            key.queued -= 1;
+            org.queued -= 1;
+        }
+    }
+
+    /// Puts a request at the back of its line's priority level with a fresh sequence
+    /// number.
+    fn make_ready(&mut self, slot: u32, now: Nanos) {
+        let seq = self.policy.stamp(self.next_seq, now);
+        self.next_seq = seq + 1;
         let request = &mut self.requests[slot as usize];
         request.key = seq;
         request.state = State::Ready;
-        let p = request.pair;
-        let pair = &mut self.pairs[p as usize];
-        pair.line.push_back(slot);
-        pair.queued += 1;
-        self.policy.on_queued(&mut pair.flow, seq, pair.queued == 1);
-        if pair.filed.is_none() {
-            self.refile(p);
+        let (l, priority) = (request.leaf, request.priority);
+        let leaf = &mut self.leaves[l as usize];
+        match leaf.levels.iter_mut().find(|(p, _)| *p == priority) {
+            Some((_, level)) => level.push_back(slot),
+            None => leaf.levels.push((priority, VecDeque::from([slot]))),
         }
-        if self.policy.wants_renumber() {
-            self.renumber();
+        self.count_queued(l, true);
+        self.policy.on_queued(seq);
+        if let Some(fair) = self.policy.fair() {
+            // Each node that had no ready request starts at its parent's virtual time.
+            let leaf = &mut self.leaves[l as usize];
+            let pair = &mut self.pairs[leaf.pair as usize];
+            let org = &mut self.orgs[pair.org.0 as usize];
+            if org.queued == 1 {
+                fair_share::restart(&mut org.flow, fair.vtime());
+            }
+            if pair.queued == 1 {
+                fair_share::restart(&mut pair.flow, org.flow.child_vtime);
+            }
+            if leaf.queued == 1 {
+                fair_share::restart(&mut leaf.flow, pair.flow.child_vtime);
+            }
+            // Refile only when the line was not filed or the request is its new head.
+            if leaf.filed.is_none_or(|key| self.order(slot) < key.1) {
+                self.refile_leaf(l);
+            }
+        } else {
+            let p = self.leaves[l as usize].pair;
+            if self.pairs[p as usize].filed.is_none() {
+                self.refile_peek(p);
+            }
+            if self.policy.wants_renumber() {
+                self.renumber();
+            }
         }
     }
 
@@ -734,87 +1525,115 @@ impl Dispatcher {
         let request = &mut self.requests[slot as usize];
         request.key = due;
         request.state = State::Delayed;
-        self.pairs[request.pair as usize].delayed += 1;
+        self.pairs[self.leaves[request.leaf as usize].pair as usize].delayed += 1;
         self.delays.push(due, slot);
     }
 
-    /// Removes pair `p`'s head request if its sequence number passes `accept`.
-    /// Aborted entries met on the way are freed. Does not refile the pair.
-    fn pop_head_if(&mut self, p: u32, accept: impl Fn(u64) -> bool) -> Option<u32> {
-        loop {
-            let slot = *self.pairs[p as usize].line.front()?;
-            let request = self.requests[slot as usize];
-            if request.state == State::Aborted {
-                self.pairs[p as usize].line.pop_front();
-                self.dealloc(slot);
-                continue;
-            }
-            if !accept(request.key) {
-                return None;
-            }
-            let pair = &mut self.pairs[p as usize];
-            pair.line.pop_front();
-            pair.queued -= 1;
-            self.policy.on_unqueued(request.key);
-            return Some(slot);
+    /// Removes line `l`'s head request if its sequence number passes `accept`.
+    /// Aborted entries met on the way are freed. Does not refile the line.
+    fn pop_head_if(&mut self, l: u32, accept: impl Fn(u64) -> bool) -> Option<u32> {
+        sweep(&mut self.leaves[l as usize], &mut self.requests, &mut self.free);
+        let (_, slot) = self.head(l)?;
+        let request = self.requests[slot as usize];
+        if !accept(request.key) {
+            return None;
         }
+        let leaf = &mut self.leaves[l as usize];
+        let level = leaf.levels.iter_mut().find(|(p, _)| *p == request.priority).expect("the head's level");
+        level.1.pop_front();
+        self.count_queued(l, false);
+        self.policy.on_unqueued(request.key);
+        Some(slot)
     }
 
-    /// Accounts a released slot of pair `p`.
-    fn free_slot_of(&mut self, p: u32, charged: f64, run_time: Nanos) {
-        let pair = &mut self.pairs[p as usize];
+    /// Accounts a released slot of line `l`.
+    fn free_slot_of(&mut self, l: u32, charged: f64, run_time: Nanos) {
+        let leaf = &mut self.leaves[l as usize];
+        let pair = &mut self.pairs[leaf.pair as usize];
+        let key = &mut self.keys[leaf.key as usize];
+        let org = &mut self.orgs[pair.org.0 as usize];
         pair.running -= 1;
-        self.policy.on_release(&mut pair.flow, pair.kind.index(), pair.limits.weight, charged, run_time as f64);
+        key.running -= 1;
+        org.running -= 1;
+        if let Some(fair) = self.policy.fair() {
+            let weights = Weights { org: org.limits.weight, pair: pair.limits.weight, key: key.limits.weight };
+            let path = Path { org: &mut org.flow, pair: &mut pair.flow, line: &mut leaf.flow };
+            fair.on_release(path, pair.kind.index(), weights, charged, run_time as f64);
+        }
         self.running -= 1;
         self.kind_running[pair.kind.index()] -= 1;
         self.counters.released += 1;
     }
 
-    /// Re-queues expired leases, then moves due delayed requests to the back.
+    /// Re-queues expired leases, moves due delayed requests to the back, then lets
+    /// scopes whose rate limit has room again look for work.
     fn advance(&mut self, now: Nanos) {
         while let Some((_, active)) = self.leases.pop_expired(now) {
             let slot = active.slot;
             let request = self.requests[slot as usize];
             let held = now.saturating_sub(active.dispatched_at);
-            self.free_slot_of(request.pair, active.charged, held);
+            self.free_slot_of(request.leaf, active.charged, held);
             self.counters.expired += 1;
-            let pair = &self.pairs[request.pair as usize];
+            let pair = &self.pairs[self.leaves[request.leaf as usize].pair as usize];
             self.push_event(Event::LeaseExpired {
                 id: request.id,
                 org: pair.org,
                 kind: pair.kind,
                 attempt: u32::from(request.attempts),
             });
-            self.make_ready(slot);
-            self.refile(request.pair);
+            self.make_ready(slot, now);
+            self.refile_around(request.leaf);
         }
         while let Some(slot) = self.delays.pop_due(now) {
             match self.requests[slot as usize].state {
                 State::Delayed => {
-                    self.pairs[self.requests[slot as usize].pair as usize].delayed -= 1;
-                    self.make_ready(slot);
+                    let p = self.leaves[self.requests[slot as usize].leaf as usize].pair;
+                    self.pairs[p as usize].delayed -= 1;
+                    self.make_ready(slot, now);
                 }
                 State::Aborted => self.dealloc(slot),
                 other => unreachable!("delay heap held a {other:?} request"),
             }
         }
-    }
-
-    /// Files pair `p` under the line and key its state calls for.
-    fn refile(&mut self, p: u32) {
-        // Sweep aborted entries off the front so the head is a live request.
-        while let Some(&slot) = self.pairs[p as usize].line.front() {
-            if self.requests[slot as usize].state != State::Aborted {
+        while let Some(&Reverse((at, scope))) = self.throttles.peek() {
+            if at > now {
                 break;
             }
-            self.pairs[p as usize].line.pop_front();
-            self.dealloc(slot);
+            self.throttles.pop();
+            if self.throttled(scope) == Some(at) {
+                self.set_throttled(scope, None);
+            }
         }
+    }
+
+    /// Refiles everything a start or a release of line `l` changed: under
+    /// `fair_share`, every line of its key (the key's count may have crossed its cap)
+    /// and its org in every kind (the org's tag and count changed).
+    fn refile_around(&mut self, l: u32) {
+        let leaf = &self.leaves[l as usize];
+        if self.fair_share() {
+            let org = self.pairs[leaf.pair as usize].org.0;
+            self.refile_key(leaf.key);
+            self.refile_org_all(org);
+        } else {
+            self.refile_peek(leaf.pair);
+        }
+    }
+
+    /// Under `peek_set`, files pair `p` under the line and key its state calls for.
+    fn refile_peek(&mut self, p: u32) {
+        let l = self.pairs[p as usize].first_leaf;
+        let head = if l == NONE {
+            None
+        } else {
+            sweep(&mut self.leaves[l as usize], &mut self.requests, &mut self.free);
+            self.head(l)
+        };
         let pair = &self.pairs[p as usize];
         let kind = pair.kind.index();
-        let filed = pair.line.front().map(|&head| {
-            let seq = self.requests[head as usize].key;
-            self.policy.place(pair.running, &pair.limits, &pair.flow, seq, p)
+        let filed = head.map(|(_, slot)| {
+            let seq = self.requests[slot as usize].key;
+            (peek_set::tier(pair.running, &pair.limits), peek_set::key(seq, p))
         });
         if filed == pair.filed {
             return;
@@ -828,6 +1647,93 @@ impl Dispatcher {
         self.pairs[p as usize].filed = filed;
     }
 
+    /// Under `fair_share`, files line `l` in its pair while it is runnable (it has a
+    /// ready request and its key is neither at its cap nor waiting for room), then
+    /// refiles the pair. Under `peek_set`, refiles the line's pair.
+    fn refile_leaf(&mut self, l: u32) {
+        sweep(&mut self.leaves[l as usize], &mut self.requests, &mut self.free);
+        let leaf = &self.leaves[l as usize];
+        let p = leaf.pair;
+        if !self.fair_share() {
+            self.refile_peek(p);
+            return;
+        }
+        let key = &self.keys[leaf.key as usize];
+        let runnable = key.throttled.is_none() && key.limits.cap.is_none_or(|cap| key.running < cap);
+        let filed = if runnable { self.head(l).map(|(order, _)| fair_share::key(&leaf.flow, order, l)) } else { None };
+        if filed != leaf.filed {
+            let pair = &mut self.pairs[p as usize];
+            if let Some(old) = leaf.filed {
+                pair.leaves.remove(&old);
+            }
+            if let Some(new) = filed {
+                pair.leaves.insert(new);
+            }
+            self.leaves[l as usize].filed = filed;
+        }
+        self.refile_pair(p);
+    }
+
+    /// Under `fair_share`, records pair `p`'s tier and key while it is runnable (a
+    /// runnable line, under its cap, not waiting for room), then refiles its org.
+    fn refile_pair(&mut self, p: u32) {
+        if !self.fair_share() {
+            return;
+        }
+        let pair = &self.pairs[p as usize];
+        let runnable = pair.throttled.is_none() && pair.running < pair.limits.cap;
+        let filed = pair
+            .leaves
+            .first()
+            .filter(|_| runnable)
+            .map(|line| (fair_share::tier(pair.running, pair.limits.min), fair_share::key(&pair.flow, line.1, p)));
+        let (org, kind) = (pair.org.0, pair.kind.index());
+        self.pairs[p as usize].filed = filed;
+        self.refile_org(org, kind);
+    }
+
+    /// Under `fair_share`, files org `o` in the lines of `kind` while its pair of that
+    /// kind is runnable and the org is under its cap and not waiting for room.
+    fn refile_org(&mut self, o: u32, kind: usize) {
+        let org = &self.orgs[o as usize];
+        let p = org.pairs[kind];
+        if p == NONE {
+            return;
+        }
+        let runnable = org.throttled.is_none() && org.limits.cap.is_none_or(|cap| org.running < cap);
+        let filed = self.pairs[p as usize].filed.filter(|_| runnable).map(|(tier, key)| {
+            let tier = if org.running < org.limits.min { Tier::Reserved } else { tier };
+            (tier, fair_share::key(&org.flow, key.1, o))
+        });
+        if filed == org.filed[kind] {
+            return;
+        }
+        if let Some((tier, key)) = org.filed[kind] {
+            self.lines.remove(tier, kind, key);
+        }
+        if let Some((tier, key)) = filed {
+            self.lines.insert(tier, kind, key);
+        }
+        self.orgs[o as usize].filed[kind] = filed;
+    }
+
+    fn refile_org_all(&mut self, o: u32) {
+        if self.fair_share() {
+            for kind in 0..KINDS {
+                self.refile_org(o, kind);
+            }
+        }
+    }
+
+    /// Refiles every line of key `k`.
+    fn refile_key(&mut self, k: u32) {
+        for l in self.keys[k as usize].leaves {
+            if l != NONE {
+                self.refile_leaf(l);
+            }
+        }
+    }
+
     /// Gives the ready requests dense sequence numbers again, keeping their order, so
     /// the peek-set index stays proportional to the backlog. Runs only after the index
     /// has grown to four times the backlog plus 65,536 sequence numbers, so its
@@ -838,22 +1744,24 @@ impl Dispatcher {
         // Aborted entries keep their old sequence numbers, which would break the order
         // of the renumbered lines (and `locate`'s count of requests ahead): free them now.
         let mut aborted = Vec::new();
-        for pair in &mut self.pairs {
-            pair.line.retain(|&slot| {
-                let live = self.requests[slot as usize].state != State::Aborted;
-                if !live {
-                    aborted.push(slot);
-                }
-                live
-            });
+        for leaf in &mut self.leaves {
+            for (_, level) in &mut leaf.levels {
+                level.retain(|&slot| {
+                    let live = self.requests[slot as usize].state != State::Aborted;
+                    if !live {
+                        aborted.push(slot);
+                    }
+                    live
+                });
+            }
         }
         for slot in aborted {
             self.dealloc(slot);
         }
         let mut ready: Vec<(u64, u32)> = self
-            .pairs
+            .leaves
             .iter()
-            .flat_map(|pair| pair.line.iter())
+            .flat_map(|leaf| leaf.levels.iter().flat_map(|(_, level)| level.iter()))
             .filter(|&&slot| self.requests[slot as usize].state == State::Ready)
             .map(|&slot| (self.requests[slot as usize].key, slot))
             .collect();
@@ -868,7 +1776,7 @@ impl Dispatcher {
             pair.filed = None;
         }
         for p in 0..self.pairs.len() as u32 {
-            self.refile(p);
+            self.refile_peek(p);
         }
     }
 
@@ -885,19 +1793,55 @@ impl Dispatcher {
     pub fn check_invariants(&self) {
         let mut running = 0;
         let mut kind_running = [0u32; KINDS];
+        let (mut org_queued, mut org_running) = (vec![0u32; self.orgs.len()], vec![0u32; self.orgs.len()]);
+        let mut key_queued = vec![0u32; self.keys.len()];
         for (p, pair) in self.pairs.iter().enumerate() {
-            let live = pair.line.iter().filter(|&&s| self.requests[s as usize].state == State::Ready).count();
-            assert_eq!(live as u32, pair.queued, "pair {p} queued count");
-            let seqs: Vec<u64> = pair
-                .line
-                .iter()
-                .filter(|&&s| self.requests[s as usize].state == State::Ready)
-                .map(|&s| self.requests[s as usize].key)
-                .collect();
-            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "pair {p} line out of order");
             running += pair.running;
             kind_running[pair.kind.index()] += pair.running;
-            assert_eq!(pair.filed.is_some(), pair.queued > 0, "pair {p} filed iff backlogged");
+            org_running[pair.org.0 as usize] += pair.running;
+            org_queued[pair.org.0 as usize] += pair.queued;
+            let in_leaves: u32 = self.leaves.iter().filter(|l| l.pair as usize == p).map(|l| l.queued).sum();
+            assert_eq!(in_leaves, pair.queued, "pair {p} queued count");
+            if self.fair_share() {
+                assert_eq!(
+                    pair.filed.is_some(),
+                    pair.leaves.first().is_some() && pair.throttled.is_none() && pair.running < pair.limits.cap,
+                    "pair {p} filed iff runnable"
+                );
+            } else {
+                assert_eq!(pair.filed.is_some(), pair.queued > 0, "pair {p} filed iff backlogged");
+            }
+        }
+        for (l, leaf) in self.leaves.iter().enumerate() {
+            let live: Vec<u32> = leaf
+                .levels
+                .iter()
+                .flat_map(|(_, level)| level.iter().copied())
+                .filter(|&s| self.requests[s as usize].state == State::Ready)
+                .collect();
+            assert_eq!(live.len() as u32, leaf.queued, "line {l} queued count");
+            for (priority, level) in &leaf.levels {
+                let seqs: Vec<u64> = level
+                    .iter()
+                    .filter(|&&s| self.requests[s as usize].state == State::Ready)
+                    .map(|&s| self.requests[s as usize].key)
+                    .collect();
+                assert!(seqs.windows(2).all(|w| w[0] < w[1]), "line {l} level {priority} out of order");
+                assert!(level.iter().all(|&s| self.requests[s as usize].priority == *priority));
+            }
+            key_queued[leaf.key as usize] += leaf.queued;
+            if self.fair_share() {
+                let key = &self.keys[leaf.key as usize];
+                let runnable = key.throttled.is_none() && key.limits.cap.is_none_or(|cap| key.running < cap);
+                assert_eq!(leaf.filed.is_some(), leaf.queued > 0 && runnable, "line {l} filed iff runnable");
+            }
+        }
+        for (k, key) in self.keys.iter().enumerate() {
+            assert_eq!(key.queued, key_queued[k], "key {k} queued count");
+        }
+        for (o, org) in self.orgs.iter().enumerate() {
+            assert_eq!(org.queued, org_queued[o], "org {o} queued count");
+            assert_eq!(org.running, org_running[o], "org {o} running count");
         }
         assert_eq!(running, self.running);
         assert_eq!(kind_running, self.kind_running);
@@ -906,5 +1850,17 @@ impl Dispatcher {
         let delayed = self.delays.slots().filter(|&s| self.requests[s as usize].state == State::Delayed).count();
         assert_eq!(delayed, self.pairs.iter().map(|p| p.delayed as usize).sum::<usize>());
         self.policy.check_invariants(self.pairs.iter().map(|p| p.queued as usize).sum::<usize>());
+    }
+}
+
+/// A scope's limiter after its limit changed to `limit`: the debt run up is kept.
+fn update(limiter: Option<Limiter>, limit: Option<RateLimit>) -> Option<Limiter> {
+    match (limiter, limit) {
+        (Some(mut limiter), Some(limit)) => {
+            limiter.set(limit);
+            Some(limiter)
+        }
+        (None, Some(limit)) => Some(Limiter::new(limit)),
+        (_, None) => None,
     }
 }

@@ -63,6 +63,12 @@ impl FromStr for Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OrgId(pub u32);
 
+/// A concurrency key of an org, as an index handed out by
+/// [`crate::dispatcher::Dispatcher::key`]. Every org also has a default key that the
+/// requests naming none share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub u32);
+
 /// The caller's id for a request. It is opaque to the core: callers use it to find
 /// the payload (a store row, a map entry) when the request is dispatched.
 pub type RequestId = u64;
@@ -82,17 +88,23 @@ pub(crate) enum State {
     Free,
 }
 
-/// One live request. Kept to 24 bytes: a million-request backlog is ordinary.
+/// One live request. Kept to 32 bytes: a million-request backlog is ordinary.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Request {
     pub id: RequestId,
     /// The queue sequence number while `Ready`, the due time while `Delayed`.
     /// One field serves both because a request is never in both places at once.
+    /// Under `fair_share` the sequence number is also a time stamp (never below the
+    /// clock reading when the request became ready), which priority aging needs.
     pub key: u64,
-    /// Index of the request's (org, kind) pair.
-    pub pair: u32,
+    /// Index of the request's line: its (org, kind, concurrency key).
+    pub leaf: u32,
+    /// Units its rate limits are charged when it starts (1 unless given).
+    pub cost: u32,
     /// Deliveries so far (0 until first dispatched).
     pub attempts: u16,
+    /// 0 to [`crate::limits::MAX_PRIORITY`]; higher starts sooner within its line.
+    pub priority: u8,
     pub state: State,
 }
 

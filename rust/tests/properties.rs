@@ -3,8 +3,14 @@
 //!
 //! Every operation is applied to both; every result (grants, releases, abort
 //! outcomes, errors, events) must match exactly, and after every operation the
-//! whole observable state (stats, every live request's location, every pair's
-//! figures) must match and the dispatcher's own bookkeeping must recount clean.
+//! whole observable state (stats, every live request's location, every pair's, org's
+//! and key's figures) must match and the dispatcher's own bookkeeping must recount
+//! clean. Under `fair_share` requests carry concurrency keys, priorities and costs,
+//! and orgs, keys and pairs get caps, minimums, weights and rate limits; besides
+//! agreeing with the model, the real dispatcher must never exceed a cap at any level,
+//! never start more than `rate × t / per + burst` units under a rate limit over any
+//! window `t`, and never leave a slot free while the model has a runnable request.
+//! Under `peek_set` the same options must be refused and change nothing.
 
 mod model;
 
@@ -12,8 +18,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use _core::{
-    Abort, Config, CoreError, Dispatcher, Event, Grant, Kind, LeaseId, Location, Nanos, NewRequest, OrgId, Outcome,
-    PairLimits, PolicyKind, RequestId, VirtualClock, KINDS, NANOS_PER_SEC,
+    Abort, Config, CoreError, Dispatcher, Event, Grant, KeyId, KeyLimits, Kind, LeaseId, Location, Nanos, NewRequest,
+    OrgId, OrgLimits, Outcome, PairLimits, PolicyKind, RateLimit, RateScope, RequestId, RequestOptions, VirtualClock,
+    DEFAULT_PRIORITY, KINDS, NANOS_PER_SEC,
 };
 use model::{same_error, Model};
 use proptest::prelude::*;
@@ -21,6 +28,12 @@ use proptest::prelude::*;
 const MS: Nanos = NANOS_PER_SEC / 1000;
 const ORGS: u32 = 3;
 const START: Nanos = 1_000 * NANOS_PER_SEC;
+/// Named keys per org, registered up front.
+const KEYS: u32 = 3;
+
+/// A request's options as generated: named key index (`None`: the default key; 7: a
+/// key of another org), priority, cost.
+type Opts = (Option<u32>, u8, u32);
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -29,10 +42,11 @@ enum Op {
         org: u32,
         kind: Kind,
         delay_ms: Option<u32>,
+        opts: Opts,
     },
     /// A batch, all or none; `dup` repeats one of its ids (or a live id) to make it fail.
     EnqueueMany {
-        items: Vec<(u32, Kind, Option<u32>)>,
+        items: Vec<(u32, Kind, Option<u32>, Opts)>,
         dup: Option<usize>,
     },
     /// Enqueue a live request's id again: refused.
@@ -63,6 +77,74 @@ enum Op {
     SetCapacity(f64),
     SetKindSlots(Kind, Option<u32>),
     SetSlots(u32),
+    SetOrgLimits {
+        org: u32,
+        limits: OrgLimits,
+    },
+    /// `key`: `None` = the org's default key.
+    SetKeyLimits {
+        org: u32,
+        key: Option<u32>,
+        limits: Option<KeyLimits>,
+    },
+    SetRateLimit {
+        scope: ScopeSel,
+        limit: Option<RateLimit>,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ScopeSel {
+    Org(u32),
+    Pair(u32, Kind),
+    /// `None`: the org's default key.
+    Key(u32, Option<u32>),
+    EveryKey(u32),
+}
+
+/// Options: mostly the defaults, more often not under `fair_share`.
+fn opts(policy: PolicyKind) -> impl Strategy<Value = Opts> {
+    let odd = if policy == PolicyKind::FairShare { 6 } else { 1 };
+    let key = prop_oneof![6 => Just(None), odd => (0..KEYS).prop_map(Some), 1 => Just(Some(7))];
+    let priority = prop_oneof![8 => Just(DEFAULT_PRIORITY), odd => 0u8..10, 1 => Just(10u8)];
+    let cost = prop_oneof![8 => Just(1u32), odd => 1u32..4, 1 => Just(0u32)];
+    (key, priority, cost)
+}
+
+fn key_limits() -> impl Strategy<Value = KeyLimits> {
+    let cap = prop_oneof![3 => Just(None), 3 => (1u32..4).prop_map(Some), 1 => Just(Some(0))];
+    (cap, weight()).prop_map(|(cap, weight)| KeyLimits { cap, weight })
+}
+
+fn org_limits() -> impl Strategy<Value = OrgLimits> {
+    let cap = prop_oneof![2 => Just(None), 3 => (1u32..6).prop_map(Some), 1 => Just(Some(0))];
+    (cap, 0u32..4, weight(), key_limits()).prop_map(|(cap, min, weight, per_key)| OrgLimits {
+        cap,
+        min: cap.map_or(min, |c| if min > c && min != 3 { c } else { min }),
+        weight,
+        per_key,
+    })
+}
+
+fn rate_limit() -> impl Strategy<Value = Option<RateLimit>> {
+    let valid = (1u32..6, 1u64..20, 1u32..5)
+        .prop_map(|(rate, per_s, burst)| Some(RateLimit { rate: f64::from(rate), per: per_s * NANOS_PER_SEC, burst }));
+    let invalid = prop_oneof![
+        Just(Some(RateLimit { rate: 0.0, per: NANOS_PER_SEC, burst: 1 })),
+        Just(Some(RateLimit { rate: f64::NAN, per: NANOS_PER_SEC, burst: 1 })),
+        Just(Some(RateLimit { rate: 1.0, per: 0, burst: 1 })),
+        Just(Some(RateLimit { rate: 1.0, per: NANOS_PER_SEC, burst: 0 })),
+    ];
+    prop_oneof![6 => valid, 2 => Just(None), 1 => invalid]
+}
+
+fn scope() -> impl Strategy<Value = ScopeSel> {
+    prop_oneof![
+        2 => (0..ORGS).prop_map(ScopeSel::Org),
+        2 => (0..ORGS, kind()).prop_map(|(o, k)| ScopeSel::Pair(o, k)),
+        3 => (0..ORGS, prop::option::weighted(0.8, 0..KEYS)).prop_map(|(o, k)| ScopeSel::Key(o, k)),
+        1 => (0..ORGS).prop_map(ScopeSel::EveryKey),
+    ]
 }
 
 fn kind() -> impl Strategy<Value = Kind> {
@@ -97,10 +179,15 @@ fn delay_ms() -> impl Strategy<Value = Option<u32>> {
     prop_oneof![6 => Just(None), 1 => Just(Some(0)), 3 => (1u32..20_000).prop_map(Some)]
 }
 
-fn op() -> impl Strategy<Value = Op> {
+fn op(policy: PolicyKind) -> impl Strategy<Value = Op> {
+    let fair = if policy == PolicyKind::FairShare { 3 } else { 1 };
     prop_oneof![
-        20 => (0..ORGS, kind(), delay_ms()).prop_map(|(org, kind, delay_ms)| Op::Enqueue { org, kind, delay_ms }),
-        3 => (prop::collection::vec((0..ORGS, kind(), delay_ms()), 1..6), prop::option::weighted(0.3, any::<usize>()))
+        20 => (0..ORGS, kind(), delay_ms(), opts(policy))
+            .prop_map(|(org, kind, delay_ms, opts)| Op::Enqueue { org, kind, delay_ms, opts }),
+        3 => (
+            prop::collection::vec((0..ORGS, kind(), delay_ms(), opts(policy)), 1..6),
+            prop::option::weighted(0.3, any::<usize>())
+        )
             .prop_map(|(items, dup)| Op::EnqueueMany { items, dup }),
         1 => any::<usize>().prop_map(Op::EnqueueDuplicate),
         1 => Just(Op::EnqueueUnknownOrg),
@@ -120,7 +207,15 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(Op::SetCapacity),
         1 => (kind(), prop::option::weighted(0.6, 0u32..4)).prop_map(|(k, s)| Op::SetKindSlots(k, s)),
         1 => (0u32..7).prop_map(Op::SetSlots),
+        fair => (0..ORGS, org_limits()).prop_map(|(org, limits)| Op::SetOrgLimits { org, limits }),
+        fair => (0..ORGS, prop::option::weighted(0.8, 0..KEYS), prop::option::weighted(0.8, key_limits()))
+            .prop_map(|(org, key, limits)| Op::SetKeyLimits { org, key, limits }),
+        fair => (scope(), rate_limit()).prop_map(|(scope, limit)| Op::SetRateLimit { scope, limit }),
     ]
+}
+
+fn aging() -> impl Strategy<Value = Nanos> {
+    prop_oneof![Just(MS), Just(NANOS_PER_SEC), Just(_core::DEFAULT_AGING)]
 }
 
 fn config(policy: PolicyKind) -> impl Strategy<Value = Config> {
@@ -132,8 +227,9 @@ fn config(policy: PolicyKind) -> impl Strategy<Value = Config> {
         2u64..40,
         prop::array::uniform4((1u32..5, 0u32..5, weight())),
         prop::array::uniform4(prop::option::weighted(0.2, 1u32..4)),
+        aging(),
     )
-        .prop_map(move |(slots, peek_set, mut extended_delay, lease_s, defaults, kind_slots)| {
+        .prop_map(move |(slots, peek_set, mut extended_delay, lease_s, defaults, kind_slots, aging)| {
             // Batch is exempt as on the reference platform; other kinds vary.
             extended_delay[Kind::Batch.index()] = None;
             Config {
@@ -144,6 +240,7 @@ fn config(policy: PolicyKind) -> impl Strategy<Value = Config> {
                 kind_slots,
                 lease: lease_s * NANOS_PER_SEC,
                 default_limits: defaults.map(|(cap, min, weight)| PairLimits { cap, min: min % (cap + 1), weight }),
+                aging,
             }
         })
 }
@@ -162,6 +259,12 @@ struct Harness {
     /// Last delivery attempt granted per id, and re-deliveries owed after expiry.
     last_attempt: HashMap<RequestId, u32>,
     owed: HashMap<RequestId, u32>,
+    /// Named keys per org, as registered in both.
+    keys: Vec<Vec<KeyId>>,
+    /// Options each enqueued id carries.
+    options: HashMap<RequestId, RequestOptions>,
+    /// Per rate-limited scope, the starts `(time, cost)` since its limit last changed.
+    starts: HashMap<String, (RateLimit, Vec<(Nanos, u32)>)>,
 }
 
 impl Harness {
@@ -171,9 +274,24 @@ impl Harness {
         for o in 0..ORGS {
             assert_eq!(real.org(&format!("org-{o}")).unwrap(), OrgId(o));
         }
+        let mut model = Model::new(&config, START, ORGS);
+        let keys = (0..ORGS)
+            .map(|o| {
+                (0..KEYS)
+                    .map(|n| {
+                        let key = real.key(OrgId(o), &format!("key-{n}")).unwrap();
+                        assert_eq!(key, model.add_key(OrgId(o)));
+                        key
+                    })
+                    .collect()
+            })
+            .collect();
         Harness {
             real,
-            model: Model::new(&config, START, ORGS),
+            model,
+            keys,
+            options: HashMap::new(),
+            starts: HashMap::new(),
             clock,
             next_id: 1,
             dead_leases: Vec::new(),
@@ -192,6 +310,22 @@ impl Harness {
         NewRequest { id, org: OrgId(org), kind, run_at }
     }
 
+    fn options(&self, org: u32, (key, priority, cost): Opts) -> RequestOptions {
+        // Key 7 stands for a key of another org.
+        let key = key.map(|k| {
+            if k == 7 {
+                self.keys[((org + 1) % ORGS) as usize][0]
+            } else {
+                self.keys[org as usize][k as usize]
+            }
+        });
+        RequestOptions { key, priority, cost }
+    }
+
+    fn key_of(&self, org: u32, key: Option<u32>) -> KeyId {
+        key.map_or(KeyId(org), |k| self.keys[org as usize][k as usize])
+    }
+
     fn held_lease(&self, pick: usize) -> Option<LeaseId> {
         let leases = &self.model.leases;
         (!leases.is_empty()).then(|| leases[pick % leases.len()].lease)
@@ -203,12 +337,20 @@ impl Harness {
         (!ids.is_empty()).then(|| ids[pick % ids.len()])
     }
 
-    fn enqueue(&mut self, batch: Vec<NewRequest>) {
-        let expected = self.model.enqueue_many(&batch);
-        let got = self.real.enqueue_many(&batch);
-        compare_results(&got, &expected, "enqueue_many");
+    fn enqueue(&mut self, batch: Vec<(NewRequest, RequestOptions)>) {
+        let expected = self.model.enqueue_with(&batch);
+        let all_default = batch.iter().all(|(_, o)| *o == RequestOptions::default());
+        let got = if all_default {
+            // The entry point without options, as callers that predate keys use it.
+            let plain: Vec<NewRequest> = batch.iter().map(|(r, _)| *r).collect();
+            self.real.enqueue_many(&plain)
+        } else {
+            self.real.enqueue_with(&batch)
+        };
+        compare_results(&got, &expected, "enqueue_with");
         if got.is_ok() {
-            self.enqueued.extend(batch.iter().map(|r| r.id));
+            self.enqueued.extend(batch.iter().map(|(r, _)| r.id));
+            self.options.extend(batch.iter().map(|(r, o)| (r.id, *o)));
         }
     }
 
@@ -226,41 +368,51 @@ impl Harness {
 
     fn apply(&mut self, op: &Op) {
         match *op {
-            Op::Enqueue { org, kind, delay_ms } => {
+            Op::Enqueue { org, kind, delay_ms, opts } => {
                 let r = self.new_request(org, kind, delay_ms);
-                self.enqueue(vec![r]);
+                let o = self.options(org, opts);
+                self.enqueue(vec![(r, o)]);
             }
             Op::EnqueueMany { ref items, dup } => {
-                let mut batch: Vec<NewRequest> =
-                    items.iter().map(|&(org, kind, delay)| self.new_request(org, kind, delay)).collect();
+                let mut batch: Vec<(NewRequest, RequestOptions)> = items
+                    .iter()
+                    .map(|&(org, kind, delay, opts)| (self.new_request(org, kind, delay), self.options(org, opts)))
+                    .collect();
                 if let Some(pick) = dup {
                     // Repeat an id of the batch itself, or of a live request.
                     let id = match self.live_id(pick) {
                         Some(live) if pick % 2 == 0 => live,
-                        _ => batch[pick % batch.len()].id,
+                        _ => batch[pick % batch.len()].0.id,
                     };
                     let at = pick % (batch.len() + 1);
-                    let template = batch[0];
-                    batch.insert(at, NewRequest { id, ..template });
+                    let (template, options) = batch[0];
+                    batch.insert(at, (NewRequest { id, ..template }, options));
                 }
                 self.enqueue(batch);
             }
             Op::EnqueueDuplicate(pick) => {
                 if let Some(id) = self.live_id(pick) {
                     let r = NewRequest { id, org: OrgId(0), kind: Kind::Future, run_at: None };
-                    self.enqueue(vec![r]);
+                    self.enqueue(vec![(r, RequestOptions::default())]);
                 }
             }
             Op::EnqueueUnknownOrg => {
                 let mut r = self.new_request(0, Kind::Future, None);
                 r.org = OrgId(ORGS + 7);
-                self.enqueue(vec![r]);
+                self.enqueue(vec![(r, RequestOptions::default())]);
             }
             Op::Dispatch(max) => {
                 let expected = self.model.dispatch(max);
                 let got = self.real.dispatch(max);
                 assert_eq!(got, expected, "dispatch({max}) grants");
                 self.check_grants(&got);
+                // Work conservation (fair_share; peek_set's window is not): a dispatch stops
+                // short only when nothing may run.
+                let stats = self.real.stats();
+                let fair = self.real.config().policy == PolicyKind::FairShare;
+                if fair && got.len() < max && stats.running < stats.effective_slots {
+                    assert!(!self.model.runnable_exists(), "a slot left free while a request may run");
+                }
             }
             Op::Ack(pick) => {
                 if let Some(lease) = self.held_lease(pick) {
@@ -335,6 +487,34 @@ impl Harness {
                 let expected = self.model.set_slots(n);
                 compare_results(&self.real.set_slots(n), &expected, "set_slots");
             }
+            Op::SetOrgLimits { org, limits } => {
+                let expected = self.model.set_org_limits(OrgId(org), limits);
+                compare_results(&self.real.set_org_limits(OrgId(org), limits), &expected, "set_org_limits");
+            }
+            Op::SetKeyLimits { org, key, limits } => {
+                let key = self.key_of(org, key);
+                let expected = self.model.set_key_limits(key, limits);
+                compare_results(&self.real.set_key_limits(key, limits), &expected, "set_key_limits");
+            }
+            Op::SetRateLimit { scope, limit } => {
+                let scope = match scope {
+                    ScopeSel::Org(o) => RateScope::Org(OrgId(o)),
+                    ScopeSel::Pair(o, k) => RateScope::Pair(OrgId(o), k),
+                    ScopeSel::Key(o, k) => RateScope::Key(self.key_of(o, k)),
+                    ScopeSel::EveryKey(o) => RateScope::EveryKey(OrgId(o)),
+                };
+                let expected = self.model.set_rate_limit(scope, limit);
+                let got = self.real.set_rate_limit(scope, limit);
+                compare_results(&got, &expected, "set_rate_limit");
+                if got.is_ok() {
+                    // A new limit starts a new record: the bound holds from here on.
+                    let org = match scope {
+                        RateScope::Org(o) | RateScope::Pair(o, _) | RateScope::EveryKey(o) => o,
+                        RateScope::Key(k) => self.real.key_stats(k).unwrap().org,
+                    };
+                    self.starts.retain(|name, _| !name.starts_with(&format!("{}/", org.0)));
+                }
+            }
         }
         self.check_state();
     }
@@ -357,10 +537,17 @@ impl Harness {
             if let Some(owed) = self.owed.remove(&g.id) {
                 assert_eq!(g.attempt, owed, "re-delivery after expiry");
             }
-            // A granted pair is within its cap after all grants (running only grew).
+            // A granted pair, org and key is within its cap after all grants (running only grew).
             let ps = self.real.pair_stats(g.org, g.kind).unwrap();
             assert!(ps.running <= ps.limits.cap, "pair over cap after dispatch: {ps:?}");
+            let os = self.real.org_stats(g.org).unwrap();
+            assert!(os.limits.cap.is_none_or(|cap| os.running <= cap), "org over cap after dispatch: {os:?}");
+            let options = self.options[&g.id];
+            let key = options.key.unwrap_or(KeyId(g.org.0));
+            let ks = self.real.key_stats(key).unwrap();
+            assert!(ks.limits.cap.is_none_or(|cap| ks.running <= cap), "key over cap after dispatch: {ks:?}");
             kinds_granted[g.kind.index()] = true;
+            self.record_start(g, key, options.cost);
         }
         for kind in Kind::ALL {
             if let (true, Some(limit)) = (kinds_granted[kind.index()], self.real.config().kind_slots[kind.index()]) {
@@ -376,6 +563,30 @@ impl Harness {
         let running = self.real.running();
         let ids: HashSet<RequestId> = running.iter().map(|&(_, id)| id).collect();
         assert_eq!(ids.len(), running.len(), "a request holds two leases");
+    }
+
+    /// Records a start under every rate limit over it and checks every window ending
+    /// now: total cost ≤ rate × window / per + burst.
+    fn record_start(&mut self, g: &Grant, key: KeyId, cost: u32) {
+        let now = self.clock.now_ns();
+        let scopes = [
+            (format!("{}/org", g.org.0), RateScope::Org(g.org)),
+            (format!("{}/pair/{}", g.org.0, g.kind), RateScope::Pair(g.org, g.kind)),
+            (format!("{}/key/{}", g.org.0, key.0), RateScope::Key(key)),
+        ];
+        for (name, scope) in scopes {
+            let Some(limit) = self.real.rate_limit(scope).unwrap() else { continue };
+            let entry = self.starts.entry(name.clone()).or_insert((limit, Vec::new()));
+            assert_eq!(entry.0, limit, "{name}: the record restarts when its limit changes");
+            entry.1.push((now, cost));
+            let mut total = 0u64;
+            for &(at, c) in entry.1.iter().rev() {
+                total += u64::from(c);
+                let window = (now - at) as f64;
+                let bound = limit.rate * window / limit.per as f64 + f64::from(limit.burst);
+                assert!(total as f64 <= bound + 1e-9, "{name}: {total} units in {window} ns under {limit:?}");
+            }
+        }
     }
 
     fn check_state(&mut self) {
@@ -440,6 +651,26 @@ impl Harness {
         for kind in Kind::ALL {
             assert_eq!(self.real.config().default_limits[kind.index()], m.default_limits[kind.index()]);
         }
+        for (o, node) in m.org_nodes.iter().enumerate() {
+            let os = self.real.org_stats(OrgId(o as u32)).unwrap();
+            assert_eq!(os.limits, node.limits, "org {o} limits");
+            assert_eq!(os.virtual_time.to_bits(), node.tag.to_bits(), "org {o} virtual time");
+            assert_eq!(os.rate, node.rate.map(|r| r.limit), "org {o} rate limit");
+            assert_eq!(os.throttled_until, node.throttled, "org {o} waiting for room");
+            assert_eq!(os.running, m.org_running_pub(o), "org {o} running");
+        }
+        for (k, node) in m.keys.iter().enumerate() {
+            let ks = self.real.key_stats(KeyId(k as u32)).unwrap();
+            assert_eq!(ks.limits, node.limits, "key {k} limits");
+            assert_eq!(ks.rate, node.rate.map(|r| r.limit), "key {k} rate limit");
+            assert_eq!(ks.throttled_until, node.throttled, "key {k} waiting for room");
+            assert_eq!(ks.running, m.key_running_pub(k), "key {k} running");
+        }
+        for (p, pair) in m.pairs.iter().enumerate() {
+            let scope = RateScope::Pair(pair.org, pair.kind);
+            assert_eq!(self.real.rate_limit(scope).unwrap(), pair.rate.map(|r| r.limit), "pair {p} rate limit");
+            assert_eq!(self.real.throttled_until(scope).unwrap(), pair.throttled, "pair {p} waiting for room");
+        }
     }
 }
 
@@ -476,6 +707,22 @@ fn run(config: Config, ops: &[Op]) {
         h.apply(&Op::SetKindSlots(kind, None));
     }
     h.apply(&Op::SetCapacity(1.0));
+    if h.real.config().policy == PolicyKind::FairShare {
+        // Org, key and rate limits lifted, so that every request drains in a few rounds.
+        for o in 0..ORGS {
+            h.apply(&Op::SetOrgLimits { org: o, limits: OrgLimits::default() });
+            for scope in [ScopeSel::Org(o), ScopeSel::EveryKey(o), ScopeSel::Key(o, None)] {
+                h.apply(&Op::SetRateLimit { scope, limit: None });
+            }
+            for kind in Kind::ALL {
+                h.apply(&Op::SetRateLimit { scope: ScopeSel::Pair(o, kind), limit: None });
+            }
+            for k in std::iter::once(None).chain((0..KEYS).map(Some)) {
+                h.apply(&Op::SetKeyLimits { org: o, key: k, limits: None });
+                h.apply(&Op::SetRateLimit { scope: ScopeSel::Key(o, k), limit: None });
+            }
+        }
+    }
     for _ in 0..200 {
         h.apply(&Op::Advance(60_000));
         h.apply(&Op::Dispatch(100));
@@ -493,12 +740,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, max_shrink_iters: 20_000, ..ProptestConfig::default() })]
 
     #[test]
-    fn peek_set_matches_the_model(config in config(PolicyKind::PeekSet), ops in prop::collection::vec(op(), 1..80)) {
+    fn peek_set_matches_the_model(config in config(PolicyKind::PeekSet), ops in prop::collection::vec(op(PolicyKind::PeekSet), 1..80)) {
         run(config, &ops);
     }
 
     #[test]
-    fn fair_share_matches_the_model(config in config(PolicyKind::FairShare), ops in prop::collection::vec(op(), 1..80)) {
+    fn fair_share_matches_the_model(config in config(PolicyKind::FairShare), ops in prop::collection::vec(op(PolicyKind::FairShare), 1..80)) {
         run(config, &ops);
     }
 }

@@ -1,36 +1,41 @@
-//! Flow-control policies. The dispatcher keeps every backlogged (org, kind) pair in
-//! one of three ordered sets per kind — its *lines* — and a policy decides which
-//! pair a free slot serves next and under which key pairs are ordered.
+//! Flow-control policies. The dispatcher keeps its candidates in three ordered sets
+//! per kind — its *lines* — and a policy decides which candidate a free slot serves
+//! next and under which key candidates are ordered.
 //!
-//! - `peek_set` orders pairs by the sequence number of their head request, so the
-//!   first pair of a set is the first such request in the global FIFO.
-//! - `fair_share` orders pairs by virtual time (slot-time consumed / weight).
+//! - `peek_set` files (org, kind) pairs, ordered by the sequence number of their head
+//!   request, so the first pair of a set is the first such request in the global FIFO.
+//! - `fair_share` files orgs (one entry per kind in which the org has runnable work),
+//!   ordered by the org's virtual time; the dispatcher then descends the org's tree
+//!   (see [`fair_share`]).
 //!
 //! `Policy` is the one value the dispatcher holds: it is told what happens to
-//! requests and pairs (`on_queued`, `on_dispatch`, `on_release`, …) and answers where a
-//! pair is filed (`place`) and what a free slot does (`decide`). The dispatcher never
-//! looks at which policy it runs.
+//! requests (`on_queued`, `on_unqueued`, …), stamps requests that become ready, and
+//! answers what a free slot does (`decide`).
 
 pub mod fair_share;
 pub mod peek_set;
 
 use std::collections::BTreeSet;
 
-use crate::limits::{Config, PairLimits, PolicyKind};
+use crate::clock::Nanos;
+use crate::limits::{Config, PolicyKind};
 use crate::request::KINDS;
 
-use fair_share::{FairShare, Flow};
+use fair_share::FairShare;
 use peek_set::PeekSet;
 
-/// Where a pair sorts within its line: `(primary, head sequence, pair index)`.
+/// Where a candidate sorts within its line: `(primary, head order, index)`.
 /// `primary` is 0 under `peek_set` and the bit pattern of a non-negative virtual
 /// time under `fair_share` (for non-negative floats bit order is numeric order).
+/// The head order is the head request's sequence number under `peek_set` and its
+/// priority-aged order under `fair_share`; the index is a pair's (`peek_set`) or an
+/// org's (`fair_share`).
 pub(crate) type Key = (u64, u64, u32);
 
 /// Which line a backlogged pair stands in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tier {
-    /// Holding fewer slots than its reserved minimum (`fair_share` only).
+    /// Holding fewer slots than its (or its org's) reserved minimum (`fair_share` only).
     Reserved,
     /// Under its cap: may be served.
     Open,
@@ -75,9 +80,11 @@ impl Lines {
 /// What a free slot should do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {
-    /// Serve the head request of this pair (the pair index of its [`Key`]). Only the
-    /// index, so that a decision fits in two registers.
+    /// Under `peek_set`, serve the head request of this pair. Only the index, so that a
+    /// decision fits in two registers.
     Serve(u32),
+    /// Under `fair_share`, serve this org, choosing among its candidates filed in `tier`.
+    ServeOrg { org: u32, tier: Tier },
     /// Under `peek_set`, every request in the peek set belongs to a capped pair: move
     /// those up to and including sequence number `boundary` to the back with their
     /// extended delay.
@@ -86,7 +93,7 @@ pub(crate) enum Decision {
     Wait,
 }
 
-/// The queue's policy and the state it keeps across pairs.
+/// The queue's policy and the state it keeps across candidates.
 ///
 /// An enum with inherent methods rather than a trait object: each call on the
 /// dispatch path is one match with no indirect call. The methods only forward to the
@@ -108,13 +115,15 @@ impl Policy {
         }
     }
 
-    /// The line and key of a backlogged pair holding `running` slots, whose head
-    /// request has sequence number `head_seq`.
+    /// The sequence number of a request that becomes ready at `now`, `next` being the
+    /// smallest one not handed out yet. `peek_set` keeps them dense (its index is a bit
+    /// per number); `fair_share` keeps them at or above the clock so that they double as
+    /// the time stamps priority aging compares.
     #[inline]
-    pub fn place(&self, running: u32, limits: &PairLimits, flow: &Flow, head_seq: u64, pair: u32) -> (Tier, Key) {
+    pub fn stamp(&self, next: u64, now: Nanos) -> u64 {
         match self {
-            Policy::PeekSet(_) => (peek_set::tier(running, limits), peek_set::key(head_seq, pair)),
-            Policy::FairShare(_) => (fair_share::tier(running, limits), fair_share::key(flow, head_seq, pair)),
+            Policy::PeekSet(_) => next,
+            Policy::FairShare(_) => next.max(now),
         }
     }
 
@@ -123,21 +132,27 @@ impl Policy {
     pub fn decide(&self, lines: &Lines, open: [bool; KINDS]) -> Decision {
         match self {
             Policy::PeekSet(peek) => peek.decide(lines, open),
-            Policy::FairShare(fair) => fair.select(lines, open).map_or(Decision::Wait, |key| Decision::Serve(key.2)),
+            Policy::FairShare(_) => {
+                let pick = |tier| lines.first(tier, open).map(|key| Decision::ServeOrg { org: key.2, tier });
+                pick(Tier::Reserved).or_else(|| pick(Tier::Open)).unwrap_or(Decision::Wait)
+            }
         }
     }
 
-    /// A request joined the back of the queue with sequence number `seq`; `first`
-    /// when its pair had no other ready request.
+    /// The fair-share state, under `fair_share`.
     #[inline]
-    pub fn on_queued(&mut self, flow: &mut Flow, seq: u64, first: bool) {
+    pub fn fair(&mut self) -> Option<&mut FairShare> {
         match self {
-            Policy::PeekSet(peek) => peek.on_queued(seq),
-            Policy::FairShare(fair) => {
-                if first {
-                    fair.on_backlogged(flow);
-                }
-            }
+            Policy::PeekSet(_) => None,
+            Policy::FairShare(fair) => Some(fair),
+        }
+    }
+
+    /// A request joined the back of the queue with sequence number `seq`.
+    #[inline]
+    pub fn on_queued(&mut self, seq: u64) {
+        if let Policy::PeekSet(peek) = self {
+            peek.on_queued(seq);
         }
     }
 
@@ -147,32 +162,6 @@ impl Policy {
     pub fn on_unqueued(&mut self, seq: u64) {
         if let Policy::PeekSet(peek) = self {
             peek.on_unqueued(seq);
-        }
-    }
-
-    /// A pair's head request takes a slot; returns the run time charged up front,
-    /// which the lease keeps for [`Policy::on_release`].
-    #[inline]
-    pub fn on_dispatch(&mut self, flow: &mut Flow, kind: usize, weight: f64) -> f64 {
-        match self {
-            Policy::PeekSet(_) => 0.0,
-            Policy::FairShare(fair) => fair.on_dispatch(flow, kind, weight),
-        }
-    }
-
-    /// A slot charged `charged` at dispatch came back after running for `run`.
-    #[inline]
-    pub fn on_release(&mut self, flow: &mut Flow, kind: usize, weight: f64, charged: f64, run: f64) {
-        if let Policy::FairShare(fair) = self {
-            fair.on_release(flow, kind, weight, charged, run);
-        }
-    }
-
-    /// A pair's limits changed.
-    #[inline]
-    pub fn on_limits_changed(&self, flow: &mut Flow) {
-        if let Policy::FairShare(fair) = self {
-            fair.on_limits_changed(flow);
         }
     }
 

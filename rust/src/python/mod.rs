@@ -237,6 +237,7 @@ impl DispatcherPy {
             kind_slots: kind_slots.try_into().expect("one entry per kind"),
             lease: nanos("lease", lease)?,
             default_limits: [limits; KINDS],
+            aging: defaults.aging,
         };
         let virtual_clock = virtual_time.map(|t| nanos("virtual_time", t)).transpose()?.map(VirtualClock::new);
         let clock: Arc<dyn Clock> = match &virtual_clock {

@@ -4,12 +4,19 @@
 //! order, one `Vec` of delayed requests, one `Vec` of active leases. Each policy is
 //! written out the way the spec states it, so the real dispatcher (Fenwick tree,
 //! per-kind ordered lines, heaps) can be checked decision by decision against it.
+//!
+//! `fair_share` is the hierarchy written out flat: every decision recomputes, from the
+//! requests alone, which orgs, pairs and lines (org, kind, key) are runnable and picks
+//! the smallest by (tier, org tag, head order, org), then the org's smallest pair by
+//! (pair tag, head order, pair), then the pair's smallest line by (line tag, head order,
+//! line). Rate limits are GCRA, kept as one theoretical arrival time per scope.
 
 use std::collections::HashMap;
 
 use _core::{
-    Abort, CoreError, CoreResult, Counters, Event, Grant, Kind, LeaseId, Location, Nanos, NewRequest, OrgId, Outcome,
-    PairLimits, PolicyKind, Release, RequestId, KINDS,
+    Abort, CoreError, CoreResult, Counters, Event, Grant, KeyId, KeyLimits, Kind, LeaseId, Location, Nanos, NewRequest,
+    OrgId, OrgLimits, Outcome, PairLimits, PolicyKind, RateLimit, RateScope, Release, RequestId, RequestOptions, KINDS,
+    MAX_COST, MAX_PRIORITY,
 };
 
 /// Mirrors `fair_share::ESTIMATE_ALPHA`.
@@ -27,6 +34,14 @@ pub struct MReq {
     pub org: OrgId,
     pub kind: Kind,
     pub pair: usize,
+    /// Index into `Model::keys` (= the real `KeyId`).
+    pub key: usize,
+    /// Index into `Model::leaves`.
+    pub leaf: usize,
+    pub priority: u8,
+    pub cost: u32,
+    /// Sequence number while ready.
+    pub seq: u64,
     pub attempts: u32,
     pub state: MState,
 }
@@ -38,7 +53,67 @@ pub struct MPair {
     pub limits: PairLimits,
     pub overridden: bool,
     pub tag: f64,
+    pub child_vtime: f64,
     pub estimate: Option<f64>,
+    pub rate: Option<MRate>,
+    pub throttled: Option<Nanos>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MOrg {
+    pub limits: OrgLimits,
+    pub per_key_rate: Option<RateLimit>,
+    pub tag: f64,
+    pub child_vtime: f64,
+    pub rate: Option<MRate>,
+    pub throttled: Option<Nanos>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MKey {
+    pub org: OrgId,
+    pub named: bool,
+    pub limits: KeyLimits,
+    pub overridden: bool,
+    pub rate_overridden: bool,
+    pub rate: Option<MRate>,
+    pub throttled: Option<Nanos>,
+}
+
+/// A line: (pair, key), in creation order.
+#[derive(Debug, Clone)]
+pub struct MLeaf {
+    pub pair: usize,
+    pub key: usize,
+    pub tag: f64,
+}
+
+/// GCRA: `tat` is the theoretical arrival time, `interval` the nanoseconds per unit.
+#[derive(Debug, Clone, Copy)]
+pub struct MRate {
+    pub limit: RateLimit,
+    pub tat: Nanos,
+}
+
+impl MRate {
+    fn interval(&self) -> Nanos {
+        (self.limit.per as f64 / self.limit.rate).ceil().max(1.0) as Nanos
+    }
+
+    /// The earliest time >= now at which `cost` fits (`Nanos::MAX`: never).
+    fn room_at(&self, cost: u32, now: Nanos) -> Nanos {
+        if cost > self.limit.burst {
+            return Nanos::MAX;
+        }
+        // max(tat, t) + cost·T − t <= burst·T
+        let t = self.interval();
+        let earliest = (self.tat + u64::from(cost) * t).saturating_sub(u64::from(self.limit.burst) * t);
+        earliest.max(now)
+    }
+}
+
+fn with_limit(old: Option<MRate>, limit: Option<RateLimit>) -> Option<MRate> {
+    limit.map(|limit| MRate { limit, tat: old.map_or(0, |r| r.tat) })
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +137,12 @@ pub struct Model {
     pub capacity: f64,
     pub now: Nanos,
     pub orgs: u32,
+    pub org_nodes: Vec<MOrg>,
+    /// Keys by real `KeyId`: org `o`'s default key is `o`, named keys follow.
+    pub keys: Vec<MKey>,
+    pub leaves: Vec<MLeaf>,
+    pub aging: Nanos,
+    pub next_seq: u64,
     /// In creation order: the index is the pair index.
     pub pairs: Vec<MPair>,
     pub reqs: HashMap<RequestId, MReq>,
@@ -76,6 +157,15 @@ pub struct Model {
     pub kind_estimate: [Option<f64>; KINDS],
     pub counters: Counters,
     pub events: Vec<Event>,
+}
+
+/// The sort bits of a tag: -0.0 and 0.0 sort first.
+fn bits(tag: f64) -> u64 {
+    if tag > 0.0 {
+        tag.to_bits()
+    } else {
+        0
+    }
 }
 
 fn blend(estimate: Option<f64>, sample: f64) -> f64 {
@@ -99,12 +189,48 @@ fn check_limits(l: &PairLimits) -> CoreResult<()> {
     Ok(())
 }
 
+fn check_key_limits(l: &KeyLimits) -> CoreResult<()> {
+    if l.cap == Some(0) {
+        return Err(bad("key cap"));
+    }
+    if !(l.weight.is_finite() && l.weight > 0.0) {
+        return Err(bad("key weight"));
+    }
+    Ok(())
+}
+
 /// Errors compare by variant and, for invalid arguments, by the argument's name only.
 pub fn same_error(a: &CoreError, b: &CoreError) -> bool {
     match (a, b) {
         (CoreError::InvalidArgument { name: x, .. }, CoreError::InvalidArgument { name: y, .. }) => x == y,
         _ => a == b,
     }
+}
+
+impl MKey {
+    fn new(org: OrgId, named: bool, limits: KeyLimits, rate: Option<RateLimit>) -> Self {
+        MKey {
+            org,
+            named,
+            limits,
+            overridden: false,
+            rate_overridden: false,
+            rate: rate.map(|limit| MRate { limit, tat: 0 }),
+            throttled: None,
+        }
+    }
+}
+
+fn bad(name: &'static str) -> CoreError {
+    CoreError::InvalidArgument { name, value: String::new(), expected: String::new() }
+}
+
+/// A scope of rate limits, as the model indexes them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MScope {
+    Org(usize),
+    Pair(usize),
+    Key(usize),
 }
 
 impl Model {
@@ -120,6 +246,20 @@ impl Model {
             capacity: 1.0,
             now,
             orgs,
+            org_nodes: (0..orgs)
+                .map(|_| MOrg {
+                    limits: OrgLimits::default(),
+                    per_key_rate: None,
+                    tag: 0.0,
+                    child_vtime: 0.0,
+                    rate: None,
+                    throttled: None,
+                })
+                .collect(),
+            keys: (0..orgs).map(|o| MKey::new(OrgId(o), false, KeyLimits::default(), None)).collect(),
+            leaves: Vec::new(),
+            aging: if config.policy == PolicyKind::FairShare { config.aging } else { 0 },
+            next_seq: 0,
             pairs: Vec::new(),
             reqs: HashMap::new(),
             ready: Vec::new(),
@@ -150,9 +290,139 @@ impl Model {
             limits: self.default_limits[kind.index()],
             overridden: false,
             tag: 0.0,
+            child_vtime: 0.0,
             estimate: None,
+            rate: None,
+            throttled: None,
         });
         self.pairs.len() - 1
+    }
+
+    fn leaf(&mut self, pair: usize, key: usize) -> usize {
+        if let Some(l) = self.leaves.iter().position(|l| l.pair == pair && l.key == key) {
+            return l;
+        }
+        self.leaves.push(MLeaf { pair, key, tag: 0.0 });
+        self.leaves.len() - 1
+    }
+
+    /// Registers named key `n` of `org` as the harness does (after every org).
+    pub fn add_key(&mut self, org: OrgId) -> KeyId {
+        let o = &self.org_nodes[org.0 as usize];
+        let (limits, rate) = (o.limits.per_key, o.per_key_rate);
+        self.keys.push(MKey::new(org, true, limits, rate));
+        KeyId(self.keys.len() as u32 - 1)
+    }
+
+    fn fair(&self) -> bool {
+        self.policy == PolicyKind::FairShare
+    }
+
+    pub fn key_running_pub(&self, k: usize) -> u32 {
+        self.key_running(k)
+    }
+
+    pub fn org_running_pub(&self, o: usize) -> u32 {
+        self.org_running(o)
+    }
+
+    fn key_running(&self, k: usize) -> u32 {
+        self.leases.iter().filter(|l| self.reqs[&l.id].key == k).count() as u32
+    }
+
+    fn org_running(&self, o: usize) -> u32 {
+        self.leases.iter().filter(|l| self.reqs[&l.id].org.0 as usize == o).count() as u32
+    }
+
+    fn org_queued(&self, o: usize) -> usize {
+        self.ready.iter().filter(|id| self.reqs[id].org.0 as usize == o).count()
+    }
+
+    fn leaf_queued(&self, l: usize) -> usize {
+        self.ready.iter().filter(|id| self.reqs[id].leaf == l).count()
+    }
+
+    /// A ready request's place in its line: sequence number plus the aging offset of
+    /// the levels below the top priority.
+    pub fn order(&self, id: RequestId) -> u64 {
+        let r = &self.reqs[&id];
+        r.seq + u64::from(MAX_PRIORITY - r.priority) * self.aging
+    }
+
+    /// The first request of line `l`: smallest order, then smallest sequence number.
+    fn leaf_head(&self, l: usize) -> Option<RequestId> {
+        self.ready
+            .iter()
+            .copied()
+            .filter(|id| self.reqs[id].leaf == l)
+            .min_by_key(|&id| (self.order(id), self.reqs[&id].seq))
+    }
+
+    pub fn throttled(&self, scope: MScope) -> Option<Nanos> {
+        match scope {
+            MScope::Org(o) => self.org_nodes[o].throttled,
+            MScope::Pair(p) => self.pairs[p].throttled,
+            MScope::Key(k) => self.keys[k].throttled,
+        }
+    }
+
+    fn set_throttled(&mut self, scope: MScope, until: Option<Nanos>) {
+        match scope {
+            MScope::Org(o) => self.org_nodes[o].throttled = until,
+            MScope::Pair(p) => self.pairs[p].throttled = until,
+            MScope::Key(k) => self.keys[k].throttled = until,
+        }
+    }
+
+    fn rate(&self, scope: MScope) -> Option<MRate> {
+        match scope {
+            MScope::Org(o) => self.org_nodes[o].rate,
+            MScope::Pair(p) => self.pairs[p].rate,
+            MScope::Key(k) => self.keys[k].rate,
+        }
+    }
+
+    fn scopes_of(&self, id: RequestId) -> [MScope; 3] {
+        let r = &self.reqs[&id];
+        [MScope::Org(r.org.0 as usize), MScope::Pair(r.pair), MScope::Key(r.key)]
+    }
+
+    /// Line `l` may be served: it has a head, and its key is under cap and not waiting.
+    fn leaf_runnable(&self, l: usize) -> bool {
+        let k = &self.keys[self.leaves[l].key];
+        self.leaf_head(l).is_some()
+            && k.throttled.is_none()
+            && k.limits.cap.is_none_or(|cap| self.key_running(self.leaves[l].key) < cap)
+    }
+
+    /// The pair's best runnable line by (tag bits, head order, line), if the pair may be served.
+    fn pair_best_leaf(&self, p: usize) -> Option<(u64, u64, usize)> {
+        let pair = &self.pairs[p];
+        if pair.throttled.is_some() || self.pair_running(p) >= pair.limits.cap {
+            return None;
+        }
+        (0..self.leaves.len())
+            .filter(|&l| self.leaves[l].pair == p && self.leaf_runnable(l))
+            .map(|l| (bits(self.leaves[l].tag), self.order(self.leaf_head(l).unwrap()), l))
+            .min()
+    }
+
+    /// Every (org, kind) a free slot may serve: `(tier, org tag bits, head order, org, pair)`.
+    fn fair_candidates(&self) -> Vec<(u8, u64, u64, usize, usize)> {
+        let mut out = Vec::new();
+        for (p, pair) in self.pairs.iter().enumerate() {
+            let o = pair.org.0 as usize;
+            let org = &self.org_nodes[o];
+            let org_running = self.org_running(o);
+            if !self.kind_open(pair.kind) || org.throttled.is_some() || org.limits.cap.is_some_and(|c| org_running >= c)
+            {
+                continue;
+            }
+            let Some((_, order, _)) = self.pair_best_leaf(p) else { continue };
+            let reserved = org_running < org.limits.min || self.pair_running(p) < pair.limits.min;
+            out.push((if reserved { 0 } else { 1 }, bits(org.tag), order, o, p));
+        }
+        out
     }
 
     fn check_org(&self, org: OrgId) -> CoreResult<()> {
@@ -188,13 +458,26 @@ impl Model {
     }
 
     fn make_ready(&mut self, id: RequestId) {
-        let p = self.reqs[&id].pair;
-        if self.policy == PolicyKind::FairShare && self.pair_queued(p) == 0 {
-            let pair = &mut self.pairs[p];
-            pair.tag = pair.tag.max(self.vtime);
-        }
+        let seq = if self.fair() { self.next_seq.max(self.now) } else { self.next_seq };
+        self.next_seq = seq + 1;
+        let (o, p, l) = {
+            let r = self.reqs.get_mut(&id).unwrap();
+            r.seq = seq;
+            r.state = MState::Ready;
+            (r.org.0 as usize, r.pair, r.leaf)
+        };
         self.ready.push(id);
-        self.reqs.get_mut(&id).unwrap().state = MState::Ready;
+        if self.fair() {
+            if self.org_queued(o) == 1 {
+                self.org_nodes[o].tag = self.org_nodes[o].tag.max(self.vtime);
+            }
+            if self.pair_queued(p) == 1 {
+                self.pairs[p].tag = self.pairs[p].tag.max(self.org_nodes[o].child_vtime);
+            }
+            if self.leaf_queued(l) == 1 {
+                self.leaves[l].tag = self.leaves[l].tag.max(self.pairs[p].child_vtime);
+            }
+        }
     }
 
     fn delay(&mut self, id: RequestId, due: Nanos) {
@@ -206,14 +489,21 @@ impl Model {
     /// Takes lease `i` off the active list and accounts the freed slot.
     fn free_lease(&mut self, i: usize, run: Nanos) -> MLease {
         let lease = self.leases.remove(i);
-        let (p, kind) = {
+        let (o, p, k, l, kind) = {
             let r = &self.reqs[&lease.id];
-            (r.pair, r.kind)
+            (r.org.0 as usize, r.pair, r.key, r.leaf, r.kind)
         };
         if self.policy == PolicyKind::FairShare {
+            let (ow, pw, kw) =
+                (self.org_nodes[o].limits.weight, self.pairs[p].limits.weight, self.keys[k].limits.weight);
+            let extra = run as f64 - lease.charged;
+            let org = &mut self.org_nodes[o];
+            org.tag = (org.tag + extra / (ow * pw)).max(0.0);
             let pair = &mut self.pairs[p];
-            let w = pair.limits.weight;
-            pair.tag = (pair.tag + (run as f64 - lease.charged) / w).max(0.0);
+            pair.tag = (pair.tag + extra / pw).max(0.0);
+            let leaf = &mut self.leaves[l];
+            leaf.tag = (leaf.tag + extra / kw).max(0.0);
+            let pair = &mut self.pairs[p];
             pair.estimate = Some(blend(pair.estimate, run as f64));
             self.kind_estimate[kind.index()] = Some(blend(self.kind_estimate[kind.index()], run as f64));
         }
@@ -245,21 +535,44 @@ impl Model {
             let (_, _, id) = self.delayed.remove(i);
             self.make_ready(id);
         }
+        for o in &mut self.org_nodes {
+            o.throttled = o.throttled.filter(|&t| t > now);
+        }
+        for p in &mut self.pairs {
+            p.throttled = p.throttled.filter(|&t| t > now);
+        }
+        for k in &mut self.keys {
+            k.throttled = k.throttled.filter(|&t| t > now);
+        }
     }
 
     fn start(&mut self, id: RequestId) -> Grant {
         let pos = self.ready.iter().position(|&x| x == id).unwrap();
         self.ready.remove(pos);
-        let (p, kind) = (self.reqs[&id].pair, self.reqs[&id].kind);
+        let (o, p, k, l, kind, cost) = {
+            let r = &self.reqs[&id];
+            (r.org.0 as usize, r.pair, r.key, r.leaf, r.kind, r.cost)
+        };
         let charged = if self.policy == PolicyKind::FairShare {
-            let pair = &mut self.pairs[p];
-            self.vtime = self.vtime.max(pair.tag);
-            let charge = pair.estimate.or(self.kind_estimate[kind.index()]).unwrap_or(0.0);
-            pair.tag += charge / pair.limits.weight;
+            let (ow, pw, kw) =
+                (self.org_nodes[o].limits.weight, self.pairs[p].limits.weight, self.keys[k].limits.weight);
+            self.vtime = self.vtime.max(self.org_nodes[o].tag);
+            self.org_nodes[o].child_vtime = self.org_nodes[o].child_vtime.max(self.pairs[p].tag);
+            self.pairs[p].child_vtime = self.pairs[p].child_vtime.max(self.leaves[l].tag);
+            let charge = self.pairs[p].estimate.or(self.kind_estimate[kind.index()]).unwrap_or(0.0);
+            self.org_nodes[o].tag += charge / (ow * pw);
+            self.pairs[p].tag += charge / pw;
+            self.leaves[l].tag += charge / kw;
             charge
         } else {
             0.0
         };
+        let now = self.now;
+        for rate in [&mut self.org_nodes[o].rate, &mut self.pairs[p].rate, &mut self.keys[k].rate].into_iter().flatten()
+        {
+            let t = rate.interval();
+            rate.tat = rate.tat.max(now) + u64::from(cost) * t;
+        }
         let lease = self.next_lease;
         self.next_lease += 1;
         let expires_at = self.now.saturating_add(self.lease);
@@ -329,44 +642,114 @@ impl Model {
         self.peek_serve()
     }
 
-    fn select_fair_share(&self) -> Option<RequestId> {
-        // (tier, tag bits, head position, pair index): the smallest wins.
-        let mut best: Option<((u8, u64, usize, usize), RequestId)> = None;
-        for (p, pair) in self.pairs.iter().enumerate() {
-            let Some(head_pos) = self.ready.iter().position(|id| self.reqs[id].pair == p) else { continue };
-            if !self.kind_open(pair.kind) {
-                continue;
-            }
-            let running = self.pair_running(p);
-            let tier = if running < pair.limits.min {
-                0
-            } else if running < pair.limits.cap {
-                1
-            } else {
-                continue;
-            };
-            let key = (tier, pair.tag.to_bits(), head_pos, p);
-            if best.as_ref().is_none_or(|(k, _)| key < *k) {
-                best = Some((key, self.ready[head_pos]));
+    fn select_fair_share(&mut self) -> Option<RequestId> {
+        loop {
+            let candidates = self.fair_candidates();
+            let &(tier, _, _, o, _) = candidates.iter().min_by_key(|c| (c.0, c.1, c.2, c.3))?;
+            let p = candidates
+                .iter()
+                .filter(|c| c.3 == o && c.0 == tier)
+                .map(|c| (bits(self.pairs[c.4].tag), c.2, c.4))
+                .min()
+                .unwrap()
+                .2;
+            let (_, _, l) = self.pair_best_leaf(p).unwrap();
+            let id = self.leaf_head(l).unwrap();
+            let (cost, now) = (self.reqs[&id].cost, self.now);
+            let short = self.scopes_of(id).into_iter().find_map(|scope| {
+                let at = self.rate(scope)?.room_at(cost, now);
+                (at > now).then_some((scope, at))
+            });
+            match short {
+                Some((scope, at)) => self.set_throttled(scope, Some(at)),
+                None => return Some(id),
             }
         }
-        best.map(|(_, id)| id)
+    }
+
+    /// Work conservation, stated on the requests alone: some ready request heads its
+    /// line, every cap over it (kind, pair, key, org) has room, no scope over it is
+    /// waiting for room, and every rate limit over it has room for its cost now.
+    pub fn runnable_exists(&self) -> bool {
+        self.ready.iter().any(|&id| {
+            let r = &self.reqs[&id];
+            let (o, p, k) = (r.org.0 as usize, r.pair, r.key);
+            let org = &self.org_nodes[o];
+            self.leaf_head(r.leaf) == Some(id)
+                && self.kind_open(r.kind)
+                && self.pair_running(p) < self.pairs[p].limits.cap
+                && self.keys[k].limits.cap.is_none_or(|cap| self.key_running(k) < cap)
+                && org.limits.cap.is_none_or(|cap| self.org_running(o) < cap)
+                && self.scopes_of(id).iter().all(|&scope| {
+                    self.throttled(scope).is_none()
+                        && self.rate(scope).is_none_or(|rate| rate.room_at(r.cost, self.now) <= self.now)
+                })
+        })
     }
 
     // ----- the API ---------------------------------------------------------------
 
-    pub fn enqueue_many(&mut self, requests: &[NewRequest]) -> CoreResult<()> {
-        let mut seen = Vec::new();
-        for r in requests {
+    pub fn enqueue_with(&mut self, requests: &[(NewRequest, RequestOptions)]) -> CoreResult<()> {
+        for (r, opt) in requests {
             self.check_org(r.org)?;
+            if opt.priority > MAX_PRIORITY {
+                return Err(bad("priority"));
+            }
+            if opt.cost == 0 || opt.cost > MAX_COST {
+                return Err(bad("cost"));
+            }
+            if !self.fair() && opt.priority != _core::DEFAULT_PRIORITY {
+                return Err(bad("priority"));
+            }
+            if !self.fair() && opt.cost != 1 {
+                return Err(bad("cost"));
+            }
+            let k = match opt.key {
+                Some(k) => {
+                    let k = k.0 as usize;
+                    if k >= self.keys.len() || self.keys[k].org != r.org {
+                        return Err(bad("key id"));
+                    }
+                    if self.keys[k].named && !self.fair() {
+                        return Err(bad("key"));
+                    }
+                    k
+                }
+                None => r.org.0 as usize,
+            };
+            let pair_rate = self.find_pair(r.org, r.kind).and_then(|p| self.pairs[p].rate);
+            for rate in [self.org_nodes[r.org.0 as usize].rate, pair_rate, self.keys[k].rate].into_iter().flatten() {
+                if opt.cost > rate.limit.burst {
+                    return Err(bad("cost"));
+                }
+            }
+        }
+        let mut seen = Vec::new();
+        for (r, _) in requests {
             if self.reqs.contains_key(&r.id) || seen.contains(&r.id) {
                 return Err(CoreError::DuplicateRequest(r.id));
             }
             seen.push(r.id);
         }
-        for r in requests {
+        for (r, opt) in requests {
             let p = self.pair(r.org, r.kind);
-            self.reqs.insert(r.id, MReq { org: r.org, kind: r.kind, pair: p, attempts: 0, state: MState::Ready });
+            let k = opt.key.map_or(r.org.0 as usize, |k| k.0 as usize);
+            let l = self.leaf(p, k);
+            self.reqs.insert(
+                r.id,
+                MReq {
+                    org: r.org,
+                    kind: r.kind,
+                    pair: p,
+                    key: k,
+                    leaf: l,
+                    priority: opt.priority,
+                    cost: opt.cost,
+                    seq: 0,
+                    attempts: 0,
+                    state: MState::Ready,
+                },
+            );
             self.counters.enqueued += 1;
             match r.run_at {
                 Some(due) if due > self.now => self.delay(r.id, due),
@@ -437,6 +820,13 @@ impl Model {
             MState::Ready => self.ready.retain(|&x| x != id),
             MState::Delayed(_) => self.delayed.retain(|&(_, _, x)| x != id),
         }
+        if self.fair() {
+            for scope in self.scopes_of(id) {
+                if self.throttled(scope) == Some(Nanos::MAX) {
+                    self.set_throttled(scope, None);
+                }
+            }
+        }
         self.reqs.remove(&id);
         self.counters.aborted += 1;
         Ok(Abort::Removed)
@@ -446,12 +836,12 @@ impl Model {
         check_limits(&limits)?;
         self.check_org(org)?;
         let p = self.pair(org, kind);
-        let vtime = self.vtime;
+        let org_vtime = self.org_nodes[org.0 as usize].child_vtime;
         let pair = &mut self.pairs[p];
         pair.limits = limits;
         pair.overridden = true;
         if self.policy == PolicyKind::FairShare {
-            pair.tag = pair.tag.max(vtime);
+            pair.tag = pair.tag.max(org_vtime);
         }
         Ok(())
     }
@@ -459,11 +849,123 @@ impl Model {
     pub fn set_default_limits(&mut self, kind: Kind, limits: PairLimits) -> CoreResult<()> {
         check_limits(&limits)?;
         self.default_limits[kind.index()] = limits;
-        let (fair, vtime) = (self.policy == PolicyKind::FairShare, self.vtime);
+        let fair = self.fair();
         for pair in self.pairs.iter_mut().filter(|p| p.kind == kind && !p.overridden) {
             pair.limits = limits;
             if fair {
-                pair.tag = pair.tag.max(vtime);
+                pair.tag = pair.tag.max(self.org_nodes[pair.org.0 as usize].child_vtime);
+            }
+        }
+        Ok(())
+    }
+
+    fn restart_key(&mut self, k: usize) {
+        for l in 0..self.leaves.len() {
+            if self.leaves[l].key == k {
+                let pair_vtime = self.pairs[self.leaves[l].pair].child_vtime;
+                self.leaves[l].tag = self.leaves[l].tag.max(pair_vtime);
+            }
+        }
+    }
+
+    pub fn set_org_limits(&mut self, org: OrgId, l: OrgLimits) -> CoreResult<()> {
+        if l.cap == Some(0) {
+            return Err(bad("org cap"));
+        }
+        if l.cap.is_some_and(|cap| l.min > cap) {
+            return Err(bad("org min"));
+        }
+        if !(l.weight.is_finite() && l.weight > 0.0) {
+            return Err(bad("org weight"));
+        }
+        check_key_limits(&l.per_key)?;
+        self.check_org(org)?;
+        if l != OrgLimits::default() && !self.fair() {
+            return Err(bad("org limits"));
+        }
+        let o = org.0 as usize;
+        self.org_nodes[o].limits = l;
+        if self.fair() {
+            self.org_nodes[o].tag = self.org_nodes[o].tag.max(self.vtime);
+        }
+        for k in 0..self.keys.len() {
+            if self.keys[k].org == org && self.keys[k].named && !self.keys[k].overridden {
+                self.keys[k].limits = l.per_key;
+                self.restart_key(k);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn set_key_limits(&mut self, key: KeyId, limits: Option<KeyLimits>) -> CoreResult<()> {
+        let k = key.0 as usize;
+        if k >= self.keys.len() {
+            return Err(bad("key id"));
+        }
+        if let Some(l) = &limits {
+            check_key_limits(l)?;
+            if !self.fair() {
+                return Err(bad("key limits"));
+            }
+        }
+        let inherited = if self.keys[k].named {
+            self.org_nodes[self.keys[k].org.0 as usize].limits.per_key
+        } else {
+            KeyLimits::default()
+        };
+        self.keys[k].overridden = limits.is_some();
+        self.keys[k].limits = limits.unwrap_or(inherited);
+        self.restart_key(k);
+        Ok(())
+    }
+
+    pub fn set_rate_limit(&mut self, scope: RateScope, limit: Option<RateLimit>) -> CoreResult<()> {
+        if let Some(l) = &limit {
+            if !(l.rate.is_finite() && l.rate > 0.0) {
+                return Err(bad("rate"));
+            }
+            if l.per == 0 {
+                return Err(bad("per"));
+            }
+            if l.burst == 0 || l.burst > MAX_COST {
+                return Err(bad("burst"));
+            }
+            if !self.fair() {
+                return Err(bad("rate limit"));
+            }
+        }
+        match scope {
+            RateScope::Org(org) => {
+                self.check_org(org)?;
+                let o = &mut self.org_nodes[org.0 as usize];
+                o.rate = with_limit(o.rate, limit);
+                o.throttled = None;
+            }
+            RateScope::Pair(org, kind) => {
+                self.check_org(org)?;
+                let p = self.pair(org, kind);
+                self.pairs[p].rate = with_limit(self.pairs[p].rate, limit);
+                self.pairs[p].throttled = None;
+            }
+            RateScope::Key(key) => {
+                let k = key.0 as usize;
+                if k >= self.keys.len() {
+                    return Err(bad("key id"));
+                }
+                let inherited =
+                    if self.keys[k].named { self.org_nodes[self.keys[k].org.0 as usize].per_key_rate } else { None };
+                let node = &mut self.keys[k];
+                node.rate_overridden = limit.is_some();
+                node.rate = with_limit(node.rate, limit.or(inherited));
+                node.throttled = None;
+            }
+            RateScope::EveryKey(org) => {
+                self.check_org(org)?;
+                self.org_nodes[org.0 as usize].per_key_rate = limit;
+                for node in self.keys.iter_mut().filter(|k| k.org == org && k.named && !k.rate_overridden) {
+                    node.rate = with_limit(node.rate, limit);
+                    node.throttled = None;
+                }
             }
         }
         Ok(())
@@ -496,7 +998,12 @@ impl Model {
         Ok(match r.state {
             MState::Ready => {
                 let pos = self.ready.iter().position(|&x| x == id).unwrap();
-                let ahead_in_pair = self.ready[..pos].iter().filter(|x| self.reqs[x].pair == r.pair).count();
+                let mine = (self.order(id), r.seq);
+                let ahead_in_pair = self
+                    .ready
+                    .iter()
+                    .filter(|&&x| self.reqs[&x].leaf == r.leaf && (self.order(x), self.reqs[&x].seq) < mine)
+                    .count();
                 let ahead_in_queue = (self.policy == PolicyKind::PeekSet).then_some(pos);
                 Location::Queued { ahead_in_pair, ahead_in_queue }
             }
