@@ -5,6 +5,12 @@ its place in its org's line and in the whole queue, the jobs holding its org's
 slots when the org is at its cap, its place in the flex queue, a run-at time in
 the future, and an estimated start computed from how fast the line and the
 whole queue have been moving lately, with that basis stated.
+
+The rate is measured over the time the line (or the queue) had work: from the
+records of its latest finished jobs, each counting as work from the time it was
+ready to the time it finished, and the running and waiting ones up to now. A
+line that drained, sat idle for ten minutes and took a new backlog is estimated
+at the pace it drains, not at its jobs per minute averaged over the idle ones.
 """
 
 from __future__ import annotations
@@ -18,10 +24,14 @@ from fairqueue.records import JobRecord, JobStatus, WaitingFacts
 from fairqueue.settings import QueueSettings
 from fairqueue.storage import Storage
 
-__all__ = ["Explanation", "Reason", "explain", "RATE_WINDOW"]
+__all__ = ["Explanation", "Reason", "explain", "RATE_WINDOW", "RATE_LOOKBACK", "RATE_JOBS", "Pace", "pace"]
 
 RATE_WINDOW = 300.0
-"""Seconds of finished jobs the estimate's rates are measured over."""
+"""Seconds back a finished job shows that a worker is running (else ``no_worker``)."""
+RATE_LOOKBACK = 3600.0
+"""Seconds back the estimate looks for finished jobs to measure a rate by."""
+RATE_JOBS = 200
+"""The latest finished jobs (of its line; of the queue) a rate is measured over, at most."""
 HISTORY_LOOKBACK = 3600.0
 """Seconds of recorded history (extended delays, throttling) explain looks at."""
 
@@ -146,7 +156,7 @@ def explain(store: Storage, settings: QueueSettings, job_id: int, *, now: Option
             "(fairqueue worker APP)?",
         ))  # fmt: skip
     reasons += _redelivered(record)
-    estimate, basis = _estimate(record, facts, now, fair=settings.policy == "fair_share")
+    estimate, basis = _estimate(store, record, facts, now, fair=settings.policy == "fair_share")
     return answer(reasons, ahead_in_line=facts.ahead_in_line, ahead_in_queue=facts.ahead_in_queue,
                   estimated_start=estimate, estimate_basis=basis)  # fmt: skip
 
@@ -184,38 +194,101 @@ def _from_history(store: Storage, record: JobRecord, now: float) -> list[Reason]
     return reasons
 
 
-def _estimate(record: JobRecord, facts: WaitingFacts, now: float, *, fair: bool) -> tuple[Optional[float], Optional[str]]:
-    """Jobs ahead divided by the rate they have been leaving at.
+@dataclass(frozen=True)
+class Pace:
+    """How fast a line (or the whole queue) has been moving while it had work."""
+
+    rate: float
+    """Jobs finished per second of work."""
+    finished: int
+    """Jobs finished within the measured span."""
+    busy: float
+    """Seconds of the span during which it had work (a job ready, waiting or running)."""
+    span: float
+    """Seconds from the start of the measurement to now."""
+
+    def __str__(self) -> str:
+        idle = f" of the last {_duration(self.span)}" if self.span > self.busy * 1.05 + 1 else ""
+        return f"{self.rate:.2f} jobs/s while it had work ({self.finished} jobs in {_duration(self.busy)}{idle})"
+
+
+def pace(store: Storage, now: float, *, org: Optional[str] = None, kind: Optional[str] = None,
+         ready_since: Optional[float] = None) -> Optional[Pace]:  # fmt: skip
+    """How fast the line of ``org`` and ``kind`` (both None: the whole queue) has moved
+    while it had work, from its latest :data:`RATE_JOBS` jobs finished within
+    :data:`RATE_LOOKBACK` seconds; None if none finished.
+
+    A job is work from its ready time (enqueue, run-at or retry time) until it
+    finished, or until now while it waits or runs; ``ready_since`` adds a job known to
+    be waiting since then (the one being explained). Time with no job in the line is
+    left out, so idle minutes do not slow the rate down.
+    """
+    finished = [r for status in (JobStatus.COMPLETED, JobStatus.FAILED)
+                for r in store.job_list(org=org, kind=kind, status=status, limit=RATE_JOBS)
+                if r.finished_at is not None and now - RATE_LOOKBACK <= r.finished_at <= now]  # fmt: skip
+    if not finished:
+        return None
+    finished = sorted(finished, key=lambda r: r.finished_at or 0.0)[-RATE_JOBS:]
+    work = [(_ready(r), r.finished_at or now) for r in finished]
+    work += [(_ready(r), now) for r in store.job_list(org=org, kind=kind, status=JobStatus.PROCESSING, limit=RATE_JOBS)]
+    if ready_since is not None:
+        work.append((ready_since, now))
+    first = finished[0].finished_at or now
+    if len(finished) > 1:
+        # From the first finish on, the ones after it are what the line did.
+        start, count = first, len(finished) - 1
+    else:
+        start, count = min(_ready(finished[0]), first), 1
+    busy = max(_covered(work, start, now), 0.1)
+    return Pace(count / busy, count, busy, now - start)
+
+
+def _covered(intervals: list[tuple[float, float]], start: float, end: float) -> float:
+    """Seconds of ``[start, end]`` inside at least one of ``intervals``."""
+    covered, reach = 0.0, start
+    for a, b in sorted((max(a, start), min(b, end)) for a, b in intervals):
+        if b <= reach:
+            continue
+        covered += b - max(a, reach)
+        reach = b
+    return covered
+
+
+def _ready(record: JobRecord) -> float:
+    return max(record.created_at, record.run_at or record.created_at)
+
+
+def _estimate(store: Storage, record: JobRecord, facts: WaitingFacts, now: float, *,
+              fair: bool) -> tuple[Optional[float], Optional[str]]:  # fmt: skip
+    """Jobs ahead divided by the rate they have been leaving at while there was work.
 
     Under ``peek_set`` (first come, first served within the peek set) both its line
     and the whole queue ahead must drain: the later of the two. Under
     ``fair_share`` only its line must: at its measured rate, or, with nothing of
-    its line finished yet, at its fair share of the queue's rate.
+    its line finished lately, at its fair share of the queue's rate.
     """
     if record.status is JobStatus.HOLDING:
         return None, "it holds in the flex queue until a running batch of its org ends"
-    if not facts.finished_in_queue or facts.first_finished_at is None:
-        return None, f"nothing finished in the last {RATE_WINDOW / 60:g} minutes to measure a rate by"
-    span = max(now - facts.first_finished_at, 0.1)
-    queue_rate = facts.finished_in_queue / span
+    ready = _ready(record)
+    line = pace(store, now, org=record.org, kind=record.kind, ready_since=ready)
+    queue = pace(store, now, ready_since=ready) if not fair or line is None else None
+    if line is None and queue is None:
+        return None, f"nothing finished in the last {RATE_LOOKBACK / 60:g} minutes to measure a rate by"
     waits: list[tuple[float, str]] = []
-    if facts.finished_in_line:
-        line_rate = facts.finished_in_line / span
-        waits.append(((facts.ahead_in_line + 1) / line_rate, f"{facts.ahead_in_line} ahead in its line, which finished "
-                                                             f"{line_rate:.2f} jobs/s"))  # fmt: skip
-    if not fair:
-        waits.append(((facts.ahead_in_queue + 1) / queue_rate, f"{facts.ahead_in_queue} ahead in the queue, which "
-                                                               f"finished {queue_rate:.2f} jobs/s"))  # fmt: skip
-    elif not waits:
-        share = queue_rate / max(facts.active_lines, 1)
+    if line is not None:
+        waits.append(((facts.ahead_in_line + 1) / line.rate, f"{facts.ahead_in_line} ahead in its line, which finished {line}"))
+    if not fair and queue is not None:
+        waits.append(((facts.ahead_in_queue + 1) / queue.rate, f"{facts.ahead_in_queue} ahead in the queue, which finished {queue}"))
+    elif not waits and queue is not None:
+        share = queue.rate / max(facts.active_lines, 1)
         waits.append(((facts.ahead_in_line + 1) / share, f"{facts.ahead_in_line} ahead in its line, at a fair share "
-                                                         f"({share:.2f} jobs/s) of the queue's {queue_rate:.2f} jobs/s "
+                                                         f"({share:.2f} jobs/s) of the queue's {queue} "
                                                          f"among {facts.active_lines} busy lines"))  # fmt: skip
     wait, why = max(waits)
     start = now + wait
     if record.run_at is not None and record.run_at > start:
         return record.run_at, f"its run-at time; {why}"
-    return start, f"{why}, over the last {span:.1f} s"
+    return start, why
 
 
 def _durations(record: JobRecord) -> dict[str, Optional[float]]:
@@ -243,6 +316,10 @@ def _redelivered(record: JobRecord) -> list[Reason]:
         return [Reason("redelivered", f"delivered {record.attempts} times: a worker holding it stopped "
                                       f"({record.extended_status or 'lease expired'})", {"attempts": record.attempts})]
     return []
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _when(t: Optional[float]) -> str:

@@ -13,6 +13,10 @@ import fairqueue as fq
 import fq_sample_jobs as sample
 from conftest import wait_until
 from fairqueue.cli import main
+from fairqueue.observe import explain, pace
+from fairqueue.records import Finish, JobStatus, NewJob
+from fairqueue.storage import Storage
+from fairqueue.storage.memory import MemoryStorage
 
 
 def codes(explanation: fq.Explanation) -> list[str]:
@@ -132,3 +136,68 @@ def test_an_org_at_its_daily_limit_is_named_with_when_it_resets(app: fq.FairQueu
     assert limited.figures["count"] == 3 and limited.figures["limit"] == 3
     assert limited.figures["resets_at"] > time.time() and "refused until" in limited.message
     assert not [r for r in app.explain(sample.record.delay("globex", "x").id).reasons if r.code == "daily_limit"]
+
+
+# ----- the estimate after an idle spell, on a virtual clock -------------------------------------
+
+T0 = 1_700_000_000.0
+SLOTS, SERVICE = 2, 0.5  # two slots, half a second a job: the line drains at 4 jobs/s
+
+
+def backlog(store: Storage, n: int, at: float) -> list[int]:
+    return store.job_enqueue([NewJob("steady", "future", "fq_sample_jobs:noop", "[]")] * n, at)
+
+
+def drain(store: Storage, ids: list[int], start: float, until: float) -> dict[int, float]:
+    """Runs ``ids`` in order on SLOTS slots from ``start``: claims and finishes, on the virtual
+    clock, what has started and finished by ``until``. Returns each job's start time."""
+    starts = {job_id: start + (i // SLOTS) * SERVICE for i, job_id in enumerate(ids)}
+    for job_id, at in starts.items():
+        if at <= until:
+            store.job_claim([job_id], "w1", at + 60, at)
+            if at + SERVICE <= until:
+                store.job_finish([Finish(job_id, "w1", JobStatus.COMPLETED, at + SERVICE)])
+    return starts
+
+
+@pytest.mark.parametrize(
+    ("now", "stray_at"),
+    [
+        (T0 + 700.2, None),  # the moment the work came back: nothing finished for 10 minutes
+        (T0 + 705.0, T0 + 500.0),  # a stray job ran in the middle of the pause
+    ],
+)
+def test_after_a_ten_minute_pause_the_estimate_is_the_pace_of_the_work_not_of_the_clock(
+    app: fq.FairQueue, now: float, stray_at: float | None
+) -> None:
+    store = app.storage
+    drain(store, backlog(store, 400, T0), T0, now)  # drained by T0 + 100
+    if stray_at is not None:
+        drain(store, backlog(store, 1, stray_at), stray_at, now)
+    resumed = backlog(store, 400, T0 + 700)
+    starts = drain(store, resumed, T0 + 700, now)
+    target = resumed[199]
+    why = explain(store, app.settings, target, now=now)
+    assert why.estimated_start is not None, why.estimate_basis
+    predicted, actual = why.estimated_start - now, starts[target] - now
+    print(f"\npredicted wait {predicted:.2f} s, actual {actual:.2f} s ({why.estimate_basis})")
+    assert abs(predicted - actual) <= 0.25 * actual
+    assert "while it had work" in (why.estimate_basis or "")
+
+
+def test_pace_leaves_out_the_time_the_line_had_no_work() -> None:
+    store = MemoryStorage()
+    # Five jobs ready at T0, finished one a second; then nothing for an hour; one more.
+    ids = backlog(store, 5, T0)
+    for i, job_id in enumerate(ids):
+        store.job_claim([job_id], "w1", T0 + 60, T0 + i)
+        store.job_finish([Finish(job_id, "w1", JobStatus.COMPLETED, T0 + i + 1)])
+    [late] = backlog(store, 1, T0 + 3000)
+    store.job_claim([late], "w1", T0 + 3060, T0 + 3000)
+    store.job_finish([Finish(late, "w1", JobStatus.COMPLETED, T0 + 3001)])
+    measured = pace(store, T0 + 3001, org="steady", kind="future")
+    assert measured is not None
+    # From the first finish (T0 + 1): 4 s of work then 1 s of work; 5 jobs after the first.
+    assert (measured.finished, measured.busy, measured.span) == (5, 5.0, 3000.0)
+    assert measured.rate == 1.0 and "of the last 50.0 min" in str(measured)
+    assert pace(store, T0 + 3001, org="nobody") is None
