@@ -69,6 +69,10 @@ class JobRecord:
     lease_owner: Optional[str]
     lease_expires_at: Optional[float]
     cancel_requested: bool
+    worker_deaths: int = 0
+    """Deaths of thread-mode workers this job was running at (see
+    :data:`fairqueue.storage.interface.DEATHS_TO_QUARANTINE`); a worker runs a job with
+    any alone, so that one that kills its worker takes no other job down with it."""
 
 
 class PendingJob(NamedTuple):

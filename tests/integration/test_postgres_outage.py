@@ -156,24 +156,12 @@ def test_running_workers_survive_an_outage_longer_than_the_connection_wait(outag
     assert not unrecorded, f"side effects repeated beyond the recorded attempts (runs, attempts): {unrecorded}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime/worker.py _iterate empties _unsaved before the turn, and _turn re-fills it only if the "
-    "commit fails; when _pick_up's job_pending fails first, the outcomes of jobs that finished during the "
-    "outage are dropped (and no longer heartbeated), so those jobs run again once their 60 s lease lapses",
-)
 def test_jobs_that_finish_while_the_server_is_down_run_once(outage: Outage) -> None:
     counts = collections.Counter(job for job, _, _ in outage.runs)
     again = sorted(job for job, n in counts.items() if n > 1)
     assert not again, f"{len(again)} jobs ran twice: {again}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime/worker.py _iterate sets the stop's drain deadline only after job_finish has stored the "
-    "held outcomes, so with the store down it retries without end; or, once the outcomes were dropped "
-    "(see above), the stop exits 0 as if it had drained",
-)
 def test_a_stop_while_the_server_is_down_ends_after_its_grace_and_says_so(tmp_path: Path) -> None:
     effects, log = tmp_path / "effects.log", tmp_path / "worker.log"
     with private_postgres() as server:

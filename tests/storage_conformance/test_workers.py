@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -36,6 +37,8 @@ else:
     store = PostgresStorage(spec["dsn"], schema=spec["schema"])
 store.worker_register(WorkerInfo(spec["name"], "test-host", 1, spec["mode"], 4, time.time()), time.time())
 claimed = store.job_claim(spec["jobs"], spec["name"], time.time() + 3600, time.time())
+if spec["alone"] is not None:
+    store.worker_alone(spec["name"], spec["alone"])
 print(json.dumps([r.id for r in claimed]), flush=True)
 time.sleep(3600)
 """
@@ -52,9 +55,10 @@ def spec_of(store: Storage) -> dict[str, object]:
     return {"kind": "postgres", "dsn": store.db.dsn, "schema": store.schema}
 
 
-def run_and_kill(store: Storage, name: str, jobs: list[int], mode: str = "thread") -> list[int]:
-    """A worker process that claims ``jobs`` and is then SIGKILLed; returns what it claimed."""
-    spec = {**spec_of(store), "name": name, "jobs": jobs, "mode": mode}
+def run_and_kill(store: Storage, name: str, jobs: list[int], mode: str = "thread", alone: Optional[int] = None) -> list[int]:
+    """A worker process that claims ``jobs`` (runs ``alone`` alone) and is then SIGKILLed;
+    returns what it claimed."""
+    spec = {**spec_of(store), "name": name, "jobs": jobs, "mode": mode, "alone": alone}
     with subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(spec)], stdout=subprocess.PIPE, text=True) as child:
         try:
             assert child.stdout is not None
@@ -154,19 +158,36 @@ def test_a_live_worker_in_another_process_is_never_reaped(shared_store: Storage,
     assert record is not None and record.status is JobStatus.PROCESSING
 
 
-def test_a_job_that_was_running_when_its_thread_mode_worker_died_twice_is_failed_not_delivered_again(
+def test_a_job_that_was_running_when_its_thread_mode_worker_died_then_killed_it_alone_is_failed(
     shared_store: Storage,
 ) -> None:
-    [job_id] = shared_store.job_enqueue([job()], NOW)
-    assert run_and_kill(shared_store, "w-first", [job_id]) == [job_id]
-    assert reap_until(shared_store, "w-first").requeued == [job_id]
-    assert run_and_kill(shared_store, "w-second", [job_id]) == [job_id]
+    killer, bystander = shared_store.job_enqueue([job(), job()], NOW)
+    assert run_and_kill(shared_store, "w-first", [killer, bystander]) == [killer, bystander]
+    assert reap_until(shared_store, "w-first").requeued == [killer, bystander]
+    assert [shared_store.job_get(j).worker_deaths for j in (killer, bystander)] == [1, 1]  # type: ignore[union-attr]
+    # The next worker runs each suspect alone; the killer kills it again, the bystander waits.
+    assert run_and_kill(shared_store, "w-second", [killer, bystander], alone=killer) == [killer, bystander]
     reaped = reap_until(shared_store, "w-second")
-    assert reaped.quarantined == [job_id] and reaped.requeued == []
-    record = shared_store.job_get(job_id)
+    assert reaped.quarantined == [killer] and reaped.requeued == [bystander]
+    record = shared_store.job_get(killer)
     assert record is not None and record.status is JobStatus.FAILED and record.finished_at is not None
     assert record.extended_status is not None and record.extended_status.startswith("killed its worker")
     assert "mode='process'" in record.extended_status and record.error_count == 1
+    waiting = shared_store.job_get(bystander)
+    assert waiting is not None and waiting.status is JobStatus.QUEUED and waiting.worker_deaths == 1
+
+
+def test_a_suspect_that_was_only_waiting_at_a_death_is_not_held_to_account(store: Storage) -> None:
+    [suspect, fresh] = store.job_enqueue([job(), job()], NOW)
+    store.worker_register(info("w-0"), NOW)
+    store.job_claim([suspect], "w-0", NOW + 3600, NOW)
+    store.worker_leave("w-0")
+    reap_until(store, "w-0")
+    store.worker_register(info("w-1"), NOW)
+    store.job_claim([suspect, fresh], "w-1", NOW + 3600, NOW)  # nothing runs alone: the suspect waits
+    store.worker_leave("w-1")
+    assert reap_until(store, "w-1").requeued == [suspect, fresh]
+    assert [store.job_get(j).worker_deaths for j in (suspect, fresh)] == [1, 1]  # type: ignore[union-attr]
 
 
 def test_process_mode_deaths_are_not_held_against_the_job(store: Storage) -> None:
@@ -189,6 +210,7 @@ def test_a_quarantined_batch_lets_its_orgs_next_batch_start(store: Storage) -> N
     for n in range(2):
         store.worker_register(info(f"w-{n}"), NOW)
         assert [r.id for r in store.job_claim([first], f"w-{n}", NOW + 3600, NOW)] == [first]
+        store.worker_alone(f"w-{n}", first)
         store.worker_leave(f"w-{n}")
         reap_until(store, f"w-{n}")
     assert store.job_get(first).status is JobStatus.FAILED  # type: ignore[union-attr]

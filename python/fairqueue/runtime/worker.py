@@ -15,7 +15,9 @@ commit), so a crash either keeps both or neither.
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 import os
 import queue
 import random
@@ -163,6 +165,10 @@ class Worker:
         self._capacity = 1.0
         self._seen_seq = 0
         self._running: dict[int, Task] = {}
+        # Thread mode: claimed jobs that were running when a worker died, each waiting
+        # to run alone (with its timeout), and the one running alone now.
+        self._suspects: collections.deque[tuple[Task, float]] = collections.deque()
+        self._alone: Optional[Task] = None
         self._outcomes: queue.SimpleQueue[tuple[Task, Outcome]] = queue.SimpleQueue()
         self.pool = Slots(self.name, self.runner, app_path if mode == "process" else None, self._deliver)
         """The handler slots."""
@@ -319,23 +325,22 @@ class Worker:
         take wait in ``_unsaved``, grants it did not claim are offered again later."""
         if not self._registered:
             self._join(now)
-        outcomes, self._unsaved = self._unsaved + self._take_outcomes(), []
+        # Kept in _unsaved (and heartbeated) until the store has taken them: any store
+        # call of the turn may fail first, the pick-up's as much as the commit's.
+        outcomes = self._unsaved = self._unsaved + self._take_outcomes()
         if not self._stopping.is_set():
             self._turn(outcomes, now)
         else:
-            if outcomes:
-                for task, _ in outcomes:
-                    self._release(task)
-                try:
-                    applied = self.store.job_finish(self._finishes(outcomes, now))
-                except (StorageFull, StorageUnavailable):
-                    self._unsaved = outcomes
-                    raise
-                self._settle(outcomes, applied)
             if self._drain_deadline is None:
                 self._drain_deadline = time.monotonic() + self._grace
                 # Process slots hand their children no more jobs; those not handed over come back now.
                 self.pool.hold()
+            if outcomes:
+                for task, _ in outcomes:
+                    self._release(task)
+                applied = self.store.job_finish(self._finishes(outcomes, now))
+                self._unsaved = []
+                self._settle(outcomes, applied)
             if not self._running or time.monotonic() >= self._drain_deadline:
                 if self._running:
                     self._requeue_running(now)
@@ -343,6 +348,7 @@ class Worker:
                 self.pool.close()
                 self.pool.join()
                 return True
+        self._run_alone()
         self._enforce_timeouts(now)
         self._run_duties(now)
         return False
@@ -470,7 +476,8 @@ class Worker:
             self._release(task)
         self._pick_up(now)
         self._apply_capacity(now)
-        grants = self.core.dispatch()
+        # While a suspect waits for the running jobs to finish, or runs, nothing new starts.
+        grants = self.core.dispatch() if not (self._suspects or self._alone) else []
         if not outcomes and not grants:
             return
         lease_until = now + self.app.settings.limits.lease
@@ -481,12 +488,12 @@ class Worker:
                 self._finishes(outcomes, now), [g.id for g in grants], self.name, lease_until, now, caps
             )
         except (StorageFull, StorageUnavailable):
-            # Nothing was stored: the outcomes wait for the next try, the grants go
-            # back to the core, to be dispatched again once the store answers.
-            self._unsaved = outcomes
+            # Nothing was stored: the outcomes wait in _unsaved for the next try, the
+            # grants go back to the core, to be dispatched again once the store answers.
             for grant in grants:
                 self.core.retry(grant.lease, now + _RETRY_FIRST)
             raise
+        self._unsaved = []
         if outcomes:
             self._settle(outcomes, applied)
         if grants:
@@ -547,8 +554,40 @@ class Worker:
                     f"the limit is {limits.max_attempts}"
                 )
                 self._outcomes.put((task, Outcome(JobStatus.FAILED, error=error)))
+            elif self.mode == "thread" and record.worker_deaths:
+                # It was running when a thread-mode worker died: if it is what kills its
+                # workers, it must take no other job down with it (see _run_alone).
+                self._suspects.append((task, task.timeout))
+                task.deadline = math.inf
             else:
                 self.pool.submit(task)
+
+    def _run_alone(self) -> None:
+        """Starts the next suspect once every other job of this worker has finished.
+
+        A job that was running when its thread-mode worker died may have killed it, or
+        may have been an innocent bystander; run alone, a second death is its own
+        doing, and only it is quarantined for it (``Storage.worker_reap``)."""
+        if self._alone is not None:
+            if self._running.get(self._alone.lease) is self._alone:
+                return
+            self.store.worker_alone(self.name, None)
+            self._alone = None
+        waiting = {t.lease for t, _ in self._suspects}
+        if not waiting or any(lease not in waiting for lease in self._running):
+            return
+        task, timeout = self._suspects.popleft()
+        if self._running.get(task.lease) is not task:
+            return  # given back or failed meanwhile (a stop, its attempts used up)
+        log.warning(
+            "fairqueue worker %s: job %d was running when a worker died; running it alone",
+            self.name, task.record.id, extra={"job_id": task.record.id, "org": task.record.org},
+        )  # fmt: skip
+        self.store.worker_alone(self.name, task.record.id)
+        task.started = time.monotonic()
+        task.deadline = task.started + timeout
+        self._alone = task
+        self.pool.submit(task)
 
     def _stand_ins(self, claim: Claimed, granted: set[int]) -> dict[tuple[str, str], list[JobRecord]]:
         """The claimed jobs the dispatcher did not grant, by pair, taken out of the dispatcher."""

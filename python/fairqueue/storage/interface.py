@@ -124,12 +124,18 @@ calls ``os._exit`` or crashes the interpreter takes every job of its worker down
 it, so it must not be handed to worker after worker."""
 
 
-def dead_worker_outcome(worker: str, mode: str, deaths: int) -> tuple[JobStatus, str, int]:
-    """What becomes of a job that was running in ``worker`` when it died: its status,
-    extended status and count of worker deaths it has been through so far (``deaths``
-    before this one). Process-mode deaths are not counted: a job there can only kill
-    its own child process, so its worker's death was not the job's doing."""
-    if mode == "thread":
+def dead_worker_outcome(
+    worker: str, mode: str, job_id: int, deaths: int, alone: Optional[int]
+) -> tuple[JobStatus, str, int]:
+    """What becomes of a job ``worker`` held when it died: its status, extended status
+    and count of worker deaths it has been through so far (``deaths`` before this one).
+
+    Only a thread-mode worker's death is counted (in process mode a job can only kill
+    its own child), and only against a job that may have caused it: the job the worker
+    ran ``alone`` if it was running one (see :meth:`Storage.worker_alone`), else every
+    job it held that had never been at a death (one that had is only ever run alone,
+    so it was waiting)."""
+    if mode == "thread" and (job_id == alone if alone is not None else deaths == 0):
         deaths += 1
     if deaths >= DEATHS_TO_QUARANTINE:
         return JobStatus.FAILED, (
@@ -505,6 +511,12 @@ class Storage(abc.ABC):
         proof of life had been lost meanwhile (its lock connection dropped) and was
         taken again: other workers may have reaped it meanwhile, so the jobs it runs
         may have been re-delivered (their outcomes are refused, as for a lapsed lease)."""
+
+    @abc.abstractmethod
+    def worker_alone(self, name: str, job_id: Optional[int]) -> None:
+        """Records that worker ``name`` is about to run job ``job_id`` with no other job
+        running beside it (None: it no longer is), before it starts: if the worker dies
+        meanwhile, that job alone is held to account (:func:`dead_worker_outcome`)."""
 
     @abc.abstractmethod
     def worker_list(self) -> list[WorkerRecord]:

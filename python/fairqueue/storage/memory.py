@@ -72,8 +72,7 @@ class MemoryStorage(Storage):
         self._batch_errors: list[BatchErrorEvent] = []
         self._flex: dict[str, list[int]] = {}  # org -> holding batch job ids, in flex-queue order
         self._history: list[HistoryEntry] = []
-        self._workers: dict[str, list[Any]] = {}  # name -> [info, last seen, alive]
-        self._deaths: dict[int, int] = {}  # job id -> worker deaths it was running at
+        self._workers: dict[str, list[Any]] = {}  # name -> [info, last seen, alive, the job it runs alone]
 
     # ----- bookkeeping (lock held) ----------------------------------------------------
 
@@ -426,13 +425,18 @@ class MemoryStorage(Storage):
                 raise live_worker_named(worker.name, known[0])
         self.worker_reap(now)
         with self._lock:
-            self._workers[worker.name] = [worker, now, True]
+            self._workers[worker.name] = [worker, now, True, None]
 
     def worker_seen(self, name: str, now: float) -> bool:
         with self._lock:
             if name in self._workers:
                 self._workers[name][1] = now
         return True
+
+    def worker_alone(self, name: str, job_id: Optional[int]) -> None:
+        with self._lock:
+            if name in self._workers:
+                self._workers[name][3] = job_id
 
     def worker_list(self) -> list[WorkerRecord]:
         with self._lock:
@@ -442,21 +446,22 @@ class MemoryStorage(Storage):
                 running[owner] = running.get(owner, 0) + 1
             return [
                 WorkerRecord(info, seen, alive, running.get(name, 0))
-                for name, (info, seen, alive) in sorted(self._workers.items())
+                for name, (info, seen, alive, _) in sorted(self._workers.items())
             ]
 
     def worker_reap(self, now: float) -> Reaped:
         reaped = Reaped([], [], [])
         with self._lock:
-            for name, (info, _, alive) in list(self._workers.items()):
+            for name, (info, _, alive, alone) in list(self._workers.items()):
                 if alive:
                     continue
                 del self._workers[name]
                 reaped.workers.append(name)
                 for job_id in sorted(j for j in self._processing if self._jobs[j].lease_owner == name):
-                    status, note, self._deaths[job_id] = dead_worker_outcome(name, info.mode, self._deaths.get(job_id, 0))
                     r = self._jobs[job_id]
-                    common = {"status": status, "lease_owner": None, "lease_expires_at": None, "extended_status": note}
+                    status, note, deaths = dead_worker_outcome(name, info.mode, job_id, r.worker_deaths, alone)
+                    common = {"status": status, "lease_owner": None, "lease_expires_at": None, "extended_status": note,
+                              "worker_deaths": deaths}  # fmt: skip
                     if status is JobStatus.QUEUED:
                         self._set(job_id, **common)
                         reaped.requeued.append(job_id)

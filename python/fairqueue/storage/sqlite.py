@@ -227,7 +227,8 @@ CREATE TABLE IF NOT EXISTS fq_workers (
     slots      INTEGER NOT NULL,
     started_at REAL    NOT NULL,
     last_seen  REAL    NOT NULL,
-    lock_token TEXT    NOT NULL
+    lock_token TEXT    NOT NULL,
+    alone      INTEGER
 );
 ALTER TABLE fq_jobs ADD COLUMN worker_deaths INTEGER NOT NULL DEFAULT 0
 """
@@ -236,7 +237,7 @@ assert max(_MIGRATIONS) == SCHEMA_VERSION, "every schema version needs its migra
 _COLUMNS = (
     "id, org, kind, handler, payload, status, created_at, run_at, started_at, finished_at, attempts, "
     "items_processed, items_total, error_count, extended_status, parent_id, chain_depth, "
-    "duplicate_signature, lease_owner, lease_expires_at, cancel_requested"
+    "duplicate_signature, lease_owner, lease_expires_at, cancel_requested, worker_deaths"
 )
 
 # SQLite's default limit on bound parameters is 32,766; stay far below it.
@@ -919,6 +920,10 @@ class SQLiteStorage(Storage):
                 )
         return intact and bool(seen)
 
+    def worker_alone(self, name: str, job_id: Optional[int]) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE fq_workers SET alone = ? WHERE name = ?", (job_id, name))
+
     def worker_list(self) -> list[WorkerRecord]:
         rows = self._read("SELECT name, host, pid, mode, slots, started_at, last_seen, lock_token FROM fq_workers ORDER BY name")
         running: dict[str, int] = {r[0]: r[1] for r in self._read(
@@ -950,7 +955,9 @@ class SQLiteStorage(Storage):
 
     def _reap_one(self, db: sqlite3.Connection, name: str, token: str, now: float, reaped: Reaped) -> None:
         """Removes dead worker ``name`` (registered with ``token``) and queues its jobs again."""
-        row = db.execute("DELETE FROM fq_workers WHERE name = ? AND lock_token = ? RETURNING mode", (name, token)).fetchone()
+        row = db.execute(
+            "DELETE FROM fq_workers WHERE name = ? AND lock_token = ? RETURNING mode, alone", (name, token)
+        ).fetchone()
         if row is None:
             return  # another process reaped it first
         reaped.workers.append(name)
@@ -961,7 +968,7 @@ class SQLiteStorage(Storage):
         ).fetchall()
         first = self._take_ready_seqs(db, len(jobs)) if jobs else 0
         for i, job in enumerate(jobs):
-            status, note, deaths = dead_worker_outcome(name, row["mode"], job["worker_deaths"])
+            status, note, deaths = dead_worker_outcome(name, row["mode"], job["id"], job["worker_deaths"], row["alone"])
             if status is JobStatus.QUEUED:
                 db.execute(
                     "UPDATE fq_jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, "

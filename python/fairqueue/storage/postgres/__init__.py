@@ -110,7 +110,9 @@ class PostgresStorage(Storage):
         pool_size: connections this store opens at most (one is opened up front).
         upgrade: create or migrate the schema on open (:meth:`upgrade`). With
             False, a missing or older schema is an error instead.
-        connect_timeout: seconds to wait for the first connection.
+        connect_timeout: seconds to wait for a connection: the first, and any a call
+            waits for from the pools (a server that stays down that long raises
+            :class:`~fairqueue.errors.StorageUnavailable`, which a worker waits out).
 
     Raises:
         InvalidArgument: ``schema`` or ``pool_size`` is malformed.
@@ -302,6 +304,10 @@ class PostgresStorage(Storage):
         lock, held = workers.seen(self.db, info, lock)
         self._registered[name] = (info, lock)
         return held
+
+    def worker_alone(self, name: str, job_id: Optional[int]) -> None:
+        """See :meth:`Storage.worker_alone`."""
+        workers.alone(self.db, name, job_id)
 
     def worker_list(self) -> list[WorkerRecord]:
         """See :meth:`Storage.worker_list`."""

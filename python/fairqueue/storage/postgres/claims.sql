@@ -51,7 +51,7 @@ UPDATE {s}.fq_jobs SET status = 'processing', lease_owner = %s, lease_expires_at
     started_at = COALESCE(started_at, %s), attempts = attempts + 1 WHERE id = ANY(%s)
 RETURNING id, org, kind, handler, payload, status, created_at, run_at, started_at, finished_at,
     attempts, items_processed, items_total, error_count, extended_status, parent_id, chain_depth,
-    duplicate_signature, lease_owner, lease_expires_at, cancel_requested
+    duplicate_signature, lease_owner, lease_expires_at, cancel_requested, worker_deaths
 
 -- name: heartbeat
 UPDATE {s}.fq_jobs SET lease_expires_at = %s

@@ -24,7 +24,7 @@ from __future__ import annotations
 import secrets
 import select
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Optional
 
 import psycopg
 
@@ -35,7 +35,7 @@ from . import flex
 from .connection import LOCK_WORKER, Cursor, Database
 from .errors import translate
 
-__all__ = ["WorkerLock", "leave", "listed", "reap", "register", "seen"]
+__all__ = ["WorkerLock", "alone", "leave", "listed", "reap", "register", "seen"]
 
 # Seconds a worker whose lock is free must have been silent before it is reaped: a
 # live worker whose lock connection dropped takes the lock again at its next
@@ -145,6 +145,11 @@ def seen(db: Database, worker: WorkerInfo, lock: WorkerLock) -> tuple[WorkerLock
     return lock, intact and held
 
 
+def alone(db: Database, name: str, job_id: Optional[int]) -> None:
+    """See :meth:`Storage.worker_alone`."""
+    db.transaction(lambda cur: cur.execute(db.sql["worker_alone"], (job_id, name)), durable=False)
+
+
 def listed(db: Database) -> list[WorkerRecord]:
     """See :meth:`Storage.worker_list`."""
     return [
@@ -183,7 +188,7 @@ def reap_one(db: Database, cur: Cursor, name: str, key: int, now: float, reaped:
     cur.execute(db.sql["worker_jobs"], (name,))
     ended_batches = []
     for job_id, org, kind, deaths in cur.fetchall():
-        status, note, deaths = dead_worker_outcome(name, row[0], deaths)
+        status, note, deaths = dead_worker_outcome(name, row[0], job_id, deaths, row[1])
         if status is JobStatus.QUEUED:
             cur.execute(db.sql["worker_job_requeue"], (note, deaths, job_id))
             reaped.requeued.append(job_id)

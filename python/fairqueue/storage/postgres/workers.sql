@@ -18,6 +18,9 @@ VALUES (%s, %s, %s, %s, %s, %s, extract(epoch FROM clock_timestamp()), %s)
 -- name: worker_seen
 UPDATE {s}.fq_workers SET last_seen = extract(epoch FROM clock_timestamp()), lock_key = %s WHERE name = %s
 
+-- name: worker_alone
+UPDATE {s}.fq_workers SET alone = %s WHERE name = %s
+
 -- name: worker_list
 -- Alive: its lock is held now, by some session of this database.
 SELECT w.name, w.host, w.pid, w.mode, w.slots, w.started_at, w.last_seen,
@@ -45,7 +48,7 @@ SELECT pg_try_advisory_xact_lock(%s, %s)
 
 -- name: worker_delete
 -- Only the registration that was found dead (a worker that took a new lock since is left alone).
-DELETE FROM {s}.fq_workers WHERE name = %s AND lock_key = %s RETURNING mode
+DELETE FROM {s}.fq_workers WHERE name = %s AND lock_key = %s RETURNING mode, alone
 
 -- name: worker_jobs
 SELECT id, org, kind, worker_deaths FROM {s}.fq_jobs
