@@ -2,6 +2,11 @@
 //!
 //! - `cycle/<policy>`: one enqueue + dispatch + ack with 1,000,000 requests queued over
 //!   10,000 orgs (the backlog stays at 1M: each cycle adds one and runs one).
+//! - `cycle_keys/{flat,keys,keys_priorities}`: the `fair_share` cycle at 1,000,000
+//!   queued over 10,000 orgs, first with every request in its org's default key
+//!   (today's flat-org shape), then over 100,000 concurrency keys (10 per org, with a
+//!   per-key cap of 2), then the same with priorities 0–9 mixed — the hierarchy's
+//!   cost, measured in the same run.
 //! - `cycle_capped_head/<policy>`: the same, but an org at cap holds 1,000 requests at
 //!   the front of the queue, so every dispatch must look past them.
 //! - `enqueue_many_1m/<policy>`: bulk enqueue of 1,000,000 requests over 10,000 orgs
@@ -23,10 +28,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use _core::sim::{self, Baseline};
-use _core::{Config, Dispatcher, Kind, NewRequest, OrgId, PolicyKind, VirtualClock, NANOS_PER_SEC};
+use _core::{
+    Config, Dispatcher, KeyId, KeyLimits, Kind, NewRequest, OrgId, OrgLimits, PolicyKind, RequestOptions, VirtualClock,
+    NANOS_PER_SEC,
+};
 use criterion::{BatchSize, Criterion, Throughput};
 
 const ORGS: u32 = 10_000;
+/// Concurrency keys per org in `cycle_keys/keys`: 100,000 in all.
+const KEYS_PER_ORG: u32 = 10;
 const BACKLOG: u64 = 1_000_000;
 const POLICIES: [PolicyKind; 2] = [PolicyKind::FairShare, PolicyKind::PeekSet];
 /// Leases never expire during a benchmark.
@@ -98,6 +108,73 @@ fn bench_cycle(c: &mut Criterion) {
         let flood_stats = d.pair_stats(flood, Kind::Future).expect("known org");
         assert_eq!((flood_stats.running, flood_stats.queued), (12, 1_000), "the capped head stayed put");
         assert_eq!(d.stats().counters.extended_delays, 0);
+    }
+    group.finish();
+}
+
+/// How the keyed cycle spreads its requests.
+#[derive(Clone, Copy)]
+struct Spread {
+    keys: bool,
+    priorities: bool,
+}
+
+/// A dispatcher with 1M queued over 10,000 orgs and, if `spread.keys`, over 100,000
+/// keys (request `i` goes to org `i mod 10,000` and key `(i / 10,000) mod 10` of that
+/// org; with `spread.priorities` its priority is `(i / 7) mod 10`); returns the key table.
+fn keyed_backlog(spread: Spread) -> (Dispatcher, VirtualClock, Vec<KeyId>) {
+    let keyed = spread.keys;
+    let (mut d, clock) = dispatcher(PolicyKind::FairShare);
+    let mut keys = Vec::new();
+    if keyed {
+        for o in 0..ORGS {
+            let per_key = KeyLimits { cap: Some(2), weight: 1.0 };
+            d.set_org_limits(OrgId(o), OrgLimits { per_key, ..OrgLimits::default() }).expect("valid limits");
+            for k in 0..KEYS_PER_ORG {
+                keys.push(d.key(OrgId(o), &format!("user-{k}")).expect("valid key name"));
+            }
+        }
+    }
+    let batch: Vec<(NewRequest, RequestOptions)> = (0..BACKLOG).map(|id| keyed_request(id, &keys, spread)).collect();
+    d.enqueue_with(&batch).expect("fresh ids");
+    (d, clock, keys)
+}
+
+fn keyed_request(id: u64, keys: &[KeyId], spread: Spread) -> (NewRequest, RequestOptions) {
+    let r = request(id);
+    let mut options = RequestOptions::default();
+    if spread.keys {
+        let k = (id / u64::from(ORGS)) % u64::from(KEYS_PER_ORG);
+        options.key = Some(keys[(u64::from(r.org.0) * u64::from(KEYS_PER_ORG) + k) as usize]);
+    }
+    if spread.priorities {
+        options.priority = ((id / 7) % 10) as u8;
+    }
+    (r, options)
+}
+
+fn bench_cycle_keys(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cycle_keys");
+    group.sample_size(50).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    let spreads = [
+        ("flat", Spread { keys: false, priorities: false }),
+        ("keys", Spread { keys: true, priorities: false }),
+        ("keys_priorities", Spread { keys: true, priorities: true }),
+    ];
+    for (name, spread) in spreads {
+        let (mut d, clock, keys) = keyed_backlog(spread);
+        let mut next_id = BACKLOG;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                d.enqueue_with(&[keyed_request(next_id, &keys, spread)]).expect("fresh id");
+                next_id += 1;
+                let grants = d.dispatch(1);
+                let grant = grants.first().expect("a free slot and a runnable request");
+                clock.advance(10_000_000);
+                black_box(d.ack(grant.lease).expect("active lease"));
+            })
+        });
+        assert_eq!(d.stats().queued as u64, BACKLOG);
     }
     group.finish();
 }
@@ -217,6 +294,7 @@ fn main() {
     }
     let mut criterion = Criterion::default().configure_from_args();
     bench_cycle(&mut criterion);
+    bench_cycle_keys(&mut criterion);
     bench_enqueue_many(&mut criterion);
     criterion.final_summary();
 }

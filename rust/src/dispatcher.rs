@@ -279,7 +279,7 @@ struct OrgNode {
     queued: u32,
     running: u32,
     flow: Flow,
-    rate: Option<Limiter>,
+    rate: Option<Box<Limiter>>,
     throttled: Option<Nanos>,
     /// Under `fair_share`, the line and key the org is filed under per kind.
     filed: [Option<(Tier, Key)>; KINDS],
@@ -304,7 +304,7 @@ struct Pair {
     /// `peek_set`: the line and key the pair is filed under, if backlogged.
     /// `fair_share`: the pair's tier and key within its org, while it is runnable.
     filed: Option<(Tier, Key)>,
-    rate: Option<Limiter>,
+    rate: Option<Box<Limiter>>,
     throttled: Option<Nanos>,
 }
 
@@ -323,22 +323,62 @@ struct KeyNode {
     queued: u32,
     /// Line index per kind, [`NONE`] until used.
     leaves: [u32; KINDS],
-    rate: Option<Limiter>,
+    rate: Option<Box<Limiter>>,
     throttled: Option<Nanos>,
 }
 
 /// One line: the requests of one (org, kind, key).
+///
+/// Slab indices of ready requests per priority level, each level in sequence order
+/// (so in aging order too); aborted entries are swept when they reach a front. One
+/// level is kept inline (it takes the priority of a request that finds it empty), the
+/// others (if the line mixes priorities) in `others`: most lines have one level, and
+/// a million-request backlog over 100,000 keys then costs one allocation fewer per
+/// line to reach.
 #[derive(Debug)]
 struct Leaf {
     pair: u32,
     key: u32,
-    /// Slab indices of ready requests per priority level, each in sequence order (so
-    /// each is in aging order too); aborted entries are swept when they reach a front.
-    levels: Vec<(u8, VecDeque<u32>)>,
+    priority: u8,
+    level: VecDeque<u32>,
+    others: Vec<(u8, VecDeque<u32>)>,
     queued: u32,
-    flow: Flow,
+    /// `(order, slot)` of the line's first request, kept current by every change to
+    /// the levels so that a line mixing priorities is not scanned on every look.
+    head: Option<(u64, u32)>,
+    /// Virtual time (`fair_share`).
+    tag: f64,
     /// Under `fair_share`, the key the line is filed under in its pair, while runnable.
     filed: Option<Key>,
+}
+
+impl Leaf {
+    fn levels(&self) -> impl Iterator<Item = (u8, &VecDeque<u32>)> {
+        std::iter::once((self.priority, &self.level)).chain(self.others.iter().map(|(p, l)| (*p, l)))
+    }
+
+    fn levels_mut(&mut self) -> impl Iterator<Item = &mut VecDeque<u32>> {
+        std::iter::once(&mut self.level).chain(self.others.iter_mut().map(|(_, l)| l))
+    }
+
+    /// The level of `priority`, made on first use.
+    fn level_mut(&mut self, priority: u8) -> &mut VecDeque<u32> {
+        if priority == self.priority {
+            return &mut self.level;
+        }
+        let at = match self.others.iter().position(|(p, _)| *p == priority) {
+            Some(at) => at,
+            None if self.level.is_empty() => {
+                self.priority = priority;
+                return &mut self.level;
+            }
+            None => {
+                self.others.push((priority, VecDeque::new()));
+                self.others.len() - 1
+            }
+        };
+        &mut self.others[at].1
+    }
 }
 
 /// A scope that may wait for room under its rate limit.
@@ -385,9 +425,10 @@ impl std::fmt::Debug for Dispatcher {
     }
 }
 
-/// Frees the aborted entries at the fronts of a line's levels.
-fn sweep(leaf: &mut Leaf, requests: &mut [Request], free: &mut Vec<u32>) {
-    for (_, level) in &mut leaf.levels {
+/// Frees the aborted entries at the fronts of a line's levels; true if any was.
+fn sweep(leaf: &mut Leaf, requests: &mut [Request], free: &mut Vec<u32>) -> bool {
+    let mut swept = false;
+    for level in leaf.levels_mut() {
         while let Some(&slot) = level.front() {
             if requests[slot as usize].state != State::Aborted {
                 break;
@@ -395,8 +436,10 @@ fn sweep(leaf: &mut Leaf, requests: &mut [Request], free: &mut Vec<u32>) {
             level.pop_front();
             requests[slot as usize].state = State::Free;
             free.push(slot);
+            swept = true;
         }
     }
+    swept
 }
 
 impl Dispatcher {
@@ -493,7 +536,7 @@ impl Dispatcher {
             running: 0,
             queued: 0,
             leaves: [NONE; KINDS],
-            rate: rate.map(Limiter::new),
+            rate: rate.map(|r| Box::new(Limiter::new(r))),
             throttled: None,
         });
         (self.keys.len() - 1) as u32
@@ -569,7 +612,7 @@ impl Dispatcher {
     fn on_pair_limits_changed(&mut self, p: u32) {
         let pair = &mut self.pairs[p as usize];
         if self.config.policy == PolicyKind::FairShare {
-            fair_share::restart(&mut pair.flow, self.orgs[pair.org.0 as usize].flow.child_vtime);
+            fair_share::restart(&mut pair.flow.tag, self.orgs[pair.org.0 as usize].flow.child_vtime);
             self.refile_pair(p);
         } else {
             self.refile_peek(p);
@@ -609,7 +652,7 @@ impl Dispatcher {
         let vtime = self.policy.fair().map_or(0.0, |f| f.vtime());
         let node = &mut self.orgs[org.0 as usize];
         node.limits = limits;
-        fair_share::restart(&mut node.flow, vtime);
+        fair_share::restart(&mut node.flow.tag, vtime);
         let keys: Vec<u32> = node.keys.values().copied().collect();
         for k in keys {
             if !self.keys[k as usize].overridden {
@@ -649,7 +692,7 @@ impl Dispatcher {
         for l in self.keys[k as usize].leaves {
             if l != NONE {
                 let pair_vtime = self.pairs[self.leaves[l as usize].pair as usize].flow.child_vtime;
-                fair_share::restart(&mut self.leaves[l as usize].flow, pair_vtime);
+                fair_share::restart(&mut self.leaves[l as usize].tag, pair_vtime);
             }
         }
         self.refile_key(k);
@@ -673,14 +716,14 @@ impl Dispatcher {
             RateScope::Org(org) => {
                 self.org_name(org)?;
                 let node = &mut self.orgs[org.0 as usize];
-                node.rate = update(node.rate, limit);
+                node.rate = update(node.rate.take(), limit);
                 node.throttled = None;
                 self.refile_org_all(org.0);
             }
             RateScope::Pair(org, kind) => {
                 let p = self.pair(org, kind)?;
                 let pair = &mut self.pairs[p as usize];
-                pair.rate = update(pair.rate, limit);
+                pair.rate = update(pair.rate.take(), limit);
                 pair.throttled = None;
                 if self.fair_share() {
                     self.refile_pair(p);
@@ -691,7 +734,7 @@ impl Dispatcher {
                 let inherited = if node.name.is_some() { self.orgs[node.org.0 as usize].per_key_rate } else { None };
                 let node = &mut self.keys[key.0 as usize];
                 node.rate_overridden = limit.is_some();
-                node.rate = update(node.rate, limit.or(inherited));
+                node.rate = update(node.rate.take(), limit.or(inherited));
                 node.throttled = None;
                 self.refile_key(key.0);
             }
@@ -703,7 +746,7 @@ impl Dispatcher {
                 for k in keys {
                     let node = &mut self.keys[k as usize];
                     if !node.rate_overridden {
-                        node.rate = update(node.rate, limit);
+                        node.rate = update(node.rate.take(), limit);
                         node.throttled = None;
                         self.refile_key(k);
                     }
@@ -718,13 +761,13 @@ impl Dispatcher {
         Ok(match scope {
             RateScope::Org(org) => {
                 self.org_name(org)?;
-                self.orgs[org.0 as usize].rate.map(|r| r.limit)
+                self.orgs[org.0 as usize].rate.as_ref().map(|r| r.limit)
             }
             RateScope::Pair(org, kind) => {
                 self.org_name(org)?;
-                self.find_pair(org, kind).and_then(|p| self.pairs[p as usize].rate).map(|r| r.limit)
+                self.find_pair(org, kind).and_then(|p| self.pairs[p as usize].rate.as_ref()).map(|r| r.limit)
             }
-            RateScope::Key(key) => self.key_node(key)?.rate.map(|r| r.limit),
+            RateScope::Key(key) => self.key_node(key)?.rate.as_ref().map(|r| r.limit),
             RateScope::EveryKey(org) => {
                 self.org_name(org)?;
                 self.orgs[org.0 as usize].per_key_rate
@@ -825,7 +868,7 @@ impl Dispatcher {
             }
             None => &self.keys[self.orgs[org.0 as usize].default_key as usize],
         };
-        self.check_fits(org, kind, key.rate.map(|r| r.limit), options.cost)
+        self.check_fits(org, kind, key.rate.as_ref().map(|r| r.limit), options.cost)
     }
 
     /// Checks a priority and a cost on their own.
@@ -843,8 +886,8 @@ impl Dispatcher {
 
     /// Refuses a cost above the burst of the org's, the pair's or `key_rate`.
     fn check_fits(&self, org: OrgId, kind: Kind, key_rate: Option<RateLimit>, cost: u32) -> CoreResult<()> {
-        let org_rate = self.orgs[org.0 as usize].rate.map(|r| r.limit);
-        let pair_rate = self.find_pair(org, kind).and_then(|p| self.pairs[p as usize].rate).map(|r| r.limit);
+        let org_rate = self.orgs[org.0 as usize].rate.as_ref().map(|r| r.limit);
+        let pair_rate = self.find_pair(org, kind).and_then(|p| self.pairs[p as usize].rate.as_ref()).map(|r| r.limit);
         for rate in [org_rate, pair_rate, key_rate].into_iter().flatten() {
             if cost > rate.burst {
                 return Err(CoreError::invalid(
@@ -1021,11 +1064,15 @@ impl Dispatcher {
         let leaf = &self.leaves[l as usize];
         let pair = &self.pairs[leaf.pair as usize];
         let org = pair.org.0;
+        if self.orgs[org as usize].rate.is_none() && pair.rate.is_none() && self.keys[leaf.key as usize].rate.is_none()
+        {
+            return None;
+        }
         let cost = self.requests[self.head(l).expect("a filed line has a head").1 as usize].cost;
         let scopes = [
-            (Scope::Org(org), self.orgs[org as usize].rate),
-            (Scope::Pair(leaf.pair), pair.rate),
-            (Scope::Key(leaf.key), self.keys[leaf.key as usize].rate),
+            (Scope::Org(org), self.orgs[org as usize].rate.as_deref()),
+            (Scope::Pair(leaf.pair), pair.rate.as_deref()),
+            (Scope::Key(leaf.key), self.keys[leaf.key as usize].rate.as_deref()),
         ];
         scopes.into_iter().find_map(|(scope, rate)| {
             let at = rate?.room_at(cost, now).unwrap_or(Nanos::MAX);
@@ -1127,7 +1174,7 @@ impl Dispatcher {
         let weights = Weights { org: node.limits.weight, pair: pair.limits.weight, key: key.limits.weight };
         let charged = match self.policy.fair() {
             Some(fair) => {
-                let path = Path { org: &mut node.flow, pair: &mut pair.flow, line: &mut self.leaves[l as usize].flow };
+                let path = Path { org: &mut node.flow, pair: &mut pair.flow, line: &mut self.leaves[l as usize].tag };
                 fair.on_dispatch(path, kind.index(), weights)
             }
             None => 0.0,
@@ -1251,8 +1298,7 @@ impl Dispatcher {
             State::Ready => {
                 let order = self.order(slot);
                 let ahead_in_pair = self.leaves[request.leaf as usize]
-                    .levels
-                    .iter()
+                    .levels()
                     .map(|(_, level)| {
                         level
                             .partition_point(|&s| (self.order(s), self.requests[s as usize].key) < (order, request.key))
@@ -1320,7 +1366,7 @@ impl Dispatcher {
             running: node.running,
             limits: node.limits,
             virtual_time: node.flow.tag,
-            rate: node.rate.map(|r| r.limit),
+            rate: node.rate.as_ref().map(|r| r.limit),
             throttled_until: node.throttled,
             keys: node.keys.len(),
         })
@@ -1335,7 +1381,7 @@ impl Dispatcher {
             queued: node.queued,
             running: node.running,
             limits: node.limits,
-            rate: node.rate.map(|r| r.limit),
+            rate: node.rate.as_ref().map(|r| r.limit),
             throttled_until: node.throttled,
         })
     }
@@ -1412,7 +1458,17 @@ impl Dispatcher {
             return Ok(l);
         }
         let l = self.leaves.len() as u32;
-        self.leaves.push(Leaf { pair: p, key, levels: Vec::new(), queued: 0, flow: Flow::default(), filed: None });
+        self.leaves.push(Leaf {
+            pair: p,
+            key,
+            priority: DEFAULT_PRIORITY,
+            level: VecDeque::new(),
+            others: Vec::new(),
+            queued: 0,
+            head: None,
+            tag: 0.0,
+            filed: None,
+        });
         self.keys[key as usize].leaves[kind.index()] = l;
         let pair = &mut self.pairs[p as usize];
         if pair.first_leaf == NONE {
@@ -1449,10 +1505,30 @@ impl Dispatcher {
 
     /// The head of line `l` — `(order, slot)` of its first request — assuming its
     /// fronts were swept.
+    #[inline]
     fn head(&self, l: u32) -> Option<(u64, u32)> {
-        self.leaves[l as usize]
-            .levels
-            .iter()
+        self.leaves[l as usize].head
+    }
+
+    /// Sweeps line `l`'s fronts, and recomputes its head if anything was swept.
+    fn sweep_line(&mut self, l: u32) {
+        if sweep(&mut self.leaves[l as usize], &mut self.requests, &mut self.free) {
+            self.recompute_head(l);
+        }
+    }
+
+    fn recompute_head(&mut self, l: u32) {
+        self.leaves[l as usize].head = self.scan_head(l);
+    }
+
+    /// The head of line `l` found by looking at every level's front.
+    fn scan_head(&self, l: u32) -> Option<(u64, u32)> {
+        let leaf = &self.leaves[l as usize];
+        if leaf.others.is_empty() {
+            // One level: its front is the head (the common case, kept off the iterator).
+            return leaf.level.front().map(|&slot| (self.order(slot), slot));
+        }
+        leaf.levels()
             .filter_map(|(_, level)| level.front().map(|&slot| (self.order(slot), slot)))
             .min_by_key(|&(order, slot)| (order, self.requests[slot as usize].key))
     }
@@ -1485,10 +1561,12 @@ impl Dispatcher {
         request.key = seq;
         request.state = State::Ready;
         let (l, priority) = (request.leaf, request.priority);
+        self.leaves[l as usize].level_mut(priority).push_back(slot);
+        // Sequence numbers only grow, so on an equal order the old head stays first.
+        let order = self.order(slot);
         let leaf = &mut self.leaves[l as usize];
-        match leaf.levels.iter_mut().find(|(p, _)| *p == priority) {
-            Some((_, level)) => level.push_back(slot),
-            None => leaf.levels.push((priority, VecDeque::from([slot]))),
+        if leaf.head.is_none_or(|(head, _)| order < head) {
+            leaf.head = Some((order, slot));
         }
         self.count_queued(l, true);
         self.policy.on_queued(seq);
@@ -1498,13 +1576,13 @@ impl Dispatcher {
             let pair = &mut self.pairs[leaf.pair as usize];
             let org = &mut self.orgs[pair.org.0 as usize];
             if org.queued == 1 {
-                fair_share::restart(&mut org.flow, fair.vtime());
+                fair_share::restart(&mut org.flow.tag, fair.vtime());
             }
             if pair.queued == 1 {
-                fair_share::restart(&mut pair.flow, org.flow.child_vtime);
+                fair_share::restart(&mut pair.flow.tag, org.flow.child_vtime);
             }
             if leaf.queued == 1 {
-                fair_share::restart(&mut leaf.flow, pair.flow.child_vtime);
+                fair_share::restart(&mut leaf.tag, pair.flow.child_vtime);
             }
             // Refile only when the line was not filed or the request is its new head.
             if leaf.filed.is_none_or(|key| self.order(slot) < key.1) {
@@ -1532,15 +1610,14 @@ impl Dispatcher {
     /// Removes line `l`'s head request if its sequence number passes `accept`.
     /// Aborted entries met on the way are freed. Does not refile the line.
     fn pop_head_if(&mut self, l: u32, accept: impl Fn(u64) -> bool) -> Option<u32> {
-        sweep(&mut self.leaves[l as usize], &mut self.requests, &mut self.free);
+        self.sweep_line(l);
         let (_, slot) = self.head(l)?;
         let request = self.requests[slot as usize];
         if !accept(request.key) {
             return None;
         }
-        let leaf = &mut self.leaves[l as usize];
-        let level = leaf.levels.iter_mut().find(|(p, _)| *p == request.priority).expect("the head's level");
-        level.1.pop_front();
+        self.leaves[l as usize].level_mut(request.priority).pop_front();
+        self.recompute_head(l);
         self.count_queued(l, false);
         self.policy.on_unqueued(request.key);
         Some(slot)
@@ -1557,7 +1634,7 @@ impl Dispatcher {
         org.running -= 1;
         if let Some(fair) = self.policy.fair() {
             let weights = Weights { org: org.limits.weight, pair: pair.limits.weight, key: key.limits.weight };
-            let path = Path { org: &mut org.flow, pair: &mut pair.flow, line: &mut leaf.flow };
+            let path = Path { org: &mut org.flow, pair: &mut pair.flow, line: &mut leaf.tag };
             fair.on_release(path, pair.kind.index(), weights, charged, run_time as f64);
         }
         self.running -= 1;
@@ -1626,7 +1703,7 @@ impl Dispatcher {
         let head = if l == NONE {
             None
         } else {
-            sweep(&mut self.leaves[l as usize], &mut self.requests, &mut self.free);
+            self.sweep_line(l);
             self.head(l)
         };
         let pair = &self.pairs[p as usize];
@@ -1651,7 +1728,7 @@ impl Dispatcher {
     /// ready request and its key is neither at its cap nor waiting for room), then
     /// refiles the pair. Under `peek_set`, refiles the line's pair.
     fn refile_leaf(&mut self, l: u32) {
-        sweep(&mut self.leaves[l as usize], &mut self.requests, &mut self.free);
+        self.sweep_line(l);
         let leaf = &self.leaves[l as usize];
         let p = leaf.pair;
         if !self.fair_share() {
@@ -1660,7 +1737,7 @@ impl Dispatcher {
         }
         let key = &self.keys[leaf.key as usize];
         let runnable = key.throttled.is_none() && key.limits.cap.is_none_or(|cap| key.running < cap);
-        let filed = if runnable { self.head(l).map(|(order, _)| fair_share::key(&leaf.flow, order, l)) } else { None };
+        let filed = if runnable { self.head(l).map(|(order, _)| fair_share::key(leaf.tag, order, l)) } else { None };
         if filed != leaf.filed {
             let pair = &mut self.pairs[p as usize];
             if let Some(old) = leaf.filed {
@@ -1682,11 +1759,10 @@ impl Dispatcher {
         }
         let pair = &self.pairs[p as usize];
         let runnable = pair.throttled.is_none() && pair.running < pair.limits.cap;
-        let filed = pair
-            .leaves
-            .first()
-            .filter(|_| runnable)
-            .map(|line| (fair_share::tier(pair.running, pair.limits.min), fair_share::key(&pair.flow, line.1, p)));
+        let filed =
+            pair.leaves.first().filter(|_| runnable).map(|line| {
+                (fair_share::tier(pair.running, pair.limits.min), fair_share::key(pair.flow.tag, line.1, p))
+            });
         let (org, kind) = (pair.org.0, pair.kind.index());
         self.pairs[p as usize].filed = filed;
         self.refile_org(org, kind);
@@ -1703,7 +1779,7 @@ impl Dispatcher {
         let runnable = org.throttled.is_none() && org.limits.cap.is_none_or(|cap| org.running < cap);
         let filed = self.pairs[p as usize].filed.filter(|_| runnable).map(|(tier, key)| {
             let tier = if org.running < org.limits.min { Tier::Reserved } else { tier };
-            (tier, fair_share::key(&org.flow, key.1, o))
+            (tier, fair_share::key(org.flow.tag, key.1, o))
         });
         if filed == org.filed[kind] {
             return;
@@ -1745,7 +1821,7 @@ impl Dispatcher {
         // of the renumbered lines (and `locate`'s count of requests ahead): free them now.
         let mut aborted = Vec::new();
         for leaf in &mut self.leaves {
-            for (_, level) in &mut leaf.levels {
+            for level in leaf.levels_mut() {
                 level.retain(|&slot| {
                     let live = self.requests[slot as usize].state != State::Aborted;
                     if !live {
@@ -1761,13 +1837,16 @@ impl Dispatcher {
         let mut ready: Vec<(u64, u32)> = self
             .leaves
             .iter()
-            .flat_map(|leaf| leaf.levels.iter().flat_map(|(_, level)| level.iter()))
+            .flat_map(|leaf| leaf.levels().flat_map(|(_, level)| level.iter()))
             .filter(|&&slot| self.requests[slot as usize].state == State::Ready)
             .map(|&slot| (self.requests[slot as usize].key, slot))
             .collect();
         ready.sort_unstable();
         for (seq, &(_, slot)) in ready.iter().enumerate() {
             self.requests[slot as usize].key = seq as u64;
+        }
+        for l in 0..self.leaves.len() as u32 {
+            self.recompute_head(l);
         }
         self.next_seq = ready.len() as u64;
         self.policy.on_renumbered(self.next_seq);
@@ -1814,22 +1893,27 @@ impl Dispatcher {
         }
         for (l, leaf) in self.leaves.iter().enumerate() {
             let live: Vec<u32> = leaf
-                .levels
-                .iter()
+                .levels()
                 .flat_map(|(_, level)| level.iter().copied())
                 .filter(|&s| self.requests[s as usize].state == State::Ready)
                 .collect();
             assert_eq!(live.len() as u32, leaf.queued, "line {l} queued count");
-            for (priority, level) in &leaf.levels {
+            for (priority, level) in leaf.levels() {
                 let seqs: Vec<u64> = level
                     .iter()
                     .filter(|&&s| self.requests[s as usize].state == State::Ready)
                     .map(|&s| self.requests[s as usize].key)
                     .collect();
                 assert!(seqs.windows(2).all(|w| w[0] < w[1]), "line {l} level {priority} out of order");
-                assert!(level.iter().all(|&s| self.requests[s as usize].priority == *priority));
+                assert!(level.iter().all(|&s| self.requests[s as usize].priority == priority));
             }
             key_queued[leaf.key as usize] += leaf.queued;
+            let fronts_live = leaf
+                .levels()
+                .all(|(_, level)| level.front().is_none_or(|&s| self.requests[s as usize].state != State::Aborted));
+            if fronts_live {
+                assert_eq!(leaf.head, self.scan_head(l as u32), "line {l} head");
+            }
             if self.fair_share() {
                 let key = &self.keys[leaf.key as usize];
                 let runnable = key.throttled.is_none() && key.limits.cap.is_none_or(|cap| key.running < cap);
@@ -1854,13 +1938,13 @@ impl Dispatcher {
 }
 
 /// A scope's limiter after its limit changed to `limit`: the debt run up is kept.
-fn update(limiter: Option<Limiter>, limit: Option<RateLimit>) -> Option<Limiter> {
+fn update(limiter: Option<Box<Limiter>>, limit: Option<RateLimit>) -> Option<Box<Limiter>> {
     match (limiter, limit) {
         (Some(mut limiter), Some(limit)) => {
             limiter.set(limit);
             Some(limiter)
         }
-        (None, Some(limit)) => Some(Limiter::new(limit)),
+        (None, Some(limit)) => Some(Box::new(Limiter::new(limit))),
         (_, None) => None,
     }
 }

@@ -58,11 +58,12 @@ pub(crate) struct Weights {
     pub key: f64,
 }
 
-/// One path of the tree: an org, one of its pairs, one of that pair's lines.
+/// One path of the tree: an org, one of its pairs, and the tag of one of that pair's
+/// lines (a line has no children, so its tag is all it keeps: there may be many).
 pub(crate) struct Path<'a> {
     pub org: &'a mut Flow,
     pub pair: &'a mut Flow,
-    pub line: &'a mut Flow,
+    pub line: &'a mut f64,
 }
 
 impl FairShare {
@@ -76,11 +77,11 @@ impl FairShare {
     pub fn on_dispatch(&mut self, path: Path<'_>, kind: usize, w: Weights) -> f64 {
         self.vtime = self.vtime.max(path.org.tag);
         path.org.child_vtime = path.org.child_vtime.max(path.pair.tag);
-        path.pair.child_vtime = path.pair.child_vtime.max(path.line.tag);
+        path.pair.child_vtime = path.pair.child_vtime.max(*path.line);
         let charge = path.pair.estimate.or(self.kind_estimate[kind]).unwrap_or(0.0);
         path.org.tag += charge / (w.org * w.pair);
         path.pair.tag += charge / w.pair;
-        path.line.tag += charge / w.key;
+        *path.line += charge / w.key;
         charge
     }
 
@@ -89,7 +90,7 @@ impl FairShare {
         let extra = run - charged;
         path.org.tag = (path.org.tag + extra / (w.org * w.pair)).max(0.0);
         path.pair.tag = (path.pair.tag + extra / w.pair).max(0.0);
-        path.line.tag = (path.line.tag + extra / w.key).max(0.0);
+        *path.line = (*path.line + extra / w.key).max(0.0);
         path.pair.estimate = Some(blend(path.pair.estimate, run));
         self.kind_estimate[kind] = Some(blend(self.kind_estimate[kind], run));
     }
@@ -98,8 +99,8 @@ impl FairShare {
 /// A node that had no ready request now has one (or its limits changed): restart it
 /// at its parent's virtual time, so idleness earns no credit and a raised cap does not
 /// turn past under-service into a burst.
-pub(crate) fn restart(child: &mut Flow, parent_vtime: f64) {
-    child.tag = child.tag.max(parent_vtime);
+pub(crate) fn restart(tag: &mut f64, parent_vtime: f64) {
+    *tag = tag.max(parent_vtime);
 }
 
 fn blend(estimate: Option<f64>, sample: f64) -> f64 {
@@ -119,8 +120,8 @@ pub(crate) fn tier(running: u32, min: u32) -> Tier {
 }
 
 /// The sort key of a node: its tag, then the order of the request it would serve.
-pub(crate) fn key(flow: &Flow, head_order: u64, index: u32) -> Key {
+pub(crate) fn key(tag: f64, head_order: u64, index: u32) -> Key {
     // -0.0 has its sign bit set and would sort after every positive tag.
-    let tag = if flow.tag > 0.0 { flow.tag.to_bits() } else { 0 };
-    (tag, head_order, index)
+    let bits = if tag > 0.0 { tag.to_bits() } else { 0 };
+    (bits, head_order, index)
 }
