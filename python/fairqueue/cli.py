@@ -574,6 +574,37 @@ def jobs(store: str, org: Optional[str], kind: Optional[str], state: Optional[st
 
 @main.command()
 @store_option
+@json_option
+def workers(store: str, as_json: bool) -> None:
+    """The worker registry: each worker, whether it is alive, and the jobs it holds.
+
+    Alive means its proof of life holds (its lock, which the operating system or the
+    PostgreSQL server releases the moment its process or session ends); a dead one
+    stays listed until a live worker reaps it, queuing its jobs again.
+    """
+    with _open_store(store) as storage:
+        registry = storage.worker_list()
+    now = time.time()
+    if as_json:
+        click.echo(json.dumps([
+            {**dataclasses.asdict(w.info), "last_seen": w.last_seen, "last_seen_seconds_ago": round(now - w.last_seen, 3),
+             "alive": w.alive, "running": w.running}
+            for w in registry
+        ], indent=2))  # fmt: skip
+        return
+    table = Table(title=f"Workers of {store}", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("name", "host", "pid", "mode", "slots", "started", "last seen", "alive", "running"):
+        table.add_column(column, justify="right" if column in ("pid", "slots", "running") else "left")
+    for w in registry:
+        table.add_row(
+            escape(w.info.name), escape(w.info.host), str(w.info.pid), w.info.mode, str(w.info.slots), _when(w.info.started_at),
+            f"{format_seconds(max(now - w.last_seen, 0.0))} ago", "yes" if w.alive else "[bold red]dead[/]", str(w.running),
+        )  # fmt: skip
+    _console().print(table if registry else "No workers registered.")
+
+
+@main.command()
+@store_option
 @click.argument("job_id", type=JOB_ID)
 @click.option("--org", default=None, callback=_org_option, help="Abort only if the job belongs to this org.")
 @json_option

@@ -65,6 +65,8 @@ def test_db_upgrade_creates_and_migrates_idempotently_and_refuses_a_newer_store(
     with closing(sqlite3.connect(store)) as db:
         # A version-1 store (as an earlier fairqueue left it) is migrated forward.
         db.execute("DROP INDEX fq_jobs_processing")
+        db.execute("DROP TABLE fq_workers")
+        db.execute("ALTER TABLE fq_jobs DROP COLUMN worker_deaths")
         db.execute("UPDATE fq_meta SET value = '1' WHERE key = 'schema_version'")
         db.commit()
     code, out = invoke("db", "upgrade", "--store", str(store))
@@ -134,3 +136,25 @@ def test_org_names_with_rich_markup_are_shown_as_written(app: fq.FairQueue) -> N
         code, out = invoke(command, "--store", store)
         assert code == 0, out
         assert "[/]" in out and "[bold]loud[/bold]" in out and "[red]x" in out, out
+
+
+def test_workers_lists_the_registry_alive_and_dead(app: fq.FairQueue) -> None:
+    from conftest import wait_until
+
+    store = str(app.storage.path)  # type: ignore[attr-defined]
+    sample.wait_for_release.delay("acme")
+    with app.worker(slots=2, name="w-[bold]1") as worker:
+        wait_until(lambda: app.jobs(status="processing"), timeout=60, what="the job to start")
+        code, out = invoke("workers", "--store", store, "--json")
+        assert code == 0
+        [listed] = json.loads(out)
+        assert (listed["name"], listed["mode"], listed["slots"], listed["alive"], listed["running"]) == (
+            "w-[bold]1", "thread", 2, True, 1,
+        )  # fmt: skip
+        assert listed["pid"] == worker.info.pid and 0 <= listed["last_seen_seconds_ago"] < 60
+        code, out = invoke("workers", "--store", store)
+        assert code == 0 and "w-[bold]1" in out, "names are shown as they are, not as markup"
+        sample.release.set()
+    code, out = invoke("workers", "--store", store, "--json")
+    assert code == 0 and json.loads(out) == [], "a stopped worker leaves the registry"
+    assert "No workers registered." in invoke("workers", "--store", store)[1]

@@ -359,8 +359,10 @@ class Worker:
         self.store.worker_register(self.info, now)
         self._registered = True
         log.info(
-            "fairqueue worker %s: started (pid %d, mode %s, %d slots, store %s)",
-            self.name, self.info.pid, self.mode, self.slots, type(self.store).__name__, extra={"worker": self.name},
+            "fairqueue worker %s: started (pid %d, mode %s, %d slots, store %s); %s",
+            self.name, self.info.pid, self.mode, self.slots, type(self.store).__name__,
+            self.conservation.describe() if self.conservation is not None else "resource conservation: off",
+            extra={"worker": self.name},
         )  # fmt: skip
         self.dead_workers.run(now)
         self.store.job_requeue_expired(now)
@@ -649,7 +651,8 @@ class Worker:
         if self.metrics is not None:
             for task, outcome in outcomes:
                 if task.record.id in done:
-                    self.metrics.finished_one(task.record, outcome.status)
+                    self.metrics.finished_one(task.record, outcome.status, ran_for=time.monotonic() - task.started,
+                                              given_back=outcome.given_back)  # fmt: skip
         if any(o.progress and o.progress.errors for _, o in outcomes):
             self.app.publish_batch_errors(
                 [e for t, o in outcomes if o.progress and t.record.id in done for e in o.progress.errors]
@@ -695,6 +698,8 @@ class Worker:
             ]
         )  # fmt: skip
         for task in overdue:
+            if self.metrics is not None:
+                self.metrics.finished_one(task.record, JobStatus.FAILED, ran_for=ran[task.lease])
             self._release(task)
             # The hung thread cannot be killed; a fresh one takes its slot.
             self.pool.spawn()
@@ -720,4 +725,6 @@ class Worker:
         )
         for task in running:
             task.cancel.set()
+            if self.metrics is not None:
+                self.metrics.finished_one(task.record, JobStatus.QUEUED, given_back=True)
             self._release(task)
