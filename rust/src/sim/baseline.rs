@@ -10,7 +10,7 @@ use crate::error::CoreResult;
 use crate::request::KINDS;
 
 use super::engine::{Engine, Start};
-use super::Workload;
+use super::{Arrival, Workload};
 
 /// Which plain first-come-first-served queue [`simulate_fifo`](super::simulate_fifo) runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +104,8 @@ impl FifoEngine {
 }
 
 impl Engine for FifoEngine {
-    fn enqueue(&mut self, batch: &[NewRequest]) -> CoreResult<()> {
+    /// Keys, priorities and costs are `fair_share` features: the FIFO ignores them.
+    fn enqueue(&mut self, batch: &[NewRequest], _arrivals: &[Arrival]) -> CoreResult<()> {
         for r in batch {
             let (org, kind) = (r.org.0 as usize, r.kind.index());
             let mut p = self.org_pairs[org][kind];

@@ -13,7 +13,7 @@ use crate::request::OrgId;
 use super::engine::{Engine, Start};
 use super::report::{secs, Dispatched, OrgRow, Report};
 use super::series::Sampler;
-use super::tally::{group_rows, row, Tally};
+use super::tally::{group_rows, key_rows, row, Tally};
 use super::Workload;
 
 /// Requests handed to `enqueue_many` at once when a burst arrives at one instant.
@@ -26,6 +26,9 @@ pub(super) fn run(w: &Workload, engine: &mut dyn Engine, clock: &VirtualClock, p
     let mut tally = Tally::new(n_orgs);
     for a in w.arrivals.iter().take_while(|a| a.at <= end) {
         tally.requests[a.org as usize] += 1;
+        if a.key > 0 {
+            tally.keys.entry((a.org, a.key)).or_default().requests += 1;
+        }
     }
     let mut sampler = Sampler::new(w.sample_every);
     let mut trace = Vec::new();
@@ -85,12 +88,12 @@ pub(super) fn run(w: &Workload, engine: &mut dyn Engine, clock: &VirtualClock, p
             tally.pending[a.org as usize] += 1;
             next_arrival += 1;
             if batch.len() == ENQUEUE_CHUNK {
-                engine.enqueue(&batch)?;
+                engine.enqueue(&batch, &w.arrivals)?;
                 batch.clear();
             }
         }
         if !batch.is_empty() {
-            engine.enqueue(&batch)?;
+            engine.enqueue(&batch, &w.arrivals)?;
             batch.clear();
         }
 
@@ -109,6 +112,13 @@ pub(super) fn run(w: &Workload, engine: &mut dyn Engine, clock: &VirtualClock, p
             }
             let held = a.service.min(end - now);
             tally.slot_time[org] += held;
+            if a.key > 0 {
+                let k = tally.keys.entry((a.org, a.key)).or_default();
+                k.slot_time += held;
+                if s.attempt == 1 {
+                    k.waits.push(now - a.at);
+                }
+            }
             busy += u128::from(held);
             completions.push(Reverse((now.saturating_add(a.service), seq, s.handle, s.id)));
             seq += 1;
@@ -127,6 +137,7 @@ pub(super) fn run(w: &Workload, engine: &mut dyn Engine, clock: &VirtualClock, p
     }
     let requests: u64 = tally.requests.iter().sum();
     let groups = group_rows(w, &mut tally);
+    let keys = key_rows(w, &mut tally);
     let orgs: Vec<OrgRow> = (0..n_orgs)
         .map(|i| {
             let mut waits = std::mem::take(&mut tally.waits[i]);
@@ -140,6 +151,7 @@ pub(super) fn run(w: &Workload, engine: &mut dyn Engine, clock: &VirtualClock, p
         slots: w.config.slots,
         orgs,
         groups,
+        keys,
         requests,
         dispatched,
         completed,

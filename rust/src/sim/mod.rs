@@ -18,8 +18,8 @@
 //! [`simulate_fifo`] runs the same loop over a plain first-come-first-served queue
 //! (see [`Baseline`]) so that a policy can be compared with the simplest scheduler on
 //! the very same arrivals. Scenarios ([`seed_worked_example`], [`noisy_neighbour`],
-//! [`two_orgs_service_times`], [`many_orgs`]) are plain functions returning a
-//! workload; [`run_scenario`] is the entry point of `fairqueue simulate SCENARIO`.
+//! [`two_orgs_service_times`], [`many_orgs`], [`noisy_user`], [`rate_limited`],
+//! [`priorities`]) are plain functions returning a workload; [`run_scenario`] is the entry point of `fairqueue simulate SCENARIO`.
 //!
 //! Everything is deterministic: random workloads draw from [`SplitMix64`] seeded
 //! by the caller, and the loop has no other source of nondeterminism.
@@ -52,12 +52,13 @@ use engine::DispatcherEngine;
 
 pub use baseline::Baseline;
 pub use random::SplitMix64;
-pub use report::{format_duration, Dispatched, OrgRow, Report, Sample};
+pub use report::{format_duration, Dispatched, KeyRow, OrgRow, Report, Sample};
 pub use scenarios::{
-    many_orgs, noisy_neighbour, noisy_neighbour_with, run_scenario, run_scenario_fifo, scenario, seed_worked_example,
-    two_orgs_service_times, NoisyParams, ScenarioOptions, SCENARIOS,
+    many_orgs, noisy_neighbour, noisy_neighbour_with, noisy_user, priorities, rate_limited, run_scenario,
+    run_scenario_fifo, scenario, seed_worked_example, two_orgs_service_times, NoisyParams, ScenarioOptions,
+    PRIORITIES_AGING, RATE_LIMITED, SCENARIOS,
 };
-pub use workload::{Arrival, OrgSpec, Workload};
+pub use workload::{Arrival, OrgSpec, RateOn, Workload};
 
 /// One millisecond in nanoseconds.
 pub const MS: Nanos = NANOS_PER_SEC / 1000;

@@ -29,6 +29,22 @@ pub struct OrgRow {
     pub extended_delays: u64,
 }
 
+/// Waits of one named concurrency key of an org. Times are in seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRow {
+    pub org: String,
+    pub key: String,
+    /// Requests that arrived (before the horizon, if any).
+    pub requests: u64,
+    /// Requests dispatched at least once.
+    pub dispatched: u64,
+    pub wait_p50: f64,
+    pub wait_p99: f64,
+    pub wait_max: f64,
+    /// Slot-time its requests held (up to the horizon, if any).
+    pub slot_time: f64,
+}
+
 /// Pending (arrived, not yet dispatched) requests per org at one instant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
@@ -59,6 +75,8 @@ pub struct Report {
     pub orgs: Vec<OrgRow>,
     /// One row per group, in order of first appearance.
     pub groups: Vec<OrgRow>,
+    /// One row per named key that had requests, by org then key.
+    pub keys: Vec<KeyRow>,
     pub requests: u64,
     pub dispatched: u64,
     pub completed: u64,
@@ -111,6 +129,11 @@ impl Report {
     /// The row of org `name`.
     pub fn org(&self, name: &str) -> Option<&OrgRow> {
         self.orgs.iter().find(|r| r.org == name)
+    }
+
+    /// The row of key `key` of org `org`.
+    pub fn key(&self, org: &str, key: &str) -> Option<&KeyRow> {
+        self.keys.iter().find(|r| r.org == org && r.key == key)
     }
 
     /// The row of group `name`.

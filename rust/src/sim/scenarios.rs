@@ -1,13 +1,14 @@
 //! Scenarios: plain functions returning a [`Workload`] (seed 001's worked example,
-//! the noisy neighbour, two orgs with tenfold service times, many orgs), and
-//! [`run_scenario`], the entry point of `fairqueue simulate SCENARIO`.
+//! the noisy neighbour, two orgs with tenfold service times, many orgs, the noisy user
+//! inside one org, a rate-limited org, priorities with aging), and [`run_scenario`],
+//! the entry point of `fairqueue simulate SCENARIO`.
 
 use crate::clock::{Nanos, NANOS_PER_SEC};
 use crate::error::{CoreError, CoreResult};
-use crate::limits::{Config, PairLimits, PolicyKind};
+use crate::limits::{Config, KeyLimits, OrgLimits, PairLimits, PolicyKind, RateLimit, MAX_PRIORITY};
 use crate::request::{Kind, KINDS};
 
-use super::{simulate, simulate_fifo, Arrival, Baseline, OrgSpec, Report, SplitMix64, Workload, MS};
+use super::{simulate, simulate_fifo, Arrival, Baseline, OrgSpec, RateOn, Report, SplitMix64, Workload, MS};
 
 /// Fills in the fields every scenario shares.
 fn workload(name: &str, config: Config, orgs: Vec<OrgSpec>, arrivals: Vec<Arrival>) -> Workload {
@@ -31,7 +32,7 @@ fn reference_config(policy: PolicyKind, slots: u32, peek_set: u32) -> Config {
 ///
 /// Request ids are positions in that order (org 2's are 13, 14 resp. 27, 28).
 pub fn seed_worked_example(extended: bool, service: Nanos) -> Workload {
-    let future = |org| Arrival { at: 0, service, org, kind: Kind::Future };
+    let future = |org| Arrival::new(0, service, org, Kind::Future);
     let arrivals: Vec<Arrival> = if extended {
         [(0, 27), (1, 2)].iter().flat_map(|&(org, n)| std::iter::repeat_n(future(org), n)).collect()
     } else {
@@ -111,14 +112,14 @@ pub fn noisy_neighbour_with(p: &NoisyParams) -> Workload {
     let draw_service = |rng: &mut SplitMix64| rng.between(service - service / 5, service + service / 5);
     let mut arrivals: Vec<Arrival> = Vec::with_capacity(p.flood);
     for _ in 0..p.flood {
-        arrivals.push(Arrival { at: 0, service: draw_service(&mut rng), org: 0, kind: Kind::Future });
+        arrivals.push(Arrival::new(0, draw_service(&mut rng), 0, Kind::Future));
     }
     let span = (p.flood as u128 * u128::from(service) / u128::from(p.cap.max(1))) as Nanos;
     let mut quiet = Vec::new();
     for q in 0..p.quiet_orgs {
         let mut at = rng.between(0, p.quiet_gap.saturating_sub(1));
         while at < span {
-            quiet.push(Arrival { at, service: draw_service(&mut rng), org: q as u32 + 1, kind: Kind::Future });
+            quiet.push(Arrival::new(at, draw_service(&mut rng), q as u32 + 1, Kind::Future));
             at += rng.between(p.quiet_gap - p.quiet_gap / 10, p.quiet_gap + p.quiet_gap / 10);
         }
     }
@@ -150,10 +151,10 @@ pub fn two_orgs_service_times(weights: [f64; 2]) -> Workload {
     let mut arrivals = Vec::with_capacity(short_n + long_n);
     for i in 0..short_n.max(long_n) {
         if i < short_n {
-            arrivals.push(Arrival { at: 0, service: short, org: 0, kind: Kind::Future });
+            arrivals.push(Arrival::new(0, short, 0, Kind::Future));
         }
         if i < long_n {
-            arrivals.push(Arrival { at: 0, service: long, org: 1, kind: Kind::Future });
+            arrivals.push(Arrival::new(0, long, 1, Kind::Future));
         }
     }
     let limits = |weight| PairLimits { cap: slots, min: 0, weight };
@@ -182,16 +183,139 @@ pub fn many_orgs(orgs: usize, requests: usize, slots: u32, seed: u64) -> Workloa
         at += -(1.0 - rng.next_f64()).ln() / rate;
         let u = rng.next_f64();
         let org = ((orgs as f64 * u * u) as usize).min(orgs - 1) as u32;
-        arrivals.push(Arrival { at: at as Nanos, service: rng.between(8 * MS, 12 * MS), org, kind: Kind::Future });
+        arrivals.push(Arrival::new(at as Nanos, rng.between(8 * MS, 12 * MS), org, Kind::Future));
     }
     let specs = (0..orgs).map(|i| OrgSpec::new(format!("org-{i:05}")).in_group("all")).collect();
     workload("many-orgs", reference_config(PolicyKind::FairShare, slots, 2000), specs, arrivals)
 }
 
+/// Requests one trickling source sends from its random phase until `until`, one per
+/// `gap × (1 ± 10 %)`, each taking `service × (1 ± 20 %)`.
+fn trickle(rng: &mut SplitMix64, org: u32, key: u32, gap: Nanos, until: Nanos, service: Nanos) -> Vec<Arrival> {
+    let mut out = Vec::new();
+    let mut at = rng.between(0, gap.saturating_sub(1));
+    while at < until {
+        let s = rng.between(service - service / 5, service + service / 5);
+        out.push(Arrival::new(at, s, org, Kind::Future).with_key(key));
+        at += rng.between(gap - gap / 10, gap + gap / 10);
+    }
+    out
+}
+
+/// The noisy user: one user of an org floods, the same org's other users and other
+/// orgs trickle, and a rival org floods as much with no keys.
+///
+/// - Org `acme`: key `user-flood` enqueues `flood` futures at t = 0; keys
+///   `user-01`…`user-10` each enqueue one every 500 ms (± 10 %). Acme's per-key cap
+///   is 8 (its pair cap the reference 12), so the flooding user never holds all of
+///   acme's slots.
+/// - Org `rival`: `flood` futures at t = 0 in its default key — the org-level
+///   comparison: acme must get no more than rival for using eleven keys.
+/// - Orgs `quiet-01`…`quiet-10` (group `quiet`): one future every 500 ms each.
+/// - Service 10 ms ± 20 %, 13 slots, trickles until both floods could be done
+///   (`2 × flood × 10 ms / 13`); horizon `max(1 h, 4 ×` that`)`.
+pub fn noisy_user(flood: usize, seed: u64) -> Workload {
+    let mut rng = SplitMix64::new(seed);
+    let (service, slots) = (10 * MS, 13u32);
+    let draw = |rng: &mut SplitMix64| rng.between(service - service / 5, service + service / 5);
+    let mut arrivals = Vec::with_capacity(2 * flood);
+    for _ in 0..flood {
+        arrivals.push(Arrival::new(0, draw(&mut rng), 0, Kind::Future).with_key(1));
+        arrivals.push(Arrival::new(0, draw(&mut rng), 1, Kind::Future));
+    }
+    let span = (2 * flood as u128 * u128::from(service) / u128::from(slots)) as Nanos;
+    let mut trickles = Vec::new();
+    for user in 0..10 {
+        trickles.extend(trickle(&mut rng, 0, user + 2, 500 * MS, span, service));
+    }
+    for q in 0..10 {
+        trickles.extend(trickle(&mut rng, q + 2, 0, 500 * MS, span, service));
+    }
+    trickles.sort_by_key(|a| a.at);
+    arrivals.extend(trickles);
+    let keys = std::iter::once("user-flood".to_string()).chain((1..=10).map(|u| format!("user-{u:02}")));
+    let per_key = KeyLimits { cap: Some(8), weight: 1.0 };
+    let mut orgs = vec![
+        OrgSpec::new("acme").with_keys(keys).with_org_limits(OrgLimits { per_key, ..OrgLimits::default() }),
+        OrgSpec::new("rival"),
+    ];
+    orgs.extend((1..=10).map(|q| OrgSpec::new(format!("quiet-{q:02}")).in_group("quiet")));
+    let mut w = workload("noisy-user", reference_config(PolicyKind::FairShare, slots, 2000), orgs, arrivals);
+    w.sample_every = Some(NANOS_PER_SEC);
+    w.horizon = Some((3600 * NANOS_PER_SEC).max(span.saturating_mul(4)));
+    w
+}
+
+/// The rate limit every `rate-limited` run puts on org `limited`: 10 per second,
+/// bursts of 5.
+pub const RATE_LIMITED: RateLimit = RateLimit { rate: 10.0, per: NANOS_PER_SEC, burst: 5 };
+
+/// A rate-limited org beside unlimited ones: org `limited` (limited to
+/// [`RATE_LIMITED`], 10/s with bursts of 5) and orgs `free-1`…`free-3` all enqueue
+/// more at t = 0 than 13 slots can run in the 60 s the run lasts (service 100 ms, so
+/// 130 jobs/s in all). The limited org should start 10 jobs per second (plus its
+/// burst) and the free orgs use every other slot.
+pub fn rate_limited() -> Workload {
+    let (service, slots, horizon) = (100 * MS, 13u32, 60 * NANOS_PER_SEC);
+    let mut arrivals = Vec::new();
+    for _ in 0..3000 {
+        for org in 0..4 {
+            arrivals.push(Arrival::new(0, service, org, Kind::Future));
+        }
+    }
+    let mut orgs = vec![OrgSpec::new("limited").with_rate(RateOn::Org, RATE_LIMITED)];
+    orgs.extend((1..=3).map(|i| OrgSpec::new(format!("free-{i}")).in_group("free")));
+    let mut w = workload("rate-limited", reference_config(PolicyKind::FairShare, slots, 2000), orgs, arrivals);
+    w.horizon = Some(horizon);
+    w.sample_every = Some(NANOS_PER_SEC);
+    w
+}
+
+/// The aging rate of the `priorities` scenario: one level per second (the default
+/// is 10 s; a shorter one keeps the run short).
+pub const PRIORITIES_AGING: Nanos = NANOS_PER_SEC;
+
+/// Priorities with aging, on 8 slots, service 100 ms, aging one level per second:
+///
+/// - org `backlog` enqueues 10,000 futures of the default priority 5 at t = 0 and one
+///   of priority 9 at t = 1 s: it should start within a few service times, though
+///   10,000 of its org's jobs were there first;
+/// - org `stream` enqueues priority-9 futures at 44/s (10 % more than its half of the
+///   slots runs) and one priority-0 future per second, for 60 s: the low ones still
+///   start, each after exactly the high ones that arrived up to 9 levels × 1 s after
+///   it — the documented aging rate.
+///
+/// Traced; the run stops at 90 s.
+pub fn priorities() -> Workload {
+    let (service, slots) = (100 * MS, 8u32);
+    let mut arrivals: Vec<Arrival> = (0..10_000).map(|_| Arrival::new(0, service, 0, Kind::Future)).collect();
+    let mut later = vec![Arrival::new(NANOS_PER_SEC, service, 0, Kind::Future).with_priority(MAX_PRIORITY)];
+    let high_gap = NANOS_PER_SEC / 44;
+    let mut at = 0;
+    while at < 60 * NANOS_PER_SEC {
+        later.push(Arrival::new(at, service, 1, Kind::Future).with_priority(MAX_PRIORITY));
+        at += high_gap;
+    }
+    for s in 0..60 {
+        later.push(Arrival::new(s * NANOS_PER_SEC + NANOS_PER_SEC / 2, service, 1, Kind::Future).with_priority(0));
+    }
+    // Stable: the urgent request stays first among those arriving at 1 s.
+    later.sort_by_key(|a| a.at);
+    arrivals.extend(later);
+    let mut config = reference_config(PolicyKind::FairShare, slots, 2000);
+    config.aging = PRIORITIES_AGING;
+    config.default_limits = [PairLimits { cap: slots, ..PairLimits::default() }; KINDS];
+    let orgs = vec![OrgSpec::new("backlog"), OrgSpec::new("stream")];
+    let mut w = workload("priorities", config, orgs, arrivals);
+    w.horizon = Some(90 * NANOS_PER_SEC);
+    w.trace = true;
+    w
+}
+
 /// Options of [`run_scenario`]; the defaults are the documented scenario values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScenarioOptions {
-    /// `noisy`: the flood size (default 100,000).
+    /// `noisy`, `noisy-user`: the flood size (default 100,000).
     pub flood: Option<usize>,
     /// `weighted`: weights of the short and the long org (default 3:1).
     pub weights: Option<[f64; 2]>,
@@ -208,9 +332,12 @@ impl Default for ScenarioOptions {
 }
 
 /// Names accepted by [`scenario`] and [`run_scenario`].
-pub const SCENARIOS: [&str; 5] = ["seed", "seed-extended", "noisy", "two-orgs", "weighted"];
+pub const SCENARIOS: [&str; 8] =
+    ["seed", "seed-extended", "noisy", "two-orgs", "weighted", "noisy-user", "rate-limited", "priorities"];
 
-/// The workload of scenario `name` (one of [`SCENARIOS`]) under `policy`.
+/// The workload of scenario `name` (one of [`SCENARIOS`]) under `policy`. Under
+/// `peek_set` the scenario's keys, priorities, costs and org, key and rate limits are
+/// taken out (see [`Workload::without_fair_share_features`]): peek_set refuses them.
 pub fn scenario(name: &str, policy: PolicyKind, options: &ScenarioOptions) -> CoreResult<Workload> {
     let mut w = match name {
         "seed" => seed_worked_example(false, NANOS_PER_SEC),
@@ -222,6 +349,9 @@ pub fn scenario(name: &str, policy: PolicyKind, options: &ScenarioOptions) -> Co
         }),
         "two-orgs" => two_orgs_service_times(options.weights.unwrap_or([1.0, 1.0])),
         "weighted" => two_orgs_service_times(options.weights.unwrap_or([3.0, 1.0])),
+        "noisy-user" => noisy_user(options.flood.unwrap_or(NoisyParams::default().flood), options.seed),
+        "rate-limited" => rate_limited(),
+        "priorities" => priorities(),
         other => {
             return Err(CoreError::invalid("scenario", other, format!("one of {}", SCENARIOS.join(", "))));
         }
@@ -231,6 +361,9 @@ pub fn scenario(name: &str, policy: PolicyKind, options: &ScenarioOptions) -> Co
             return Err(CoreError::invalid("horizon", h, "a number of seconds greater than 0"));
         }
         w.horizon = Some((h * NANOS_PER_SEC as f64) as Nanos);
+    }
+    if policy == PolicyKind::PeekSet {
+        w = w.without_fair_share_features();
     }
     Ok(w.with_policy(policy))
 }

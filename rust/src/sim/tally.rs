@@ -1,10 +1,20 @@
 //! Per-org accumulators of a run and the wait rows made from them: nearest-rank
 //! percentiles per org and per group of orgs.
 
+use std::collections::BTreeMap;
+
 use crate::clock::{Nanos, NANOS_PER_SEC};
 
-use super::report::{secs, OrgRow};
+use super::report::{secs, KeyRow, OrgRow};
 use super::Workload;
+
+/// Accumulators of one named key.
+#[derive(Default)]
+pub(super) struct KeyTally {
+    pub requests: u64,
+    pub waits: Vec<Nanos>,
+    pub slot_time: Nanos,
+}
 
 /// Per-org accumulators of a run, indexed like [`Workload::orgs`].
 pub(super) struct Tally {
@@ -15,6 +25,8 @@ pub(super) struct Tally {
     pub slot_time: Vec<Nanos>,
     pub pending: Vec<u32>,
     pub extended: Vec<u64>,
+    /// Named keys by (org index, key number).
+    pub keys: BTreeMap<(u32, u32), KeyTally>,
 }
 
 impl Tally {
@@ -28,6 +40,7 @@ impl Tally {
             slot_time: vec![0; n_orgs],
             pending: vec![0; n_orgs],
             extended: vec![0; n_orgs],
+            keys: BTreeMap::new(),
         }
     }
 }
@@ -85,4 +98,25 @@ pub(super) fn row(name: String, orgs: usize, waits: &mut [Nanos], tally: &Tally,
         slot_time: members.iter().map(|&i| secs(tally.slot_time[i])).sum(),
         extended_delays: members.iter().map(|&i| tally.extended[i]).sum(),
     }
+}
+
+/// One row per named key that had requests, by org then key number.
+pub(super) fn key_rows(w: &Workload, tally: &mut Tally) -> Vec<KeyRow> {
+    std::mem::take(&mut tally.keys)
+        .into_iter()
+        .map(|((org, key), mut k)| {
+            k.waits.sort_unstable();
+            let spec = &w.orgs[org as usize];
+            KeyRow {
+                org: spec.name.clone(),
+                key: spec.keys[key as usize - 1].clone(),
+                requests: k.requests,
+                dispatched: k.waits.len() as u64,
+                wait_p50: secs(percentile(&k.waits, 0.50)),
+                wait_p99: secs(percentile(&k.waits, 0.99)),
+                wait_max: secs(k.waits.last().copied().unwrap_or(0)),
+                slot_time: secs(k.slot_time),
+            }
+        })
+        .collect()
 }
