@@ -49,6 +49,7 @@ from fairqueue.limits import Limits
 from fairqueue.observe import Explanation, Reason
 from fairqueue.processor import AsyncProcessor, Query
 from fairqueue.records import BatchErrorEvent, JobRecord, JobStatus, TriggerRecord, TriggerState
+from fairqueue.retention import Retention
 from fairqueue.runtime import Worker
 from fairqueue.storage import DailyUsage
 
@@ -57,6 +58,7 @@ __all__ = [
     "JobHandle",
     "OrgView",
     "Limits",
+    "Retention",
     "Queueable",
     "Batchable",
     "BatchErrorEvent",

@@ -27,6 +27,7 @@ from fairqueue.kinds import Policy
 from fairqueue.limits import DEFAULT_SCOPE, Limits
 from fairqueue.observe import Explanation
 from fairqueue.records import BatchErrorEvent, JobRecord, JobStatus, TriggerRecord, TriggerState
+from fairqueue.retention import Retention
 from fairqueue.runtime import Worker
 from fairqueue.settings import QueueSettings
 from fairqueue.storage import DailyUsage, Storage, open_storage
@@ -52,6 +53,9 @@ class FairQueue:
         conservation: a :class:`~fairqueue.conservation.ResourceMonitor` that
             throttles this app's workers when the host or process is busy
             (SPEC §2.3); None (default) never throttles.
+        retention: how long finished jobs, history and usage counters are kept
+            (:class:`~fairqueue.retention.Retention`; its defaults if omitted): every
+            worker of this app prunes the store by it.
     """
 
     def __init__(
@@ -61,7 +65,12 @@ class FairQueue:
         policy: Policy = "fair_share",
         limits: Optional[Limits] = None,
         conservation: Optional[ResourceMonitor] = None,
+        retention: Optional[Retention] = None,
     ) -> None:
+        if retention is not None and not isinstance(retention, Retention):
+            raise InvalidArgument(f"invalid retention {shown(retention)}: expected a fairqueue.Retention")
+        self.retention = retention if retention is not None else Retention()
+        """What this app's workers keep, and for how long (see :mod:`fairqueue.runtime.duties.pruning`)."""
         self.settings = QueueSettings(policy, limits)
         """The policy, limits and per-org overrides every part of this app reads."""
         self.conservation = conservation

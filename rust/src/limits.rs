@@ -35,40 +35,6 @@ impl std::str::FromStr for PolicyKind {
     }
 }
 
-/// What `fair_share` divides slot-time between at the top of its tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shares {
-    /// Orgs (the default): an org's share is its own however many kinds and keys it
-    /// uses; within an org its pairs share its slot-time, within a pair its keys.
-    PerOrg,
-    /// Each (org, kind) pair, as before the hierarchy: an org backlogged in three kinds
-    /// holds three shares. Keys, priorities, org caps and rate limits work as under
-    /// `PerOrg`; only the org level's weight and fairness between orgs are absent.
-    PerPair,
-}
-
-impl Shares {
-    /// The name as users write it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Shares::PerOrg => "per_org",
-            Shares::PerPair => "per_pair",
-        }
-    }
-}
-
-impl std::str::FromStr for Shares {
-    type Err = CoreError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "per_org" => Ok(Shares::PerOrg),
-            "per_pair" => Ok(Shares::PerPair),
-            other => Err(CoreError::invalid("shares", other, "'per_org' or 'per_pair'")),
-        }
-    }
-}
-
 /// Limits of one (org, kind) pair.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PairLimits {
@@ -128,8 +94,6 @@ pub struct Config {
     /// a request of priority `p` that has waited `k × aging` is ordered with the
     /// requests of priority `p + k` enqueued now. At least 1 ns (reference: 10 s).
     pub aging: Nanos,
-    /// What `fair_share` shares slot-time between at the top: orgs or (org, kind) pairs.
-    pub shares: Shares,
 }
 
 impl Default for Config {
@@ -144,7 +108,6 @@ impl Default for Config {
             lease: 60 * NANOS_PER_SEC,
             default_limits: [PairLimits::default(); KINDS],
             aging: DEFAULT_AGING,
-            shares: Shares::PerOrg,
         }
     }
 }

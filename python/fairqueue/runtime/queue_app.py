@@ -14,6 +14,7 @@ from fairqueue.alerts import Alerts
 from fairqueue.conservation import ResourceMonitor
 from fairqueue.enqueue import Enqueuer
 from fairqueue.records import BatchErrorEvent
+from fairqueue.retention import Retention
 from fairqueue.settings import QueueSettings
 from fairqueue.storage import Storage
 
@@ -28,6 +29,7 @@ class QueueApp(Protocol):
     alerts: Alerts
     enqueuer: Enqueuer
     conservation: Optional[ResourceMonitor]
+    retention: Retention
 
     @property
     def storage(self) -> Storage:

@@ -43,6 +43,7 @@ from fairqueue.runtime.duties.heartbeats import Heartbeats
 from fairqueue.runtime.duties.history_sampling import HistorySampling
 from fairqueue.runtime.duties.lease_sweep import LeaseSweep
 from fairqueue.runtime.duties.presence import Presence
+from fairqueue.runtime.duties.pruning import Pruning
 from fairqueue.runtime.duties.schedule_firing import ScheduleFiring
 from fairqueue.runtime.health import HealthServer
 from fairqueue.runtime.metrics import WorkerMetrics
@@ -200,6 +201,7 @@ class Worker:
             self.alerting,
             self.history,
             CancelRequests(self.store, every, running),
+            Pruning(self.store, app.retention),
         ]
         """The periodic duties, run in this order when due (see :mod:`fairqueue.runtime.duties`)."""
         self._due = [0.0] * len(self.duties)

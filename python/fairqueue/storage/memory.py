@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import functools
+import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
@@ -28,6 +29,7 @@ from fairqueue.records import (
     WorkerInfo,
     WorkerRecord,
 )
+from fairqueue.retention import DOWNSAMPLE_STEP, SAMPLED_HISTORY, prune_order
 from fairqueue.storage.interface import (
     FLEX_ACTIVE,
     Caps,
@@ -496,6 +498,67 @@ class MemoryStorage(Storage):
             if r.status in (JobStatus.PREPARING, JobStatus.PROCESSING):
                 self._set(job_id, cancel_requested=True)
             return r.status
+
+    # ----- retention ------------------------------------------------------------------------
+
+    def job_prune(self, finished_before: Mapping[JobStatus, float], limit: int, dry_run: bool = False) -> int:
+        order = prune_order(finished_before)
+        with self._lock:
+            gone: list[int] = []
+            for status, cutoff in order:
+                old = sorted((r.finished_at, r.id) for r in self._jobs.values()
+                             if r.status is status and r.finished_at is not None and r.finished_at < cutoff)  # fmt: skip
+                gone += [job_id for _, job_id in old[: limit - len(gone)]]
+            if dry_run or not gone:
+                return len(gone)
+            dropped = set(gone)
+            for job_id in gone:
+                del self._jobs[job_id]
+                self._ready_seq.pop(job_id, None)
+            self._ready_log = [(seq, job_id) for seq, job_id in self._ready_log if job_id not in dropped]
+            self._batch_errors = [e for e in self._batch_errors if e.job_id not in dropped]
+            for org, holding in self._flex.items():
+                self._flex[org] = [job_id for job_id in holding if job_id not in dropped]
+            return len(gone)
+
+    def history_prune(self, before: Optional[float], downsample_before: Optional[float], limit: int,
+                      dry_run: bool = False) -> int:  # fmt: skip
+        with self._lock:
+            # Positions in time order (ties: the order they were appended, as the SQL stores' ids).
+            gone = [i for i, e in enumerate(self._history) if before is not None and e.at < before][:limit]
+            if downsample_before is not None and len(gone) < limit:
+                edge = math.floor(downsample_before / DOWNSAMPLE_STEP) * DOWNSAMPLE_STEP
+                kept: dict[tuple[str, Optional[str], int], tuple[float, float, int]] = {}
+                for i, e in enumerate(self._history):
+                    if e.kind in SAMPLED_HISTORY and e.at < edge and not (before is not None and e.at < before):
+                        key = (e.kind, e.org, math.floor(e.at / DOWNSAMPLE_STEP))
+                        kept[key] = min(kept.get(key, (-e.value, e.at, i)), (-e.value, e.at, i))
+                keep = {i for _, _, i in kept.values()}
+                extra = [i for i, e in enumerate(self._history) if e.kind in SAMPLED_HISTORY and e.at < edge
+                         and not (before is not None and e.at < before) and i not in keep]  # fmt: skip
+                gone += extra[: limit - len(gone)]
+            if not dry_run:
+                dropped = set(gone)
+                self._history = [e for i, e in enumerate(self._history) if i not in dropped]
+            return len(gone)
+
+    def usage_prune(self, now: float, limit: int, dry_run: bool = False) -> int:
+        start = DailyUsage.window_start(now)
+        with self._lock:
+            old = sorted(((hour, org) for org, hour in self._usage if hour < start))[:limit]
+            if not dry_run:
+                for hour, org in old:
+                    del self._usage[(org, hour)]
+            return len(old)
+
+    def batch_errors_prune(self, before: float, limit: int, dry_run: bool = False) -> int:
+        with self._lock:
+            n = 0
+            while n < min(limit, len(self._batch_errors)) and self._batch_errors[n].at < before:
+                n += 1
+            if not dry_run:
+                del self._batch_errors[:n]
+            return n
 
     def close(self) -> None:
         """Nothing to release."""

@@ -10,6 +10,7 @@ durability does not cost one fsync per job.
 from __future__ import annotations
 
 import json
+import math
 import operator
 import sqlite3
 import threading
@@ -46,6 +47,7 @@ from fairqueue.records import (
     WorkerInfo,
     WorkerRecord,
 )
+from fairqueue.retention import DOWNSAMPLE_STEP, SAMPLED_HISTORY, prune_order
 from fairqueue.storage.interface import (
     FEW_STATUSES,
     FLEX_ACTIVE,
@@ -379,6 +381,9 @@ class SQLiteStorage(Storage):
             try:
                 # The bulk enqueue needs SQLite's JSON functions: refused now, not at the first enqueue.
                 self._db.execute("SELECT json_valid('[]')")
+                # Only a file with no tables yet takes this (an older store needs `fairqueue db
+                # vacuum` once): the pruner can then hand freed pages back (space_reclaim).
+                self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = FULL")
                 self._db.execute("PRAGMA busy_timeout = 30000")
@@ -1092,6 +1097,163 @@ class SQLiteStorage(Storage):
                     ("waiting" if following is not None else "complete", following, job_id, trigger.id),
                 )
         return fired
+
+    # ----- retention ------------------------------------------------------------------------
+    # Deletes run in the worker's ordinary short write transactions (SQLite has one writer
+    # at a time, so pruners of several processes simply take turns), each read first so an
+    # idle tick takes no write lock.
+
+    # A status's finished jobs, oldest first, through the index of finish times.
+    _PRUNE_JOBS = (
+        "SELECT id FROM fq_jobs INDEXED BY fq_jobs_finished WHERE finished_at < ? AND status = ? ORDER BY finished_at LIMIT ?"
+    )
+    # Samples in [?, ?) beyond the highest of each (kind, org, minute), at most ? of them.
+    _THIN = (
+        "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY kind, org, CAST(at / 60.0 AS INTEGER) "
+        "ORDER BY value DESC, at, id) AS rank FROM fq_history WHERE at >= ? AND at < ? "
+        f"AND kind IN ({', '.join(repr(k) for k in SAMPLED_HISTORY)})) WHERE rank > 1 LIMIT ?"
+    )
+    # The oldest ? events (by id, which follows the order they were stored in), up to the
+    # first one recorded at or after ?: reads ? rows at most, whatever the table holds.
+    _OLD_BATCH_ERRORS = (
+        "WITH first AS (SELECT id, at FROM fq_batch_errors ORDER BY id LIMIT ?) SELECT id FROM first "
+        "WHERE id < COALESCE((SELECT MIN(id) FROM first WHERE at >= ?), 9223372036854775807)"
+    )
+    _INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
+
+    def job_prune(self, finished_before: Mapping[JobStatus, float], limit: int, dry_run: bool = False) -> int:
+        order = prune_order(finished_before)
+
+        def candidates(db: sqlite3.Connection) -> list[int]:
+            ids: list[int] = []
+            for status, cutoff in order:
+                ids += [r[0] for r in db.execute(self._PRUNE_JOBS, (cutoff, status.value, limit - len(ids)))]
+            return ids
+
+        with self._lock:
+            try:
+                found = candidates(self._db)
+            except sqlite3.Error as e:
+                raise storage_error(e, self.path) from e
+        if dry_run or not found:
+            return len(found)
+        with self._transaction() as db:
+            ids = candidates(db)
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                for table, column in (("fq_batch_errors", "job_id"), ("fq_flex", "job_id"), ("fq_jobs", "id")):
+                    db.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", chunk)
+            return len(ids)
+
+    def history_prune(self, before: Optional[float], downsample_before: Optional[float], limit: int,
+                      dry_run: bool = False) -> int:  # fmt: skip
+        if dry_run:
+            with self._lock:
+                try:
+                    return self._history_prune(self._db, before, downsample_before, limit, True)
+                except sqlite3.Error as e:
+                    raise storage_error(e, self.path) from e
+        with self._transaction() as db:
+            return self._history_prune(db, before, downsample_before, limit, False)
+
+    @staticmethod
+    def _history_prune(
+        db: sqlite3.Connection, before: Optional[float], downsample_before: Optional[float], limit: int, dry_run: bool
+    ) -> int:
+        n = 0
+        if before is not None:
+            old = "SELECT id FROM fq_history WHERE at < ? ORDER BY at LIMIT ?"
+            sql = f"SELECT COUNT(*) FROM ({old})" if dry_run else f"DELETE FROM fq_history WHERE id IN ({old})"
+            cursor = db.execute(sql, (before, limit))
+            n = cursor.fetchone()[0] if dry_run else cursor.rowcount
+        if downsample_before is None or n >= limit:
+            return n
+        # Thinned up to fq_meta's history_thinned (a whole minute): each call goes on from
+        # there over at most ~limit entries, so it never re-reads what it thinned before.
+        edge = math.floor(downsample_before / DOWNSAMPLE_STEP) * DOWNSAMPLE_STEP
+        mark = db.execute("SELECT value FROM fq_meta WHERE key = 'history_thinned'").fetchone()
+        starts = [float(mark[0])] if mark else []
+        starts += [before] if before is not None else []
+        if not starts:
+            starts = [x for (x,) in db.execute("SELECT MIN(at) FROM fq_history") if x is not None]
+        if not starts or max(starts) >= edge:
+            return n
+        low, room = max(starts), limit - n
+        high = edge
+        if not dry_run:
+            row = db.execute("SELECT at FROM fq_history WHERE at >= ? AND at < ? ORDER BY at LIMIT 1 OFFSET ?",
+                             (low, edge, room)).fetchone()  # fmt: skip
+            if row is not None:
+                floor_low = math.floor(low / DOWNSAMPLE_STEP) * DOWNSAMPLE_STEP
+                high = max(math.floor(row[0] / DOWNSAMPLE_STEP) * DOWNSAMPLE_STEP, floor_low + DOWNSAMPLE_STEP)
+        thin = SQLiteStorage._THIN
+        sql = f"SELECT COUNT(*) FROM ({thin})" if dry_run else f"DELETE FROM fq_history WHERE id IN ({thin})"
+        cursor = db.execute(sql, (low, high, room))
+        thinned = cursor.fetchone()[0] if dry_run else cursor.rowcount
+        if not dry_run and thinned < room:
+            db.execute(
+                "INSERT INTO fq_meta (key, value) VALUES ('history_thinned', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (repr(high),),
+            )
+        return n + thinned
+
+    def usage_prune(self, now: float, limit: int, dry_run: bool = False) -> int:
+        old = "SELECT org, hour FROM fq_usage WHERE hour < ? ORDER BY hour, org LIMIT ?"
+        params = (DailyUsage.window_start(now), limit)
+        found = self._read(f"SELECT COUNT(*) FROM ({old})", params)[0][0]
+        if dry_run or not found:
+            return int(found)
+        with self._transaction() as db:
+            return db.execute(f"DELETE FROM fq_usage WHERE (org, hour) IN ({old})", params).rowcount
+
+    def batch_errors_prune(self, before: float, limit: int, dry_run: bool = False) -> int:
+        old = self._OLD_BATCH_ERRORS
+        found = self._read(f"SELECT COUNT(*) FROM ({old})", (limit, before))[0][0]
+        if dry_run or not found:
+            return int(found)
+        with self._transaction() as db:
+            return db.execute(f"DELETE FROM fq_batch_errors WHERE id IN ({old})", (limit, before)).rowcount
+
+    def space_reclaim(self, limit: int) -> int:
+        """See :meth:`Storage.space_reclaim`: ``PRAGMA incremental_vacuum`` on a store in
+        incremental auto-vacuum mode (every store this fairqueue creates; an older one
+        needs :meth:`vacuum` once), else 0. The pruner calls it before it deletes, so it
+        returns the pages that stayed free a whole interval, never the ones the next
+        inserts are about to reuse."""
+        with self._lock:
+            try:
+                mode, free = (self._db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("auto_vacuum", "freelist_count"))
+            except sqlite3.Error as e:
+                raise storage_error(e, self.path) from e
+        if mode != self._INCREMENTAL or not free:
+            return 0
+        with self._lock:
+            try:
+                # executescript steps the pragma to its end (execute frees one page per call),
+                # in a transaction of its own: none is open on this connection between calls.
+                self._db.executescript(f"PRAGMA incremental_vacuum({min(free, limit):d})")
+                return int(free - self._db.execute("PRAGMA freelist_count").fetchone()[0])
+            except sqlite3.Error as e:
+                raise storage_error(e, self.path) from e
+
+    def vacuum(self) -> tuple[int, int]:
+        """Rewrites the store's file compactly (``VACUUM``) in incremental auto-vacuum mode,
+        so that from then on the pruner returns free space to the file system; returns the
+        file's size in bytes before and after. It blocks writers while it copies the file
+        (it needs about as much free disk as the file): run it once, with workers stopped."""
+        with self._lock:
+            try:
+                # Sizes of the file alone, the write-ahead log checkpointed into it first.
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                before = self.path.stat().st_size
+                self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                self._db.execute("VACUUM")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error as e:
+                raise storage_error(e, self.path) from e
+            return before, self.path.stat().st_size
 
     def close(self) -> None:
         # Workers that never left are dead now: the next live worker reaps them.

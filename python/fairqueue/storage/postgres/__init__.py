@@ -84,7 +84,7 @@ from fairqueue.records import (
 )
 from fairqueue.storage.interface import Caps, DailyUsage, NextFire, Storage
 
-from . import claims, flex, history, triggers, usage, workers
+from . import claims, flex, history, retention, triggers, usage, workers
 
 # Aliased: the interface's own parameters are named jobs and schema.
 from . import jobs as _jobs
@@ -374,6 +374,25 @@ class PostgresStorage(Storage):
     def history_read(self, since: float, kinds: Optional[Sequence[str]] = None) -> list[HistoryEntry]:
         """See :meth:`Storage.history_read`."""
         return history.read(self.db, since, kinds)
+
+    # ----- retention (:mod:`.retention`) --------------------------------------------------
+
+    def job_prune(self, finished_before: Mapping[JobStatus, float], limit: int, dry_run: bool = False) -> int:
+        """See :meth:`Storage.job_prune`; one host at a time (a tried advisory lock: 0 if busy)."""
+        return retention.job_prune(self.db, finished_before, limit, dry_run)
+
+    def history_prune(self, before: Optional[float], downsample_before: Optional[float], limit: int,
+                      dry_run: bool = False) -> int:  # fmt: skip
+        """See :meth:`Storage.history_prune`; one host at a time, as :meth:`job_prune`."""
+        return retention.history_prune(self.db, before, downsample_before, limit, dry_run)
+
+    def usage_prune(self, now: float, limit: int, dry_run: bool = False) -> int:
+        """See :meth:`Storage.usage_prune`; one host at a time, as :meth:`job_prune`."""
+        return retention.usage_prune(self.db, now, limit, dry_run)
+
+    def batch_errors_prune(self, before: float, limit: int, dry_run: bool = False) -> int:
+        """See :meth:`Storage.batch_errors_prune`; one host at a time, as :meth:`job_prune`."""
+        return retention.batch_errors_prune(self.db, before, limit, dry_run)
 
     def close(self) -> None:
         """Closes every pooled connection (and the lock of any worker that did not leave:

@@ -62,6 +62,7 @@ LOCK_USAGE = 0x46510004  # second key: hashtext(schema, org)
 LOCK_TRIGGERS = 0x46510005  # second key: hashtext(schema, org)
 LOCK_FLEX = 0x46510006  # second key: hashtext(schema, org)
 LOCK_WORKER = 0x46510007  # second key: a worker's random key (session-level, see .workers)
+LOCK_PRUNE = 0x46510008  # second key: hashtext(schema), tried by each prune transaction (see .retention)
 
 # Deadlocks are possible only between multi-row updates that meet rows in
 # different orders (a late heartbeat against a re-delivery); the loser is rolled

@@ -25,7 +25,7 @@ __all__ = ["FILES", "QUERIES", "bind", "parse", "read_sql"]
 
 FILES = (
     "connection.sql", "schema.sql", "jobs.sql", "usage.sql", "flex.sql", "claims.sql", "triggers.sql", "history.sql",
-    "workers.sql",
+    "workers.sql", "retention.sql",
 )
 """The named-statement files, one per group of operations."""
 
