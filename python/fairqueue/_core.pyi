@@ -8,12 +8,40 @@ from typing_extensions import Self, disjoint_base
 __all__ = ["Dispatcher", "Grant", "Release", "NAME_RULE", "check_name", "encode_payload", "simulate"]
 
 _Policy = Literal["fair_share", "peek_set"]
-_RequestTuple = Union[tuple[int, str, str], tuple[int, str, str, Optional[float]]]
+_Shares = Literal["per_pair", "per_org"]
+_RequestTuple = Union[
+    tuple[int, str, str],
+    tuple[int, str, str, Optional[float]],
+    tuple[int, str, str, Optional[float], Optional[str]],
+    tuple[int, str, str, Optional[float], Optional[str], Optional[int]],
+    tuple[int, str, str, Optional[float], Optional[str], Optional[int], Optional[int]],
+]
 
 class _Limits(TypedDict):
     cap: int
     min: int
     weight: float
+
+class _KeyLimits(TypedDict):
+    cap: Optional[int]
+    weight: float
+
+class _OrgLimits(TypedDict):
+    cap: Optional[int]
+    min: int
+    weight: float
+    per_key: _KeyLimits
+
+class _RateLimit(TypedDict):
+    rate: float
+    per: float
+    burst: int
+    waiting_until: Optional[float]
+
+class _RequestOptions(TypedDict):
+    key: Optional[str]
+    priority: int
+    cost: int
 
 @final
 class Grant:
@@ -62,6 +90,17 @@ class Dispatcher:
         lease: seconds a dispatched request may run without a heartbeat.
         virtual_time: if given, the dispatcher runs on a virtual clock starting
             here (seconds), moved only by ``advance`` and ``set_time``.
+        aging: seconds a queued request waits to rise one priority level
+            (``fair_share``): a priority-0 request that has waited ``9 × aging`` is
+            ordered with priority-9 requests enqueued now.
+        shares: what ``fair_share`` divides slot-time between at the top:
+            ``"per_pair"`` (default, as before the hierarchy: each (org, kind) holds a
+            share) or ``"per_org"`` (an org's share is its own however many kinds and
+            keys it uses). Keys, priorities, org limits and rate limits work under both.
+
+    Under ``peek_set`` (the reference platform's semantics) keys, priorities other
+    than 5, costs other than 1, org and key limits and rate limits are refused with
+    ``InvalidArgument``.
     """
 
     def __new__(
@@ -77,16 +116,38 @@ class Dispatcher:
         kind_slots: Optional[Mapping[str, Optional[int]]] = None,
         lease: float = 60.0,
         virtual_time: Optional[float] = None,
+        aging: float = 10.0,
+        shares: _Shares = "per_pair",
     ) -> Self: ...
     @property
     def policy(self) -> str: ...
-    def enqueue(self, id: int, org: str, kind: str = "future", run_at: Optional[float] = None) -> None:
-        """Enqueues one request; ``run_at`` (seconds) delays it."""
+    def enqueue(
+        self,
+        id: int,
+        org: str,
+        kind: str = "future",
+        run_at: Optional[float] = None,
+        *,
+        key: Optional[str] = None,
+        priority: int = 5,
+        cost: int = 1,
+    ) -> None:
+        """Enqueues one request; ``run_at`` (seconds) delays it.
+
+        ``key`` (a name, see :data:`NAME_RULE`) is its concurrency key; requests without
+        one share the org's default key. ``priority`` (0 to 9, higher starts sooner,
+        default 5) orders its own line (org, kind, key) only, with aging. ``cost`` (1 to
+        1,000,000 units) is what its rate limits are charged when it starts; a cost over
+        the burst of a limit it falls under is refused.
+        """
     def enqueue_many(self, requests: Sequence[_RequestTuple], *, skip_held: bool = False) -> int:
-        """Enqueues ``(id, org, kind[, run_at])`` tuples, all or none; returns how many.
+        """Enqueues ``(id, org, kind[, run_at[, key[, priority[, cost]]]])`` tuples, all or
+        none; returns how many. ``None`` fields take their defaults.
 
         With ``skip_held``, ids the dispatcher already holds are passed over instead of refused.
         """
+    def request_options(self, id: int) -> _RequestOptions:
+        """The concurrency key (None: the default key), priority and cost of request ``id``."""
     def holds(self, id: int) -> bool:
         """True while request ``id`` is queued, delayed or running."""
     def dispatch(self, max: Optional[int] = None) -> list[Grant]:
@@ -131,8 +192,60 @@ class Dispatcher:
         """Figures of one (org, kind) pair."""
     def take_events(self) -> list[dict[str, object]]:
         """Events since the last call (extended delays, expired leases), oldest first."""
+    def set_org_limits(
+        self,
+        org: str,
+        *,
+        cap: Optional[int] = None,
+        min: int = 0,
+        weight: float = 1.0,
+        per_key_cap: Optional[int] = None,
+        per_key_weight: float = 1.0,
+    ) -> None:
+        """Sets an org's own limits, live (``fair_share``): the most slots it holds over all
+        kinds (None: no org cap), slots reserved for it, its weight against other orgs
+        (under ``shares="per_org"``), and the cap and weight of each of its named keys that
+        has none of its own. Every value is set; omitted ones take their defaults."""
+    def org_limits(self, org: str) -> _OrgLimits:
+        """An org's own limits."""
+    def set_key_limits(
+        self, org: str, key: Optional[str], *, cap: Optional[int] = None, weight: float = 1.0, inherit: bool = False
+    ) -> None:
+        """Sets one concurrency key's cap (None: none) and weight among its org's keys, live
+        (``fair_share``); ``key=None`` is the org's default key. With ``inherit`` the key
+        takes its org's per-key limits again."""
+    def key_limits(self, org: str, key: Optional[str]) -> _KeyLimits:
+        """One concurrency key's limits (``key=None``: the org's default key)."""
+    def set_rate_limit(
+        self,
+        org: str,
+        rate: Optional[float],
+        *,
+        per: float = 1.0,
+        burst: Optional[int] = None,
+        kind: Optional[str] = None,
+        key: Optional[str] = None,
+        every_key: bool = False,
+    ) -> None:
+        """Sets (``rate=None``: removes) a rate limit, live (``fair_share``): at most
+        ``rate`` units of cost per ``per`` seconds, in bursts of up to ``burst`` (default:
+        one period's worth, at least 1). It applies to the org, or to one ``kind`` of it,
+        or to one ``key`` of it, or with ``every_key`` to each of its named keys on its
+        own. A job whose limit has no room waits until the instant it has (see
+        ``next_wakeup``); its slot goes to other work meanwhile."""
+    def rate_limit(
+        self, org: str, *, kind: Optional[str] = None, key: Optional[str] = None, every_key: bool = False
+    ) -> Optional[_RateLimit]:
+        """The rate limit of a scope (as for ``set_rate_limit``), with ``waiting_until``:
+        when the scope will have room for the job it waits for (None: not waiting)."""
+    def org_stats(self, org: str) -> dict[str, object]:
+        """Figures of one org: queued, running, virtual_time, rate, keys."""
+    def key_stats(self, org: str, key: Optional[str]) -> dict[str, object]:
+        """Figures of one concurrency key (``key=None``: the default key): queued, running,
+        limits, rate."""
     def next_wakeup(self) -> Optional[float]:
-        """When a delayed request becomes due or a lease expires next (seconds)."""
+        """When a delayed request becomes due, a lease expires or a rate-limited scope has
+        room next (seconds)."""
     def now(self) -> float:
         """The dispatcher's current time (seconds)."""
     def advance(self, seconds: float) -> None:
@@ -149,12 +262,14 @@ def simulate(
     horizon: Optional[float] = None,
 ) -> dict[str, Any]:
     """Runs a built-in scenario (``seed``, ``seed-extended``, ``noisy``, ``two-orgs``,
-    ``weighted``) on the dispatcher with a virtual clock.
+    ``weighted``, ``noisy-user``, ``rate-limited``, ``priorities``) on the dispatcher
+    with a virtual clock.
 
     ``policy`` is ``fair_share``, ``peek_set``, ``fifo`` (one queue, same caps) or
     ``fifo_uncapped``. Returns the report: ``orgs`` and ``groups`` rows with wait
-    percentiles (seconds), ``makespan``, ``extended_delays``, ``series`` of pending
-    requests per org, and ``table``, a rendered text table.
+    percentiles (seconds), ``keys`` rows per named concurrency key, ``makespan``,
+    ``extended_delays``, ``series`` of pending requests per org, and ``table``, a
+    rendered text table.
     """
 
 def encode_payload(payload: object, place: str, max_bytes: int, /) -> str:

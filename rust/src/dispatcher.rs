@@ -47,8 +47,8 @@ use crate::delay::DelayHeap;
 use crate::error::{CoreError, CoreResult};
 use crate::lease::{LeaseId, Leases};
 use crate::limits::{
-    check_cost, check_priority, Config, KeyLimits, OrgLimits, PairLimits, PolicyKind, RateLimit, DEFAULT_PRIORITY,
-    MAX_PRIORITY,
+    check_cost, check_priority, Config, KeyLimits, OrgLimits, PairLimits, PolicyKind, RateLimit, Shares,
+    DEFAULT_PRIORITY, MAX_PRIORITY,
 };
 use crate::policy::fair_share::{self, Flow, Path, Weights};
 use crate::policy::{peek_set, Decision, Key, Lines, Policy, Tier};
@@ -59,7 +59,7 @@ use crate::request::{IdIndex, KeyId, Kind, OrgId, Request, RequestId, State, KIN
 const NONE: u32 = u32::MAX;
 
 /// Why `peek_set` refuses a `fair_share` feature, in the words of the error.
-const PEEK_SET_REFUSAL: &str =
+pub const PEEK_SET_REFUSAL: &str =
     "the default under peek_set, which keeps the reference platform's semantics (keys, priorities, costs, org and key limits and rate limits are fair_share features)";
 
 /// Events kept for the caller between two [`Dispatcher::take_events`] calls; older ones
@@ -611,8 +611,8 @@ impl Dispatcher {
     /// does not turn past under-service into a burst) and refiles it.
     fn on_pair_limits_changed(&mut self, p: u32) {
         let pair = &mut self.pairs[p as usize];
-        if self.config.policy == PolicyKind::FairShare {
-            fair_share::restart(&mut pair.flow.tag, self.orgs[pair.org.0 as usize].flow.child_vtime);
+        if let Some(fair) = self.policy.fair() {
+            fair_share::restart(&mut pair.flow.tag, fair.pair_start(&self.orgs[pair.org.0 as usize].flow));
             self.refile_pair(p);
         } else {
             self.refile_peek(p);
@@ -647,7 +647,7 @@ impl Dispatcher {
         limits.validate()?;
         self.org_name(org)?;
         if limits != OrgLimits::default() {
-            self.fair_only("org limits", format!("{limits:?}"))?;
+            self.fair_only("org limits", limits)?;
         }
         let vtime = self.policy.fair().map_or(0.0, |f| f.vtime());
         let node = &mut self.orgs[org.0 as usize];
@@ -676,7 +676,7 @@ impl Dispatcher {
         let node = self.key_node(key)?;
         if let Some(l) = limits {
             l.validate()?;
-            self.fair_only("key limits", format!("{l:?}"))?;
+            self.fair_only("key limits", l)?;
         }
         let inherited =
             if node.name.is_some() { self.orgs[node.org.0 as usize].limits.per_key } else { KeyLimits::default() };
@@ -710,7 +710,7 @@ impl Dispatcher {
     pub fn set_rate_limit(&mut self, scope: RateScope, limit: Option<RateLimit>) -> CoreResult<()> {
         if let Some(l) = limit {
             l.validate()?;
-            self.fair_only("rate limit", format!("{l:?}"))?;
+            self.fair_only("rate limit", l)?;
         }
         match scope {
             RateScope::Org(org) => {
@@ -1035,8 +1035,8 @@ impl Dispatcher {
                         _ => None,
                     };
                 }
-                Decision::ServeOrg { org, tier } => {
-                    let l = self.descend(org, tier, open);
+                Decision::ServeOrg { org, tier, kind } => {
+                    let l = self.descend(org, tier, kind, open);
                     match self.scope_without_room(l, now) {
                         None => return Some(l),
                         Some((scope, at)) => self.throttle(scope, at),
@@ -1047,9 +1047,14 @@ impl Dispatcher {
     }
 
     /// Under `fair_share`, the line of org `o` a slot serves: among its pairs filed in
-    /// `tier` whose kind is open, the one with the smallest key, then its first line.
-    fn descend(&self, o: u32, tier: Tier, open: [bool; KINDS]) -> u32 {
+    /// `tier` whose kind is open, the one with the smallest key (by shares per pair: its
+    /// pair of `kind`, which the slot found), then that pair's first line.
+    fn descend(&self, o: u32, tier: Tier, kind: usize, open: [bool; KINDS]) -> u32 {
         let org = &self.orgs[o as usize];
+        if self.config.shares == Shares::PerPair {
+            let p = org.pairs[kind];
+            return self.pairs[p as usize].leaves.first().expect("a filed pair has a runnable line").2;
+        }
         let p = (0..KINDS)
             .filter(|&k| open[k] && org.filed[k].is_some_and(|(t, _)| t == tier))
             .map(|k| org.pairs[k])
@@ -1579,7 +1584,7 @@ impl Dispatcher {
                 fair_share::restart(&mut org.flow.tag, fair.vtime());
             }
             if pair.queued == 1 {
-                fair_share::restart(&mut pair.flow.tag, org.flow.child_vtime);
+                fair_share::restart(&mut pair.flow.tag, fair.pair_start(&org.flow));
             }
             if leaf.queued == 1 {
                 fair_share::restart(&mut leaf.tag, pair.flow.child_vtime);
@@ -1777,9 +1782,11 @@ impl Dispatcher {
             return;
         }
         let runnable = org.throttled.is_none() && org.limits.cap.is_none_or(|cap| org.running < cap);
+        let per_org = self.config.shares == Shares::PerOrg;
         let filed = self.pairs[p as usize].filed.filter(|_| runnable).map(|(tier, key)| {
             let tier = if org.running < org.limits.min { Tier::Reserved } else { tier };
-            (tier, fair_share::key(org.flow.tag, key.1, o))
+            // By shares per pair the pair's own tag orders it among every org's pairs.
+            (tier, if per_org { fair_share::key(org.flow.tag, key.1, o) } else { (key.0, key.1, o) })
         });
         if filed == org.filed[kind] {
             return;

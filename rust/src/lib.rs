@@ -29,7 +29,7 @@ pub use dispatcher::{
 pub use error::{CoreError, CoreResult};
 pub use lease::LeaseId;
 pub use limits::{
-    Config, KeyLimits, OrgLimits, PairLimits, PolicyKind, RateLimit, DEFAULT_AGING, DEFAULT_PRIORITY, MAX_COST,
+    Config, KeyLimits, OrgLimits, PairLimits, PolicyKind, RateLimit, Shares, DEFAULT_AGING, DEFAULT_PRIORITY, MAX_COST,
     MAX_PRIORITY,
 };
 pub use request::{KeyId, Kind, OrgId, RequestId, KINDS};

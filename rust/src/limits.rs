@@ -35,6 +35,40 @@ impl std::str::FromStr for PolicyKind {
     }
 }
 
+/// What `fair_share` divides slot-time between at the top of its tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shares {
+    /// Orgs (the default): an org's share is its own however many kinds and keys it
+    /// uses; within an org its pairs share its slot-time, within a pair its keys.
+    PerOrg,
+    /// Each (org, kind) pair, as before the hierarchy: an org backlogged in three kinds
+    /// holds three shares. Keys, priorities, org caps and rate limits work as under
+    /// `PerOrg`; only the org level's weight and fairness between orgs are absent.
+    PerPair,
+}
+
+impl Shares {
+    /// The name as users write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shares::PerOrg => "per_org",
+            Shares::PerPair => "per_pair",
+        }
+    }
+}
+
+impl std::str::FromStr for Shares {
+    type Err = CoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "per_org" => Ok(Shares::PerOrg),
+            "per_pair" => Ok(Shares::PerPair),
+            other => Err(CoreError::invalid("shares", other, "'per_org' or 'per_pair'")),
+        }
+    }
+}
+
 /// Limits of one (org, kind) pair.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PairLimits {
@@ -94,6 +128,8 @@ pub struct Config {
     /// a request of priority `p` that has waited `k × aging` is ordered with the
     /// requests of priority `p + k` enqueued now. At least 1 ns (reference: 10 s).
     pub aging: Nanos,
+    /// What `fair_share` shares slot-time between at the top: orgs or (org, kind) pairs.
+    pub shares: Shares,
 }
 
 impl Default for Config {
@@ -108,6 +144,7 @@ impl Default for Config {
             lease: 60 * NANOS_PER_SEC,
             default_limits: [PairLimits::default(); KINDS],
             aging: DEFAULT_AGING,
+            shares: Shares::PerOrg,
         }
     }
 }
@@ -267,5 +304,28 @@ impl RateLimit {
     /// Nanoseconds per unit of cost, rounded up so the limit is never exceeded.
     pub fn interval(&self) -> Nanos {
         (self.per as f64 / self.rate).ceil().max(1.0) as Nanos
+    }
+}
+
+/// A cap as users read it: a number, or "none".
+fn cap_text(cap: Option<u32>) -> String {
+    cap.map_or_else(|| "none".to_string(), |c| c.to_string())
+}
+
+impl std::fmt::Display for KeyLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cap {}, weight {}", cap_text(self.cap), self.weight)
+    }
+}
+
+impl std::fmt::Display for OrgLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cap {}, min {}, weight {}, per key: {}", cap_text(self.cap), self.min, self.weight, self.per_key)
+    }
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} per {} s, burst {}", self.rate, self.per as f64 / NANOS_PER_SEC as f64, self.burst)
     }
 }

@@ -9,7 +9,7 @@ use _core::sim::{
     noisy_user, priorities, rate_limited, run_scenario, simulate, Arrival, OrgSpec, Report, Workload, MS,
     PRIORITIES_AGING, RATE_LIMITED,
 };
-use _core::{Config, Kind, Nanos, PolicyKind, MAX_PRIORITY, NANOS_PER_SEC};
+use _core::{Config, Kind, Nanos, PolicyKind, Shares, MAX_PRIORITY, NANOS_PER_SEC};
 
 /// The noisy-user scenario's longest service time (10 ms + 20 %), in seconds.
 const MAX_SERVICE: f64 = 0.012;
@@ -85,6 +85,16 @@ fn an_org_using_three_kinds_and_five_keys_gets_the_slot_time_of_an_org_using_one
     let keys: Vec<f64> = report.keys.iter().map(|k| k.slot_time).collect();
     let (lo, hi) = keys.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &t| (lo.min(t), hi.max(t)));
     assert!(hi / lo <= 1.10, "key slot-times {keys:?}");
+}
+
+#[test]
+fn with_shares_per_pair_each_kind_of_an_org_holds_a_share_as_before_the_hierarchy() {
+    let mut w = spread_and_plain();
+    w.config.shares = Shares::PerPair;
+    let report = simulate(&w).unwrap();
+    let (spread, plain) = (report.org("spread").unwrap().slot_time, report.org("plain").unwrap().slot_time);
+    println!("shares per pair, slot-time over 60 s: spread (3 kinds) {spread:.1} s, plain (1 kind) {plain:.1} s");
+    assert!((spread / plain / 3.0 - 1.0).abs() <= 0.10, "spread {spread} s vs plain {plain} s");
 }
 
 #[test]

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use _core::{
     Abort, Config, CoreError, Dispatcher, Event, Grant, KeyId, KeyLimits, Kind, LeaseId, Location, Nanos, NewRequest,
-    OrgId, OrgLimits, Outcome, PairLimits, PolicyKind, RateLimit, RateScope, RequestId, RequestOptions, VirtualClock,
-    DEFAULT_PRIORITY, KINDS, NANOS_PER_SEC,
+    OrgId, OrgLimits, Outcome, PairLimits, PolicyKind, RateLimit, RateScope, RequestId, RequestOptions, Shares,
+    VirtualClock, DEFAULT_PRIORITY, KINDS, NANOS_PER_SEC,
 };
 use model::{same_error, Model};
 use proptest::prelude::*;
@@ -227,9 +227,9 @@ fn config(policy: PolicyKind) -> impl Strategy<Value = Config> {
         2u64..40,
         prop::array::uniform4((1u32..5, 0u32..5, weight())),
         prop::array::uniform4(prop::option::weighted(0.2, 1u32..4)),
-        aging(),
+        (aging(), prop_oneof![3 => Just(Shares::PerOrg), 1 => Just(Shares::PerPair)]),
     )
-        .prop_map(move |(slots, peek_set, mut extended_delay, lease_s, defaults, kind_slots, aging)| {
+        .prop_map(move |(slots, peek_set, mut extended_delay, lease_s, defaults, kind_slots, (aging, shares))| {
             // Batch is exempt as on the reference platform; other kinds vary.
             extended_delay[Kind::Batch.index()] = None;
             Config {
@@ -241,6 +241,7 @@ fn config(policy: PolicyKind) -> impl Strategy<Value = Config> {
                 lease: lease_s * NANOS_PER_SEC,
                 default_limits: defaults.map(|(cap, min, weight)| PairLimits { cap, min: min % (cap + 1), weight }),
                 aging,
+                shares,
             }
         })
 }

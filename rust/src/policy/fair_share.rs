@@ -24,6 +24,7 @@
 //! many slots before its first job finishes) and the release corrects the charge to
 //! the measured time at every level.
 
+use crate::limits::Shares;
 use crate::request::KINDS;
 
 use super::{Key, Tier};
@@ -31,9 +32,11 @@ use super::{Key, Tier};
 /// Weight of a new run-time sample in the moving estimate.
 const ESTIMATE_ALPHA: f64 = 0.2;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct FairShare {
-    /// System virtual time: the largest org tag served so far.
+    /// Orgs, or (by [`Shares::PerPair`]) pairs, share slot-time at the top.
+    per_org: bool,
+    /// System virtual time: the largest top-level tag (org's, or pair's) served so far.
     vtime: f64,
     /// Moving run-time estimate per kind, for pairs with no history of their own.
     kind_estimate: [Option<f64>; KINDS],
@@ -67,15 +70,29 @@ pub(crate) struct Path<'a> {
 }
 
 impl FairShare {
+    pub fn new(shares: Shares) -> Self {
+        FairShare { per_org: shares == Shares::PerOrg, vtime: 0.0, kind_estimate: [None; KINDS] }
+    }
+
     /// The system virtual time, where an org that becomes backlogged starts.
     pub fn vtime(&self) -> f64 {
         self.vtime
     }
 
+    /// Where a pair that becomes backlogged starts: its org's virtual time, or by shares
+    /// per pair (pairs are the top level) the system's.
+    pub fn pair_start(&self, org: &Flow) -> f64 {
+        if self.per_org {
+            org.child_vtime
+        } else {
+            self.vtime
+        }
+    }
+
     /// Charges the estimated run time at dispatch on every level; returns the charge
     /// for the lease.
     pub fn on_dispatch(&mut self, path: Path<'_>, kind: usize, w: Weights) -> f64 {
-        self.vtime = self.vtime.max(path.org.tag);
+        self.vtime = self.vtime.max(if self.per_org { path.org.tag } else { path.pair.tag });
         path.org.child_vtime = path.org.child_vtime.max(path.pair.tag);
         path.pair.child_vtime = path.pair.child_vtime.max(*path.line);
         let charge = path.pair.estimate.or(self.kind_estimate[kind]).unwrap_or(0.0);

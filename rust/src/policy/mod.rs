@@ -64,7 +64,12 @@ impl Lines {
 
     /// The smallest key of `tier` over the kinds whose `open` flag is set.
     pub fn first(&self, tier: Tier, open: [bool; KINDS]) -> Option<Key> {
-        (0..KINDS).filter(|&k| open[k]).filter_map(|k| self.sets[tier as usize][k].first().copied()).min()
+        self.first_with_kind(tier, open).map(|(key, _)| key)
+    }
+
+    /// The smallest key of `tier` over the open kinds, with the kind it is filed under.
+    pub fn first_with_kind(&self, tier: Tier, open: [bool; KINDS]) -> Option<(Key, usize)> {
+        (0..KINDS).filter(|&k| open[k]).filter_map(|k| self.sets[tier as usize][k].first().map(|&key| (key, k))).min()
     }
 
     /// The pairs of `tier` for `kind`, in key order.
@@ -83,8 +88,9 @@ pub(crate) enum Decision {
     /// Under `peek_set`, serve the head request of this pair. Only the index, so that a
     /// decision fits in two registers.
     Serve(u32),
-    /// Under `fair_share`, serve this org, choosing among its candidates filed in `tier`.
-    ServeOrg { org: u32, tier: Tier },
+    /// Under `fair_share`, serve this org, choosing among its candidates filed in `tier`
+    /// (by shares per pair: its pair of `kind`, the kind it was found under).
+    ServeOrg { org: u32, tier: Tier, kind: usize },
     /// Under `peek_set`, every request in the peek set belongs to a capped pair: move
     /// those up to and including sequence number `boundary` to the back with their
     /// extended delay.
@@ -111,7 +117,7 @@ impl Policy {
     pub fn new(config: &Config) -> Self {
         match config.policy {
             PolicyKind::PeekSet => Policy::PeekSet(PeekSet::new(config.peek_set)),
-            PolicyKind::FairShare => Policy::FairShare(FairShare::default()),
+            PolicyKind::FairShare => Policy::FairShare(FairShare::new(config.shares)),
         }
     }
 
@@ -133,7 +139,9 @@ impl Policy {
         match self {
             Policy::PeekSet(peek) => peek.decide(lines, open),
             Policy::FairShare(_) => {
-                let pick = |tier| lines.first(tier, open).map(|key| Decision::ServeOrg { org: key.2, tier });
+                let pick = |tier| {
+                    lines.first_with_kind(tier, open).map(|(key, kind)| Decision::ServeOrg { org: key.2, tier, kind })
+                };
                 pick(Tier::Reserved).or_else(|| pick(Tier::Open)).unwrap_or(Decision::Wait)
             }
         }

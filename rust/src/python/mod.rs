@@ -7,16 +7,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyInt, PyString};
+use pyo3::types::{PyDict, PyInt, PyString, PyTuple};
 
 use crate::clock::{Clock, Nanos, SystemClock, VirtualClock, NANOS_PER_SEC};
-use crate::dispatcher::{Abort, Dispatcher, Event, Grant, Location, NamedRequest, Outcome, Release};
+use crate::dispatcher::{
+    Abort, Dispatcher, Event, Grant, Location, NamedOptions, NamedRequest, Outcome, RateScope, Release,
+    PEEK_SET_REFUSAL,
+};
 use crate::error::CoreError;
 use crate::lease::LeaseId;
-use crate::limits::{Config, PairLimits};
+use crate::limits::{Config, KeyLimits, OrgLimits, PairLimits, RateLimit, DEFAULT_PRIORITY};
 use crate::name;
-use crate::request::{Kind, OrgId, KINDS};
-use crate::sim::{self, Baseline, OrgRow, ScenarioOptions};
+use crate::request::{KeyId, Kind, OrgId, KINDS};
+use crate::sim::{self, Baseline, KeyRow, OrgRow, ScenarioOptions};
 
 mod payload;
 
@@ -84,6 +87,50 @@ fn count32(name: &'static str, value: i64, expected: &str) -> Result<u32, CoreEr
 
 fn kind(name: &str) -> Result<Kind, CoreError> {
     name.parse()
+}
+
+/// A priority as Python gives it (any int), checked against the core's range.
+fn level(name: &'static str, value: i64) -> Result<u8, CoreError> {
+    let priority = u8::try_from(value).map_err(|_| CoreError::invalid(name, value, "0 to 9 (higher starts sooner)"))?;
+    crate::limits::check_priority(priority)?;
+    Ok(priority)
+}
+
+const _: () = assert!(DEFAULT_PRIORITY == 5, "the binding's signatures write the default priority as 5");
+
+fn named_options(key: Option<&str>, priority: i64, cost: i64) -> Result<NamedOptions<'_>, CoreError> {
+    Ok(NamedOptions { key, priority: level("priority", priority)?, cost: count32("cost", cost, "1 to 1000000 units")? })
+}
+
+/// A rate limit as Python gives it: `rate` units per `per` seconds, bursts of `burst`
+/// (default: one period's worth, at least 1).
+fn rate_limit(rate: f64, per: f64, burst: Option<i64>) -> Result<RateLimit, CoreError> {
+    let per = nanos("per", per)?;
+    let burst = match burst {
+        Some(b) => count32("burst", b, "1 to 1000000 units")?,
+        None if rate.is_finite() && rate >= 1.0 => rate.min(1e6).floor() as u32,
+        None => 1,
+    };
+    let limit = RateLimit { rate, per, burst };
+    limit.validate()?;
+    Ok(limit)
+}
+
+fn rate_dict(py: Python<'_>, limit: Option<RateLimit>, until: Option<Nanos>) -> PyResult<Option<Bound<'_, PyDict>>> {
+    let Some(limit) = limit else { return Ok(None) };
+    let d = PyDict::new(py);
+    d.set_item("rate", limit.rate)?;
+    d.set_item("per", seconds(limit.per))?;
+    d.set_item("burst", limit.burst)?;
+    d.set_item("waiting_until", until.map(|t| if t == Nanos::MAX { f64::INFINITY } else { seconds(t) }))?;
+    Ok(Some(d))
+}
+
+fn key_limits_dict(py: Python<'_>, limits: KeyLimits) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("cap", limits.cap)?;
+    d.set_item("weight", limits.weight)?;
+    Ok(d)
 }
 
 /// A request handed to a free slot. Run it, then `ack`, `fail` or `retry` its lease.
@@ -178,6 +225,63 @@ impl DispatcherPy {
         }
     }
 
+    /// The key handle of `key` of `org` (`None`: its default key), if both are known.
+    fn find_key(core: &Dispatcher, org: &str, key: Option<&str>) -> Result<Option<KeyId>, CoreError> {
+        let Some(id) = core.find_org(org) else {
+            Dispatcher::check_org_name(org)?;
+            return Ok(None);
+        };
+        match key {
+            Some(name) => {
+                Dispatcher::check_key_name(name)?;
+                Ok(core.find_key(id, name))
+            }
+            None => core.default_key(id).map(Some),
+        }
+    }
+
+    /// The org and key handles of `key` of `org`, registering them; when `checked`
+    /// (limits are being set) a `peek_set` dispatcher refuses before registering.
+    fn resolve_key(core: &mut Dispatcher, org: &str, key: Option<&str>, checked: bool) -> Result<KeyId, CoreError> {
+        Dispatcher::check_org_name(org)?;
+        key.map(Dispatcher::check_key_name).transpose()?;
+        if checked && core.config().policy != crate::limits::PolicyKind::FairShare {
+            return Err(CoreError::invalid("key limits", key.unwrap_or("(default key)"), PEEK_SET_REFUSAL));
+        }
+        let id = core.org(org)?;
+        match key {
+            Some(name) => core.key(id, name),
+            None => core.default_key(id),
+        }
+    }
+
+    /// The rate scope `set_rate_limit` and `rate_limit` name, registering the org and key.
+    fn scope(
+        core: &mut Dispatcher,
+        org: &str,
+        kind: Option<Kind>,
+        key: Option<&str>,
+        every_key: bool,
+        checked: bool,
+    ) -> Result<RateScope, CoreError> {
+        let several = usize::from(kind.is_some()) + usize::from(key.is_some()) + usize::from(every_key);
+        if several > 1 {
+            return Err(CoreError::invalid("rate scope", "several of kind, key, every_key", "at most one of them"));
+        }
+        Dispatcher::check_org_name(org)?;
+        key.map(Dispatcher::check_key_name).transpose()?;
+        if checked && core.config().policy != crate::limits::PolicyKind::FairShare {
+            return Err(CoreError::invalid("rate limit", org, PEEK_SET_REFUSAL));
+        }
+        let id = core.org(org)?;
+        Ok(match (kind, key, every_key) {
+            (Some(kind), _, _) => RateScope::Pair(id, kind),
+            (_, Some(name), _) => RateScope::Key(core.key(id, name)?),
+            (_, _, true) => RateScope::EveryKey(id),
+            _ => RateScope::Org(id),
+        })
+    }
+
     fn release_with(&self, lease: &Bound<'_, PyAny>, outcome: Outcome) -> PyResult<ReleasePy> {
         let lease = id64("lease", lease)?;
         Ok(self.with_core(|core| core.release(lease, outcome).map(|r| Self::release_py(core, r)))?)
@@ -201,7 +305,7 @@ impl DispatcherPy {
     #[new]
     #[pyo3(signature = (*, policy = "fair_share", slots = 13, peek_set = 2000, cap = 12, min = 0,
                         weight = 1.0, extended_delay = None, kind_slots = None, lease = 60.0,
-                        virtual_time = None))]
+                        virtual_time = None, aging = 10.0, shares = "per_pair"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         policy: &str,
@@ -214,6 +318,8 @@ impl DispatcherPy {
         kind_slots: Option<HashMap<String, Option<i64>>>,
         lease: f64,
         virtual_time: Option<f64>,
+        aging: f64,
+        shares: &str,
     ) -> PyResult<Self> {
         let defaults = Config::default();
         let limits = PairLimits {
@@ -237,7 +343,8 @@ impl DispatcherPy {
             kind_slots: kind_slots.try_into().expect("one entry per kind"),
             lease: nanos("lease", lease)?,
             default_limits: [limits; KINDS],
-            aging: defaults.aging,
+            aging: nanos("aging", aging)?,
+            shares: shares.parse()?,
         };
         let virtual_clock = virtual_time.map(|t| nanos("virtual_time", t)).transpose()?.map(VirtualClock::new);
         let clock: Arc<dyn Clock> = match &virtual_clock {
@@ -247,45 +354,95 @@ impl DispatcherPy {
         Ok(DispatcherPy { core: Mutex::new(Dispatcher::new(config, clock)?), virtual_clock })
     }
 
-    /// Enqueues one request.
-    #[pyo3(signature = (id, org, kind = "future", run_at = None))]
-    fn enqueue(&self, id: &Bound<'_, PyAny>, org: &str, kind: &str, run_at: Option<f64>) -> PyResult<()> {
+    /// Enqueues one request; `key`, `priority` and `cost` are `fair_share` features.
+    /// The priority's default is written out (5 = `DEFAULT_PRIORITY`) so that Python's
+    /// signature shows it; a compile-time assertion pins the two together.
+    #[pyo3(signature = (id, org, kind = "future", run_at = None, *, key = None, priority = 5, cost = 1))]
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue(
+        &self,
+        id: &Bound<'_, PyAny>,
+        org: &str,
+        kind: &str,
+        run_at: Option<f64>,
+        key: Option<&str>,
+        priority: i64,
+        cost: i64,
+    ) -> PyResult<()> {
         let id = id64("id", id)?;
         let kind = self::kind(kind)?;
         let run_at = run_at.map(|t| nanos("run_at", t)).transpose()?;
-        Ok(self.with_core(|core| core.enqueue_named(&[NamedRequest { id, org, kind, run_at }]))?)
+        let options = named_options(key, priority, cost)?;
+        Ok(self.with_core(|core| core.enqueue_named_with(&[(NamedRequest { id, org, kind, run_at }, options)]))?)
     }
 
-    /// Enqueues `(id, org, kind[, run_at])` tuples, all or none; with `skip_held`, ids the
-    /// dispatcher already holds are passed over instead of refused. Returns how many
-    /// were enqueued.
+    /// Enqueues `(id, org, kind[, run_at[, key[, priority[, cost]]]])` tuples, all or
+    /// none; with `skip_held`, ids the dispatcher already holds are passed over instead
+    /// of refused. Returns how many were enqueued.
     #[pyo3(signature = (requests, *, skip_held = false))]
     fn enqueue_many(&self, py: Python<'_>, requests: Vec<Bound<'_, PyAny>>, skip_held: bool) -> PyResult<usize> {
         let mut parsed = Vec::with_capacity(requests.len());
         for item in &requests {
-            let (id, org, kind, run_at): (u64, String, String, Option<f64>) = match item.extract() {
-                Ok(four) => four,
-                Err(_) => {
-                    let (id, org, kind): (u64, String, String) = item.extract().map_err(|_| {
-                        InvalidArgument::new_err(format!(
-                            "invalid request {}: expected a tuple (id, org, kind) or (id, org, kind, run_at) \
-                             with id an integer from 0 to 2**64 - 1",
-                            shown(item)
-                        ))
-                    })?;
-                    (id, org, kind, None)
-                }
+            let bad = || {
+                InvalidArgument::new_err(format!(
+                    "invalid request {}: expected a tuple (id, org, kind[, run_at[, key[, priority[, cost]]]]) \
+                     with id an integer from 0 to 2**64 - 1",
+                    shown(item)
+                ))
             };
-            parsed.push((id, org, self::kind(&kind)?, run_at.map(|t| nanos("run_at", t)).transpose()?));
+            let tuple = item.cast::<PyTuple>().map_err(|_| bad())?;
+            let fields: Vec<Bound<'_, PyAny>> = tuple.iter().collect();
+            if !(3..=7).contains(&fields.len()) {
+                return Err(bad());
+            }
+            let id: u64 = fields[0].extract().map_err(|_| bad())?;
+            let org: String = fields[1].extract().map_err(|_| bad())?;
+            let kind: String = fields[2].extract().map_err(|_| bad())?;
+            let field = |i: usize| fields.get(i).filter(|f| !f.is_none());
+            let run_at: Option<f64> = field(3).map(|f| f.extract()).transpose().map_err(|_| bad())?;
+            let key: Option<String> = field(4).map(|f| f.extract()).transpose().map_err(|_| bad())?;
+            let priority: i64 =
+                field(5).map(|f| f.extract()).transpose().map_err(|_| bad())?.unwrap_or(DEFAULT_PRIORITY.into());
+            let cost: i64 = field(6).map(|f| f.extract()).transpose().map_err(|_| bad())?.unwrap_or(1);
+            let (priority, cost) = (level("priority", priority)?, count32("cost", cost, "1 to 1000000 units")?);
+            parsed.push((
+                id,
+                org,
+                self::kind(&kind)?,
+                run_at.map(|t| nanos("run_at", t)).transpose()?,
+                key,
+                priority,
+                cost,
+            ));
         }
         Ok(self.run(py, |core| {
-            let batch: Vec<NamedRequest<'_>> = parsed
+            let batch: Vec<(NamedRequest<'_>, NamedOptions<'_>)> = parsed
                 .iter()
                 .filter(|(id, ..)| !(skip_held && core.holds(*id)))
-                .map(|(id, org, kind, run_at)| NamedRequest { id: *id, org, kind: *kind, run_at: *run_at })
+                .map(|(id, org, kind, run_at, key, priority, cost)| {
+                    (
+                        NamedRequest { id: *id, org, kind: *kind, run_at: *run_at },
+                        NamedOptions { key: key.as_deref(), priority: *priority, cost: *cost },
+                    )
+                })
                 .collect();
-            core.enqueue_named(&batch).map(|()| batch.len())
+            core.enqueue_named_with(&batch).map(|()| batch.len())
         })?)
+    }
+
+    /// The concurrency key, priority and cost request `id` carries.
+    fn request_options<'py>(&self, py: Python<'py>, id: &Bound<'_, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+        let id = id64("id", id)?;
+        let (key, priority, cost) = self.with_core(|core| {
+            let options = core.options_of(id)?;
+            let key = options.key.map(|k| core.key_stats(k).map(|s| s.name)).transpose()?.flatten();
+            Ok::<_, CoreError>((key, options.priority, options.cost))
+        })?;
+        let d = PyDict::new(py);
+        d.set_item("key", key)?;
+        d.set_item("priority", priority)?;
+        d.set_item("cost", cost)?;
+        Ok(d)
     }
 
     /// True while request `id` is queued, delayed or running.
@@ -557,6 +714,175 @@ impl DispatcherPy {
         Ok(())
     }
 
+    /// Sets an org's own limits (`fair_share`), live: the most slots it holds over all
+    /// kinds (`cap`, None: no org cap), slots reserved for it (`min`), its share against
+    /// other orgs (`weight`), and the limits each of its named keys gets unless set
+    /// on its own (`per_key_cap`, None: no key cap; `per_key_weight`).
+    #[pyo3(signature = (org, *, cap = None, min = 0, weight = 1.0, per_key_cap = None, per_key_weight = 1.0))]
+    fn set_org_limits(
+        &self,
+        org: &str,
+        cap: Option<i64>,
+        min: i64,
+        weight: f64,
+        per_key_cap: Option<i64>,
+        per_key_weight: f64,
+    ) -> PyResult<()> {
+        let limits = OrgLimits {
+            cap: cap.map(|c| count32("org cap", c, "at least 1 slot")).transpose()?,
+            min: count32("org min", min, "from 0 to the org cap")?,
+            weight,
+            per_key: KeyLimits {
+                cap: per_key_cap.map(|c| count32("key cap", c, "at least 1 slot")).transpose()?,
+                weight: per_key_weight,
+            },
+        };
+        limits.validate()?;
+        Ok(self.with_core(|core| {
+            if core.find_org(org).is_none() {
+                Dispatcher::check_org_name(org)?;
+                if limits != OrgLimits::default() && core.config().policy != crate::limits::PolicyKind::FairShare {
+                    // Refused before the org is registered, so a refusal leaves no trace.
+                    return Err(CoreError::invalid("org limits", limits, PEEK_SET_REFUSAL));
+                }
+            }
+            let id = core.org(org)?;
+            core.set_org_limits(id, limits)
+        })?)
+    }
+
+    /// An org's own limits: `{cap, min, weight, per_key: {cap, weight}}`.
+    fn org_limits<'py>(&self, py: Python<'py>, org: &str) -> PyResult<Bound<'py, PyDict>> {
+        let limits = self.with_core(|core| match core.find_org(org) {
+            Some(id) => core.org_limits(id),
+            None => Dispatcher::check_org_name(org).map(|()| OrgLimits::default()),
+        })?;
+        let d = PyDict::new(py);
+        d.set_item("cap", limits.cap)?;
+        d.set_item("min", limits.min)?;
+        d.set_item("weight", limits.weight)?;
+        d.set_item("per_key", key_limits_dict(py, limits.per_key)?)?;
+        Ok(d)
+    }
+
+    /// Sets the limits of one concurrency key of `org` (`key=None`: the org's default
+    /// key), live: `cap` (None: no key cap) and `weight` among the org's keys. With
+    /// `inherit`, the key goes back to its org's per-key limits instead.
+    #[pyo3(signature = (org, key, *, cap = None, weight = 1.0, inherit = false))]
+    fn set_key_limits(
+        &self,
+        org: &str,
+        key: Option<&str>,
+        cap: Option<i64>,
+        weight: f64,
+        inherit: bool,
+    ) -> PyResult<()> {
+        let limits = KeyLimits { cap: cap.map(|c| count32("key cap", c, "at least 1 slot")).transpose()?, weight };
+        limits.validate()?;
+        let limits = (!inherit).then_some(limits);
+        Ok(self.with_core(|core| {
+            let key = Self::resolve_key(core, org, key, limits.is_some())?;
+            core.set_key_limits(key, limits)
+        })?)
+    }
+
+    /// The limits of one concurrency key (`key=None`: the org's default key): `{cap, weight}`.
+    #[pyo3(signature = (org, key))]
+    fn key_limits<'py>(&self, py: Python<'py>, org: &str, key: Option<&str>) -> PyResult<Bound<'py, PyDict>> {
+        let limits = self.with_core(|core| match Self::find_key(core, org, key)? {
+            Some(k) => core.key_limits(k),
+            None => Ok(match core.find_org(org) {
+                Some(id) if key.is_some() => core.org_limits(id)?.per_key,
+                _ => KeyLimits::default(),
+            }),
+        })?;
+        key_limits_dict(py, limits)
+    }
+
+    /// Sets (or with `rate=None` removes) a rate limit (`fair_share`), live: at most
+    /// `rate` units of cost per `per` seconds, bursts of `burst` (default: one period's
+    /// worth, at least 1). It applies to the whole org, or to one `kind` of it, or to one
+    /// `key` of it, or with `every_key` to each of its named keys on its own.
+    #[pyo3(signature = (org, rate, *, per = 1.0, burst = None, kind = None, key = None, every_key = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn set_rate_limit(
+        &self,
+        org: &str,
+        rate: Option<f64>,
+        per: f64,
+        burst: Option<i64>,
+        kind: Option<&str>,
+        key: Option<&str>,
+        every_key: bool,
+    ) -> PyResult<()> {
+        let limit = rate.map(|r| rate_limit(r, per, burst)).transpose()?;
+        let kind = kind.map(self::kind).transpose()?;
+        Ok(self.with_core(|core| {
+            let scope = Self::scope(core, org, kind, key, every_key, limit.is_some())?;
+            core.set_rate_limit(scope, limit)
+        })?)
+    }
+
+    /// The rate limit of a scope (as for `set_rate_limit`), if any:
+    /// `{rate, per, burst, waiting_until}` — `waiting_until` is when the scope will
+    /// have room for the job it waits for (None when it is not waiting).
+    #[pyo3(signature = (org, *, kind = None, key = None, every_key = false))]
+    fn rate_limit<'py>(
+        &self,
+        py: Python<'py>,
+        org: &str,
+        kind: Option<&str>,
+        key: Option<&str>,
+        every_key: bool,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let kind = kind.map(self::kind).transpose()?;
+        let (limit, until) = self.with_core(|core| {
+            if core.find_org(org).is_none() || (key.is_some() && Self::find_key(core, org, key)?.is_none()) {
+                Dispatcher::check_org_name(org)?;
+                key.map(Dispatcher::check_key_name).transpose()?;
+                return Ok((None, None));
+            }
+            let scope = Self::scope(core, org, kind, key, every_key, false)?;
+            Ok::<_, CoreError>((core.rate_limit(scope)?, core.throttled_until(scope)?))
+        })?;
+        rate_dict(py, limit, until)
+    }
+
+    /// Figures of one org as a dict: queued, running, limits, virtual_time, rate, keys.
+    fn org_stats<'py>(&self, py: Python<'py>, org: &str) -> PyResult<Bound<'py, PyDict>> {
+        let stats = self.with_core(|core| {
+            let id = core
+                .find_org(org)
+                .ok_or_else(|| CoreError::invalid("org", org, "an org that has enqueued or has limits"))?;
+            core.org_stats(id)
+        })?;
+        let d = PyDict::new(py);
+        d.set_item("queued", stats.queued)?;
+        d.set_item("running", stats.running)?;
+        d.set_item("virtual_time", stats.virtual_time / NANOS_PER_SEC as f64)?;
+        d.set_item("rate", rate_dict(py, stats.rate, stats.throttled_until)?)?;
+        d.set_item("keys", stats.keys)?;
+        Ok(d)
+    }
+
+    /// Figures of one concurrency key (`key=None`: the org's default key) as a dict:
+    /// queued, running, limits, rate.
+    #[pyo3(signature = (org, key))]
+    fn key_stats<'py>(&self, py: Python<'py>, org: &str, key: Option<&str>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = self.with_core(|core| {
+            let k = Self::find_key(core, org, key)?.ok_or_else(|| {
+                CoreError::invalid("key", key.unwrap_or_default(), "a key that has enqueued or has limits")
+            })?;
+            core.key_stats(k)
+        })?;
+        let d = PyDict::new(py);
+        d.set_item("queued", stats.queued)?;
+        d.set_item("running", stats.running)?;
+        d.set_item("limits", key_limits_dict(py, stats.limits)?)?;
+        d.set_item("rate", rate_dict(py, stats.rate, stats.throttled_until)?)?;
+        Ok(d)
+    }
+
     /// The policy's name.
     #[getter]
     fn policy(&self) -> &'static str {
@@ -586,6 +912,19 @@ fn org_row<'py>(py: Python<'py>, row: &OrgRow) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("done_at", row.done_at)?;
     d.set_item("slot_time", row.slot_time)?;
     d.set_item("extended_delays", row.extended_delays)?;
+    Ok(d)
+}
+
+fn key_row<'py>(py: Python<'py>, row: &KeyRow) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("org", &row.org)?;
+    d.set_item("key", &row.key)?;
+    d.set_item("n", row.requests)?;
+    d.set_item("dispatched", row.dispatched)?;
+    d.set_item("p50", row.wait_p50)?;
+    d.set_item("p99", row.wait_p99)?;
+    d.set_item("max", row.wait_max)?;
+    d.set_item("slot_time", row.slot_time)?;
     Ok(d)
 }
 
@@ -661,6 +1000,7 @@ fn simulate<'py>(
     d.set_item("extended_delay_events", report.extended_delay_events)?;
     d.set_item("orgs", report.orgs.iter().map(|r| org_row(py, r)).collect::<PyResult<Vec<_>>>()?)?;
     d.set_item("groups", report.groups.iter().map(|r| org_row(py, r)).collect::<PyResult<Vec<_>>>()?)?;
+    d.set_item("keys", report.keys.iter().map(|r| key_row(py, r)).collect::<PyResult<Vec<_>>>()?)?;
     d.set_item("series", report.series.iter().map(|s| (s.at, s.pending.clone())).collect::<Vec<_>>())?;
     d.set_item("table", report.table())?;
     Ok(d)

@@ -142,6 +142,8 @@ pub struct Model {
     pub keys: Vec<MKey>,
     pub leaves: Vec<MLeaf>,
     pub aging: Nanos,
+    /// Orgs share slot-time at the top (else each (org, kind) pair does).
+    pub per_org: bool,
     pub next_seq: u64,
     /// In creation order: the index is the pair index.
     pub pairs: Vec<MPair>,
@@ -259,6 +261,7 @@ impl Model {
             keys: (0..orgs).map(|o| MKey::new(OrgId(o), false, KeyLimits::default(), None)).collect(),
             leaves: Vec::new(),
             aging: if config.policy == PolicyKind::FairShare { config.aging } else { 0 },
+            per_org: config.shares == _core::Shares::PerOrg,
             next_seq: 0,
             pairs: Vec::new(),
             reqs: HashMap::new(),
@@ -312,6 +315,15 @@ impl Model {
         let (limits, rate) = (o.limits.per_key, o.per_key_rate);
         self.keys.push(MKey::new(org, true, limits, rate));
         KeyId(self.keys.len() as u32 - 1)
+    }
+
+    /// Where a pair that becomes backlogged (or changes limits) restarts.
+    fn pair_start(&self, o: usize) -> f64 {
+        if self.per_org {
+            self.org_nodes[o].child_vtime
+        } else {
+            self.vtime
+        }
     }
 
     fn fair(&self) -> bool {
@@ -420,7 +432,8 @@ impl Model {
             }
             let Some((_, order, _)) = self.pair_best_leaf(p) else { continue };
             let reserved = org_running < org.limits.min || self.pair_running(p) < pair.limits.min;
-            out.push((if reserved { 0 } else { 1 }, bits(org.tag), order, o, p));
+            let top = if self.per_org { org.tag } else { pair.tag };
+            out.push((if reserved { 0 } else { 1 }, bits(top), order, o, p));
         }
         out
     }
@@ -472,7 +485,8 @@ impl Model {
                 self.org_nodes[o].tag = self.org_nodes[o].tag.max(self.vtime);
             }
             if self.pair_queued(p) == 1 {
-                self.pairs[p].tag = self.pairs[p].tag.max(self.org_nodes[o].child_vtime);
+                let start = self.pair_start(o);
+                self.pairs[p].tag = self.pairs[p].tag.max(start);
             }
             if self.leaf_queued(l) == 1 {
                 self.leaves[l].tag = self.leaves[l].tag.max(self.pairs[p].child_vtime);
@@ -556,7 +570,7 @@ impl Model {
         let charged = if self.policy == PolicyKind::FairShare {
             let (ow, pw, kw) =
                 (self.org_nodes[o].limits.weight, self.pairs[p].limits.weight, self.keys[k].limits.weight);
-            self.vtime = self.vtime.max(self.org_nodes[o].tag);
+            self.vtime = self.vtime.max(if self.per_org { self.org_nodes[o].tag } else { self.pairs[p].tag });
             self.org_nodes[o].child_vtime = self.org_nodes[o].child_vtime.max(self.pairs[p].tag);
             self.pairs[p].child_vtime = self.pairs[p].child_vtime.max(self.leaves[l].tag);
             let charge = self.pairs[p].estimate.or(self.kind_estimate[kind.index()]).unwrap_or(0.0);
@@ -645,14 +659,18 @@ impl Model {
     fn select_fair_share(&mut self) -> Option<RequestId> {
         loop {
             let candidates = self.fair_candidates();
-            let &(tier, _, _, o, _) = candidates.iter().min_by_key(|c| (c.0, c.1, c.2, c.3))?;
-            let p = candidates
-                .iter()
-                .filter(|c| c.3 == o && c.0 == tier)
-                .map(|c| (bits(self.pairs[c.4].tag), c.2, c.4))
-                .min()
-                .unwrap()
-                .2;
+            let &(tier, _, _, o, first) = candidates.iter().min_by_key(|c| (c.0, c.1, c.2, c.3))?;
+            let p = if !self.per_org {
+                first
+            } else {
+                candidates
+                    .iter()
+                    .filter(|c| c.3 == o && c.0 == tier)
+                    .map(|c| (bits(self.pairs[c.4].tag), c.2, c.4))
+                    .min()
+                    .unwrap()
+                    .2
+            };
             let (_, _, l) = self.pair_best_leaf(p).unwrap();
             let id = self.leaf_head(l).unwrap();
             let (cost, now) = (self.reqs[&id].cost, self.now);
@@ -836,7 +854,7 @@ impl Model {
         check_limits(&limits)?;
         self.check_org(org)?;
         let p = self.pair(org, kind);
-        let org_vtime = self.org_nodes[org.0 as usize].child_vtime;
+        let org_vtime = self.pair_start(org.0 as usize);
         let pair = &mut self.pairs[p];
         pair.limits = limits;
         pair.overridden = true;
@@ -850,10 +868,13 @@ impl Model {
         check_limits(&limits)?;
         self.default_limits[kind.index()] = limits;
         let fair = self.fair();
-        for pair in self.pairs.iter_mut().filter(|p| p.kind == kind && !p.overridden) {
-            pair.limits = limits;
-            if fair {
-                pair.tag = pair.tag.max(self.org_nodes[pair.org.0 as usize].child_vtime);
+        for p in 0..self.pairs.len() {
+            if self.pairs[p].kind == kind && !self.pairs[p].overridden {
+                self.pairs[p].limits = limits;
+                if fair {
+                    let start = self.pair_start(self.pairs[p].org.0 as usize);
+                    self.pairs[p].tag = self.pairs[p].tag.max(start);
+                }
             }
         }
         Ok(())
