@@ -824,5 +824,76 @@ def upgrade(store: str, as_json: bool) -> None:
         click.echo(f"{store}{f' (schema {where})' if where else ''} is at schema version {version}, this fairqueue's")
 
 
+
+@db.command()
+@store_option
+@click.option("--app", "app_path", default=None, metavar="MODULE:APP", help="Prune by this app's retention and store.")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@json_option
+def prune(store: str, app_path: Optional[str], dry_run: bool, as_json: bool) -> None:
+    """Delete what the retention no longer keeps: finished jobs, old history, usage
+    counters past the daily window, old batch error events (what every worker's
+    pruner does every 30 s), in batches of 1,000 rows, each its own short transaction.
+
+    Uses the app's fq.Retention with --app, else the defaults (completed jobs 1 day;
+    failed, discarded and aborted 7 days; history 30 days, thinned to a point a minute
+    after 1 day). A SQLite store in incremental auto-vacuum mode hands the freed
+    pages back to the file system.
+    """
+    from fairqueue.retention import Retention
+    from fairqueue.runtime.duties.pruning import prune as prune_store
+
+    app = _load_app(app_path) if app_path else None
+    storage = app.storage if app is not None else _open_store(store)
+    retention = app.retention if app is not None else Retention()
+    started = time.monotonic()
+    try:
+        pruned = prune_store(storage, retention, time.time(), dry_run=dry_run)
+        # Freed pages are handed back once the deletes have committed, all of them.
+        while not dry_run and (freed := storage.space_reclaim(10_000)):
+            pruned.reclaimed_pages += freed
+    except FairQueueError as error:
+        raise click.ClickException(str(error)) from error
+    finally:
+        storage.close()
+    counts = {"jobs": pruned.jobs, "history": pruned.history, "usage": pruned.usage, "batch_errors": pruned.batch_errors}
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, **counts, **({"jobs_by_status": pruned.by_status} if dry_run else {}),
+                               "reclaimed_pages": pruned.reclaimed_pages,
+                               "seconds": round(time.monotonic() - started, 3)}))  # fmt: skip
+        return
+    verb = "would delete" if dry_run else "deleted"
+    by_status = f" ({', '.join(f'{n:,} {s}' for s, n in pruned.by_status.items() if n)})" if dry_run and pruned.jobs else ""
+    click.echo(f"{verb} {pruned.jobs:,} finished jobs{by_status}, {pruned.history:,} history entries, "
+               f"{pruned.usage:,} usage counters, {pruned.batch_errors:,} batch error events"
+               + (f"; {pruned.reclaimed_pages:,} free pages handed back to the file system" if pruned.reclaimed_pages else ""))  # fmt: skip
+
+
+@db.command()
+@store_option
+@json_option
+def vacuum(store: str, as_json: bool) -> None:
+    """Rewrite a SQLite store compactly and switch it to incremental auto-vacuum, so its
+    workers' pruner hands freed space back from then on. Needed once for a store
+    created by a fairqueue older than retention (newer ones are created so); it blocks
+    writers while it copies the file and needs as much free disk: stop the workers
+    first. A PostgreSQL store needs none of this (its autovacuum reuses the space).
+    """
+    from fairqueue.storage.sqlite import SQLiteStorage
+
+    with _open_store(store) as storage:
+        if not isinstance(storage, SQLiteStorage):
+            message = f"{store}: nothing to do: only a SQLite store is vacuumed (PostgreSQL's autovacuum reuses the space)"
+            click.echo(json.dumps({"store": store, "vacuumed": False}) if as_json else message)
+            return
+        try:
+            before, after = storage.vacuum()
+        except FairQueueError as error:
+            raise click.ClickException(str(error)) from error
+    if as_json:
+        click.echo(json.dumps({"store": store, "vacuumed": True, "bytes_before": before, "bytes_after": after}))
+    else:
+        click.echo(f"{store}: {before:,} bytes before, {after:,} after; incremental auto-vacuum is on")
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
