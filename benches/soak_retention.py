@@ -53,7 +53,8 @@ class Config:
     jobs: int = 500_000
     backlog: int = 20_000
     sample: float = 5.0
-    completed: float = 5.0
+    completed: Optional[float] = 5.0
+    """Seconds completed jobs are kept (None: forever, the baseline without pruning)."""
     prune_every: Optional[float] = 5.0
     """Seconds between pruner runs once caught up (None: the worker's own, 30 s): 5 s so
     that a soak of a minute spans a dozen pruning cycles."""
@@ -189,12 +190,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--backlog", type=int, default=Config.backlog)
     parser.add_argument("--sample", type=float, default=Config.sample, help="seconds between samples")
     parser.add_argument("--completed", type=float, default=Config.completed, help="seconds completed jobs are kept")
+    parser.add_argument("--keep", action="store_true", help="keep every job (the A/B baseline: no pruning)")
     parser.add_argument("--prune-every", type=float, default=Config.prune_every,
                         help="seconds between pruner runs once caught up (the worker's own: 30)")
     parser.add_argument("--dsn", default=DSN)
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
     args = parser.parse_args(argv)
-    config = Config(args.store, args.jobs, args.backlog, args.sample, args.completed, args.prune_every, args.dsn)
+    completed = None if args.keep else args.completed
+    config = Config(args.store, args.jobs, args.backlog, args.sample, completed, args.prune_every, args.dsn)
     report = run(config)
     if args.json:
         print(json.dumps({**asdict(report), "levelled": report.levelled}, indent=2))

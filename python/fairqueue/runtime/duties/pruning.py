@@ -30,7 +30,8 @@ BUDGET = 0.2
 """Seconds of batches one run goes on for at most (it runs in the worker's loop, between
 turns); a run that stops with work left runs again a second later, not after PRUNE_EVERY."""
 RECLAIM_PAGES = 2_000
-"""Pages (8 MB at SQLite's 4 KiB) one run hands back to the file system at most."""
+"""Pages (8 MB at SQLite's 4 KiB) one run hands back to the file system at most; only a
+run an interval after one that caught up hands any back (see :meth:`Pruning.run`)."""
 
 
 @dataclass
@@ -129,8 +130,12 @@ class Pruning:
         """Runs a pass if one is due; a store error is logged and the pass tried again later."""
         if now < self._next:
             return
+        # Free pages are handed back only after a whole interval in which the store's inserts
+        # could reuse them (the last run caught up): right after a run's deletes they are
+        # what the next inserts need, and handing them back would only make the file grow again.
+        reclaim = RECLAIM_PAGES if self.total.done else 0
         try:
-            pruned = prune(self.store, self.retention, now, batch=self.batch, budget=self.budget, reclaim=RECLAIM_PAGES)
+            pruned = prune(self.store, self.retention, now, batch=self.batch, budget=self.budget, reclaim=reclaim)
         except Exception:
             log.exception("fairqueue worker: pruning the store failed; trying again in %.0f s", self.interval)
             self._next = now + self.interval
@@ -138,9 +143,8 @@ class Pruning:
         for name in ("jobs", "history", "usage", "batch_errors", "reclaimed_pages"):
             setattr(self.total, name, getattr(self.total, name) + getattr(pruned, name))
         self.total.done = pruned.done
-        # Left work behind (or reclaimed all it may at once): go on next second; else wait.
-        behind = not pruned.done or pruned.reclaimed_pages >= RECLAIM_PAGES
-        self._next = now + (self.every if behind else self.interval)
+        # Left work behind: go on next second; else wait the interval.
+        self._next = now + (self.interval if pruned.done else self.every)
         if pruned.rows:
             log.debug("fairqueue worker: pruned %d jobs, %d history entries, %d usage counters, %d batch error events",
                       pruned.jobs, pruned.history, pruned.usage, pruned.batch_errors)  # fmt: skip
