@@ -98,8 +98,15 @@ fn level(name: &'static str, value: i64) -> Result<u8, CoreError> {
 
 const _: () = assert!(DEFAULT_PRIORITY == 5, "the binding's signatures write the default priority as 5");
 
+/// A cost as Python gives it (any int), checked against the core's range.
+fn cost(value: i64) -> Result<u32, CoreError> {
+    let cost = u32::try_from(value).map_err(|_| CoreError::invalid("cost", value, "1 to 1000000 units"))?;
+    crate::limits::check_cost(cost)?;
+    Ok(cost)
+}
+
 fn named_options(key: Option<&str>, priority: i64, cost: i64) -> Result<NamedOptions<'_>, CoreError> {
-    Ok(NamedOptions { key, priority: level("priority", priority)?, cost: count32("cost", cost, "1 to 1000000 units")? })
+    Ok(NamedOptions { key, priority: level("priority", priority)?, cost: self::cost(cost)? })
 }
 
 /// A rate limit as Python gives it: `rate` units per `per` seconds, bursts of `burst`
@@ -404,7 +411,7 @@ impl DispatcherPy {
             let priority: i64 =
                 field(5).map(|f| f.extract()).transpose().map_err(|_| bad())?.unwrap_or(DEFAULT_PRIORITY.into());
             let cost: i64 = field(6).map(|f| f.extract()).transpose().map_err(|_| bad())?.unwrap_or(1);
-            let (priority, cost) = (level("priority", priority)?, count32("cost", cost, "1 to 1000000 units")?);
+            let (priority, cost) = (level("priority", priority)?, self::cost(cost)?);
             parsed.push((
                 id,
                 org,
