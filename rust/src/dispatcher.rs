@@ -1392,6 +1392,7 @@ impl Dispatcher {
     }
 
     /// While `scope` waits for room under its rate limit: when it will have it.
+    /// `RateScope::EveryKey` is always `None`: each key waits on its own (`RateScope::Key`).
     pub fn throttled_until(&self, scope: RateScope) -> CoreResult<Option<Nanos>> {
         Ok(match scope {
             RateScope::Org(org) => self.org_stats(org)?.throttled_until,
