@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional, TypeVar, Union, overload
@@ -167,6 +167,31 @@ class FairQueue:
         (PostgreSQL store only; see :meth:`transaction`).
         """
         return self.enqueuer.enqueue(job, org=org, delay=delay, options=options, connection=connection)
+
+    def transaction_async(self, *, connection: Optional[Any] = None) -> AbstractAsyncContextManager[Transaction]:
+        """:meth:`transaction` for async code: ``async with app.transaction_async():``.
+
+        The jobs enqueued inside (``fn.delay``, ``await fn.delay_async``, ``app.enqueue``)
+        are stored by an await when the block ends, so the event loop runs on meanwhile:
+        on PostgreSQL through psycopg's async pool, on SQLite and memory on a thread.
+        With ``connection`` (a psycopg 3 ``AsyncConnection`` to the PostgreSQL store's
+        database) they join that connection's own transaction, as in :meth:`transaction`.
+        A duplicate signature is refused when the block ends (all or none), not at the call.
+        """
+        return self.enqueuer.transaction_async(connection=connection)
+
+    async def enqueue_async(
+        self,
+        job: Queueable,
+        *,
+        org: str,
+        delay: Delay = None,
+        options: Optional[AsyncOptions] = None,
+        connection: Optional[Any] = None,
+    ) -> JobHandle:
+        """:meth:`enqueue` for async code: ``await app.enqueue_async(job, org=…)``; the
+        event loop keeps running while it is stored (see :meth:`transaction_async`)."""
+        return await self.enqueuer.enqueue_async(job, org=org, delay=delay, options=options, connection=connection)
 
     def execute_batch(
         self,
@@ -358,6 +383,14 @@ class FairQueue:
         """Job records, newest first, filtered by org, kind and status."""
         return self.control.jobs(org=org, kind=kind, status=status, limit=limit, before_id=before_id)
 
+    def wait(self, job_id: int, timeout: float = 30.0) -> JobRecord:
+        """Blocks until job ``job_id`` has finished; returns its record (see :meth:`JobHandle.wait`)."""
+        return self.enqueuer.wait(job_id, timeout)
+
+    async def wait_async(self, job_id: int, timeout: float = 30.0) -> JobRecord:
+        """:meth:`wait` for async code (see :meth:`JobHandle.wait_async`)."""
+        return await self.enqueuer.wait_async(job_id, timeout)
+
     def abort(self, job_id: int) -> JobStatus:
         """Aborts a job: a queued job never runs; a running one sees ``ctx.cancelled``.
 
@@ -452,3 +485,7 @@ class OrgView:
     def enqueue(self, job: Queueable, **options: Any) -> JobHandle:
         """Enqueues a queueable for this org."""
         return self.app.enqueue(job, org=self.org, **options)
+
+    async def enqueue_async(self, job: Queueable, **options: Any) -> JobHandle:
+        """Enqueues a queueable for this org, by an await (see :meth:`FairQueue.enqueue_async`)."""
+        return await self.app.enqueue_async(job, org=self.org, **options)

@@ -17,12 +17,14 @@ outcome is committed (another process may have used the room meanwhile).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from typing import Any, Generic, Optional, TypeVar, Union
 
@@ -48,9 +50,10 @@ from fairqueue.limits import DEFAULT_SCOPE, MAX_SCOPE
 from fairqueue.records import JobRecord, JobStatus, NewJob, NewTrigger, TriggerRecord
 from fairqueue.settings import QueueSettings
 from fairqueue.storage import FLEX_ACTIVE, FLEX_HOLDING, Storage
+from fairqueue.storage.waiting import FinishWaiters
 from fairqueue.validate import check_name, check_org, check_seconds, shown
 
-__all__ = ["Enqueuer", "FutureFunction", "batch_payload"]
+__all__ = ["AwaitedTransaction", "Enqueuer", "FutureFunction", "batch_payload"]
 
 R = TypeVar("R")
 Delay = Union[None, float, timedelta]
@@ -113,6 +116,15 @@ class FutureFunction(Generic[R]):
         self.check_call(args, kwargs)
         return self.enqueuer.future(self.path, org, list(args), kwargs)
 
+    async def delay_async(self, org: str, *args: Any, **kwargs: Any) -> JobHandle:
+        """:meth:`delay` for a coroutine: the event loop keeps running while the job is
+        stored (PostgreSQL: its async pool; SQLite and memory: a thread hop). Inside an
+        open transaction (``async with app.transaction_async()``, a running job) it is
+        held and stored with it, as :meth:`delay` is."""
+        check_importable(self.path, self)
+        self.check_call(args, kwargs)
+        return await self.enqueuer.future_async(self.path, org, list(args), kwargs)
+
     def delay_many(self, org: str, calls: Iterable[Union[Sequence[Any], Mapping[str, Any]]]) -> list[JobHandle]:
         """Enqueues many calls for ``org`` in one durable write (bulk load).
 
@@ -126,6 +138,12 @@ class FutureFunction(Generic[R]):
 
     def __repr__(self) -> str:
         return f"<future {self.path}>"
+
+
+class AwaitedTransaction(Transaction):
+    """A transaction of ``async with app.transaction_async()`` (or of one ``await …_async``
+    enqueue), stored by an await when it ends. A duplicate signature is refused then,
+    by the store, rather than at the enqueue call: a read there would block the event loop."""
 
 
 class Enqueuer:
@@ -145,6 +163,9 @@ class Enqueuer:
         self.control = control
         self.wakeup = threading.Event()
         """Set whenever this process stores new work, so an in-process worker looks at once."""
+        # Who waits for jobs of each store (weak: a store dropped takes its waiters along).
+        self._waiters: weakref.WeakKeyDictionary[Storage, FinishWaiters] = weakref.WeakKeyDictionary()
+        self._waiters_lock = threading.Lock()
 
     # ----- transactions ------------------------------------------------------------------
 
@@ -186,7 +207,8 @@ class Enqueuer:
         own = tx is None
         if tx is None:
             tx = Transaction(self.settings.limits, asynchronous=False)
-        if new.duplicate_signature and self.store().job_signature_taken(new.duplicate_signature):
+        if (new.duplicate_signature and not isinstance(tx, AwaitedTransaction)
+                and self.store().job_signature_taken(new.duplicate_signature)):  # fmt: skip
             raise DuplicateSignature(
                 f"a job with duplicate signature {new.duplicate_signature!r} is already holding, queued or running"
             )
@@ -213,15 +235,98 @@ class Enqueuer:
         """Tells alert subscribers when an enqueue reaches a daily limit or a full flex queue."""
         try:
             yield
-        except DailyLimitExceeded as e:
-            self.alerts.usage(e.org, e.limit, e.limit)
-            raise
-        except FlexQueueFull as e:
-            self.alerts.emit(AlertEvent("flex_full", "once", e.org, str(e), {"active": FLEX_ACTIVE, "holding": FLEX_HOLDING}))
+        except (DailyLimitExceeded, FlexQueueFull) as e:
+            self._alert_refused(e)
             raise
         if self.alerts.watching():
-            for org in sorted({n.org for n in news}):
-                self.alerts.usage(org, store.usage_daily(org, time.time()).count, self.settings.daily_limit(org))
+            self._alert_usage(store, news)
+
+    def _alert_refused(self, e: Union[DailyLimitExceeded, FlexQueueFull]) -> None:
+        if isinstance(e, DailyLimitExceeded):
+            self.alerts.usage(e.org, e.limit, e.limit)
+        else:
+            self.alerts.emit(AlertEvent("flex_full", "once", e.org, str(e), {"active": FLEX_ACTIVE, "holding": FLEX_HOLDING}))
+
+    def _alert_usage(self, store: Storage, news: Sequence[NewJob]) -> None:
+        for org in sorted({n.org for n in news}):
+            self.alerts.usage(org, store.usage_daily(org, time.time()).count, self.settings.daily_limit(org))
+
+    # ----- the async client ------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def transaction_async(self, *, connection: Optional[Any] = None) -> AsyncIterator[Transaction]:
+        """:meth:`transaction` for a coroutine (see :meth:`fairqueue.FairQueue.transaction_async`)."""
+        outer = current_transaction()
+        if outer is not None:
+            if connection is not None and connection is not outer.connection:
+                raise InvalidArgument(
+                    "a transaction on another connection is already open here: pass the same connection, or none"
+                )
+            yield outer
+            return
+        if connection is not None:
+            self.store().check_connection_async(connection)
+        tx = AwaitedTransaction(self.settings.limits, asynchronous=False, connection=connection)
+        with transaction_scope(tx):
+            yield tx
+        await self.commit_async(tx)
+
+    async def commit_async(self, tx: Transaction) -> None:
+        """:meth:`commit` by an await: through the store's async path (its async pool, or a thread hop)."""
+        if not tx.pending:
+            return
+        news = tx.news
+        store = self.store()
+        daily = self.settings.daily_limits(n.org for n in news)
+        try:
+            if tx.connection is not None:
+                ids = await store.job_enqueue_in_async(tx.connection, news, time.time(), daily)
+            else:
+                ids = await store.job_enqueue_async(news, time.time(), daily)
+        except (DailyLimitExceeded, FlexQueueFull) as e:
+            self._alert_refused(e)
+            raise
+        if self.alerts.watching():
+            await asyncio.to_thread(self._alert_usage, store, news)
+        tx.stored(ids)
+        self.wakeup.set()
+
+    async def future_async(self, path: str, org: str, args: list[Any], kwargs: dict[str, Any]) -> JobHandle:
+        """:meth:`future` by an await: a transaction of its own, unless one is open."""
+        async with self.transaction_async():
+            return self.future(path, org, args, kwargs)
+
+    async def enqueue_async(
+        self,
+        job: Queueable,
+        *,
+        org: str,
+        delay: Delay = None,
+        options: Optional[AsyncOptions] = None,
+        connection: Optional[Any] = None,
+    ) -> JobHandle:
+        """:meth:`enqueue` by an await (see :meth:`fairqueue.FairQueue.enqueue_async`)."""
+        async with self.transaction_async(connection=connection):
+            return self.enqueue(job, org=org, delay=delay, options=options)
+
+    # ----- waiting ---------------------------------------------------------------------------
+
+    def _waiters_of(self, store: Storage) -> FinishWaiters:
+        with self._waiters_lock:
+            waiters = self._waiters.get(store)
+            if waiters is None:
+                waiters = self._waiters[store] = FinishWaiters()
+            return waiters
+
+    def wait(self, job_id: int, timeout: float) -> JobRecord:
+        """Blocks until job ``job_id`` has finished (see :meth:`fairqueue.jobs.JobHandle.wait`)."""
+        store = self.store()
+        return self._waiters_of(store).wait(store, job_id, timeout)
+
+    async def wait_async(self, job_id: int, timeout: float) -> JobRecord:
+        """:meth:`wait` for a coroutine (see :meth:`fairqueue.jobs.JobHandle.wait_async`)."""
+        store = self.store()
+        return await self._waiters_of(store).wait_async(store, job_id, timeout)
 
     # ----- futures -------------------------------------------------------------------------
 

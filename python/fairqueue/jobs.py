@@ -15,7 +15,6 @@ app implement.
 from __future__ import annotations
 
 import contextvars
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -186,6 +185,10 @@ class JobQueue(Protocol):
 
     def abort(self, job_id: int) -> JobStatus: ...
 
+    def wait(self, job_id: int, timeout: float) -> JobRecord: ...
+
+    async def wait_async(self, job_id: int, timeout: float) -> JobRecord: ...
+
 
 class JobHandle:
     """A submitted job. Its id is known once its transaction has stored it."""
@@ -218,16 +221,20 @@ class JobHandle:
         """Aborts the job (see :meth:`fairqueue.FairQueue.abort`)."""
         return self.queue.abort(self.id)
 
-    def wait(self, timeout: float = 30.0, interval: float = 0.01) -> JobRecord:
-        """Blocks until the job has finished, or raises TimeoutError after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            record = self.record()
-            if record.status.finished:
-                return record
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {self.id} still {record.status.value} after {timeout} s")
-            time.sleep(interval)
+    def wait(self, timeout: float = 30.0) -> JobRecord:
+        """Blocks until the job has finished and returns its record, or raises
+        TimeoutError after ``timeout`` seconds.
+
+        It does not poll: it wakes when the store announces the outcome (PostgreSQL:
+        from any host; SQLite and memory: from a worker in this process) and otherwise
+        reads on a back-off (:mod:`fairqueue.storage.waiting`).
+        """
+        return self.queue.wait(self.id, check_number("timeout", timeout, most=MAX_SECONDS))
+
+    async def wait_async(self, timeout: float = 30.0) -> JobRecord:
+        """:meth:`wait` for a coroutine: the event loop keeps running while it waits
+        (PostgreSQL reads through an async pool, the other stores on a thread)."""
+        return await self.queue.wait_async(self.id, check_number("timeout", timeout, most=MAX_SECONDS))
 
     def __repr__(self) -> str:
         return f"<JobHandle id={self._id} org={self.org!r} kind={self.kind}>"

@@ -10,10 +10,11 @@ suite against every backend.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from fairqueue.errors import DailyLimitExceeded, FlexQueueFull, InvalidArgument, LimitExceeded, StorageError
 from fairqueue.records import (
@@ -42,6 +43,7 @@ __all__ = [
     "LIVE_STATUSES",
     "SCHEMA_VERSION",
     "Caps",
+    "FinishedCallback",
     "NextFire",
     "DailyUsage",
     "USAGE_BUCKET",
@@ -62,6 +64,10 @@ SCHEMA_VERSION = 4
 
 Caps = Mapping[tuple[str, str], int]
 """Most jobs processing at once per (org, kind), across every worker of a store."""
+
+FinishedCallback = Callable[[Optional[Sequence[int]]], None]
+"""What :meth:`Storage.job_finished_subscribe` calls: with the ids of jobs whose
+outcome was just stored, or None (some may have been missed: look at every job)."""
 
 
 NextFire = Callable[[TriggerRecord, float], Optional[float]]
@@ -364,6 +370,47 @@ class Storage(abc.ABC):
             f"connection= joins the caller's database transaction, which needs the PostgreSQL store; "
             f"this app's store is {type(self).__name__}: use FairQueue('postgresql://…'), or drop connection="
         )
+
+    # ----- finishes heard, and the async client (``await …_async``) ------------------------
+
+    hears_every_finish: ClassVar[bool] = False
+    """True if :meth:`job_finished_subscribe` hears every outcome stored by any process
+    sharing the store; False if only this process's (waiters then also read on a back-off)."""
+
+    def job_finished_subscribe(self, callback: FinishedCallback) -> Optional[Callable[[], None]]:
+        """Calls ``callback`` with the ids of jobs soon after their outcome (completed,
+        failed, discarded, aborted while waiting) is committed, so that a waiting
+        :class:`~fairqueue.jobs.JobHandle` need not poll; ``callback(None)`` means some
+        may have been missed (a listening connection was made again): look at all.
+        It may run in any thread, with a store lock held: it must be quick and must not
+        call the store. An id may be named when its outcome did not apply (its lease had
+        lapsed). Returns the function that unsubscribes, or None if this store cannot tell."""
+        return None
+
+    async def job_enqueue_async(
+        self, jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]] = None
+    ) -> list[int]:
+        """:meth:`job_enqueue` for a coroutine: the event loop runs on meanwhile. Here
+        on a thread of the loop's default executor (a thread hop, what a store without
+        an async driver can do; ``benches/README.md`` says what it costs)."""
+        return await asyncio.to_thread(self.job_enqueue, jobs, now, daily_limits)
+
+    async def job_enqueue_in_async(
+        self, connection: Any, jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]] = None
+    ) -> list[int]:
+        """:meth:`job_enqueue_in` on the caller's async connection (psycopg's
+        ``AsyncConnection``); only a store in the caller's database can do it."""
+        self.check_connection_async(connection)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def check_connection_async(self, connection: Any) -> None:
+        """Raises :class:`~fairqueue.errors.InvalidArgument` unless jobs can be enqueued on
+        the async connection ``connection``."""
+        self.check_connection(connection)
+
+    async def job_get_async(self, job_id: int) -> Optional[JobRecord]:
+        """:meth:`job_get` for a coroutine (here a thread hop, as :meth:`job_enqueue_async`)."""
+        return await asyncio.to_thread(self.job_get, job_id)
 
     @abc.abstractmethod
     def job_get(self, job_id: int) -> Optional[JobRecord]:

@@ -34,6 +34,7 @@ from fairqueue.storage.interface import (
     FLEX_ACTIVE,
     Caps,
     DailyUsage,
+    FinishedCallback,
     NextFire,
     Storage,
     admit_within_caps,
@@ -49,6 +50,7 @@ from fairqueue.storage.interface import (
     too_many_schedules,
     usage_hour,
 )
+from fairqueue.storage.waiting import FinishedFanout
 
 __all__ = ["MemoryStorage"]
 
@@ -75,6 +77,7 @@ class MemoryStorage(Storage):
         self._flex: dict[str, list[int]] = {}  # org -> holding batch job ids, in flex-queue order
         self._history: list[HistoryEntry] = []
         self._workers: dict[str, list[Any]] = {}  # name -> [info, last seen, alive, the job it runs alone]
+        self._finished = FinishedFanout()  # waiters of job_finished_subscribe
 
     # ----- bookkeeping (lock held) ----------------------------------------------------
 
@@ -96,6 +99,8 @@ class MemoryStorage(Storage):
             self._processing.discard(job_id)
         if record.status.finished and record.duplicate_signature:
             self._signatures.pop(record.duplicate_signature, None)
+        if record.status.finished and "status" in changes and self._finished.listening:
+            self._finished.publish((job_id,))  # every path to an outcome passes here, under the lock
         return record
 
     def _usage_of(self, org: str, now: float) -> DailyUsage:
@@ -147,6 +152,12 @@ class MemoryStorage(Storage):
         return job_id
 
     # ----- the interface ----------------------------------------------------------------
+
+    hears_every_finish = True  # its workers live in its process
+
+    def job_finished_subscribe(self, callback: FinishedCallback) -> Optional[Callable[[], None]]:
+        """See :meth:`Storage.job_finished_subscribe`: called in the thread storing the outcome."""
+        return self._finished.subscribe(callback)
 
     def job_enqueue(
         self, jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]] = None

@@ -55,6 +55,7 @@ from fairqueue.storage.interface import (
     SCHEMA_VERSION,
     Caps,
     DailyUsage,
+    FinishedCallback,
     NextFire,
     Storage,
     admit_within_caps,
@@ -72,6 +73,7 @@ from fairqueue.storage.interface import (
     usage_hour,
 )
 from fairqueue.storage.lock_files import HeldLock, probe
+from fairqueue.storage.waiting import FinishedFanout
 
 __all__ = ["SQLiteStorage"]
 
@@ -371,6 +373,7 @@ class SQLiteStorage(Storage):
         self._lock = threading.Lock()
         self._workers_folder = self.path.with_name(self.path.name + "-workers")
         self._registered: dict[str, tuple[WorkerInfo, HeldLock]] = {}
+        self._finished = FinishedFanout()  # this process's waiters (job_finished_subscribe)
         try:
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0)
         except sqlite3.Error as e:
@@ -554,6 +557,12 @@ class SQLiteStorage(Storage):
         db.execute(
             "UPDATE fq_jobs SET status = 'queued', ready_seq = ? WHERE id = ?", (cls._take_ready_seqs(db, 1), row[0])
         )
+
+    def job_finished_subscribe(self, callback: FinishedCallback) -> Optional[Callable[[], None]]:
+        """See :meth:`Storage.job_finished_subscribe`: hears the outcomes stored by this
+        process only (a worker in another process sharing the file is not heard), so
+        :attr:`hears_every_finish` is False."""
+        return self._finished.subscribe(callback)
 
     def job_enqueue(
         self, jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]] = None
@@ -773,6 +782,8 @@ class SQLiteStorage(Storage):
                 if row["kind"] == "batch":
                     self._promote(db, row["org"])
         done = set(applied)
+        if self._finished.listening:  # in-process waiters read once the commit lets go of the lock
+            self._finished.publish([f.job_id for f in finishes if f.job_id in done and f.status is not JobStatus.QUEUED])
         return [f.job_id for f in finishes if f.job_id in done]
 
     @staticmethod
@@ -1021,6 +1032,7 @@ class SQLiteStorage(Storage):
                     db.execute("DELETE FROM fq_flex WHERE job_id = ?", (job_id,))
                 elif row["kind"] == "batch":
                     self._promote(db, row["org"])
+                self._finished.publish((job_id,))
                 return JobStatus.ABORTED
             if status in (JobStatus.PREPARING, JobStatus.PROCESSING):
                 db.execute("UPDATE fq_jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))

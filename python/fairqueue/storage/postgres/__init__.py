@@ -82,13 +82,14 @@ from fairqueue.records import (
     WorkerInfo,
     WorkerRecord,
 )
-from fairqueue.storage.interface import Caps, DailyUsage, NextFire, Storage
+from fairqueue.storage.interface import Caps, DailyUsage, FinishedCallback, NextFire, Storage
 
-from . import claims, flex, history, retention, triggers, usage, workers
+from . import claims, completions, flex, history, retention, triggers, usage, workers
 
 # Aliased: the interface's own parameters are named jobs and schema.
 from . import jobs as _jobs
 from . import schema as _schema
+from .async_connection import AsyncDatabase
 from .connection import DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, Database, split_url
 from .errors import translate
 
@@ -137,6 +138,8 @@ class PostgresStorage(Storage):
         self.channel = self.db.channel
         """The NOTIFY channel: a notification (payload ``"queued"``) follows every commit that queues a job."""
         self._registered: dict[str, tuple[WorkerInfo, workers.WorkerLock]] = {}
+        self._completions = completions.Listener(self.db)
+        self._async = AsyncDatabase(self.db)
         try:
             self.db.open()
             if upgrade:
@@ -219,6 +222,41 @@ class PostgresStorage(Storage):
     def job_get(self, job_id: int) -> Optional[JobRecord]:
         """See :meth:`Storage.job_get`."""
         return _jobs.get(self.db, job_id)
+
+    # ----- finishes heard, and the async client ----------------------------------------
+
+    hears_every_finish = True
+    """Every outcome on every host is announced (:mod:`.completions`)."""
+
+    def job_finished_subscribe(self, callback: FinishedCallback) -> Optional[Callable[[], None]]:
+        """See :meth:`Storage.job_finished_subscribe`: one LISTEN connection per store on
+        :mod:`.completions`' channel, shared by every subscriber, started by the first."""
+        return self._completions.subscribe(callback)
+
+    async def job_enqueue_async(
+        self, jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]] = None
+    ) -> list[int]:
+        """See :meth:`Storage.job_enqueue_async`: through the running loop's async pool
+        (:mod:`.async_connection`), no thread hop; committed (durably) before it returns."""
+        return await _jobs.enqueue_async(self._async, jobs, now, daily_limits)
+
+    async def job_enqueue_in_async(
+        self,
+        connection: psycopg.AsyncConnection[Any],
+        jobs: Sequence[NewJob],
+        now: float,
+        daily_limits: Optional[Mapping[str, int]] = None,
+    ) -> list[int]:
+        """:meth:`job_enqueue_in` on the caller's ``AsyncConnection``, in its transaction."""
+        return await _jobs.enqueue_in_async(self.db, connection, jobs, now, daily_limits)
+
+    def check_connection_async(self, connection: Any) -> None:
+        """Raises :class:`InvalidArgument` unless ``connection`` is an open psycopg 3 ``AsyncConnection``."""
+        _jobs.check_async_connection(connection)
+
+    async def job_get_async(self, job_id: int) -> Optional[JobRecord]:
+        """See :meth:`Storage.job_get_async`: through the running loop's async pool."""
+        return await _jobs.get_async(self._async, job_id)
 
     def job_list(
         self,
@@ -400,4 +438,6 @@ class PostgresStorage(Storage):
         for _, lock in self._registered.values():
             lock.release()
         self._registered.clear()
+        self._completions.close()
+        self._async.close()
         self.db.close()

@@ -14,7 +14,7 @@ from fairqueue.errors import LimitExceeded
 from fairqueue.records import Claimed, Finish, JobRecord, JobStatus, PendingJob
 from fairqueue.storage.interface import Caps, admit_within_caps, check_finishes
 
-from . import flex, jobs, usage
+from . import completions, flex, jobs, usage
 from .connection import LOCK_CAP, LOCK_PUBLISH, Cursor, Database
 from .rows import floats, record
 
@@ -152,6 +152,7 @@ def send_final(db: Database, cur: Cursor, final: Sequence[Finish]) -> None:
             [f.error for f in final],
         ),
     )
+    completions.notify(db, cur, [f.job_id for f in final])  # waiters wake at commit (fairqueue.storage.waiting)
 
 
 def applied_final(cur: Cursor, ended_batches: list[str]) -> list[int]:

@@ -11,10 +11,11 @@ from psycopg.rows import tuple_row
 
 from fairqueue.errors import DailyLimitExceeded, DuplicateSignature, InvalidArgument, StorageError
 from fairqueue.records import JobRecord, JobStatus, NewJob, WaitingFacts
-from fairqueue.storage.interface import FEW_STATUSES, LIVE_STATUSES, job_filter
+from fairqueue.storage.interface import FEW_STATUSES, LIVE_STATUSES, DailyUsage, check_daily_limits, flex_admit, job_filter
 
-from . import flex, usage
-from .connection import Cursor, Database
+from . import completions, flex, usage
+from .async_connection import AsyncDatabase
+from .connection import LOCK_FLEX, LOCK_USAGE, Cursor, Database
 from .errors import translate
 from .queries import QUERIES
 from .rows import COLUMNS, floats, record
@@ -22,12 +23,18 @@ from .rows import COLUMNS, floats, record
 __all__ = [
     "abort",
     "cancel_requested",
+    "check_async_connection",
     "check_connection",
     "counts",
     "enqueue",
+    "enqueue_async",
     "enqueue_in",
+    "enqueue_in_async",
     "get",
+    "get_async",
     "insert",
+    "insert_async",
+    "insert_params",
     "insert_rows",
     "list_records",
     "list_sql",
@@ -72,7 +79,20 @@ def insert_rows(db: Database, cur: Cursor, jobs: Sequence[NewJob], now: float, *
     failing the statement (and with it the transaction).
     """
     statuses = flex.admit(db, cur, jobs)
-    params = (
+    cur.execute(db.sql["job_insert_skip_taken" if skip_taken else "job_insert"], insert_params(jobs, now, statuses))
+    rows = cur.fetchall()
+    for job_id, _, org, status in sorted(rows):
+        if status == "holding":
+            flex.hold(db, cur, job_id, org)
+    if rows:
+        db.notify(cur)
+        usage.add(db, cur, rows, now)
+    return rows
+
+
+def insert_params(jobs: Sequence[NewJob], now: float, statuses: Sequence[JobStatus]) -> tuple[Any, ...]:
+    """The parameters of ``job_insert`` (and ``job_insert_skip_taken``) for ``jobs``."""
+    return (
         float(now),
         [j.org for j in jobs],
         [j.kind for j in jobs],
@@ -84,15 +104,6 @@ def insert_rows(db: Database, cur: Cursor, jobs: Sequence[NewJob], now: float, *
         [j.duplicate_signature for j in jobs],
         [status.value for status in statuses],
     )
-    cur.execute(db.sql["job_insert_skip_taken" if skip_taken else "job_insert"], params)
-    rows = cur.fetchall()
-    for job_id, _, org, status in sorted(rows):
-        if status == "holding":
-            flex.hold(db, cur, job_id, org)
-    if rows:
-        db.notify(cur)
-        usage.add(db, cur, rows, now)
-    return rows
 
 
 def missing(jobs: Sequence[NewJob], stored: list[Optional[str]]) -> list[str]:
@@ -238,6 +249,7 @@ def abort(db: Database, job_id: int, now: float, org: Optional[str]) -> Optional
         status = JobStatus(row[1])
         if status in (JobStatus.HOLDING, JobStatus.QUEUED):
             cur.execute(db.sql["job_abort_waiting"], (float(now), job_id))
+            completions.notify(db, cur, [job_id])
             if status is JobStatus.HOLDING:
                 flex.remove(db, cur, job_id)
             elif row[2] == "batch":
@@ -248,3 +260,115 @@ def abort(db: Database, job_id: int, now: float, org: Optional[str]) -> Optional
         return status
 
     return db.transaction(body)
+
+
+# ----- the async client (psycopg's AsyncConnection) ---------------------------------------
+# psycopg's sync cursor code cannot run on an async connection, so the insert has an
+# async twin: the same statements, in the same order, with the same rules (flex_admit,
+# check_daily_limits); the conformance suite runs both.
+
+
+def check_async_connection(connection: Any) -> None:
+    """Raises :class:`InvalidArgument` unless ``connection`` is an open psycopg 3 ``AsyncConnection``."""
+    if not isinstance(connection, psycopg.AsyncConnection):
+        hint = " (a sync connection goes to app.transaction / app.enqueue)" if isinstance(connection, psycopg.Connection) else ""
+        raise InvalidArgument(
+            f"connection {connection!r} is not a psycopg 3 AsyncConnection: pass the psycopg.AsyncConnection "
+            f"whose transaction the jobs should join{hint}"
+        )
+    if connection.closed:
+        raise InvalidArgument("connection is closed: pass an open psycopg AsyncConnection")
+
+
+async def insert_async(
+    db: Database,
+    conn: psycopg.AsyncConnection[Any],
+    jobs: Sequence[NewJob],
+    now: float,
+    daily_limits: Optional[Mapping[str, int]] = None,
+) -> list[int]:
+    """:func:`insert` on an async connection, in its current transaction."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        limited = sorted({j.org for j in jobs if j.org in (daily_limits or {})})
+        if daily_limits and limited:
+            await cur.execute(db.sql["lock_orgs"], (LOCK_USAGE, db.schema, limited))
+            counted: dict[str, DailyUsage] = {}
+            for org in limited:
+                await cur.execute(db.sql["usage_counted"], (org, DailyUsage.window_start(now)))
+                row = await cur.fetchone()
+                assert row is not None
+                counted[org] = DailyUsage(org, int(row[0]), row[1])
+            check_daily_limits(jobs, daily_limits, counted.__getitem__, now)
+        batch_orgs = sorted({j.org for j in jobs if j.kind == "batch"})
+        flex_counts: dict[str, tuple[int, int]] = {}
+        if batch_orgs:
+            await cur.execute(db.sql["lock_orgs"], (LOCK_FLEX, db.schema, batch_orgs))
+            for org in batch_orgs:
+                await cur.execute(db.sql["flex_counts"], (org, org, org))
+                row = await cur.fetchone()
+                assert row is not None
+                flex_counts[org] = (int(row[0]), int(row[1]))
+        statuses = flex_admit(jobs, flex_counts.__getitem__)
+        await cur.execute(db.sql["job_insert"], insert_params(jobs, now, statuses))
+        rows = await cur.fetchall()
+        for job_id, _, org, status in sorted(rows):
+            if status == "holding":
+                await cur.execute(db.sql["flex_hold"], (job_id, org, org))
+        if rows:
+            await cur.execute(db.sql["notify"], (db.channel,))
+            await cur.execute(db.sql["usage_add"], usage.add_params(rows, now))
+    return sorted(r[0] for r in rows)
+
+
+async def enqueue_async(
+    adb: AsyncDatabase, jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]] = None
+) -> list[int]:
+    """:func:`enqueue` through the running loop's async pool."""
+    if not jobs:
+        return []
+    return await adb.transaction(lambda cur: insert_async(adb.db, cur.connection, jobs, now, daily_limits), jobs=jobs)
+
+
+async def enqueue_in_async(
+    db: Database,
+    conn: psycopg.AsyncConnection[Any],
+    jobs: Sequence[NewJob],
+    now: float,
+    daily_limits: Optional[Mapping[str, int]] = None,
+) -> list[int]:
+    """:func:`enqueue_in` on the caller's ``AsyncConnection`` (the same rules: its
+    transaction, a savepoint around the insert, autocommit commits at once)."""
+    check_async_connection(conn)
+    if not jobs:
+        return []
+    status = conn.info.transaction_status
+    if status == TransactionStatus.INERROR:
+        raise StorageError("cannot enqueue: the connection's transaction has already failed; roll it back first")
+    if conn.autocommit and status == TransactionStatus.IDLE:
+        try:
+            async with conn.transaction():
+                return await insert_async(db, conn, jobs, now, daily_limits)
+        except psycopg.Error as e:
+            raise translate(e, db.where, jobs=jobs) from e
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        try:
+            await cur.execute(db.sql["enqueue_savepoint"])
+            ids = await insert_async(db, conn, jobs, now, daily_limits)
+            await cur.execute(db.sql["enqueue_savepoint_release"])
+            return ids
+        except DailyLimitExceeded:
+            await cur.execute(db.sql["enqueue_savepoint_rollback"])
+            await cur.execute(db.sql["enqueue_savepoint_release"])
+            raise
+        except psycopg.Error as e:
+            error = translate(e, db.where, jobs=jobs)
+            if isinstance(error, DuplicateSignature):
+                await cur.execute(db.sql["enqueue_savepoint_rollback"])
+                await cur.execute(db.sql["enqueue_savepoint_release"])
+            raise error from e
+
+
+async def get_async(adb: AsyncDatabase, job_id: int) -> Optional[JobRecord]:
+    """:func:`get` through the running loop's async pool."""
+    rows = await adb.read(adb.db.sql["job_get"], (job_id,))
+    return record(rows[0]) if rows else None

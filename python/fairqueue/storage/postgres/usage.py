@@ -10,7 +10,7 @@ from fairqueue.storage.interface import DailyUsage, check_daily_limits, usage_ho
 
 from .connection import LOCK_USAGE, Cursor, Database
 
-__all__ = ["add", "check_limits", "counted", "daily", "lock"]
+__all__ = ["add", "add_params", "check_limits", "counted", "daily", "lock"]
 
 
 def counted(db: Database, cur: Cursor, org: str, now: float) -> DailyUsage:
@@ -41,8 +41,13 @@ def check_limits(db: Database, cur: Cursor, jobs: Sequence[NewJob], limits: Mapp
 
 def add(db: Database, cur: Cursor, rows: Sequence[tuple[Any, ...]], now: float) -> None:
     """Counts the stored jobs ``rows`` (``(id, signature, org, status)``) in their orgs' usage at ``now``."""
+    cur.execute(db.sql["usage_add"], add_params(rows, now))
+
+
+def add_params(rows: Sequence[tuple[Any, ...]], now: float) -> tuple[list[str], list[int], list[int]]:
+    """The parameters of ``usage_add`` for :func:`add` (and its async twin in :mod:`.jobs`)."""
     per_org: dict[str, int] = {}
     for _, _, org, _ in sorted(rows, key=lambda r: r[2]):
         # In org order, so concurrent transactions lock usage rows in one order.
         per_org[org] = per_org.get(org, 0) + 1
-    cur.execute(db.sql["usage_add"], (list(per_org), [usage_hour(now)] * len(per_org), list(per_org.values())))
+    return list(per_org), [usage_hour(now)] * len(per_org), list(per_org.values())
