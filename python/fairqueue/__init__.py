@@ -20,6 +20,7 @@ from fairqueue.errors import (
     FlexQueueFull,
     HandlerNotFound,
     InvalidArgument,
+    JobFailed,
     LimitExceeded,
     MalformedRecord,
     NotSerializable,
@@ -50,6 +51,7 @@ from fairqueue.observe import Explanation, Reason
 from fairqueue.processor import AsyncProcessor, Query
 from fairqueue.records import BatchErrorEvent, JobRecord, JobStatus, TriggerRecord, TriggerState
 from fairqueue.retention import Retention
+from fairqueue.retry import DEFAULT_RETRY, NO_RETRY, RetryPolicy
 from fairqueue.runtime import Worker
 from fairqueue.storage import DailyUsage
 
@@ -73,6 +75,10 @@ __all__ = [
     "FinalizerResult",
     "FutureFunction",
     "Retry",
+    "RetryPolicy",
+    "DEFAULT_RETRY",
+    "NO_RETRY",
+    "JobFailed",
     "current_context",
     "JobRecord",
     "JobStatus",

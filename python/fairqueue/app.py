@@ -28,6 +28,7 @@ from fairqueue.limits import DEFAULT_SCOPE, Limits
 from fairqueue.observe import Explanation
 from fairqueue.records import BatchErrorEvent, JobRecord, JobStatus, TriggerRecord, TriggerState
 from fairqueue.retention import Retention
+from fairqueue.retry import RetryPolicy
 from fairqueue.runtime import Worker
 from fairqueue.settings import QueueSettings
 from fairqueue.storage import DailyUsage, Storage, open_storage
@@ -117,21 +118,29 @@ class FairQueue:
     def future(self, fn: Callable[..., R]) -> FutureFunction[R]: ...
 
     @overload
-    def future(self, fn: None = None, *, timeout: Optional[float] = None) -> Callable[[Callable[..., R]], FutureFunction[R]]: ...
+    def future(
+        self, fn: None = None, *, timeout: Optional[float] = None, retry: Optional[RetryPolicy] = None
+    ) -> Callable[[Callable[..., R]], FutureFunction[R]]: ...
 
-    def future(self, fn: Optional[Callable[..., R]] = None, *, timeout: Optional[float] = None) -> Any:
-        """Declares a future: ``@app.future`` or ``@app.future(timeout=30)``.
+    def future(
+        self, fn: Optional[Callable[..., R]] = None, *, timeout: Optional[float] = None, retry: Optional[RetryPolicy] = None
+    ) -> Any:
+        """Declares a future: ``@app.future``, ``@app.future(timeout=30)`` or
+        ``@app.future(retry=fq.RetryPolicy(max_attempts=5))``.
 
         The function must live at module level (workers import it by path) and take
-        JSON-serialisable arguments. ``def`` and ``async def`` both work.
+        JSON-serialisable arguments. ``def`` and ``async def`` both work. What it
+        returns (JSON) is the job's result (``handle.result()``).
         """
         if timeout is not None:
             check_number("timeout", timeout, above=True, most=MAX_SECONDS)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidArgument(f"invalid retry {shown(retry)}: expected a fairqueue.RetryPolicy")
 
         def register(fn: Callable[..., R]) -> FutureFunction[R]:
             if not callable(fn):
                 raise InvalidArgument(f"@app.future decorates a function, not {shown(fn)}")
-            future = FutureFunction(self.enqueuer, fn, timeout)
+            future = FutureFunction(self.enqueuer, fn, timeout, retry)
             if future.path in self._futures:
                 raise InvalidArgument(f"future {future.path!r} is already registered; give the function another name")
             self._futures[future.path] = future

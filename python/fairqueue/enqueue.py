@@ -48,6 +48,7 @@ from fairqueue.jobs import (
 )
 from fairqueue.limits import DEFAULT_SCOPE, MAX_SCOPE
 from fairqueue.records import JobRecord, JobStatus, NewJob, NewTrigger, TriggerRecord
+from fairqueue.retry import RetryPolicy
 from fairqueue.settings import QueueSettings
 from fairqueue.storage import FLEX_ACTIVE, FLEX_HOLDING, Storage
 from fairqueue.storage.waiting import FinishWaiters
@@ -78,10 +79,14 @@ class FutureFunction(Generic[R]):
     """A function registered with ``@app.future``. Call ``.delay(org, *args, **kw)``
     to run it in the background; calling it directly runs it now."""
 
-    def __init__(self, enqueuer: Enqueuer, fn: Callable[..., R], timeout: Optional[float]) -> None:
+    def __init__(
+        self, enqueuer: Enqueuer, fn: Callable[..., R], timeout: Optional[float], retry: Optional[RetryPolicy] = None
+    ) -> None:
         self.enqueuer = enqueuer
         self.fn = fn
         self.timeout = timeout
+        self.retry = retry
+        """Its retry policy (None: the future kind's, see :class:`fairqueue.Limits`)."""
         self.path = import_path(fn)
         functools.update_wrapper(self, fn)
         try:

@@ -8,6 +8,7 @@ clause covers both layers.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Optional
 
 __all__ = [
     "FairQueueError",
@@ -132,3 +133,28 @@ class NotSerializable(InvalidArgument, TypeError):
 
 class HandlerNotFound(FairQueueError, LookupError):
     """A job's handler cannot be imported by its import path, so no worker could run it."""
+
+
+class JobFailed(FairQueueError):
+    """A job whose result was asked for did not complete: it failed, was discarded
+    after its retries, or was aborted. Carries what its last attempt raised, in the
+    process that ran it (type name, message, traceback text).
+
+    Attributes:
+        job_id: the job.
+        status: its final status (``"failed"``, ``"discarded"`` or ``"aborted"``).
+        reason: its extended status (why it ended so).
+        error_type: the exception's type name, if a handler raised.
+        error_message: the exception's message.
+        remote_traceback: the traceback, as the worker formatted it.
+    """
+
+    def __init__(self, job_id: int, status: str, reason: str, error_type: Optional[str], error_message: Optional[str],
+                 remote_traceback: Optional[str]) -> None:  # fmt: skip
+        super().__init__(f"job {job_id} {status}: {reason}")
+        self.job_id = job_id
+        self.status = status
+        self.reason = reason
+        self.error_type = error_type
+        self.error_message = error_message
+        self.remote_traceback = remote_traceback

@@ -15,6 +15,7 @@ app implement.
 from __future__ import annotations
 
 import contextvars
+import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,10 +23,11 @@ from datetime import timedelta
 from typing import Any, ClassVar, Optional, Protocol, Union
 
 from fairqueue import _core
-from fairqueue.errors import InvalidArgument, LimitExceeded
+from fairqueue.errors import InvalidArgument, JobFailed, LimitExceeded
 from fairqueue.handlers import check_importable, import_path
 from fairqueue.limits import Limits
 from fairqueue.records import JobRecord, JobStatus, NewJob
+from fairqueue.retry import RetryPolicy
 from fairqueue.validate import MAX_ID, MAX_SECONDS, check_int, check_name, check_number, shown
 
 __all__ = [
@@ -83,8 +85,12 @@ class Queueable:
     enqueue one child with ``ctx.enqueue`` (chaining) and attach a finalizer.
     """
 
+    retry: ClassVar[Optional[RetryPolicy]] = None
+    """This job's retry policy (None: its kind's, see :class:`fairqueue.Limits`)."""
+
     def execute(self, ctx: Context) -> Any:
-        """Does the job's work. Override it (``def`` or ``async def``)."""
+        """Does the job's work. Override it (``def`` or ``async def``); what it returns
+        (JSON) is the job's result."""
         raise NotImplementedError(f"{type(self).__qualname__} must define execute(self, ctx)")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -105,6 +111,8 @@ class Batchable:
     """
 
     stateful: ClassVar[bool] = False
+    retry: ClassVar[Optional[RetryPolicy]] = None
+    """This batch's retry policy (None: the batch kind's)."""
 
     def start(self, ctx: Context) -> Iterable[Any]:
         """Returns the records: any iterable (a list, a generator, a DB-API cursor)."""
@@ -236,8 +244,29 @@ class JobHandle:
         (PostgreSQL reads through an async pool, the other stores on a thread)."""
         return await self.queue.wait_async(self.id, check_number("timeout", timeout, most=MAX_SECONDS))
 
+    def result(self, timeout: float = 30.0) -> Any:
+        """Waits for the job to finish and returns its handler's return value (decoded
+        from the JSON stored with the outcome; None if it returned nothing).
+
+        Raises:
+            JobFailed: the job failed, was discarded or aborted (its error, type,
+                message and traceback, from whichever process ran it).
+            TimeoutError: it has not finished within ``timeout`` seconds.
+        """
+        return result_of(self.wait(timeout))
+
     def __repr__(self) -> str:
         return f"<JobHandle id={self._id} org={self.org!r} kind={self.kind}>"
+
+
+def result_of(record: JobRecord) -> Any:
+    """A finished job's result, or :class:`JobFailed` raised with its error."""
+    if record.status is JobStatus.COMPLETED:
+        return None if record.result is None else json.loads(record.result)
+    errors = record.attempt_errors()
+    last = errors[-1] if errors else {}
+    raise JobFailed(record.id, record.status.value, record.extended_status or record.status.value, last.get("type"),
+                    last.get("message"), last.get("traceback"))  # fmt: skip
 
 
 # ----- transactions ------------------------------------------------------------------------

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional, Union
 
 from fairqueue.errors import InvalidArgument
 from fairqueue.kinds import KINDS
+from fairqueue.retry import DEFAULT_RETRY, RetryPolicy
 from fairqueue.validate import MAX_ID, MAX_SECONDS, U32_MAX, check_int, check_number, shown
 
 __all__ = ["Limits", "DEFAULT_SCOPE", "MAX_SCOPE"]
@@ -53,7 +54,12 @@ class Limits:
         max_payload_bytes: largest JSON payload of one job.
         timeouts: seconds a handler may run, per kind.
         lease: seconds a worker holds a job without a heartbeat before it is re-delivered.
-        max_attempts: deliveries before a job whose worker keeps dying is failed.
+        max_attempts: deliveries lost without an outcome (a dead or stalled worker;
+            not handler attempts, which ``retry`` bounds) before the job is failed.
+        retry: what becomes of a job whose handler raised: one
+            :class:`~fairqueue.retry.RetryPolicy` for every kind, or one per kind (kinds
+            left out get :data:`~fairqueue.retry.DEFAULT_RETRY`); a handler's own policy
+            (``@app.future(retry=…)``, a ``retry`` class attribute) comes first.
         finalizer_requeues: consecutive re-enqueues a finalizer may make.
         daily_executions: async executions (jobs stored) one org may have in any
             rolling 24 hours; per-org overrides with :meth:`FairQueue.set_daily_limit`.
@@ -80,6 +86,7 @@ class Limits:
     )
     lease: float = 60.0
     max_attempts: int = 3
+    retry: Union[RetryPolicy, Mapping[str, RetryPolicy]] = DEFAULT_RETRY
     finalizer_requeues: int = 5
     daily_executions: int = 250_000
     schedules_per_org: int = 100
@@ -108,6 +115,14 @@ class Limits:
         for kind, slots in _per_kind(self.kind_slots, "kind_slots").items():
             if slots is not None:
                 check_int(f"kind_slots[{kind!r}]", slots, 0, U32_MAX)
+        if isinstance(self.retry, RetryPolicy):
+            object.__setattr__(self, "retry", dict.fromkeys(KINDS, self.retry))
+        else:
+            policies: dict[str, Any] = dict(_per_kind(self.retry, "retry"))
+            for kind, policy in policies.items():
+                if not isinstance(policy, RetryPolicy):
+                    raise InvalidArgument(f"invalid retry[{kind!r}] {shown(policy)}: expected a fairqueue.RetryPolicy")
+            object.__setattr__(self, "retry", {kind: policies.get(kind, DEFAULT_RETRY) for kind in KINDS})
         timeouts = _per_kind(self.timeouts, "timeouts")
         for kind in KINDS:
             if timeouts.get(kind) is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
@@ -20,6 +21,8 @@ class JobStatus(str, enum.Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     ABORTED = "aborted"
+    DISCARDED = "discarded"
+    """Given up on: its handler raised on every attempt its retry policy allowed."""
 
     @property
     def finished(self) -> bool:
@@ -27,7 +30,7 @@ class JobStatus(str, enum.Enum):
         return self in _FINISHED
 
 
-_FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.ABORTED})
+_FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.ABORTED, JobStatus.DISCARDED})
 
 
 class NewJob(NamedTuple):
@@ -69,10 +72,23 @@ class JobRecord:
     lease_owner: Optional[str]
     lease_expires_at: Optional[float]
     cancel_requested: bool
+    handler_attempts: int = 0
+    """Runs of its handler that ended (returned, raised, asked for a retry); unlike
+    ``attempts`` (deliveries), a delivery lost to a dead or stopping worker is not one."""
+    result: Optional[str] = None
+    """The handler's return value as JSON text, once completed (None if it returned None)."""
+    errors: Optional[str] = None
+    """Every failed handler attempt's error, oldest first, as a JSON array of
+    ``{"attempt", "at", "type", "message", "traceback"}`` (see :meth:`attempt_errors`)."""
     worker_deaths: int = 0
     """Deaths of thread-mode workers this job was running at (see
     :data:`fairqueue.storage.interface.DEATHS_TO_QUARANTINE`); a worker runs a job with
     any alone, so that one that kills its worker takes no other job down with it."""
+
+
+    def attempt_errors(self) -> list[dict[str, Any]]:
+        """:attr:`errors` decoded: one dict per failed handler attempt, oldest first."""
+        return list(json.loads(self.errors)) if self.errors else []
 
 
 class PendingJob(NamedTuple):
@@ -157,6 +173,13 @@ class Finish(NamedTuple):
     (a stop-requeue). Its delivery is handed back — the job's ``attempts`` goes down
     by one, so rolling restarts never fail a long job — and it is not an error; the
     extended status (``error``) records it."""
+    ran: bool = False
+    """The handler ran to this outcome: the job's ``handler_attempts`` goes up by one."""
+    result: Optional[str] = None
+    """With ``completed``: the handler's return value, as JSON text."""
+    attempt_error: Optional[str] = None
+    """The handler attempt's error as a JSON object (type, message, traceback),
+    appended to the job's ``errors``."""
 
 
 class Claimed(list[JobRecord]):

@@ -95,10 +95,10 @@ def _drain(app: QueueApp, run: TestRun, max_jobs: int) -> None:
                         "(raise max_jobs if this is intended)"
                     )
                 run.order.append(grant.id)
-                outcome = runner.execute(claimed[0])
+                outcome = runner.execute(claimed[0], now=core.now())
                 finish = Finish(grant.id, _WORKER, outcome.status, core.now(), outcome.error, outcome.retry_at,
-                                outcome.children, outcome.progress,
-                                settings.daily_limits(c.org for c in outcome.children))  # fmt: skip
+                                outcome.children, outcome.progress, settings.daily_limits(c.org for c in outcome.children),
+                                outcome.given_back, outcome.ran, outcome.result, outcome.attempt_error)  # fmt: skip
                 if run.storage.job_finish([finish]) and outcome.progress and outcome.progress.errors:
                     app.publish_batch_errors(list(outcome.progress.errors))
             core.ack(grant.lease)

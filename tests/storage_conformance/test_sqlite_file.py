@@ -158,6 +158,9 @@ def test_a_version_2_file_loses_the_lease_index_and_keeps_its_jobs(tmp_path: Pat
         db.execute("CREATE INDEX fq_jobs_leases ON fq_jobs (lease_expires_at) WHERE status = 'processing'")
         db.execute("DROP TABLE fq_workers")
         db.execute("ALTER TABLE fq_jobs DROP COLUMN worker_deaths")
+        db.execute("ALTER TABLE fq_jobs DROP COLUMN handler_attempts")
+        db.execute("ALTER TABLE fq_jobs DROP COLUMN result")
+        db.execute("ALTER TABLE fq_jobs DROP COLUMN errors")
         db.execute("UPDATE fq_meta SET value = '2' WHERE key = 'schema_version'")
     with SQLiteStorage(path) as store:
         assert store.job_get(job_id) is not None

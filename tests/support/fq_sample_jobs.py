@@ -24,6 +24,9 @@ app = fq.FairQueue(
         lease=float(os.environ.get("FQ_LEASE", "60")),
         cap=int(os.environ.get("FQ_CAP", "12")),
         timeouts={"future": 2.0, "queueable": 2.0, "batch": 2.0, "scheduled": 2.0},
+        # These tests are about other things than retries (tests/integration/test_lifecycle.py):
+        # a job that raises fails at once, as it did before retry policies.
+        retry=fq.NO_RETRY,
     ),
 )
 
@@ -132,6 +135,8 @@ class TwoChildren(fq.Queueable):
 
 class Flaky(fq.Queueable):
     """Asks for a retry on its first delivery."""
+
+    retry = fq.RetryPolicy(max_attempts=3)
 
     def execute(self, ctx: fq.Context) -> None:
         runs.append(("flaky", ctx.attempt))

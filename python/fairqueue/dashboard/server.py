@@ -36,6 +36,9 @@ class DashboardServer:
         try:
             self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self._socket.bind(address)
+            # Listening from here, so a client told the address (the command prints it
+            # before uvicorn starts) waits in the backlog rather than being refused.
+            self._socket.listen(2048)
         except OSError:
             self._socket.close()
             raise

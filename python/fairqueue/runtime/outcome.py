@@ -21,3 +21,9 @@ class Outcome(NamedTuple):
     given_back: bool = False
     """The job did not run to an outcome because its worker stopped (see
     :attr:`fairqueue.records.Finish.given_back`)."""
+    ran: bool = False
+    """The handler ran to this outcome (a handler attempt, see :attr:`fairqueue.records.Finish.ran`)."""
+    result: Optional[str] = None
+    """The handler's return value as JSON text."""
+    attempt_error: Optional[str] = None
+    """The attempt's error as a JSON object, kept on the record."""

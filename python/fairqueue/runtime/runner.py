@@ -22,6 +22,7 @@ from fairqueue.errors import HandlerNotFound, MalformedRecord
 from fairqueue.handlers import is_async, resolve
 from fairqueue.jobs import CancelFlag, Context, FinalizerResult, Queueable, Retry, restore_queueable, running
 from fairqueue.records import JobRecord, JobStatus, NewJob
+from fairqueue.retry import RetryPolicy
 from fairqueue.runtime.batch_runner import BatchRunner
 from fairqueue.runtime.outcome import Outcome
 from fairqueue.runtime.queue_app import QueueApp
@@ -53,8 +54,11 @@ class Runner:
         self._loop_lock = threading.Lock()
         self._batch = BatchRunner(self.in_context, app.settings.limits.max_payload_bytes)
 
-    def execute(self, record: JobRecord, cancel: Optional[CancelFlag] = None) -> Outcome:
-        """Runs one delivery of ``record``; never raises for the job's own failures."""
+    def execute(self, record: JobRecord, cancel: Optional[CancelFlag] = None, now: Optional[float] = None) -> Outcome:
+        """Runs one delivery of ``record``; never raises for the job's own failures.
+
+        ``now`` (default: the wall clock after the handler returns) times a retry and
+        the attempt's error; test mode passes its virtual clock."""
         try:
             body = _payload(record)
         except MalformedRecord as e:
@@ -77,12 +81,18 @@ class Runner:
             except BaseException as e:  # a batch that cannot even be loaded fails as a whole
                 return Outcome(JobStatus.FAILED, error=f"{type(e).__name__}: {e}")
         error: Optional[BaseException] = None
+        value: Any = None
         try:
-            self._call(ctx, record, body)
+            value = self._call(ctx, record, body)
         except Retry as r:
-            return Outcome(JobStatus.QUEUED, error=f"Retry: {r.reason}", retry_at=time.time() + r.after)
+            return self._asked_retry(record, r, time.time() if now is None else now)
         except BaseException as e:  # the job's failure is its own; the worker goes on
             error = e
+        at = time.time() if now is None else now
+        if error is not None:
+            retry = self._retry(record, error, at)
+            if retry is not None:
+                return retry  # its enqueues are rolled back; finalizers wait for the last attempt
         # A failed job's own enqueues are rolled back, as its transaction is.
         children = ctx.children if error is None else []
         finalizer_note = ""
@@ -95,13 +105,71 @@ class Runner:
             )
             finalizer_note = self._run_finalizers(ctx, result, children)
         if error is not None:
-            trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            policy = self._policy(record)
+            attempt = record.handler_attempts + 1
+            # Discarded: given up on after retries; failed: an error it does not retry (or no retries at all).
+            exhausted = policy.retries(error) and policy.max_attempts > 1
+            status = JobStatus.DISCARDED if exhausted else JobStatus.FAILED
             message = f"{type(error).__name__}: {error}"
-            log.warning("job %d (%s) failed: %s\n%s", record.id, record.handler, message, trace)
-            return Outcome(JobStatus.FAILED, error=message + finalizer_note, children=tuple(children))
-        return Outcome(JobStatus.COMPLETED, error=finalizer_note or None, children=tuple(children))
+            why = f"attempt {attempt} of {policy.max_attempts}, retries exhausted" if exhausted else "not retried"
+            if policy.max_attempts > 1:
+                message = f"{message} ({why})"
+            log.error("job %d (%s) %s: %s", record.id, record.handler, status.value, message, exc_info=error,
+                      extra={"job_id": record.id, "org": record.org, "kind": record.kind, "attempt": attempt})  # fmt: skip
+            return Outcome(status, error=message + finalizer_note, children=tuple(children), ran=True,
+                           attempt_error=_attempt_error(attempt, at, error))  # fmt: skip
+        stored, note = self._result(value)
+        note = "; ".join(n for n in (note, finalizer_note.removeprefix("; ")) if n)
+        return Outcome(JobStatus.COMPLETED, error=note or None, children=tuple(children), ran=True, result=stored)
 
-    def _call(self, ctx: Context, record: JobRecord, body: dict[str, Any]) -> None:
+    def _policy(self, record: JobRecord) -> RetryPolicy:
+        """The job's retry policy: its handler's own, else its kind's."""
+        try:
+            handler = resolve(record.handler)
+        except HandlerNotFound:
+            handler = None
+        own = getattr(handler, "retry", None)
+        return own if isinstance(own, RetryPolicy) else self._limits.retry[record.kind]  # type: ignore[index]
+
+    def _retry(self, record: JobRecord, error: BaseException, at: float) -> Optional[Outcome]:
+        """The outcome of a failed attempt that its policy retries and has attempts left for."""
+        policy = self._policy(record)
+        attempt = record.handler_attempts + 1
+        if not policy.retries(error) or attempt >= policy.max_attempts:
+            return None
+        delay = policy.delay(attempt)
+        message = f"{type(error).__name__}: {error}"
+        log.warning("job %d (%s) failed attempt %d of %d, retrying in %.1f s: %s", record.id, record.handler, attempt,
+                    policy.max_attempts, delay, message, exc_info=error,
+                    extra={"job_id": record.id, "org": record.org, "kind": record.kind, "attempt": attempt})  # fmt: skip
+        return Outcome(JobStatus.QUEUED, error=f"{message} (attempt {attempt} of {policy.max_attempts}; retrying)",
+                       retry_at=at + delay, ran=True, attempt_error=_attempt_error(attempt, at, error))  # fmt: skip
+
+    def _asked_retry(self, record: JobRecord, asked: Retry, at: float) -> Outcome:
+        """A handler's own :class:`Retry`: an attempt like any other, bounded by its policy."""
+        policy = self._policy(record)
+        attempt = record.handler_attempts + 1
+        entry = _attempt_error(attempt, at, asked)
+        if attempt >= policy.max_attempts:
+            return Outcome(JobStatus.DISCARDED, error=f"Retry: {asked.reason} (attempt {attempt} of {policy.max_attempts}, "
+                           "retries exhausted)", ran=True, attempt_error=entry)  # fmt: skip
+        return Outcome(JobStatus.QUEUED, error=f"Retry: {asked.reason}", retry_at=at + asked.after, ran=True,
+                       attempt_error=entry)  # fmt: skip
+
+    def _result(self, value: Any) -> tuple[Optional[str], str]:
+        """The handler's return value as stored JSON, or why it is not stored."""
+        if value is None:
+            return None, ""
+        try:
+            text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as e:
+            return None, f"result not stored: {type(value).__name__} is not JSON ({e}); return JSON values"
+        if len(text.encode()) > self._limits.max_payload_bytes:
+            return None, (f"result not stored: {len(text.encode()):,} bytes of JSON, over the limit of "
+                          f"{self._limits.max_payload_bytes:,} (Limits.max_payload_bytes)")  # fmt: skip
+        return text, ""
+
+    def _call(self, ctx: Context, record: JobRecord, body: dict[str, Any]) -> Any:
         handler = resolve(record.handler)
         if record.kind == "future":
             if not isinstance(handler, FutureFunction):
@@ -113,7 +181,7 @@ class Runner:
                 raise HandlerNotFound(f"{record.handler!r} is not a fairqueue.Queueable subclass")
             job = restore_queueable(handler, body.get("state", {}))
             fn, args, kwargs = job.execute, [ctx], {}
-        self.in_context(ctx, fn, args, kwargs)
+        return self.in_context(ctx, fn, args, kwargs)
 
     def in_context(self, ctx: Context, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Calls ``fn(*args, **kwargs)`` as the job of ``ctx`` (so ``current_context()``
@@ -153,6 +221,17 @@ class Runner:
             self._loop_thread.join()
             self._loop.close()
             self._loop = self._loop_thread = None
+
+
+# Each attempt's error keeps this much of its traceback (the end, where it was raised).
+_TRACEBACK_CHARS = 8_000
+
+
+def _attempt_error(attempt: int, at: float, error: BaseException) -> str:
+    """One failed attempt's error, as kept in the job's ``errors``."""
+    trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    return json.dumps({"attempt": attempt, "at": at, "type": type(error).__name__, "message": str(error),
+                       "traceback": trace[-_TRACEBACK_CHARS:]})  # fmt: skip
 
 
 async def _with_context(ctx: Context, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:

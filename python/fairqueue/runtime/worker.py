@@ -552,10 +552,11 @@ class Worker:
             self.alerting.job_started(record.org)
             if self.metrics is not None:
                 self.metrics.started(record)
-            if record.attempts > limits.max_attempts:
+            lost = record.attempts - record.handler_attempts - 1  # earlier deliveries that never reached an outcome
+            if lost >= limits.max_attempts:
                 error = (
-                    f"delivered {record.attempts} times without finishing (its worker stopped each time); "
-                    f"the limit is {limits.max_attempts}"
+                    f"delivered {lost} times without an outcome (its worker died or stalled each time); "
+                    f"the limit is {limits.max_attempts} (Limits.max_attempts)"
                 )
                 self._outcomes.put((task, Outcome(JobStatus.FAILED, error=error)))
             elif self.mode == "thread" and record.worker_deaths:
@@ -641,7 +642,8 @@ class Worker:
         settings = self.app.settings
         return [
             Finish(t.record.id, self.name, o.status, now, o.error, o.retry_at, o.children, o.progress,
-                   settings.daily_limits(c.org for c in o.children) if o.children else None, o.given_back)
+                   settings.daily_limits(c.org for c in o.children) if o.children else None, o.given_back,
+                   o.ran, o.result, o.attempt_error)
             for t, o in outcomes
         ]  # fmt: skip
 

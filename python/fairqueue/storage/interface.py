@@ -59,7 +59,7 @@ __all__ = [
     "live_worker_named",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema this fairqueue writes; a store with a higher version is refused."""
 
 Caps = Mapping[tuple[str, str], int]
@@ -538,6 +538,48 @@ class Storage(abc.ABC):
         Workers call it every second or so; a store whose flex-queue promotion can be
         cut off by a crash also starts here any holding batch that has room."""
 
+    # ----- retention (the pruner duty, ``fairqueue db prune``) ---------------------------
+    # Each call is one short transaction that deletes at most ``limit`` rows, so a
+    # pruner never holds a long lock; with ``dry_run`` it counts them and deletes nothing.
+    # Only one process deletes at a time (PostgreSQL: a transaction advisory lock that a
+    # busy call skips, returning 0; SQLite: its single writer).
+
+    @abc.abstractmethod
+    def job_prune(self, finished_before: Mapping[JobStatus, float], limit: int, dry_run: bool = False) -> int:
+        """Deletes at most ``limit`` finished jobs, each of a status in ``finished_before``
+        that finished before its cutoff there, oldest first, with their batch error
+        events and flex rows; returns how many. A job still referenced as a child's
+        ``parent_id`` or a schedule's ``last_job_id`` may go: those are plain ids.
+
+        Raises:
+            InvalidArgument: a status in ``finished_before`` that is not finished.
+        """
+
+    @abc.abstractmethod
+    def history_prune(self, before: Optional[float], downsample_before: Optional[float], limit: int,
+                      dry_run: bool = False) -> int:  # fmt: skip
+        """Deletes at most ``limit`` history entries: those recorded before ``before``,
+        then samples (:data:`~fairqueue.retention.SAMPLED_HISTORY`) recorded before
+        ``downsample_before`` beyond one per whole minute per (kind, org), the minute's
+        highest (the earliest of equals). None skips that step. Returns how many."""
+
+    @abc.abstractmethod
+    def usage_prune(self, now: float, limit: int, dry_run: bool = False) -> int:
+        """Deletes at most ``limit`` usage counters older than the daily window at ``now``
+        (:meth:`DailyUsage.window_start`); returns how many."""
+
+    @abc.abstractmethod
+    def batch_errors_prune(self, before: float, limit: int, dry_run: bool = False) -> int:
+        """Deletes at most ``limit`` batch error events recorded before ``before``, oldest
+        first (in the order they were stored, up to the first one that is not), whether
+        or not their job is kept; returns how many."""
+
+    def space_reclaim(self, limit: int) -> int:
+        """Hands free pages left by deletes back to the file system, ``limit`` at most,
+        where the store holds them (SQLite's incremental vacuum); returns how many. Other
+        stores reuse their free space in place (PostgreSQL's autovacuum): 0."""
+        return 0
+
     @abc.abstractmethod
     def worker_register(self, worker: WorkerInfo, now: float) -> None:
         """Adds ``worker`` to the registry and takes its proof of life: a lock that only
@@ -582,48 +624,6 @@ class Storage(abc.ABC):
         still holds jobs: then a live worker's next sweep reaps it (and queues them again).
         Releasing needs no database, so it happens even when the store cannot be reached."""
 
-    # ----- retention (the pruner duty, ``fairqueue db prune``) ---------------------------
-    # Each call is one short transaction that deletes at most ``limit`` rows, so a
-    # pruner never holds a long lock; with ``dry_run`` it counts them and deletes nothing.
-    # Only one process deletes at a time (PostgreSQL: a transaction advisory lock that a
-    # busy call skips, returning 0; SQLite: its single writer).
-
-    @abc.abstractmethod
-    def job_prune(self, finished_before: Mapping[JobStatus, float], limit: int, dry_run: bool = False) -> int:
-        """Deletes at most ``limit`` finished jobs, each of a status in ``finished_before``
-        that finished before its cutoff there, oldest first, with their batch error
-        events and flex rows; returns how many. A job still referenced as a child's
-        ``parent_id`` or a schedule's ``last_job_id`` may go: those are plain ids.
-
-        Raises:
-            InvalidArgument: a status in ``finished_before`` that is not finished.
-        """
-
-    @abc.abstractmethod
-    def history_prune(self, before: Optional[float], downsample_before: Optional[float], limit: int,
-                      dry_run: bool = False) -> int:  # fmt: skip
-        """Deletes at most ``limit`` history entries: those recorded before ``before``,
-        then samples (:data:`~fairqueue.retention.SAMPLED_HISTORY`) recorded before
-        ``downsample_before`` beyond one per whole minute per (kind, org), the minute's
-        highest (the earliest of equals). None skips that step. Returns how many."""
-
-    @abc.abstractmethod
-    def usage_prune(self, now: float, limit: int, dry_run: bool = False) -> int:
-        """Deletes at most ``limit`` usage counters older than the daily window at ``now``
-        (:meth:`DailyUsage.window_start`); returns how many."""
-
-    @abc.abstractmethod
-    def batch_errors_prune(self, before: float, limit: int, dry_run: bool = False) -> int:
-        """Deletes at most ``limit`` batch error events recorded before ``before``, oldest
-        first (in the order they were stored, up to the first one that is not), whether
-        or not their job is kept; returns how many."""
-
-    def space_reclaim(self, limit: int) -> int:
-        """Hands free pages left by deletes back to the file system, ``limit`` at most,
-        where the store holds them (SQLite's incremental vacuum); returns how many. Other
-        stores reuse their free space in place (PostgreSQL's autovacuum): 0."""
-        return 0
-
     @abc.abstractmethod
     def job_abort(self, job_id: int, now: float, org: Optional[str] = None) -> Optional[JobStatus]:
         """Aborts ``job_id`` (only if it belongs to ``org``, when given).
@@ -665,8 +665,13 @@ def job_filter(
 def check_finishes(finishes: Iterable[Finish]) -> None:
     """Refuses an outcome no delivery can end in."""
     for f in finishes:
-        if f.status not in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.QUEUED):
-            raise StorageError(f"cannot finish job {f.job_id} as {f.status.value!r}: expected completed, failed or queued")
+        if f.status not in _OUTCOMES:
+            raise StorageError(
+                f"cannot finish job {f.job_id} as {f.status.value!r}: expected completed, failed, discarded or queued"
+            )
+
+
+_OUTCOMES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.DISCARDED, JobStatus.QUEUED)
 
 
 def admit_within_caps(

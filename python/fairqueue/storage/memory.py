@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import functools
+import json
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -339,12 +340,15 @@ class MemoryStorage(Storage):
                 if not r or r.status is not JobStatus.PROCESSING or r.lease_owner != f.worker:
                     continue
                 errors = r.error_count + (f.error is not None and not f.given_back)
-                common = {"status": f.status, "lease_owner": None, "lease_expires_at": None, "error_count": errors}
+                common: dict[str, Any] = {"status": f.status, "lease_owner": None, "lease_expires_at": None,
+                                          "error_count": errors, "handler_attempts": r.handler_attempts + f.ran}  # fmt: skip
+                if f.attempt_error is not None:
+                    common["errors"] = json.dumps([*r.attempt_errors(), json.loads(f.attempt_error)])
                 if f.status is JobStatus.QUEUED:
                     attempts = max(r.attempts - 1, 0) if f.given_back else r.attempts
                     self._set(f.job_id, run_at=f.retry_at, extended_status=f.error, attempts=attempts, **common)
                 else:
-                    self._set(f.job_id, finished_at=f.at, extended_status=f.error or r.extended_status, **common)
+                    self._set(f.job_id, finished_at=f.at, extended_status=f.error or r.extended_status, result=f.result, **common)
                     if r.kind == "batch":
                         self._promote(r.org)
                 applied.append(f.job_id)

@@ -236,12 +236,19 @@ CREATE TABLE IF NOT EXISTS fq_workers (
 );
 ALTER TABLE fq_jobs ADD COLUMN worker_deaths INTEGER NOT NULL DEFAULT 0
 """
+# Version 5: the job lifecycle — handler attempts apart from deliveries, every
+# attempt's error, and the handler's result.
+_MIGRATIONS[5] = """
+ALTER TABLE fq_jobs ADD COLUMN handler_attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE fq_jobs ADD COLUMN result TEXT;
+ALTER TABLE fq_jobs ADD COLUMN errors TEXT
+"""
 assert max(_MIGRATIONS) == SCHEMA_VERSION, "every schema version needs its migration"
 
 _COLUMNS = (
     "id, org, kind, handler, payload, status, created_at, run_at, started_at, finished_at, attempts, "
     "items_processed, items_total, error_count, extended_status, parent_id, chain_depth, "
-    "duplicate_signature, lease_owner, lease_expires_at, cancel_requested, worker_deaths"
+    "duplicate_signature, lease_owner, lease_expires_at, cancel_requested, handler_attempts, result, errors, worker_deaths"
 )
 
 # SQLite's default limit on bound parameters is 32,766; stay far below it.
@@ -300,6 +307,12 @@ def _record(row: sqlite3.Row) -> JobRecord:
     values["cancel_requested"] = bool(values["cancel_requested"])
     return record
 
+
+# An outcome's handler attempt: counted if the handler ran, its error (if any) appended.
+_ATTEMPT = (
+    "handler_attempts = handler_attempts + ?, "
+    "errors = CASE WHEN ? IS NULL THEN errors ELSE json_insert(COALESCE(errors, '[]'), '$[#]', json(?)) END"
+)
 
 # Jobs whose lease lapsed, read every second by every worker: through the index of
 # processing jobs (a few per slot), never the table.
@@ -392,7 +405,7 @@ class SQLiteStorage(Storage):
                 self._db.execute("PRAGMA busy_timeout = 30000")
                 # A damaged file is refused now, by every entry point, rather than
                 # half-read later (it reads the whole file: milliseconds per MB).
-                problems = [row[0] for row in self._db.execute("PRAGMA quick_check(5)")]
+                problems = [" ".join(str(row[0]).split()) for row in self._db.execute("PRAGMA quick_check(5)")]
             except sqlite3.Error as e:
                 raise storage_error(e, self.path, opening=True) from e
             if problems != ["ok"]:
@@ -732,22 +745,24 @@ class SQLiteStorage(Storage):
     def _finish(self, db: sqlite3.Connection, finishes: Sequence[Finish]) -> list[int]:
         applied: list[int] = []
         # Plain successes (no error, no children) are the bulk: one statement per finish time.
-        plain: dict[float, list[Finish]] = {}
+        plain: dict[tuple[float, bool], list[Finish]] = {}
         rest: list[Finish] = []
         for f in finishes:
-            if f.status is JobStatus.COMPLETED and f.error is None and not f.children and f.progress is None:
-                plain.setdefault(f.at, []).append(f)
+            if (f.status is JobStatus.COMPLETED and f.error is None and f.result is None and not f.children
+                    and f.progress is None):  # fmt: skip
+                plain.setdefault((f.at, f.ran), []).append(f)
             else:
                 rest.append(f)
-        for at, group in plain.items():
+        for (at, ran), group in plain.items():
             for start in range(0, len(group), _CHUNK):
                 chunk = group[start : start + _CHUNK]
                 conditions = " OR ".join("(id = ? AND lease_owner = ?)" for _ in chunk)
                 owners = [value for f in chunk for value in (f.job_id, f.worker)]
                 rows = db.execute(
                     f"UPDATE fq_jobs SET status = 'completed', finished_at = ?, lease_owner = NULL, "
-                    f"lease_expires_at = NULL WHERE status = 'processing' AND ({conditions}) RETURNING id, kind, org",
-                    [at, *owners],
+                    f"lease_expires_at = NULL, handler_attempts = handler_attempts + ? "
+                    f"WHERE status = 'processing' AND ({conditions}) RETURNING id, kind, org",
+                    [at, ran, *owners],
                 ).fetchall()
                 applied.extend(r[0] for r in rows)
                 for org in sorted({r[2] for r in rows if r[1] == "batch"}):
@@ -755,22 +770,23 @@ class SQLiteStorage(Storage):
         retried = sum(f.status is JobStatus.QUEUED for f in rest)
         next_seq = self._take_ready_seqs(db, retried) if retried else 0
         for f in rest:
+            attempt = (f.ran, f.attempt_error, f.attempt_error)
             if f.status is JobStatus.QUEUED:
                 sql = (
                     "UPDATE fq_jobs SET status = 'queued', run_at = ?, lease_owner = NULL, lease_expires_at = NULL, "
                     "extended_status = ?, error_count = error_count + (? IS NOT NULL AND NOT ?), ready_seq = ?, "
-                    "attempts = MAX(attempts - ?, 0) WHERE id = ? AND status = 'processing' AND lease_owner = ?"
+                    f"attempts = MAX(attempts - ?, 0), {_ATTEMPT} WHERE id = ? AND status = 'processing' AND lease_owner = ?"
                 )
                 params: tuple[Any, ...] = (f.retry_at, f.error, f.error, f.given_back, next_seq, f.given_back,
-                                           f.job_id, f.worker)  # fmt: skip
+                                           *attempt, f.job_id, f.worker)  # fmt: skip
                 next_seq += 1
             else:
                 sql = (
                     "UPDATE fq_jobs SET status = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL, "
-                    "extended_status = COALESCE(?, extended_status), error_count = error_count + (? IS NOT NULL) "
-                    "WHERE id = ? AND status = 'processing' AND lease_owner = ?"
+                    "extended_status = COALESCE(?, extended_status), error_count = error_count + (? IS NOT NULL), "
+                    f"result = ?, {_ATTEMPT} WHERE id = ? AND status = 'processing' AND lease_owner = ?"
                 )
-                params = (f.status.value, f.at, f.error, f.error, f.job_id, f.worker)
+                params = (f.status.value, f.at, f.error, f.error, f.result, *attempt, f.job_id, f.worker)
             if not db.execute(sql, params).rowcount:
                 continue
             applied.append(f.job_id)

@@ -150,6 +150,9 @@ def send_final(db: Database, cur: Cursor, final: Sequence[Finish]) -> None:
             [f.status.value for f in final],
             floats(f.at for f in final),
             [f.error for f in final],
+            [f.result for f in final],
+            [f.ran for f in final],
+            [f.attempt_error for f in final],
         ),
     )
     completions.notify(db, cur, [f.job_id for f in final])  # waiters wake at commit (fairqueue.storage.waiting)
@@ -190,6 +193,8 @@ def finish(db: Database, finishes: Sequence[Finish]) -> list[int]:
                     floats(f.retry_at for f in retried),
                     [f.error for f in retried],
                     [f.given_back for f in retried],
+                    [f.ran for f in retried],
+                    [f.attempt_error for f in retried],
                 ),
             )
             applied.extend(r[0] for r in cur.fetchall())

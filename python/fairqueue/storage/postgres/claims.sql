@@ -51,7 +51,7 @@ UPDATE {s}.fq_jobs SET status = 'processing', lease_owner = %s, lease_expires_at
     started_at = COALESCE(started_at, %s), attempts = attempts + 1 WHERE id = ANY(%s)
 RETURNING id, org, kind, handler, payload, status, created_at, run_at, started_at, finished_at,
     attempts, items_processed, items_total, error_count, extended_status, parent_id, chain_depth,
-    duplicate_signature, lease_owner, lease_expires_at, cancel_requested, worker_deaths
+    duplicate_signature, lease_owner, lease_expires_at, cancel_requested, handler_attempts, result, errors, worker_deaths
 
 -- name: heartbeat
 UPDATE {s}.fq_jobs SET lease_expires_at = %s
@@ -60,11 +60,15 @@ WHERE id = ANY(%s) AND status = 'processing' AND lease_owner = %s
 -- name: finish_final
 -- Completed and failed outcomes in one statement, each applied only while its
 -- worker still holds the lease.
+-- A handler attempt is counted if the handler ran, its error appended to errors.
 UPDATE {s}.fq_jobs j SET status = u.status, finished_at = u.at, lease_owner = NULL,
     lease_expires_at = NULL, extended_status = COALESCE(u.error, j.extended_status),
-    error_count = j.error_count + (u.error IS NOT NULL)::int
-FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::float8[], %b::text[])
-    AS u(id, worker, status, at, error)
+    error_count = j.error_count + (u.error IS NOT NULL)::int, result = u.result,
+    handler_attempts = j.handler_attempts + u.ran::int,
+    errors = CASE WHEN u.attempt_error IS NULL THEN j.errors
+             ELSE (COALESCE(j.errors, '[]')::jsonb || jsonb_build_array(u.attempt_error::jsonb))::text END
+FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::float8[], %b::text[], %b::text[], %b::bool[], %b::text[])
+    AS u(id, worker, status, at, error, result, ran, attempt_error)
 WHERE j.id = u.id AND j.status = 'processing' AND j.lease_owner = u.worker RETURNING j.id, j.kind, j.org
 
 -- name: finish_retry
@@ -73,9 +77,12 @@ UPDATE {s}.fq_jobs j SET status = 'queued', run_at = u.retry_at, lease_owner = N
     lease_expires_at = NULL, extended_status = u.error,
     error_count = j.error_count + (u.error IS NOT NULL AND NOT u.given_back)::int,
     attempts = GREATEST(j.attempts - u.given_back::int, 0),
+    handler_attempts = j.handler_attempts + u.ran::int,
+    errors = CASE WHEN u.attempt_error IS NULL THEN j.errors
+             ELSE (COALESCE(j.errors, '[]')::jsonb || jsonb_build_array(u.attempt_error::jsonb))::text END,
     ready_seq = -nextval('{s}.fq_queued_seq')
-FROM unnest(%b::bigint[], %b::text[], %b::float8[], %b::text[], %b::bool[])
-    AS u(id, worker, retry_at, error, given_back)
+FROM unnest(%b::bigint[], %b::text[], %b::float8[], %b::text[], %b::bool[], %b::bool[], %b::text[])
+    AS u(id, worker, retry_at, error, given_back, ran, attempt_error)
 WHERE j.id = u.id AND j.status = 'processing' AND j.lease_owner = u.worker RETURNING j.id
 
 -- name: finish_note

@@ -34,7 +34,7 @@ RETURNING id, duplicate_signature, org, status
 -- name: job_get
 SELECT id, org, kind, handler, payload, status, created_at, run_at, started_at, finished_at,
     attempts, items_processed, items_total, error_count, extended_status, parent_id, chain_depth,
-    duplicate_signature, lease_owner, lease_expires_at, cancel_requested, worker_deaths
+    duplicate_signature, lease_owner, lease_expires_at, cancel_requested, handler_attempts, result, errors, worker_deaths
 FROM {s}.fq_jobs WHERE id = %s
 
 -- name: job_signature_taken

@@ -1,0 +1,55 @@
+"""Outcomes that carry the job lifecycle: handler attempts apart from deliveries,
+each failed attempt's error, results, and the discarded status."""
+
+from __future__ import annotations
+
+import json
+
+from fairqueue.records import Finish, JobStatus
+from fairqueue.storage import Storage
+
+from .builders import NOW, job
+
+
+def error(attempt: int) -> str:
+    return json.dumps({"attempt": attempt, "at": NOW + attempt, "type": "IOError", "message": f"try {attempt}",
+                       "traceback": "Traceback …"})  # fmt: skip
+
+
+def test_retries_count_handler_attempts_keep_each_error_and_the_result(store: Storage) -> None:
+    [job_id] = store.job_enqueue([job()], NOW)
+    for attempt in (1, 2):
+        store.job_claim([job_id], "w", NOW + 60, NOW)
+        assert store.job_finish([Finish(job_id, "w", JobStatus.QUEUED, NOW + attempt, error=f"IOError: try {attempt}",
+                                        ran=True, attempt_error=error(attempt))]) == [job_id]  # fmt: skip
+    # A delivery its stopping worker gave back is neither a handler attempt nor an error.
+    store.job_claim([job_id], "w", NOW + 60, NOW)
+    store.job_finish([Finish(job_id, "w", JobStatus.QUEUED, NOW + 3, error="re-queued: worker stopped", given_back=True)])
+    store.job_claim([job_id], "w", NOW + 60, NOW)
+    assert store.job_finish([Finish(job_id, "w", JobStatus.COMPLETED, NOW + 4, ran=True, result='{"rows": 3}')]) == [job_id]
+    record = store.job_get(job_id)
+    assert record is not None and record.status is JobStatus.COMPLETED
+    assert (record.attempts, record.handler_attempts, record.error_count) == (3, 3, 2)
+    assert record.result == '{"rows": 3}' and json.loads(record.result) == {"rows": 3}
+    assert [e["message"] for e in record.attempt_errors()] == ["try 1", "try 2"]
+
+
+def test_a_plain_success_counts_its_handler_attempt_and_stores_no_result(store: Storage) -> None:
+    ids = store.job_enqueue([job(), job()], NOW)
+    store.job_claim(ids, "w", NOW + 60, NOW)
+    store.job_finish([Finish(i, "w", JobStatus.COMPLETED, NOW + 1, ran=True) for i in ids])
+    records = [store.job_get(i) for i in ids]
+    assert [(r.handler_attempts, r.result, r.errors) for r in records if r] == [(1, None, None)] * 2
+
+
+def test_a_discarded_job_is_finished_with_its_last_error(store: Storage) -> None:
+    [job_id, other] = store.job_enqueue([job(), job()], NOW)
+    store.job_claim([job_id], "w", NOW + 60, NOW)
+    store.job_finish([Finish(job_id, "w", JobStatus.DISCARDED, NOW + 1, error="IOError: try 1; retries exhausted",
+                             ran=True, attempt_error=error(1))])  # fmt: skip
+    record = store.job_get(job_id)
+    assert record is not None and record.status is JobStatus.DISCARDED and record.status.finished
+    assert record.finished_at == NOW + 1 and record.extended_status == "IOError: try 1; retries exhausted"
+    assert [r.id for r in store.job_list(status=JobStatus.DISCARDED)] == [job_id]
+    assert store.job_counts()[("org-1", "future", JobStatus.DISCARDED)] == 1
+    assert store.job_get(other).status is JobStatus.QUEUED  # type: ignore[union-attr]
