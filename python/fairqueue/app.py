@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Optional, TypeVar, Union, overload
 
@@ -169,13 +169,16 @@ class FairQueue:
         delay: Delay = None,
         options: Optional[AsyncOptions] = None,
         connection: Optional[Any] = None,
+        run_at: Optional[datetime] = None,
     ) -> JobHandle:
-        """Enqueues a queueable for ``org``, not to run before ``delay`` (0 to 10 minutes).
+        """Enqueues a queueable for ``org``, not to run before ``delay`` seconds from now
+        or ``run_at`` (an aware datetime), at most ``Limits.max_delay["queueable"]``
+        (10 minutes by default) ahead.
 
         ``connection``: write it inside that psycopg connection's transaction
         (PostgreSQL store only; see :meth:`transaction`).
         """
-        return self.enqueuer.enqueue(job, org=org, delay=delay, options=options, connection=connection)
+        return self.enqueuer.enqueue(job, org=org, delay=delay, options=options, connection=connection, run_at=run_at)
 
     def transaction_async(self, *, connection: Optional[Any] = None) -> AbstractAsyncContextManager[Transaction]:
         """:meth:`transaction` for async code: ``async with app.transaction_async():``.
@@ -197,10 +200,12 @@ class FairQueue:
         delay: Delay = None,
         options: Optional[AsyncOptions] = None,
         connection: Optional[Any] = None,
+        run_at: Optional[datetime] = None,
     ) -> JobHandle:
         """:meth:`enqueue` for async code: ``await app.enqueue_async(job, org=…)``; the
         event loop keeps running while it is stored (see :meth:`transaction_async`)."""
-        return await self.enqueuer.enqueue_async(job, org=org, delay=delay, options=options, connection=connection)
+        return await self.enqueuer.enqueue_async(job, org=org, delay=delay, options=options, connection=connection,
+                                                 run_at=run_at)  # fmt: skip
 
     def execute_batch(
         self,
@@ -407,6 +412,25 @@ class FairQueue:
         """
         return self.control.abort(job_id)
 
+    def retry(self, job_id: int) -> JobStatus:
+        """Queues a failed, discarded or aborted job again, as a new delivery of the same
+        record with a fresh retry budget (its attempts and errors keep their history).
+        LookupError for an unknown id; InvalidArgument for a job in another status."""
+        return self.control.retry(job_id)
+
+    def retry_jobs(self, status: Any = None, **filters: Any) -> list[int]:
+        """Queues again every failed, discarded and aborted job (of ``status`` only, if
+        given) matching the filters — ``org``, ``kind``, ``handler`` (an import path),
+        ``since`` and ``until`` (aware datetimes, on the creation time) — and returns
+        their ids: ``app.retry_jobs("discarded", handler="myservice.jobs:send_invoice")``."""
+        return self.control.retry_jobs(status, **filters)
+
+    def abort_jobs(self, status: Any = None, **filters: Any) -> dict[int, JobStatus]:
+        """Aborts every holding, queued and processing job (of ``status`` only, if given)
+        matching the filters (as for :meth:`retry_jobs`); returns each one's status after
+        the call (``aborted``, or ``processing`` with its cancel flag set)."""
+        return self.control.abort_jobs(status, **filters)
+
     def org(self, org: str) -> OrgView:
         """A view that sees and aborts only ``org``'s jobs."""
         return OrgView(self, check_org(org))
@@ -450,6 +474,18 @@ class OrgView:
     def abort(self, job_id: int) -> JobStatus:
         """Aborts one of this org's jobs; another org's id is reported as unknown."""
         return self._control.abort(job_id, org=self.org)
+
+    def retry(self, job_id: int) -> JobStatus:
+        """Re-runs one of this org's jobs (see :meth:`FairQueue.retry`); another org's id is unknown."""
+        return self._control.retry(job_id, org=self.org)
+
+    def retry_jobs(self, status: Any = None, **filters: Any) -> list[int]:
+        """:meth:`FairQueue.retry_jobs` over this org's jobs only."""
+        return self._control.retry_jobs(status, org=self.org, **filters)
+
+    def abort_jobs(self, status: Any = None, **filters: Any) -> dict[int, JobStatus]:
+        """:meth:`FairQueue.abort_jobs` over this org's jobs only."""
+        return self._control.abort_jobs(status, org=self.org, **filters)
 
     def explain(self, job_id: int) -> Explanation:
         """Why one of this org's jobs waits; another org's id is reported as unknown."""

@@ -19,7 +19,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -33,13 +33,15 @@ from rich.table import Table
 
 from fairqueue import _core
 from fairqueue.conservation import CGROUP_ROOT, ResourceMonitor, SystemSampler, Thresholds
+from fairqueue.control import Control
 from fairqueue.errors import FairQueueError
 from fairqueue.kinds import KINDS, POLICIES
 from fairqueue.plot import pending_svg
 from fairqueue.records import JobRecord, JobStatus, TriggerState
 from fairqueue.runtime.metrics import DEFAULT_TOP_ORGS, StoreMetrics
 from fairqueue.runtime.metrics import serve as serve_metrics
-from fairqueue.storage import SCHEMA_VERSION, Storage, open_storage
+from fairqueue.settings import QueueSettings
+from fairqueue.storage import LIVE_STATUSES, RERUNNABLE, SCHEMA_VERSION, Storage, open_storage
 from fairqueue.validate import MAX_ID, check_org
 
 __all__ = ["main", "SCENARIOS", "POLICY_CHOICES", "format_seconds"]
@@ -603,16 +605,68 @@ def workers(store: str, as_json: bool) -> None:
     _console().print(table if registry else "No workers registered.")
 
 
+def _bulk_options(statuses: Sequence[JobStatus], verb: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The filters and safety switches shared by ``abort`` and ``retry`` over many jobs."""
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed([
+            store_option,
+            click.argument("job_id", type=JOB_ID, required=False),
+            click.option("--org", default=None, callback=_org_option, help=f"Only this org's jobs ({verb} one: only if it is this org's)."),
+            click.option("--status", "states", multiple=True, type=click.Choice([s.value for s in statuses]),
+                         help=f"With --all: only jobs in this status (repeatable; default: {', '.join(s.value for s in statuses)})."),
+            click.option("--kind", type=click.Choice(KINDS), default=None, help="With --all: only jobs of this kind."),
+            click.option("--handler", default=None, help="With --all: only jobs of this handler (module:name)."),
+            click.option("--all", "every", is_flag=True, help=f"{verb.capitalize()} every job matching the filters."),
+            click.option("--yes", is_flag=True, help="Do not ask for confirmation."),
+            json_option,
+        ]):  # fmt: skip
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _matching(storage: Storage, states: Sequence[str], default: Sequence[JobStatus], org: Optional[str],
+              kind: Optional[str], handler: Optional[str]) -> list[int]:  # fmt: skip
+    control = Control(lambda: storage, QueueSettings())
+    statuses = [JobStatus(s) for s in states] or list(default)
+    return sorted(i for page in control.select(statuses, org=org, kind=kind, handler=handler) for i in page)
+
+
+def _confirm(count: int, verb: str, org: Optional[str], yes: bool) -> None:
+    """Asks before touching ``count`` jobs, unless ``--yes``; refuses without a terminal to ask on."""
+    if yes or count == 0:
+        return
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"{count:,} jobs match: pass --yes to {verb} them without a confirmation")
+    whose = f" of org {org!r}" if org else ""
+    click.confirm(f"{verb.capitalize()} {count:,} jobs{whose}?", abort=True)
+
+
 @main.command()
-@store_option
-@click.argument("job_id", type=JOB_ID)
-@click.option("--org", default=None, callback=_org_option, help="Abort only if the job belongs to this org.")
-@json_option
-def abort(store: str, job_id: int, org: Optional[str], as_json: bool) -> None:
-    """Abort job JOB_ID: a queued job never runs; a running one is asked to stop.
+@_bulk_options(LIVE_STATUSES, "abort")
+def abort(store: str, job_id: Optional[int], org: Optional[str], states: tuple[str, ...], kind: Optional[str],
+          handler: Optional[str], every: bool, yes: bool, as_json: bool) -> None:  # fmt: skip
+    """Abort job JOB_ID, or with --all every job matching the filters: a waiting job
+    never runs; a running one is asked to stop.
 
     Exits 1 if there is no such job (for that org).
     """
+    if (job_id is None) == (not every):
+        raise click.UsageError("give a JOB_ID, or --all (with filters) to abort every matching job")
+    if every:
+        with _open_store(store) as storage:
+            ids = _matching(storage, states, LIVE_STATUSES, org, kind, handler)
+            _confirm(len(ids), "abort", org, yes)
+            now = time.time()
+            after = {i: storage.job_abort(i, now, org=org) for i in ids}
+        counts = {s.value: sum(1 for a in after.values() if a is s) for s in {a for a in after.values() if a}}
+        if as_json:
+            click.echo(json.dumps({"matched": len(ids), "statuses": counts}))
+        else:
+            click.echo(f"{len(ids):,} jobs matched: " + (", ".join(f"{n:,} {s}" for s, n in sorted(counts.items())) or "none"))
+        return
+    assert job_id is not None
     with _open_store(store) as storage:
         result = storage.job_abort(job_id, time.time(), org=org)
     if result is None:
@@ -630,6 +684,35 @@ def abort(store: str, job_id: int, org: Optional[str], as_json: bool) -> None:
         click.echo(f"job {job_id} is running: it was asked to stop (ctx.cancelled)")
     else:
         click.echo(f"job {job_id} had already finished ({result.value}); nothing to abort")
+
+
+@main.command()
+@_bulk_options(RERUNNABLE, "retry")
+def retry(store: str, job_id: Optional[int], org: Optional[str], states: tuple[str, ...], kind: Optional[str],
+          handler: Optional[str], every: bool, yes: bool, as_json: bool) -> None:  # fmt: skip
+    """Re-run job JOB_ID, or with --all every failed, discarded or aborted job matching
+    the filters: each is queued again with a fresh retry budget.
+
+    Exits 1 if JOB_ID is unknown (for that org) or cannot be re-run.
+    """
+    if (job_id is None) == (not every):
+        raise click.UsageError("give a JOB_ID, or --all (with filters) to re-run every matching job")
+    with _open_store(store) as storage:
+        ids = [job_id] if job_id is not None else _matching(storage, states, RERUNNABLE, org, kind, handler)
+        if every:
+            _confirm(len(ids), "re-run", org, yes)
+        queued = storage.job_rerun(ids, time.time(), org=org)
+        if job_id is not None and not queued:
+            record = storage.job_get(job_id)
+            known = record is not None and (org is None or record.org == org)
+            message = (f"job {job_id} is {record.status.value}: only failed, discarded or aborted jobs can be re-run"
+                       if known and record else f"no job {job_id}" + (f" for org {org!r}" if org else ""))  # fmt: skip
+            click.echo(json.dumps({"id": job_id, "error": message}) if as_json else message, err=not as_json)
+            sys.exit(1)
+    if as_json:
+        click.echo(json.dumps({"matched": len(ids), "queued": queued}))
+    else:
+        click.echo(f"{len(queued):,} of {len(ids):,} matching jobs queued again")
 
 
 @main.command(name="explain")

@@ -9,17 +9,45 @@ org's jobs and reports another org's ids as unknown.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Optional, Union
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, Optional, Union
 
 from fairqueue.errors import InvalidArgument
 from fairqueue.observe import Explanation, explain
 from fairqueue.records import BatchErrorEvent, JobRecord, JobStatus, TriggerRecord, TriggerState
 from fairqueue.settings import QueueSettings
-from fairqueue.storage import DailyUsage, Storage
+from fairqueue.storage import LIVE_STATUSES, RERUNNABLE, DailyUsage, Storage
 from fairqueue.validate import check_enum, check_id, check_kind, check_limit, check_org, shown
 
 __all__ = ["Control"]
+
+
+# Jobs read per page when selecting by filter.
+_PAGE = 500
+
+
+def _epoch(name: str, value: Optional[datetime]) -> Optional[float]:
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidArgument(f"invalid {name} {shown(value)}: expected an aware datetime (with a time zone)")
+    return value.timestamp()
+
+
+def _statuses(given: Union[None, str, JobStatus, Sequence[Union[str, JobStatus]]], allowed: Sequence[JobStatus],
+              operation: str) -> list[JobStatus]:  # fmt: skip
+    """``given`` (one status or several; None: all of ``allowed``) as statuses, each one of ``allowed``."""
+    if given is None:
+        return list(allowed)
+    names = [given] if isinstance(given, (str, JobStatus)) else list(given)
+    statuses = [s for s in (check_enum(JobStatus, "status", n) for n in names) if s is not None]
+    wrong = [s for s in statuses if s not in allowed]
+    if wrong:
+        raise InvalidArgument(
+            f"invalid status {wrong[0].value!r} for {operation}: expected {', '.join(s.value for s in allowed)}"
+        )
+    return statuses
 
 
 def _unknown(what: str, item_id: int, org: Optional[str]) -> LookupError:
@@ -72,6 +100,76 @@ class Control:
         if status is None:
             raise _unknown("job", job_id, org)
         return status
+
+    def retry(self, job_id: int, *, org: Optional[str] = None) -> JobStatus:
+        """Queues a failed, discarded or aborted job again (see :meth:`Storage.job_rerun`);
+        returns its new status. LookupError for an unknown id, InvalidArgument for a
+        job in another status."""
+        record = self.get(job_id, org=org)
+        if record is None:
+            raise _unknown("job", job_id, org)
+        if not self.store().job_rerun([record.id], time.time(), org=org):
+            raise InvalidArgument(
+                f"job {job_id} is {record.status.value}: only {', '.join(s.value for s in RERUNNABLE)} jobs that are "
+                "not batches can be re-run, and none while a live job holds its duplicate signature"
+            )
+        return JobStatus.QUEUED
+
+    def select(
+        self,
+        statuses: Sequence[JobStatus],
+        *,
+        org: Optional[str] = None,
+        kind: Optional[str] = None,
+        handler: Optional[str] = None,
+        since: Optional[datetime] = None,
+        until: Optional[datetime] = None,
+    ) -> Iterator[list[int]]:
+        """The ids of the jobs in ``statuses`` matching every filter (created from
+        ``since`` until ``until``), a page at a time, newest first."""
+        if org is not None:
+            check_org(org)
+        if kind is not None:
+            check_kind(kind)
+        if handler is not None and not isinstance(handler, str):
+            raise InvalidArgument(f"invalid handler {shown(handler)}: expected a 'module:name' import path")
+        low, high = (_epoch(name, value) for name, value in (("since", since), ("until", until)))
+        store = self.store()
+        for status in statuses:
+            before: Optional[int] = None
+            while True:
+                page = store.job_list(org=org, kind=kind, status=status, before_id=before, limit=_PAGE)
+                if not page:
+                    break
+                yield [r.id for r in page if (handler is None or r.handler == handler)
+                       and (low is None or r.created_at >= low) and (high is None or r.created_at < high)]  # fmt: skip
+                if len(page) < _PAGE or (low is not None and page[-1].created_at < low):
+                    break  # newest first: past ``since`` nothing older matches
+                before = page[-1].id
+
+    def retry_jobs(self, status: Union[None, str, JobStatus, Sequence[Union[str, JobStatus]]] = None, *,
+                   org: Optional[str] = None, **filters: Any) -> list[int]:  # fmt: skip
+        """Queues again every failed, discarded or aborted job (those of ``status``
+        only, if given) matching the filters (see :meth:`select`); returns their ids."""
+        statuses = _statuses(status, RERUNNABLE, "retry_jobs")
+        store, queued = self.store(), []
+        for ids in self.select(statuses, org=org, **filters):
+            queued += store.job_rerun(ids, time.time(), org=org) if ids else []
+        return sorted(queued)
+
+    def abort_jobs(self, status: Union[None, str, JobStatus, Sequence[Union[str, JobStatus]]] = None, *,
+                   org: Optional[str] = None, **filters: Any) -> dict[int, JobStatus]:  # fmt: skip
+        """Aborts every holding, queued or processing job (those of ``status`` only, if
+        given) matching the filters (see :meth:`select`): waiting ones never run, running
+        ones see their cancel flag. Returns each job's status after the call."""
+        statuses = _statuses(status, LIVE_STATUSES, "abort_jobs")
+        store, now, done = self.store(), time.time(), {}
+        for ids in self.select(statuses, org=org, **filters):
+            for job_id in ids:
+                after = store.job_abort(job_id, now, org=org)
+                if after is not None:
+                    done[job_id] = after
+        return dict(sorted(done.items()))
 
     def explain(self, job_id: int, *, org: Optional[str] = None) -> Explanation:
         """Why ``job_id`` waits (see :func:`fairqueue.observe.explain`); LookupError if unknown."""

@@ -25,7 +25,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Generic, Optional, TypeVar, Union
 
 from fairqueue.alerts import AlertEvent, Alerts
@@ -54,7 +54,7 @@ from fairqueue.storage import FLEX_ACTIVE, FLEX_HOLDING, Storage
 from fairqueue.storage.waiting import FinishWaiters
 from fairqueue.validate import check_name, check_org, check_seconds, shown
 
-__all__ = ["AwaitedTransaction", "Enqueuer", "FutureFunction", "batch_payload"]
+__all__ = ["AwaitedTransaction", "Enqueuer", "FutureCall", "FutureFunction", "batch_payload"]
 
 R = TypeVar("R")
 Delay = Union[None, float, timedelta]
@@ -73,6 +73,21 @@ def batch_payload(job: Batchable, scope: int, max_bytes: int, *, single_chunk: b
     state = state_of(job)
     body = {"state": state, "carried": state, "scope": scope, "chunk": 0, "single_chunk": single_chunk}
     return path, encode(body, f"the state of {path}", max_bytes)
+
+
+class FutureCall(Generic[R]):
+    """A future with enqueue options (:meth:`FutureFunction.options`)."""
+
+    def __init__(self, fn: FutureFunction[R], delay: Delay, run_at: Optional[datetime]) -> None:
+        self.fn = fn
+        self.delay_by = delay
+        self.run_at = run_at
+
+    def delay(self, org: str, *args: Any, **kwargs: Any) -> JobHandle:
+        """Enqueues one call for ``org`` with these options (see :meth:`FutureFunction.delay`)."""
+        check_importable(self.fn.path, self.fn)
+        self.fn.check_call(args, kwargs)
+        return self.fn.enqueuer.future(self.fn.path, org, list(args), kwargs, self.delay_by, self.run_at)
 
 
 class FutureFunction(Generic[R]):
@@ -120,6 +135,12 @@ class FutureFunction(Generic[R]):
         check_importable(self.path, self)
         self.check_call(args, kwargs)
         return self.enqueuer.future(self.path, org, list(args), kwargs)
+
+    def options(self, *, delay: Delay = None, run_at: Optional[datetime] = None) -> FutureCall[R]:
+        """The function with enqueue options: ``fn.options(delay=3600).delay(org, …)``
+        or ``fn.options(run_at=when).delay(org, …)`` (an aware datetime), up to
+        ``Limits.max_delay["future"]`` (7 days by default) ahead."""
+        return FutureCall(self, delay, run_at)
 
     async def delay_async(self, org: str, *args: Any, **kwargs: Any) -> JobHandle:
         """:meth:`delay` for a coroutine: the event loop keeps running while the job is
@@ -309,10 +330,11 @@ class Enqueuer:
         delay: Delay = None,
         options: Optional[AsyncOptions] = None,
         connection: Optional[Any] = None,
+        run_at: Optional[datetime] = None,
     ) -> JobHandle:
         """:meth:`enqueue` by an await (see :meth:`fairqueue.FairQueue.enqueue_async`)."""
         async with self.transaction_async(connection=connection):
-            return self.enqueue(job, org=org, delay=delay, options=options)
+            return self.enqueue(job, org=org, delay=delay, options=options, run_at=run_at)
 
     # ----- waiting ---------------------------------------------------------------------------
 
@@ -335,11 +357,17 @@ class Enqueuer:
 
     # ----- futures -------------------------------------------------------------------------
 
-    def future(self, path: str, org: str, args: list[Any], kwargs: dict[str, Any]) -> JobHandle:
-        """Enqueues one call of the future at ``path`` for ``org``."""
+    def future(
+        self, path: str, org: str, args: list[Any], kwargs: dict[str, Any], delay: Delay = None,
+        run_at: Optional[datetime] = None,
+    ) -> JobHandle:  # fmt: skip
+        """Enqueues one call of the future at ``path`` for ``org`` (not to start before
+        ``delay`` seconds from now or ``run_at``, if given)."""
+        seconds = self._checked_delay(org, delay, "future", run_at) if delay is not None or run_at is not None else 0.0
         check_org(org)
         payload = encode({"args": args, "kwargs": kwargs}, f"the arguments of {path}", self.settings.limits.max_payload_bytes)
-        return self._submit("future", NewJob(org=org, kind="future", handler=path, payload=payload))
+        start = time.time() + seconds if seconds else None
+        return self._submit("future", NewJob(org=org, kind="future", handler=path, payload=payload, run_at=start))
 
     def futures(
         self, fn: FutureFunction[Any], org: str, calls: Iterable[Union[Sequence[Any], Mapping[str, Any]]]
@@ -384,13 +412,14 @@ class Enqueuer:
         delay: Delay = None,
         options: Optional[AsyncOptions] = None,
         connection: Optional[Any] = None,
+        run_at: Optional[datetime] = None,
     ) -> JobHandle:
         """Enqueues a queueable (see :meth:`fairqueue.FairQueue.enqueue`)."""
         if connection is not None:
             with self.transaction(connection=connection):
-                return self.enqueue(job, org=org, delay=delay, options=options)
+                return self.enqueue(job, org=org, delay=delay, options=options, run_at=run_at)
         limits = self.settings.limits
-        seconds = self._checked_delay(org, delay)
+        seconds = self._checked_delay(org, delay, "queueable", run_at)
         path, state = queueable_state(job)
         options = options or AsyncOptions()
         parent = running_context()
@@ -423,13 +452,28 @@ class Enqueuer:
             ),
         )
 
-    def _checked_delay(self, org: str, delay: Delay) -> float:
-        """``delay`` in seconds, once ``org`` and ``delay`` are known to be valid."""
+    def _checked_delay(self, org: str, delay: Delay, kind: str = "queueable", run_at: Optional[datetime] = None) -> float:
+        """Seconds from now to the job's start (``delay``, or ``run_at``: one of them at
+        most), once ``org`` and they are known to be valid and within the kind's limit."""
         check_org(org)
         seconds = check_seconds("delay", delay)
-        max_delay = self.settings.limits.max_delay
+        if run_at is not None:
+            if delay is not None:
+                raise InvalidArgument("give delay= or run_at=, not both")
+            if not isinstance(run_at, datetime):
+                raise InvalidArgument(f"invalid run_at {shown(run_at)}: expected a datetime")
+            if run_at.tzinfo is None or run_at.utcoffset() is None:
+                raise InvalidArgument(
+                    f"run_at {run_at.isoformat()} has no time zone: pass an aware datetime, "
+                    "e.g. datetime.now(timezone.utc) + timedelta(hours=1)"
+                )
+            seconds = max(run_at.timestamp() - time.time(), 0.0)
+        max_delay = self.settings.limits.max_delay[kind]  # type: ignore[index]
         if seconds > max_delay:
-            raise LimitExceeded(f"delay of {seconds:g} s is over the limit of {max_delay:g} s")
+            raise LimitExceeded(
+                f"a start {seconds:g} s from now is over the limit of {max_delay:g} s for a {kind} "
+                f"(Limits.max_delay[{kind!r}]); for later starts use a schedule (app.schedule)"
+            )
         return seconds
 
     def execute_batch(
@@ -439,7 +483,7 @@ class Enqueuer:
         if connection is not None:
             with self.transaction(connection=connection):
                 return self.execute_batch(job, org=org, scope=scope, delay=delay)
-        return self._batch(job, org, scope, self._checked_delay(org, delay))
+        return self._batch(job, org, scope, self._checked_delay(org, delay, "batch"))
 
     def schedule_batch(self, job: Batchable, minutes: float, *, org: str, scope: int = DEFAULT_SCOPE) -> JobHandle:
         """Starts a batch ``minutes`` from now (0 to 525,600, a year)."""

@@ -217,7 +217,8 @@ class JobHandle:
     def record(self) -> JobRecord:
         """The job's current record."""
         record = self.queue.get(self.id)
-        assert record is not None, "a stored job always has a record"
+        if record is None:
+            raise LookupError(f"job {self.id} is no longer in the store: its record was pruned (see fairqueue.Retention)")
         return record
 
     @property
@@ -254,6 +255,10 @@ class JobHandle:
             TimeoutError: it has not finished within ``timeout`` seconds.
         """
         return result_of(self.wait(timeout))
+
+    async def result_async(self, timeout: float = 30.0) -> Any:
+        """:meth:`result` for a coroutine: the event loop keeps running while it waits."""
+        return result_of(await self.wait_async(timeout))
 
     def __repr__(self) -> str:
         return f"<JobHandle id={self._id} org={self.org!r} kind={self.kind}>"

@@ -50,7 +50,12 @@ class Limits:
         queueables_per_sync_transaction: queueables a ``with app.transaction()`` block may enqueue.
         queueables_per_async_transaction: queueables a running job may enqueue (chaining).
         max_chain_depth: deepest chain allowed, None for unlimited; a job's options may lower it.
-        max_delay: longest enqueue delay, seconds (10 minutes).
+        max_delay: longest enqueue delay (or ``run_at`` ahead of now), seconds: one for
+            every kind, or one per kind. Default 10 minutes (the reference's) for
+            queueables, batches and schedules, 7 days for futures: a future is the
+            "do this later" call of a web service (a reminder tomorrow, a follow-up in
+            three days); a week covers those while a far-off job, whose code may have
+            changed by then, belongs in a schedule (``app.schedule``).
         max_payload_bytes: largest JSON payload of one job.
         timeouts: seconds a handler may run, per kind.
         lease: seconds a worker holds a job without a heartbeat before it is re-delivered.
@@ -79,7 +84,10 @@ class Limits:
     queueables_per_sync_transaction: int = 50
     queueables_per_async_transaction: int = 1
     max_chain_depth: Optional[int] = None
-    max_delay: float = 10 * _MINUTE
+    max_delay: Union[float, Mapping[str, float]] = field(
+        default_factory=lambda: {"future": 7 * 24 * 60 * _MINUTE, "queueable": 10 * _MINUTE, "batch": 10 * _MINUTE,
+                                 "scheduled": 10 * _MINUTE}  # fmt: skip
+    )
     max_payload_bytes: int = 1 << 20
     timeouts: Mapping[str, float] = field(
         default_factory=lambda: {"future": 300.0, "queueable": 300.0, "batch": 600.0, "scheduled": 300.0}
@@ -108,7 +116,14 @@ class Limits:
         check_number("weight", self.weight, above=True, most=1e9)
         # The core counts leases in nanoseconds; below a millisecond a lease is no lease.
         check_number("lease", self.lease, least=0.001, most=MAX_SECONDS)
-        check_number("max_delay", self.max_delay, above=True, most=MAX_SECONDS)
+        if isinstance(self.max_delay, Mapping):
+            given = _per_kind(self.max_delay, "max_delay")
+            delays = {kind: given.get(kind, 10 * _MINUTE) for kind in KINDS}
+        else:
+            delays = dict.fromkeys(KINDS, self.max_delay)
+        for kind, delay in delays.items():
+            check_number(f"max_delay[{kind!r}]", delay, above=True, most=MAX_SECONDS)
+        object.__setattr__(self, "max_delay", delays)
         for kind, delay in _per_kind(self.extended_delay, "extended_delay").items():
             if delay is not None:
                 check_number(f"extended_delay[{kind!r}]", delay, most=MAX_SECONDS)

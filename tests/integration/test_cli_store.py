@@ -161,3 +161,28 @@ def test_workers_lists_the_registry_alive_and_dead(app: fq.FairQueue) -> None:
     code, out = invoke("workers", "--store", store, "--json")
     assert code == 0 and json.loads(out) == [], "a stopped worker leaves the registry"
     assert "No workers registered." in invoke("workers", "--store", store)[1]
+
+
+def test_retry_and_abort_many_by_filter_count_confirm_and_touch_only_the_matching_jobs(app: fq.FairQueue) -> None:
+    store = str(app.storage.path)  # type: ignore[attr-defined]
+    poisoned = [sample.poisoned.delay(org) for org in ("acme", "acme", "globex")]
+    with app.worker(slots=2):
+        for handle in poisoned:
+            handle.wait(timeout=60)
+    waiting = [sample.record.delay("acme", str(i)) for i in range(3)]
+    code, out = invoke("retry", "--store", store, "--all", "--org", "acme")
+    assert code == 2 and "2 jobs match: pass --yes" in out, "no terminal to confirm on: refused"
+    assert all(h.status is fq.JobStatus.FAILED for h in poisoned)
+    code, out = invoke("retry", "--store", store, "--all", "--org", "acme", "--status", "failed", "--yes", "--json")
+    assert code == 0 and json.loads(out) == {"matched": 2, "queued": [poisoned[0].id, poisoned[1].id]}
+    assert poisoned[2].status is fq.JobStatus.FAILED, "globex's job is not touched"
+    code, out = invoke("abort", "--store", store, "--all", "--org", "acme", "--handler", "fq_sample_jobs:record", "--yes")
+    assert code == 0 and "3 jobs matched: 3 aborted" in out
+    assert all(h.status is fq.JobStatus.ABORTED for h in waiting)
+    assert [h.status for h in poisoned[:2]] == [fq.JobStatus.QUEUED] * 2, "another handler's jobs stay queued"
+    code, out = invoke("retry", str(waiting[0].id), "--store", store)
+    assert code == 0 and "1 of 1 matching jobs queued again" in out
+    code, out = invoke("retry", str(poisoned[0].id), "--store", store, "--json")
+    assert code == 1 and "is queued: only failed, discarded or aborted" in json.loads(out)["error"]
+    code, out = invoke("abort", "--store", store)
+    assert code == 2 and "give a JOB_ID, or --all" in out

@@ -139,3 +139,75 @@ def test_results_and_errors_cross_processes(store_url: str, effects: Path) -> No
             worker.wait()
         jobs.app.storage = original
         store.close()
+
+
+def test_futures_and_queueables_can_start_later_within_their_kinds_limit(effects: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    when = datetime.now(timezone.utc) + timedelta(days=2)
+    with jobs.app.testing() as run:
+        later = jobs.flaky.options(run_at=when).delay("org-1", "j", 0)
+        soon = jobs.flaky.options(delay=90).delay("org-1", "k", 0)
+        report = jobs.app.enqueue(jobs.Report("l"), org="org-1", run_at=datetime.now(timezone.utc) + timedelta(minutes=5))
+        with pytest.raises(fq.LimitExceeded, match=r"over the limit of 604800 s for a future \(Limits.max_delay\['future'\]\)"):
+            jobs.flaky.options(delay=timedelta(days=8)).delay("org-1", "m", 0)
+        with pytest.raises(fq.LimitExceeded, match=r"for a queueable"):
+            jobs.app.enqueue(jobs.Report("n"), org="org-1", delay=timedelta(minutes=11))
+        with pytest.raises(fq.InvalidArgument, match="has no time zone"):
+            jobs.flaky.options(run_at=datetime.now() + timedelta(hours=1)).delay("org-1", "o", 0)
+        with pytest.raises(fq.InvalidArgument, match="not both"):
+            jobs.app.enqueue(jobs.Report("p"), org="org-1", delay=1, run_at=when)
+    records = {h.id: run.get(h.id) for h in (later, soon, report)}
+    assert all(r is not None and r.status is fq.JobStatus.COMPLETED for r in records.values()), records
+    # On the virtual clock each ran no earlier than asked.
+    later_record = records[later.id]
+    assert later_record is not None and later_record.run_at == pytest.approx(when.timestamp(), abs=1e-3)
+    assert later_record.started_at is not None and later_record.started_at >= when.timestamp() - 1e-3
+    soon_record = records[soon.id]
+    assert soon_record is not None and soon_record.run_at is not None
+    assert soon_record.run_at - soon_record.created_at == pytest.approx(90, abs=1)
+    assert fq.Limits(max_delay=60).max_delay == dict.fromkeys(fq.KINDS, 60)
+    with pytest.raises(fq.InvalidArgument, match=r"invalid max_delay\['future'\]"):
+        fq.Limits(max_delay={"future": -1})
+
+
+def test_bulk_retry_and_abort_by_filter_touch_exactly_the_matching_jobs(on_store: Storage, effects: Path) -> None:
+    app = jobs.app
+    broken = [jobs.broken.delay(org, f"q-{org}-{i}") for org in ("org-1", "org-2") for i in range(2)]
+    picky = jobs.picky.delay("org-1", "r")
+    with app.worker(slots=2):
+        for handle in (*broken, picky):
+            handle.wait(timeout=60)
+    assert {h.record().status for h in broken} == {fq.JobStatus.DISCARDED}
+    # The org-scoped view re-runs only its own discarded futures of that handler.
+    view = app.org("org-1")
+    again = view.retry_jobs("discarded", handler="fq_lifecycle_jobs:broken")
+    assert again == sorted(h.id for h in broken if h.org == "org-1")
+    assert [h.record().status for h in broken if h.org == "org-2"] == [fq.JobStatus.DISCARDED] * 2
+    assert picky.record().status is fq.JobStatus.FAILED, "another handler's job is not touched"
+    with pytest.raises(LookupError):
+        view.retry(broken[-1].id)  # org-2's
+    with pytest.raises(fq.InvalidArgument, match="only failed, discarded, aborted"):
+        view.retry(again[0])  # queued now
+    # Bulk abort of the re-queued ones (no worker running), by filter, in the view.
+    aborted = view.abort_jobs("queued", kind="future")
+    assert aborted == dict.fromkeys(again, fq.JobStatus.ABORTED)
+    assert app.retry(picky.id) is fq.JobStatus.QUEUED and picky.record().handler_attempts == 0
+    with pytest.raises(fq.InvalidArgument, match="invalid status 'completed' for retry_jobs"):
+        app.retry_jobs("completed")
+
+
+def test_result_async_returns_the_value_or_raises_the_jobs_error(on_store: Storage, effects: Path) -> None:
+    import asyncio
+
+    ok = jobs.flaky.delay("org-1", "s", 0)
+    bad = jobs.picky.delay("org-1", "t")
+
+    async def main() -> object:
+        value = await ok.result_async(timeout=60)
+        with pytest.raises(fq.JobFailed, match="ValueError"):
+            await bad.result_async(timeout=60)
+        return value
+
+    with jobs.app.worker(slots=2):
+        assert asyncio.run(main()) == {"key": "s", "attempt": 1, "ctx_attempt": 1}

@@ -53,3 +53,42 @@ def test_a_discarded_job_is_finished_with_its_last_error(store: Storage) -> None
     assert [r.id for r in store.job_list(status=JobStatus.DISCARDED)] == [job_id]
     assert store.job_counts()[("org-1", "future", JobStatus.DISCARDED)] == 1
     assert store.job_get(other).status is JobStatus.QUEUED  # type: ignore[union-attr]
+
+
+def test_rerun_queues_failed_discarded_and_aborted_jobs_again_and_nothing_else(store: Storage) -> None:
+    failed, discarded, aborted, completed, queued, other_org = store.job_enqueue(
+        [job(), job(), job(), job(), job(), job(org="org-2")], NOW
+    )
+    store.job_claim([failed, discarded, completed, other_org], "w", NOW + 60, NOW)
+    store.job_finish([
+        Finish(failed, "w", JobStatus.FAILED, NOW + 1, error="ValueError: boom", ran=True, attempt_error=error(1)),
+        Finish(discarded, "w", JobStatus.DISCARDED, NOW + 1, error="IOError: x (retries exhausted)", ran=True),
+        Finish(completed, "w", JobStatus.COMPLETED, NOW + 1, ran=True),
+        Finish(other_org, "w", JobStatus.FAILED, NOW + 1, error="ValueError: theirs", ran=True),
+    ])  # fmt: skip
+    store.job_abort(aborted, NOW + 1)
+    everything = [failed, discarded, aborted, completed, queued, other_org, 10_000]
+    assert store.job_rerun(everything, NOW + 2, org="org-1") == [failed, discarded, aborted]
+    for job_id, was in ((failed, "failed: ValueError: boom"), (discarded, "discarded: IOError: x (retries exhausted)"),
+                        (aborted, "aborted: aborted while waiting")):  # fmt: skip
+        record = store.job_get(job_id)
+        assert record is not None and record.status is JobStatus.QUEUED and record.finished_at is None
+        assert record.handler_attempts == 0 and record.extended_status == f"re-run by request (was {was})"
+    assert store.job_get(failed).attempt_errors()[0]["message"] == "try 1", "the history stays"  # type: ignore[union-attr]
+    assert store.job_get(completed).status is JobStatus.COMPLETED  # type: ignore[union-attr]
+    assert store.job_get(other_org).status is JobStatus.FAILED, "another org's job is not touched"  # type: ignore[union-attr]
+    assert {p.id for p in store.job_pending()} >= {failed, discarded, aborted}
+    # Delivered again: claimed, with attempts counting on.
+    [again] = store.job_claim([failed], "w", NOW + 60, NOW + 3)
+    assert again.attempts == 2 and again.handler_attempts == 0
+
+
+def test_rerun_leaves_a_job_whose_signature_a_live_job_holds(store: Storage) -> None:
+    [first] = store.job_enqueue([job(duplicate_signature="sig")], NOW)
+    store.job_claim([first], "w", NOW + 60, NOW)
+    store.job_finish([Finish(first, "w", JobStatus.FAILED, NOW + 1, error="E: x", ran=True)])
+    [second] = store.job_enqueue([job(duplicate_signature="sig")], NOW + 2)
+    assert store.job_rerun([first], NOW + 3) == []
+    assert store.job_get(first).status is JobStatus.FAILED  # type: ignore[union-attr]
+    store.job_abort(second, NOW + 4)
+    assert store.job_rerun([first], NOW + 5) == [first]

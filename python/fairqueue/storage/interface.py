@@ -57,6 +57,8 @@ __all__ = [
     "DEATHS_TO_QUARANTINE",
     "dead_worker_outcome",
     "live_worker_named",
+    "RERUNNABLE",
+    "rerun_note",
 ]
 
 SCHEMA_VERSION = 5
@@ -150,6 +152,15 @@ def dead_worker_outcome(
             "child), fix it, and enqueue it anew"
         ), deaths  # fmt: skip
     return JobStatus.QUEUED, f"worker {worker} died while running it; re-delivered", deaths
+
+
+RERUNNABLE = (JobStatus.FAILED, JobStatus.DISCARDED, JobStatus.ABORTED)
+"""The statuses :meth:`Storage.job_rerun` queues again."""
+
+
+def rerun_note(status: str, before: Optional[str]) -> str:
+    """The extended status of a re-run job that was ``status`` (with ``before``)."""
+    return f"re-run by request (was {status}" + (f": {before})" if before else ")")
 
 
 def live_worker_named(name: str, holder: WorkerInfo) -> InvalidArgument:
@@ -623,6 +634,15 @@ class Storage(abc.ABC):
         """Releases ``name``'s proof of life and removes it from the registry, unless it
         still holds jobs: then a live worker's next sweep reaps it (and queues them again).
         Releasing needs no database, so it happens even when the store cannot be reached."""
+
+    @abc.abstractmethod
+    def job_rerun(self, job_ids: Sequence[int], now: float, org: Optional[str] = None) -> list[int]:
+        """Queues the failed, discarded and aborted jobs among ``job_ids`` (of ``org``
+        only, when given) again, as new deliveries of the same records: unfinished,
+        their handler attempts back to 0 (a fresh retry budget; ``attempts`` and
+        ``errors`` keep their history), the extended status saying it was a re-run.
+        Batches, and jobs whose duplicate signature a live job holds now, are left
+        as they are. Returns the ids queued, in order."""
 
     @abc.abstractmethod
     def job_abort(self, job_id: int, now: float, org: Optional[str] = None) -> Optional[JobStatus]:

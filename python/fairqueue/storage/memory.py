@@ -33,6 +33,7 @@ from fairqueue.records import (
 from fairqueue.retention import DOWNSAMPLE_STEP, SAMPLED_HISTORY, prune_order
 from fairqueue.storage.interface import (
     FLEX_ACTIVE,
+    RERUNNABLE,
     Caps,
     DailyUsage,
     FinishedCallback,
@@ -46,6 +47,7 @@ from fairqueue.storage.interface import (
     flex_order,
     live_worker_named,
     refused_fires,
+    rerun_note,
     schedule_name_taken,
     scheduled_job,
     too_many_schedules,
@@ -497,6 +499,22 @@ class MemoryStorage(Storage):
                 self._workers[name][2] = False
             else:
                 del self._workers[name]
+
+    def job_rerun(self, job_ids: Sequence[int], now: float, org: Optional[str] = None) -> list[int]:
+        queued = []
+        with self._lock:
+            for job_id in sorted(set(job_ids)):
+                r = self._jobs.get(job_id)
+                if r is None or r.status not in RERUNNABLE or r.kind == "batch" or (org is not None and r.org != org):
+                    continue
+                if r.duplicate_signature is not None and r.duplicate_signature in self._signatures:
+                    continue
+                self._set(job_id, status=JobStatus.QUEUED, finished_at=None, run_at=None, handler_attempts=0,
+                          cancel_requested=False, extended_status=rerun_note(r.status.value, r.extended_status))  # fmt: skip
+                if r.duplicate_signature is not None:
+                    self._signatures[r.duplicate_signature] = job_id
+                queued.append(job_id)
+        return queued
 
     def job_abort(self, job_id: int, now: float, org: Optional[str] = None) -> Optional[JobStatus]:
         with self._lock:

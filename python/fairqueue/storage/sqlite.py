@@ -52,6 +52,7 @@ from fairqueue.storage.interface import (
     FEW_STATUSES,
     FLEX_ACTIVE,
     LIVE_STATUSES,
+    RERUNNABLE,
     SCHEMA_VERSION,
     Caps,
     DailyUsage,
@@ -67,6 +68,7 @@ from fairqueue.storage.interface import (
     job_filter,
     live_worker_named,
     refused_fires,
+    rerun_note,
     schedule_name_taken,
     scheduled_job,
     too_many_schedules,
@@ -110,6 +112,7 @@ def _runs(jobs: Sequence[NewJob], statuses: Sequence[JobStatus]) -> Iterator[tup
 # Enum.value is a descriptor call; a bulk insert reads it once per job.
 _STATUS_TEXT = {status: status.value for status in JobStatus}
 _LIVE = "('holding', 'queued', 'preparing', 'processing')"
+_RERUNNABLE = "(" + ", ".join(f"'{s.value}'" for s in RERUNNABLE) + ")"
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS fq_meta (
@@ -241,7 +244,9 @@ ALTER TABLE fq_jobs ADD COLUMN worker_deaths INTEGER NOT NULL DEFAULT 0
 _MIGRATIONS[5] = """
 ALTER TABLE fq_jobs ADD COLUMN handler_attempts INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE fq_jobs ADD COLUMN result TEXT;
-ALTER TABLE fq_jobs ADD COLUMN errors TEXT
+ALTER TABLE fq_jobs ADD COLUMN errors TEXT;
+-- Retention deletes each status's finished jobs oldest first.
+CREATE INDEX IF NOT EXISTS fq_jobs_status_finished ON fq_jobs (status, finished_at) WHERE finished_at IS NOT NULL
 """
 assert max(_MIGRATIONS) == SCHEMA_VERSION, "every schema version needs its migration"
 
@@ -1031,6 +1036,31 @@ class SQLiteStorage(Storage):
                 )
         finally:
             registered[1].release()
+
+    def job_rerun(self, job_ids: Sequence[int], now: float, org: Optional[str] = None) -> list[int]:
+        ids = sorted(set(job_ids))
+        queued: list[int] = []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            with self._transaction(durable=True) as db:
+                rows = db.execute(
+                    f"SELECT id, status, extended_status FROM fq_jobs WHERE id IN ({marks}) AND status IN {_RERUNNABLE} "
+                    f"AND kind <> 'batch' AND (? IS NULL OR org = ?) AND (duplicate_signature IS NULL OR NOT EXISTS "
+                    f"(SELECT 1 FROM fq_jobs live WHERE live.duplicate_signature = fq_jobs.duplicate_signature "
+                    f"AND live.status IN {_LIVE})) ORDER BY id",
+                    (*chunk, org, org),
+                ).fetchall()
+                if not rows:
+                    continue
+                first = self._take_ready_seqs(db, len(rows))
+                db.executemany(
+                    "UPDATE fq_jobs SET status = 'queued', finished_at = NULL, run_at = NULL, handler_attempts = 0, "
+                    "cancel_requested = 0, ready_seq = ?, extended_status = ? WHERE id = ?",
+                    [(first + i, rerun_note(r["status"], r["extended_status"]), r["id"]) for i, r in enumerate(rows)],
+                )
+            queued += [r["id"] for r in rows]
+        return queued
 
     def job_abort(self, job_id: int, now: float, org: Optional[str] = None) -> Optional[JobStatus]:
         with self._transaction(durable=True) as db:

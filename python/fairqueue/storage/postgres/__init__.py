@@ -286,6 +286,10 @@ class PostgresStorage(Storage):
         """See :meth:`Storage.job_waiting_facts`."""
         return _jobs.waiting_facts(self.db, record, now, window)
 
+    def job_rerun(self, job_ids: Sequence[int], now: float, org: Optional[str] = None) -> list[int]:
+        """See :meth:`Storage.job_rerun`: one transaction, committed durably, with a wake-up."""
+        return _jobs.rerun(self.db, job_ids, org)
+
     def job_abort(self, job_id: int, now: float, org: Optional[str] = None) -> Optional[JobStatus]:
         """See :meth:`Storage.job_abort`."""
         return _jobs.abort(self.db, job_id, now, org)

@@ -11,7 +11,16 @@ from psycopg.rows import tuple_row
 
 from fairqueue.errors import DailyLimitExceeded, DuplicateSignature, InvalidArgument, StorageError
 from fairqueue.records import JobRecord, JobStatus, NewJob, WaitingFacts
-from fairqueue.storage.interface import FEW_STATUSES, LIVE_STATUSES, DailyUsage, check_daily_limits, flex_admit, job_filter
+from fairqueue.storage.interface import (
+    FEW_STATUSES,
+    LIVE_STATUSES,
+    RERUNNABLE,
+    DailyUsage,
+    check_daily_limits,
+    flex_admit,
+    job_filter,
+    rerun_note,
+)
 
 from . import completions, flex, usage
 from .async_connection import AsyncDatabase
@@ -22,6 +31,7 @@ from .rows import COLUMNS, floats, record
 
 __all__ = [
     "abort",
+    "rerun",
     "cancel_requested",
     "check_async_connection",
     "check_connection",
@@ -372,3 +382,18 @@ async def get_async(adb: AsyncDatabase, job_id: int) -> Optional[JobRecord]:
     """:func:`get` through the running loop's async pool."""
     rows = await adb.read(adb.db.sql["job_get"], (job_id,))
     return record(rows[0]) if rows else None
+
+
+def rerun(db: Database, job_ids: Sequence[int], org: Optional[str]) -> list[int]:
+    """See :meth:`Storage.job_rerun`; one transaction, committed durably."""
+
+    def body(cur: Cursor) -> list[int]:
+        cur.execute(db.sql["job_rerun_lock"], (sorted(set(job_ids)), [s.value for s in RERUNNABLE], org, org))
+        rows = cur.fetchall()
+        if rows:
+            cur.execute(db.sql["job_rerun"], ([r[0] for r in rows], [rerun_note(r[1], r[2]) for r in rows]))
+            db.notify(cur)
+        return [r[0] for r in rows]
+
+    return db.transaction(body)
+

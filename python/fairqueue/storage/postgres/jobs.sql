@@ -90,3 +90,17 @@ RELEASE SAVEPOINT fairqueue_enqueue
 
 -- name: enqueue_savepoint_rollback
 ROLLBACK TO SAVEPOINT fairqueue_enqueue
+
+-- name: job_rerun_lock
+-- The re-runnable jobs among the ids, locked in id order; a job whose duplicate
+-- signature a live job holds now is left out (it would break the unique index).
+SELECT j.id, j.status, j.extended_status FROM {s}.fq_jobs j
+WHERE j.id = ANY(%s) AND j.status = ANY(%s) AND j.kind <> 'batch' AND (%s::text IS NULL OR j.org = %s::text)
+    AND (j.duplicate_signature IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.fq_jobs live
+         WHERE live.duplicate_signature = j.duplicate_signature AND live.status IN ('holding', 'queued', 'processing')))
+ORDER BY j.id FOR UPDATE OF j
+
+-- name: job_rerun
+UPDATE {s}.fq_jobs j SET status = 'queued', finished_at = NULL, run_at = NULL, handler_attempts = 0,
+    cancel_requested = FALSE, extended_status = u.note, ready_seq = -nextval('{s}.fq_queued_seq')
+FROM unnest(%b::bigint[], %b::text[]) AS u(id, note) WHERE j.id = u.id

@@ -7,3 +7,5 @@ ALTER TABLE {s}.fq_jobs ADD COLUMN errors TEXT;
 ALTER TABLE {s}.fq_jobs DROP CONSTRAINT fq_jobs_status_check;
 ALTER TABLE {s}.fq_jobs ADD CONSTRAINT fq_jobs_status_check CHECK (status IN
     ('holding', 'queued', 'preparing', 'processing', 'completed', 'failed', 'aborted', 'discarded'));
+-- Retention deletes each status's finished jobs oldest first.
+CREATE INDEX fq_jobs_status_finished ON {s}.fq_jobs (status, finished_at) WHERE finished_at IS NOT NULL;
