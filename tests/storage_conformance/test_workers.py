@@ -123,6 +123,7 @@ def test_a_worker_that_leaves_holding_jobs_is_reaped_and_its_jobs_queued_at_once
         record = store.job_get(job_id)
         assert record is not None and record.status is JobStatus.QUEUED and record.lease_owner is None
         assert record.attempts == 1 and record.extended_status == "worker w-crashed died while running it; re-delivered"
+        assert record.handler_attempts == 0, "a delivery lost with its worker is not a handler attempt"
     assert {p.id for p in store.job_pending()} == set(ids)
     assert store.worker_list() == []
 
