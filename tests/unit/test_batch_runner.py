@@ -22,6 +22,7 @@ from fairqueue.errors import HandlerNotFound
 from fairqueue.handlers import import_path
 from fairqueue.jobs import Batchable, Context, running
 from fairqueue.records import BatchErrorEvent, Finish, JobRecord, JobStatus, NewJob
+from fairqueue.retry import NO_RETRY, RetryPolicy
 from fairqueue.runtime.batch_runner import BatchRunner
 from fairqueue.runtime.outcome import Outcome
 from fairqueue.settings import QueueSettings
@@ -51,9 +52,10 @@ class Queue:
         self.runners: list[BatchRunner] = []
         self.now = T0
 
-    def runner(self) -> BatchRunner:
-        """A batch runner, as one worker process has (a new one: a restarted process)."""
-        runner = BatchRunner(call, MAX_BYTES)
+    def runner(self, policy: RetryPolicy = NO_RETRY) -> BatchRunner:
+        """A batch runner, as one worker process has (a new one: a restarted process),
+        under ``policy`` (by default a failed chunk is an error event at once)."""
+        runner = BatchRunner(call, MAX_BYTES, lambda record: policy)
         self.runners.append(runner)
         return runner
 
@@ -227,6 +229,28 @@ def test_a_failing_chunk_records_an_error_event_and_the_batch_goes_on(queue: Que
     assert sorted(json.loads(r.payload)["state"]["after"] for r in chained) == ["r0", "r6"]
     record = queue.record(job_id)
     assert (record.status, record.error_count, record.extended_status) == (JobStatus.COMPLETED, 1, outcomes[3].error)
+
+
+def test_a_failed_chunk_is_retried_by_the_batchs_policy_before_it_becomes_an_error_event(queue: Queue, tag: str) -> None:
+    job_id = queue.submit(units.Numbers(tag, 6, fail_on=["r4"]), scope=3)
+    runner = queue.runner(RetryPolicy(max_attempts=3, base=0.5, jitter=0.0))
+
+    outcomes = [queue.deliver(job_id, runner) for _ in range(4)]
+
+    # Chunk 1 runs three times (twice retried, then its error event), chunk 0 once.
+    assert executed(tag) == [["r0", "r1", "r2"]] + [["r3", "r4", "r5"]] * 3
+    assert [o.status for o in outcomes] == [JobStatus.QUEUED] * 4
+    retried = outcomes[1:3]
+    assert [o.progress.errors for o in retried if o.progress] == [(), ()], "no error event while it is retried"
+    assert [o.error for o in retried] == [
+        "chunk 1 failed attempt 1 of 3: ValueError: bad record r4; retrying",
+        "chunk 1 failed attempt 2 of 3: ValueError: bad record r4; retrying",
+    ]
+    assert [o.retry_at is not None for o in retried] == [True, True]
+    assert [counts(o) for o in outcomes] == [(3, 6, 0), (3, 6, 0), (3, 6, 0), (6, 6, 1)]
+    [event] = queue.store.batch_errors(job_id)
+    assert (event.chunk, event.record_ids) == (1, ["r3", "r4", "r5"])
+    assert queue.deliver(job_id, runner).status is JobStatus.COMPLETED
 
 
 def test_records_without_an_id_are_named_by_their_position(queue: Queue, tag: str) -> None:

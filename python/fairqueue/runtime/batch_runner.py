@@ -38,6 +38,7 @@ from fairqueue.errors import HandlerNotFound
 from fairqueue.handlers import resolve
 from fairqueue.jobs import Batchable, Context, encode
 from fairqueue.records import BatchErrorEvent, JobRecord, JobStatus, NewJob, Progress
+from fairqueue.retry import RetryPolicy
 from fairqueue.runtime.outcome import Outcome
 
 __all__ = ["BatchRunner", "record_id"]
@@ -128,11 +129,15 @@ class BatchRunner:
     Args:
         call: calls a phase's function as the job of a context (``Runner.in_context``).
         max_payload_bytes: the limit the next chunk's payload is encoded under.
+        policy: the retry policy of a batch (a failed chunk is run again by it before
+            it becomes an error event).
     """
 
-    def __init__(self, call: Call, max_payload_bytes: int) -> None:
+    def __init__(self, call: Call, max_payload_bytes: int, policy: Callable[[JobRecord], RetryPolicy]) -> None:
         self.call = call
         self.max_payload_bytes = max_payload_bytes
+        self.policy = policy
+        """The retry policy of a batch's record (a failed chunk is retried by it)."""
         self._pagers: OrderedDict[int, _Pager] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -173,6 +178,10 @@ class BatchRunner:
             failed("START", error, [], 0)
         if records:
             error = run(job.execute, records)
+            if error is not None and not body.get("single_chunk"):
+                retry = self._retry_chunk(record, body, error, total)
+                if retry is not None:
+                    return retry
             if error is not None:
                 failed("EXECUTE", error, records, chunk * scope)
                 children.clear()  # a failed chunk's enqueues roll back with it
@@ -182,6 +191,7 @@ class BatchRunner:
         if records:
             carried = dict(vars(job)) if cls.stateful else body["carried"]
             next_body = {**body, "chunk": chunk + 1, "carried": carried}
+            next_body.pop("chunk_attempts", None)  # the next chunk starts its attempts afresh
             payload = encode(next_body, f"the state of {record.handler}", self.max_payload_bytes)
             progress = Progress(payload, processed, total, record.error_count + bool(errors), tuple(errors))
             return Outcome(JobStatus.QUEUED, retry_at=None, children=tuple(children), progress=progress)
@@ -196,6 +206,24 @@ class BatchRunner:
         progress = Progress(record.payload, processed, processed, count, tuple(errors))
         note = f"{count} of its chunks or phases failed; see app.batch_errors({record.id})" if count else None
         return Outcome(JobStatus.COMPLETED, error=note, children=tuple(children), progress=progress)
+
+    def _retry_chunk(self, record: JobRecord, body: dict[str, Any], error: BaseException,
+                     total: Optional[int]) -> Optional[Outcome]:  # fmt: skip
+        """The same chunk again later, if the batch's policy retries ``error`` and has
+        attempts left for it; None once it is to become an error event."""
+        policy = self.policy(record)
+        attempt = int(body.get("chunk_attempts", 0)) + 1
+        if not policy.retries(error) or attempt >= policy.max_attempts:
+            return None
+        delay = policy.delay(attempt)
+        chunk = int(body["chunk"])
+        message = f"chunk {chunk} failed attempt {attempt} of {policy.max_attempts}: {type(error).__name__}: {error}"
+        log.warning("batch %d (%s) %s; retrying in %.1f s", record.id, record.handler, message, delay,
+                    extra={"job_id": record.id, "org": record.org, "kind": record.kind, "attempt": attempt})  # fmt: skip
+        payload = encode({**body, "chunk_attempts": attempt}, f"the state of {record.handler}", self.max_payload_bytes)
+        progress = Progress(payload, record.items_processed, total, record.error_count, ())
+        # The chunk's records are read again (start is called anew and skips to them).
+        return Outcome(JobStatus.QUEUED, error=f"{message}; retrying", retry_at=time.time() + delay, progress=progress)
 
     def _pager(self, ctx: Context, job_id: int, job: Batchable, position: int) -> _Pager:
         """The pager positioned at ``position``: this process's own, or a new one that

@@ -52,7 +52,7 @@ class Runner:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[threading.Thread] = None
         self._loop_lock = threading.Lock()
-        self._batch = BatchRunner(self.in_context, app.settings.limits.max_payload_bytes)
+        self._batch = BatchRunner(self.in_context, app.settings.limits.max_payload_bytes, self.policy)
 
     def execute(self, record: JobRecord, cancel: Optional[CancelFlag] = None, now: Optional[float] = None) -> Outcome:
         """Runs one delivery of ``record``; never raises for the job's own failures.
@@ -105,7 +105,7 @@ class Runner:
             )
             finalizer_note = self._run_finalizers(ctx, result, children)
         if error is not None:
-            policy = self._policy(record)
+            policy = self.policy(record)
             attempt = record.handler_attempts + 1
             # Discarded: given up on after retries; failed: an error it does not retry (or no retries at all).
             exhausted = policy.retries(error) and policy.max_attempts > 1
@@ -122,7 +122,7 @@ class Runner:
         note = "; ".join(n for n in (note, finalizer_note.removeprefix("; ")) if n)
         return Outcome(JobStatus.COMPLETED, error=note or None, children=tuple(children), ran=True, result=stored)
 
-    def _policy(self, record: JobRecord) -> RetryPolicy:
+    def policy(self, record: JobRecord) -> RetryPolicy:
         """The job's retry policy: its handler's own, else its kind's."""
         try:
             handler = resolve(record.handler)
@@ -133,7 +133,7 @@ class Runner:
 
     def _retry(self, record: JobRecord, error: BaseException, at: float) -> Optional[Outcome]:
         """The outcome of a failed attempt that its policy retries and has attempts left for."""
-        policy = self._policy(record)
+        policy = self.policy(record)
         attempt = record.handler_attempts + 1
         if not policy.retries(error) or attempt >= policy.max_attempts:
             return None
@@ -147,7 +147,7 @@ class Runner:
 
     def _asked_retry(self, record: JobRecord, asked: Retry, at: float) -> Outcome:
         """A handler's own :class:`Retry`: an attempt like any other, bounded by its policy."""
-        policy = self._policy(record)
+        policy = self.policy(record)
         attempt = record.handler_attempts + 1
         entry = _attempt_error(attempt, at, asked)
         if attempt >= policy.max_attempts:
