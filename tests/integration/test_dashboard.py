@@ -5,6 +5,7 @@ pagination, and mounting inside another ASGI app."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -25,7 +26,7 @@ import fairqueue as fq
 import fairqueue.dashboard as dashboard
 import fq_sample_jobs as sample
 from fairqueue.dashboard.server import DashboardServer
-from fairqueue.records import Finish, HistoryEntry, JobStatus
+from fairqueue.records import Finish, HistoryEntry, JobStatus, WorkerInfo
 
 JSON_WRITE = {"X-Fairqueue-Request": "1", "Content-Type": "application/json"}
 
@@ -354,3 +355,121 @@ def test_a_store_fault_is_the_servers_error_not_the_requests(app: fq.FairQueue, 
     app.storage.close()
     broken = client.get("/api/jobs")
     assert broken.status_code in (500, 503) and broken.json()["error"]
+
+
+def run_to(app: fq.FairQueue, job_id: int, status: JobStatus, *, result: Any = None, error: str = "boom") -> None:
+    """Runs ``job_id`` once to ``status`` as a worker's handler would: ``completed`` with
+    ``result`` (JSON), or ``failed`` / ``discarded`` with one attempt's error."""
+    now = time.time()
+    assert [r.id for r in app.storage.job_claim([job_id], "w1", now + 60, now)] == [job_id]
+    entry = (
+        None
+        if status is JobStatus.COMPLETED
+        else json.dumps(
+            {"attempt": 1, "at": now, "type": "ValueError", "message": error, "traceback": f"Traceback …\nValueError: {error}\n"}
+        )
+    )
+    app.storage.job_finish([Finish(job_id, "w1", status, now, error=None if entry is None else f"ValueError: {error}",
+                                   ran=True, result=None if result is None else json.dumps(result), attempt_error=entry)])  # fmt: skip
+
+
+def test_retry_one_job_and_in_bulk_by_ids_or_filter(app: fq.FairQueue, serve: Serve) -> None:
+    failed, discarded, aborted, done, live = (h.id for h in sample.record.delay_many("acme", [("a",)] * 5))
+    run_to(app, failed, JobStatus.FAILED)
+    run_to(app, discarded, JobStatus.DISCARDED)
+    run_to(app, done, JobStatus.COMPLETED, result={"ok": 1})
+    app.abort(aborted)
+    client = serve()
+    assert write(client, f"/api/jobs/{failed}/retry", {}).json() == {"id": failed, "status": "queued"}
+    assert app.get(failed).status is JobStatus.QUEUED  # type: ignore[union-attr]
+    not_rerunnable = write(client, f"/api/jobs/{done}/retry", {})
+    assert not_rerunnable.status_code == 400 and "completed" in not_rerunnable.json()["error"]
+    assert write(client, "/api/jobs/999/retry", {}).status_code == 404
+    results = write(client, "/api/jobs/retry", {"ids": [discarded, aborted, done, live, 999]}).json()["results"]
+    assert [r.get("status") for r in results] == ["queued", "queued", None, None, None]
+    assert "completed" in results[2]["error"] and "queued" in results[3]["error"] and results[4]["error"] == "no job with id 999"
+    assert [app.get(i).status for i in (discarded, aborted, done, live)] == [JobStatus.QUEUED] * 2 + [  # type: ignore[union-attr]
+        JobStatus.COMPLETED,
+        JobStatus.QUEUED,
+    ]
+    # By filter: only the matching jobs; an empty filter must say "all".
+    again = [h.id for h in sample.record.delay_many("acme", [("b",)] * 3)]
+    run_to(app, again[0], JobStatus.FAILED)
+    run_to(app, again[1], JobStatus.DISCARDED)
+    assert write(client, "/api/jobs/retry", {}).status_code == 400
+    assert write(client, "/api/jobs/retry", {"status": "completed"}).status_code == 400
+    assert write(client, "/api/jobs/retry", {"status": "discarded", "since": "yesterday"}).status_code == 400
+    by_filter = write(client, "/api/jobs/retry", {"status": "discarded", "org": "acme", "since": time.time() - 3600}).json()
+    assert by_filter == {"matched": 1, "results": [{"id": again[1], "status": "queued"}]}
+    assert write(client, "/api/jobs/retry", {"all": True}).json()["matched"] == 1  # again[0], the last failed one
+    assert app.get(again[0]).status is JobStatus.QUEUED  # type: ignore[union-attr]
+    # Bulk abort takes the same filter body.
+    aborted_now = write(client, "/api/jobs/abort", {"org": "acme", "status": "queued"}).json()
+    assert aborted_now["matched"] == len(app.jobs(org="acme", status="aborted"))
+
+
+def test_retry_is_refused_cross_origin_without_the_header_read_only_and_out_of_scope(app: fq.FairQueue, serve: Serve) -> None:
+    job = sample.record.delay("acme", "a").id
+    other = sample.record.delay("globex", "g").id
+    run_to(app, job, JobStatus.FAILED)
+    run_to(app, other, JobStatus.DISCARDED)
+    client = serve(token="admin-token", org_scope={"acme-token": "acme"})
+    admin = {"Authorization": "Bearer admin-token"}
+    for path, body in ((f"/api/jobs/{job}/retry", {}), ("/api/jobs/retry", {"ids": [job]}), ("/api/jobs/retry", {"all": True})):
+        refused = {
+            "no header": client.post(path, json=body, headers=admin),
+            "text/plain": client.post(path, content=json.dumps(body).encode(), headers={
+                **admin, "Content-Type": "text/plain", "X-Fairqueue-Request": "1"}),
+            "other origin": write(client, path, body, Origin="http://127.0.0.1:1", **admin),
+            "cross-site": write(client, path, body, **{"Sec-Fetch-Site": "cross-site"}, **admin),
+            "no token": write(client, path, body),
+        }  # fmt: skip
+        for what, response in refused.items():
+            assert response.status_code in (401, 403, 415), (path, what, response.status_code, response.text)
+    read_only = serve(read_only=True)
+    for path, body in ((f"/api/jobs/{job}/retry", {}), ("/api/jobs/retry", {"ids": [job]})):
+        assert write(read_only, path, body).status_code == 403
+    assert app.get(job).status is JobStatus.FAILED  # type: ignore[union-attr]
+    # An org-scoped viewer cannot retry another org's job, by id or by filter.
+    acme = {"Authorization": "Bearer acme-token"}
+    assert write(client, f"/api/jobs/{other}/retry", {}, **acme).status_code == 404
+    assert "error" in write(client, "/api/jobs/retry", {"ids": [other]}, **acme).json()["results"][0]
+    assert write(client, "/api/jobs/retry", {"org": "globex"}, **acme).status_code == 403
+    assert write(client, "/api/jobs/retry", {"all": True}, **acme).json() == {"matched": 1, "results": [{"id": job, "status": "queued"}]}
+    assert app.get(other).status is JobStatus.DISCARDED  # type: ignore[union-attr]
+    assert write(client, f"/api/jobs/{other}/retry", {}, **admin).json()["status"] == "queued"
+
+
+def test_the_job_page_has_attempts_errors_and_result(app: fq.FairQueue, serve: Serve) -> None:
+    failing, done = (h.id for h in sample.record.delay_many("acme", [("a",)] * 2))
+    run_to(app, failing, JobStatus.DISCARDED, error="bad row 9")
+    run_to(app, done, JobStatus.COMPLETED, result={"rows": [1, 2]})
+    client = serve()
+    detail = client.get(f"/api/jobs/{failing}").json()
+    assert detail["record"]["handler_attempts"] == 1 and detail["record"]["status"] == "discarded" and detail["rerunnable"]
+    [attempt] = detail["attempt_errors"]
+    assert attempt["type"] == "ValueError" and attempt["message"] == "bad row 9" and "Traceback" in attempt["traceback"]
+    assert any("attempt 1 raised ValueError: bad row 9" in e["event"] for e in detail["timeline"])
+    completed = client.get(f"/api/jobs/{done}").json()
+    assert json.loads(completed["record"]["result"]) == {"rows": [1, 2]} and not completed["rerunnable"]
+    assert client.get("/api/jobs", params={"status": "discarded"}).json()["jobs"][0]["id"] == failing
+
+
+def test_the_workers_are_listed_for_fleet_viewers_only(app: fq.FairQueue, serve: Serve) -> None:
+    now = time.time()
+    app.storage.worker_register(WorkerInfo("w-one", "host-a", 4242, "process", 4, now - 30), now)
+    job = sample.record.delay("acme", "a").id
+    app.storage.job_claim([job], "w-one", now + 60, now)
+    client = serve(token="admin-token", org_scope={"acme-token": "acme"})
+    [worker] = client.get("/api/workers", headers={"Authorization": "Bearer admin-token"}).json()
+    assert {k: worker[k] for k in ("name", "host", "pid", "mode", "slots", "running")} == {
+        "name": "w-one",
+        "host": "host-a",
+        "pid": 4242,
+        "mode": "process",
+        "slots": 4,
+        "running": 1,
+    }
+    assert worker["last_seen"] == pytest.approx(now, abs=5) and isinstance(worker["alive"], bool)
+    assert client.get("/api/workers", headers={"Authorization": "Bearer acme-token"}).status_code == 403
+    assert client.get("/workers").status_code == 200

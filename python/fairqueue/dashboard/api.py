@@ -17,6 +17,7 @@ import statistics
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
 from importlib import resources
 from typing import Any, Optional, Union
 
@@ -30,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 from fairqueue.app import FairQueue
 from fairqueue.errors import FairQueueError, InvalidArgument, StorageError, StorageUnavailable
 from fairqueue.records import JobRecord, JobStatus
+from fairqueue.storage import LIVE_STATUSES, RERUNNABLE
 from fairqueue.validate import MAX_ID, check_id, check_int, shown
 
 from .security import COOKIE, Access, Refused, Viewer
@@ -51,6 +53,10 @@ SNAPSHOT_TTL = 5.0
 """Seconds the finished counts and wait samples are reused: they read the store's
 history, and a paginated overview asks for them on every page turn."""
 ORG_SORTS = ("org", "pending", "running", "finished", "wait_p50", "wait_p95", "wait_p99")
+BULK_FILTERS = ("status", "org", "kind", "handler", "since", "until")
+"""What a bulk action's filter body may name."""
+TIME_MAX = 32_503_680_000
+"""The latest Unix time a filter may name (the year 3000)."""
 HISTORY_MAX = 7 * 86400.0
 SERIES_MAX = 50
 
@@ -86,6 +92,7 @@ class Dashboard:
             Route("/", self.page),
             Route("/jobs", self.page),
             Route("/jobs/{job_id}", self.page),
+            Route("/workers", self.page),
             Mount("/static", StaticFiles(packages=[("fairqueue.dashboard", "static")]), name="static"),
             Route("/api/me", self.read(self.me)),
             Route("/api/login", self.login, methods=["POST"]),
@@ -94,8 +101,11 @@ class Dashboard:
             Route("/api/history", self.read(self.history)),
             Route("/api/jobs", self.read(self.jobs)),
             Route("/api/jobs/abort", self.write(self.bulk_abort), methods=["POST"]),
+            Route("/api/jobs/retry", self.write(self.bulk_retry), methods=["POST"]),
             Route("/api/jobs/{job_id}", self.read(self.job)),
             Route("/api/jobs/{job_id}/abort", self.write(self.abort), methods=["POST"]),
+            Route("/api/jobs/{job_id}/retry", self.write(self.retry), methods=["POST"]),
+            Route("/api/workers", self.read(self.workers)),
             # {org:path}: an org may hold a slash (sent as %2F, decoded by the server).
             Route("/api/flex/{org:path}/move", self.write(self.flex_move), methods=["POST"]),
             Route("/api/flex/{org:path}", self.read(self.flex)),
@@ -313,8 +323,10 @@ class Dashboard:
             raise LookupError(f"no job with id {job_id}")
         explanation = (view.explain(job_id) if view is not None else self.app.explain(job_id)).to_json()
         errors = [dataclasses.asdict(e) for e in self.app.batch_errors(job_id)]
+        attempts = record.attempt_errors()
         return {"record": _record(record), "explanation": explanation, "batch_errors": errors,
-                "timeline": _timeline(record, errors)}  # fmt: skip
+                "attempt_errors": attempts, "rerunnable": record.status in RERUNNABLE,
+                "timeline": _timeline(record, errors, attempts)}  # fmt: skip
 
     def abort(self, request: Request, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
         """Aborts one job (of the viewer's org)."""
@@ -322,22 +334,43 @@ class Dashboard:
         job_id = _path_id(request)
         return {"id": job_id, "status": self.app.control.abort(job_id, org=viewer.org).value}
 
+    def retry(self, request: Request, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        """Queues one failed, discarded or aborted job (of the viewer's org) again."""
+        _only_keys(body, set())
+        job_id = _path_id(request)
+        return {"id": job_id, "status": self.app.control.retry(job_id, org=viewer.org).value}
+
     def bulk_abort(self, request: Request, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
-        """Aborts ``{"ids": [...]}`` (1 to 500 jobs of the viewer's org); each answers
-        its status after the call, or why not."""
-        _only_keys(body, {"ids"})
-        ids = body.get("ids")
-        if not isinstance(ids, list) or not 1 <= len(ids) <= BULK_MAX:
-            raise InvalidArgument(f"invalid ids {shown(ids)}: expected a list of 1 to {BULK_MAX} job ids")
-        for job_id in ids:
-            check_id("job id", job_id)
-        results: list[dict[str, Any]] = []
-        for job_id in ids:
-            try:
-                results.append({"id": job_id, "status": self.app.control.abort(job_id, org=viewer.org).value})
-            except LookupError as e:
-                results.append({"id": job_id, "error": str(e).strip("'\"")})
-        return {"results": results}
+        """Aborts ``{"ids": [...]}`` (1 to 500 jobs of the viewer's org: each answers its
+        status after the call, or why not), or every live job matching a filter (see
+        :func:`_bulk_filter`): ``{"matched": n, "results": [...]}``."""
+        ids = _bulk_ids(body)
+        if ids is None:
+            status, filters = _bulk_filter(body, viewer, tuple(s.value for s in LIVE_STATUSES))
+            done = self.app.control.abort_jobs(status, **{"org": viewer.org, **filters})
+            return {"matched": len(done), "results": [{"id": i, "status": s.value} for i, s in done.items()]}
+        return {"results": _each(ids, lambda job_id: self.app.control.abort(job_id, org=viewer.org))}
+
+    def bulk_retry(self, request: Request, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        """Queues again ``{"ids": [...]}`` (as :meth:`bulk_abort`: a job that cannot be
+        re-run answers why), or every failed, discarded and aborted job matching a
+        filter (see :func:`_bulk_filter`): ``{"matched": n, "results": [...]}``."""
+        ids = _bulk_ids(body)
+        if ids is None:
+            status, filters = _bulk_filter(body, viewer, tuple(s.value for s in RERUNNABLE))
+            queued = self.app.control.retry_jobs(status, **{"org": viewer.org, **filters})
+            return {"matched": len(queued), "results": [{"id": i, "status": JobStatus.QUEUED.value} for i in queued]}
+        return {"results": _each(ids, lambda job_id: self.app.control.retry(job_id, org=viewer.org))}
+
+    # ----- workers ----------------------------------------------------------------------------
+
+    def workers(self, request: Request, viewer: Viewer) -> list[dict[str, Any]]:
+        """The worker registry, by name. Fleet-wide (hosts, pids, every org's jobs): an
+        org-scoped viewer is refused."""
+        if viewer.org is not None:
+            raise Refused(403, "the workers are fleet-wide: an org-scoped viewer does not see them")
+        return [{**dataclasses.asdict(w.info), "last_seen": w.last_seen, "alive": w.alive, "running": w.running}
+                for w in self.app.storage.worker_list()]  # fmt: skip
 
     # ----- the flex queue ---------------------------------------------------------------------
 
@@ -357,6 +390,56 @@ class Dashboard:
         if len(where) != 1:
             raise InvalidArgument("give exactly one of before, after or to")
         return {"order": self.app.control.flex_move(job_id, org=org, **where)}
+
+
+def _bulk_ids(body: dict[str, Any]) -> Optional[list[int]]:
+    """The job ids of a bulk action's ``{"ids": [...]}`` body, or None for a filter body."""
+    if "ids" not in body:
+        return None
+    _only_keys(body, {"ids"})
+    ids = body["ids"]
+    if not isinstance(ids, list) or not 1 <= len(ids) <= BULK_MAX:
+        raise InvalidArgument(f"invalid ids {shown(ids)}: expected a list of 1 to {BULK_MAX} job ids")
+    for job_id in ids:
+        check_id("job id", job_id)
+    return ids
+
+
+def _bulk_filter(body: dict[str, Any], viewer: Viewer, statuses: tuple[str, ...]) -> tuple[Optional[str], dict[str, Any]]:
+    """A bulk action's filter body: ``status`` (one of ``statuses``), ``org``, ``kind``,
+    ``handler``, ``since`` and ``until`` (Unix times, on the creation time). An empty
+    filter must say ``"all": true``, so that a stray ``{}`` touches nothing."""
+    _only_keys(body, set(BULK_FILTERS) | {"all"})
+    if body.get("all") not in (None, True):
+        raise InvalidArgument(f"invalid all {shown(body['all'])}: expected true, or leave it out")
+    given = {k: body[k] for k in BULK_FILTERS if body.get(k) is not None}
+    if not given and body.get("all") is not True:
+        raise InvalidArgument('give ids, a filter (status, org, kind, handler, since, until) or "all": true')
+    status = given.pop("status", None)
+    if status is not None and status not in statuses:
+        raise InvalidArgument(f"invalid status {shown(status)}: expected one of {', '.join(statuses)}")
+    if "org" in given:
+        if not isinstance(given["org"], str):
+            raise InvalidArgument(f"invalid org {shown(given['org'])}: expected a string")
+        _check_scope(viewer, given["org"])  # so a given org is the viewer's own, when it has one
+    for name in ("since", "until"):
+        if name in given:
+            at = given[name]
+            if isinstance(at, bool) or not isinstance(at, (int, float)) or not 0 <= at <= TIME_MAX:
+                raise InvalidArgument(f"invalid {name} {shown(at)}: expected a Unix time from 0 to {TIME_MAX:,}")
+            given[name] = datetime.fromtimestamp(at, timezone.utc)
+    return status, given
+
+
+def _each(ids: list[int], act: Callable[[int], JobStatus]) -> list[dict[str, Any]]:
+    """``act`` on every id: its status after, or why not (unknown, or not in a status it applies to)."""
+    results: list[dict[str, Any]] = []
+    for job_id in ids:
+        try:
+            results.append({"id": job_id, "status": act(job_id).value})
+        except (LookupError, InvalidArgument) as e:
+            results.append({"id": job_id, "error": str(e).strip("'\"")})
+    return results
 
 
 def _refusal(error: Exception) -> Response:
@@ -456,7 +539,7 @@ def _record(record: JobRecord) -> dict[str, Any]:
     return data
 
 
-def _timeline(record: JobRecord, errors: list[dict[str, Any]]) -> list[dict[str, Union[float, str]]]:
+def _timeline(record: JobRecord, errors: list[dict[str, Any]], attempts: list[dict[str, Any]]) -> list[dict[str, Union[float, str]]]:
     """What happened to the job, oldest first."""
     events: list[dict[str, Union[float, str]]] = [{"at": record.created_at, "event": f"enqueued ({record.kind}, org {record.org})"}]
     if record.run_at is not None and record.run_at > record.created_at:
@@ -466,6 +549,9 @@ def _timeline(record: JobRecord, errors: list[dict[str, Any]]) -> list[dict[str,
     for e in errors:
         chunk = f" chunk {e['chunk']}" if e.get("chunk") is not None else ""
         events.append({"at": e["at"], "event": f"{e['phase']}{chunk} raised {e['exception_type']}: {e['message']}"})
+    for a in attempts:
+        events.append({"at": a.get("at") or record.created_at,
+                       "event": f"attempt {a.get('attempt')} raised {a.get('type')}: {a.get('message')}"})  # fmt: skip
     if record.finished_at is not None:
         note = f": {record.extended_status}" if record.extended_status else ""
         events.append({"at": record.finished_at, "event": f"{record.status.value}{note}"})

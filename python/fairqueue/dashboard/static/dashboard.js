@@ -49,7 +49,7 @@ function jobUrl(id) { return `${ROOT}/jobs/${encodeURIComponent(id)}`; }
 // ----- sign-in ------------------------------------------------------------------------
 
 function showLogin() {
-  for (const v of ["view-overview", "view-jobs", "view-job"]) $(v).hidden = true;
+  for (const v of ["view-overview", "view-jobs", "view-job", "view-workers"]) $(v).hidden = true;
   $("login").hidden = false;
   say("this dashboard needs a token");
 }
@@ -177,10 +177,11 @@ function overview() {
   setInterval(refresh, REFRESH_MS);
 }
 
-// ----- jobs: filters, cursor pagination, bulk abort -------------------------------------
+// ----- jobs: filters, cursor pagination, bulk retry and abort ---------------------------
 
 const FILTERS = ["org", "kind", "status", "handler", "limit"];
-const selected = new Set();
+const LIVE = ["holding", "queued", "processing"], RERUNNABLE = ["failed", "discarded", "aborted"];
+const selected = new Map();  // job id -> its status when shown: which bulk action applies to it
 let cursors = [null], shown = [];
 
 function jobsQuery() {
@@ -200,7 +201,7 @@ async function drawJobs() {
     const tr = el("tr"); tr.dataset.id = j.id;
     const box = el("input"); box.type = "checkbox"; box.checked = selected.has(j.id); box.setAttribute("aria-label", `select job ${j.id}`);
     box.disabled = viewer.read_only;
-    box.addEventListener("change", () => { box.checked ? selected.add(j.id) : selected.delete(j.id); bulkState(); });
+    box.addEventListener("change", () => { box.checked ? selected.set(j.id, j.status) : selected.delete(j.id); bulkState(); });
     const pick = el("td"); pick.append(box);
     const id = el("td"); id.append(link(j.id, jobUrl(j.id)));
     tr.append(pick, id, el("td", j.org), el("td", j.kind), el("td", j.handler), el("td", j.status, `status ${j.status}`),
@@ -218,9 +219,47 @@ async function drawJobs() {
   say(`updated ${new Date().toLocaleTimeString()}`);
 }
 
+// The selected jobs a bulk action applies to: retry the finished-unsuccessfully, abort the live.
+const BULK = {
+  retry: {statuses: RERUNNABLE, label: "Retry", verb: "retry", past: "queued again"},
+  abort: {statuses: LIVE, label: "Abort", verb: "abort", past: "aborted"},
+};
+function bulkIds(action) { return [...selected].filter(([, status]) => BULK[action].statuses.includes(status)).map(([id]) => id); }
+
 function bulkState() {
-  $("bulk-abort").disabled = viewer.read_only || selected.size === 0;
-  $("bulk-abort").textContent = selected.size ? `Abort selected (${selected.size})` : "Abort selected";
+  for (const action of Object.keys(BULK)) {
+    const n = bulkIds(action).length, button = $(`bulk-${action}`);
+    button.disabled = viewer.read_only || n === 0;
+    button.textContent = n ? `${BULK[action].label} selected (${n})` : `${BULK[action].label} selected`;
+  }
+}
+
+// A bulk action asks first, in the page, saying how many jobs it touches.
+let pendingBulk = null;
+function askBulk(action) {
+  const ids = bulkIds(action);
+  if (!ids.length) return;
+  pendingBulk = {action, ids};
+  const skipped = selected.size - ids.length;
+  $("bulk-question").textContent = `${BULK[action].label} ${ids.length} job${ids.length === 1 ? "" : "s"}?` +
+    (skipped ? ` (${skipped} selected job${skipped === 1 ? " is" : "s are"} not ${BULK[action].statuses.join(", ")}: left as ${skipped === 1 ? "it is" : "they are"})` : "");
+  $("bulk-yes").textContent = `${BULK[action].label} ${ids.length}`;
+  $("bulk-confirm").hidden = false;
+  $("bulk-yes").focus();
+}
+
+async function runBulk() {
+  const {action, ids} = pendingBulk; pendingBulk = null;
+  $("bulk-confirm").hidden = true;
+  try {
+    const {results} = await api(`/api/jobs/${action}`, {ids});
+    const counts = {}, reasons = [];
+    for (const r of results) { const k = r.status || "refused"; counts[k] = (counts[k] || 0) + 1; if (r.error) reasons.push(`${r.id}: ${r.error}`); }
+    $("bulk-result").textContent = `${BULK[action].verb}: ` + Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(", ");
+    $("bulk-result").title = reasons.join("\n");
+    for (const id of ids) selected.delete(id);
+    await drawJobs();
+  } catch (e) { $("bulk-result").textContent = e.message; }
 }
 
 function jobs() {
@@ -228,7 +267,7 @@ function jobs() {
   const params = new URLSearchParams(location.search);
   for (const f of FILTERS) if (params.has(f)) $(`filter-${f}`).value = params.get(f);
   if (viewer.org !== null) { $("filter-org").value = viewer.org; $("filter-org").readOnly = true; }
-  const restart = () => { cursors = [null]; selected.clear(); drawJobs().catch(failed); };
+  const restart = () => { cursors = [null]; selected.clear(); $("bulk-confirm").hidden = true; drawJobs().catch(failed); };
   let timer = null;
   for (const f of FILTERS) {
     const input = $(`filter-${f}`);
@@ -239,28 +278,20 @@ function jobs() {
   $("jobs-prev").addEventListener("click", () => { if (cursors.length > 1) cursors.pop(); drawJobs().catch(failed); });
   $("jobs-next").addEventListener("click", () => { cursors.push(Number($("jobs-next").dataset.next)); drawJobs().catch(failed); });
   $("select-all").addEventListener("change", () => {
-    for (const j of shown) $("select-all").checked ? selected.add(j.id) : selected.delete(j.id);
+    for (const j of shown) $("select-all").checked ? selected.set(j.id, j.status) : selected.delete(j.id);
     drawJobs().catch(failed);
   });
-  $("bulk-abort").addEventListener("click", async () => {
-    const ids = [...selected];
-    if (!ids.length) return;
-    try {
-      const {results} = await api("/api/jobs/abort", {ids});
-      const counts = {};
-      for (const r of results) { const k = r.status || "not found"; counts[k] = (counts[k] || 0) + 1; }
-      $("bulk-result").textContent = "abort: " + Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(", ");
-      selected.clear();
-      await drawJobs();
-    } catch (e) { $("bulk-result").textContent = e.message; }
-  });
+  $("bulk-retry").addEventListener("click", () => askBulk("retry"));
+  $("bulk-abort").addEventListener("click", () => askBulk("abort"));
+  $("bulk-yes").addEventListener("click", () => { if (pendingBulk) runBulk(); });
+  $("bulk-no").addEventListener("click", () => { pendingBulk = null; $("bulk-confirm").hidden = true; });
   drawJobs().catch(failed);
 }
 
 // ----- one job ---------------------------------------------------------------------------
 
 async function drawJob(id) {
-  const {record, explanation, batch_errors, timeline} = await api(`/api/jobs/${encodeURIComponent(id)}`);
+  const {record, explanation, batch_errors, attempt_errors, rerunnable, timeline} = await api(`/api/jobs/${encodeURIComponent(id)}`);
   document.title = `job ${record.id} · fairqueue`;
   $("job-title").textContent = `job ${record.id}: ${record.handler}`;
   $("job-summary").textContent = `${record.kind} job of org ${record.org}, ${record.status}`;
@@ -269,7 +300,7 @@ async function drawJob(id) {
   $("job-estimate").textContent = explanation.estimated_start ? `estimated start ${when(explanation.estimated_start)} (${explanation.estimate_basis})`
     : explanation.estimate_basis ? `no estimate: ${explanation.estimate_basis}` : "";
   $("job-timeline").replaceChildren(...timeline.map(t => { const li = el("li"); li.append(el("time", when(t.at)), " ", t.event); return li; }));
-  const fields = ["id", "org", "kind", "handler", "status", "attempts", "created_at", "run_at", "started_at", "finished_at",
+  const fields = ["id", "org", "kind", "handler", "status", "handler_attempts", "attempts", "worker_deaths", "created_at", "run_at", "started_at", "finished_at",
     "items_processed", "items_total", "error_count", "extended_status", "parent_id", "chain_depth", "duplicate_signature", "lease_owner"];
   $("job-record").querySelector("tbody").replaceChildren(...fields.map(f => {
     const tr = el("tr"); const v = record[f];
@@ -278,19 +309,43 @@ async function drawJob(id) {
     else tr.append(el("th", f), el("td", shownValue));
     return tr;
   }));
-  let payload = record.payload;
-  try { payload = JSON.stringify(JSON.parse(record.payload), null, 2); } catch (e) { /* shown as stored */ }
-  $("job-payload").textContent = payload;
+  $("job-payload").textContent = pretty(record.payload);
+  $("job-output").textContent = record.result === null || record.result === undefined ? "—" : pretty(record.result);
+  $("job-attempts").textContent = `the handler ran ${record.handler_attempts} time${record.handler_attempts === 1 ? "" : "s"} in ` +
+    `${record.attempts} deliver${record.attempts === 1 ? "y" : "ies"}` +
+    (record.worker_deaths ? `; ${record.worker_deaths} lost to a dead worker` : "");
+  $("job-attempt-errors").replaceChildren(...attempt_errors.map(a => {
+    const li = el("li");
+    li.append(el("strong", `attempt ${a.attempt}: ${a.type}`), " ", el("span", a.message), " ", el("time", when(a.at), "muted"));
+    if (a.traceback) {
+      const details = el("details"); details.append(el("summary", "traceback"), el("pre", a.traceback));
+      details.open = openTracebacks.has(a.attempt);  // a refresh keeps what the reader opened
+      details.addEventListener("toggle", () => details.open ? openTracebacks.add(a.attempt) : openTracebacks.delete(a.attempt));
+      li.append(details);
+    }
+    return li;
+  }));
+  if (!attempt_errors.length) $("job-attempt-errors").replaceChildren(el("li", "no attempt raised", "muted"));
   const errors = batch_errors.map(e => { const li = el("li"); li.append(el("strong", `${e.phase}${e.chunk !== null ? " chunk " + e.chunk : ""}: ${e.exception_type}`), " ", e.message, el("pre", e.traceback)); return li; });
-  if (record.status === "failed" && record.extended_status) errors.unshift(el("li", record.extended_status));
+  if (["failed", "discarded"].includes(record.status) && record.extended_status) errors.unshift(el("li", record.extended_status));
   $("job-errors").replaceChildren(...(errors.length ? errors : [el("li", "none", "muted")]));
   const live = ["holding", "queued", "processing"].includes(record.status);
   $("job-abort").hidden = !live || viewer.read_only;
+  $("job-retry").hidden = !rerunnable || viewer.read_only;
   say(`updated ${new Date().toLocaleTimeString()}`);
 }
 
+// JSON text shown indented (as text: never parsed as HTML).
+function pretty(text) { try { return JSON.stringify(JSON.parse(text), null, 2); } catch (e) { return text; } }
+const openTracebacks = new Set();
+
 function job(id) {
   $("view-job").hidden = false;
+  $("job-retry").addEventListener("click", async () => {
+    try { const r = await api(`/api/jobs/${encodeURIComponent(id)}/retry`, {}); $("job-result").textContent = `retry: ${r.status}`; }
+    catch (e) { $("job-result").textContent = e.message; }
+    drawJob(id).catch(failed);
+  });
   $("job-abort").addEventListener("click", async () => {
     try { const r = await api(`/api/jobs/${encodeURIComponent(id)}/abort`, {}); $("job-result").textContent = `abort: ${r.status}`; }
     catch (e) { $("job-result").textContent = e.message; }
@@ -298,6 +353,27 @@ function job(id) {
   });
   drawJob(id).catch(failed);
   setInterval(() => drawJob(id).catch(failed), REFRESH_MS);
+}
+
+// ----- workers (fleet-wide: not for an org-scoped viewer) -------------------------------
+
+async function drawWorkers() {
+  const workers = await api("/api/workers");
+  $("workers").querySelector("tbody").replaceChildren(...workers.map(w => {
+    const tr = el("tr"); tr.dataset.name = w.name;
+    tr.append(el("td", w.name), el("td", w.host), el("td", w.pid, "n"), el("td", w.mode), el("td", w.slots, "n"),
+      el("td", when(w.started_at)), el("td", `${when(w.last_seen)} (${secs(Math.max(Date.now() / 1000 - w.last_seen, 0))} ago)`),
+      el("td", w.alive ? "alive" : "dead", w.alive ? "state alive" : "state dead"), el("td", w.running, "n"));
+    return tr;
+  }));
+  if (!workers.length) $("workers").querySelector("tbody").replaceChildren(emptyRow(9, "no worker is registered"));
+  say(`updated ${new Date().toLocaleTimeString()}`);
+}
+
+function workers() {
+  $("view-workers").hidden = false;
+  drawWorkers().catch(failed);
+  setInterval(() => drawWorkers().catch(failed), REFRESH_MS);
 }
 
 // ----- start -----------------------------------------------------------------------------
@@ -309,10 +385,12 @@ async function start() {
   if (viewer.read_only) parts.push("read-only");
   $("viewer").textContent = parts.join(" · ");
   $("sign-out").hidden = !viewer.signed_in;
+  $("nav-workers").hidden = viewer.org !== null;
   const path = location.pathname.slice(ROOT.length).replace(/\/+$/, "");
   const match = path.match(/^\/jobs\/([^/]+)$/);
   if (match) { $("nav-jobs").classList.add("current"); job(decodeURIComponent(match[1])); }
   else if (path === "/jobs") { $("nav-jobs").classList.add("current"); jobs(); }
+  else if (path === "/workers") { $("nav-workers").classList.add("current"); workers(); }
   else { $("nav-overview").classList.add("current"); overview(); }
 }
 start();
