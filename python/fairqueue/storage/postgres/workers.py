@@ -31,7 +31,7 @@ import psycopg
 from fairqueue.records import JobStatus, Reaped, WorkerInfo, WorkerRecord
 from fairqueue.storage.interface import dead_worker_outcome, live_worker_named
 
-from . import flex
+from . import completions, flex
 from .connection import LOCK_WORKER, Cursor, Database
 from .errors import translate
 
@@ -186,7 +186,7 @@ def reap_one(db: Database, cur: Cursor, name: str, key: int, now: float, reaped:
         return  # reaped by another sweep first, or registered again
     reaped.workers.append(name)
     cur.execute(db.sql["worker_jobs"], (name,))
-    ended_batches = []
+    ended_batches, failed = [], []
     for job_id, org, kind, deaths in cur.fetchall():
         status, note, deaths = dead_worker_outcome(name, row[0], job_id, deaths, row[1])
         if status is JobStatus.QUEUED:
@@ -195,10 +195,12 @@ def reap_one(db: Database, cur: Cursor, name: str, key: int, now: float, reaped:
         else:
             cur.execute(db.sql["worker_job_quarantine"], (now, note, deaths, job_id))
             reaped.quarantined.append(job_id)
+            failed.append(job_id)
             if kind == "batch":
                 ended_batches.append(org)
     if reaped.requeued:
         db.notify(cur)
+    completions.notify(db, cur, failed)  # their waiters hear the outcome
     if ended_batches:
         flex.promote(db, cur, ended_batches)
 
