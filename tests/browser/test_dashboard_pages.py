@@ -1,20 +1,23 @@
 """The dashboard's pages in headless chromium over a real uvicorn server and a
 real SQLite store: the overview with 1,000 orgs, search, sorting, pagination,
-the jobs view's filters and bulk abort, a job page with its explanation, the
-org-scoped viewer, and XSS payloads that must stay text."""
+the jobs view's filters, bulk retry and bulk abort, a job page with its
+explanation, attempts, errors and result, the workers page, the org-scoped
+viewer, and XSS payloads that must stay text."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import fairqueue as fq
 import fq_sample_jobs as sample
-from fairqueue.records import Finish, HistoryEntry, JobStatus
+from fairqueue.records import Finish, HistoryEntry, JobStatus, WorkerInfo
 
 XSS_ORG = "<img src=x onerror=alert('org')>"
 XSS_ARG = "</script><script>alert('arg')</script>"
 XSS_ERROR = "<img src=x onerror=alert('error')> </script>"
+XSS_RESULT = "<svg onload=alert('result')></svg>"
 
 
 def finish(app: fq.FairQueue, ids: list[int], status: JobStatus = JobStatus.COMPLETED, error: Any = None) -> None:
@@ -22,6 +25,22 @@ def finish(app: fq.FairQueue, ids: list[int], status: JobStatus = JobStatus.COMP
     now = time.time()
     assert len(app.storage.job_claim(ids, "w1", now + 60, now)) == len(ids)
     app.storage.job_finish([Finish(i, "w1", status, time.time(), error=error) for i in ids])
+
+
+def run_to(app: fq.FairQueue, job_id: int, status: JobStatus, *, result: Any = None, errors: tuple[str, ...] = ()) -> None:
+    """Runs ``job_id`` as a worker's handler would: one delivery per error in ``errors``
+    (each attempt raising ValueError with that message; all but the last retried),
+    then ``status`` (``completed`` with ``result``)."""
+    for attempt, message in enumerate(errors or (None,), start=1):
+        now = time.time()
+        assert len(app.storage.job_claim([job_id], "w1", now + 60, now)) == 1
+        trace = f"Traceback (most recent call last):\nValueError: {message}\n"
+        entry = None if message is None else json.dumps({"attempt": attempt, "at": now, "type": "ValueError",
+                                                          "message": message, "traceback": trace})  # fmt: skip
+        last = attempt == max(len(errors), 1)
+        app.storage.job_finish([Finish(job_id, "w1", status if last else JobStatus.QUEUED, now, ran=True, attempt_error=entry,
+                                       error=None if message is None else f"ValueError: {message}", retry_at=None if last else now,
+                                       result=None if result is None or not last else json.dumps(result))])  # fmt: skip
 
 
 def rows(page: Any, table: str, column: int = 1) -> list[str]:
@@ -96,11 +115,95 @@ def test_the_jobs_view_filters_pages_and_aborts_in_bulk(app: fq.FairQueue, serve
     for job_id in chosen:
         page.check(f"#jobs tbody tr[data-id='{job_id}'] input[type=checkbox]")
     assert page.locator("#bulk-abort").inner_text() == "Abort selected (3)"
+    assert page.locator("#bulk-retry").is_disabled()  # none of them failed, discarded or aborted
     page.click("#bulk-abort")
+    assert page.locator("#bulk-question").inner_text() == "Abort 3 jobs?"
+    assert [app.get(i).status for i in chosen] == [JobStatus.QUEUED] * 3  # type: ignore[union-attr]  # asked first
+    page.click("#bulk-yes")
     page.wait_for_function("() => document.querySelector('#bulk-result').textContent === 'abort: 3 aborted'")
     assert [app.get(i).status for i in chosen] == [JobStatus.ABORTED] * 3  # type: ignore[union-attr]
     assert app.get(acme[5]).status is JobStatus.QUEUED  # type: ignore[union-attr]
     screenshot(page, "jobs")
+    no_csp_violation(page)
+
+
+def test_bulk_retry_asks_with_the_count_and_requeues_only_what_can_rerun(app: fq.FairQueue, serve: Any, page: Any, screenshot: Any) -> None:
+    failed, discarded, aborted, done, live = (h.id for h in sample.record.delay_many("acme", [("a",)] * 5))
+    run_to(app, failed, JobStatus.FAILED, errors=("no",))
+    run_to(app, discarded, JobStatus.DISCARDED, errors=("one", "two", "three"))
+    run_to(app, done, JobStatus.COMPLETED, result=1)
+    app.abort(aborted)
+    url, _ = serve()
+    page.goto(url + "jobs?status=discarded")
+    page.wait_for_function(f"() => [...document.querySelectorAll('#jobs tbody tr')].map(r => r.dataset.id).join() === '{discarded}'")
+    assert page.locator("#filter-status").input_value() == "discarded"
+    page.select_option("#filter-status", "")
+    page.wait_for_function("() => document.querySelectorAll('#jobs tbody tr').length === 5")
+    page.check("#select-all")
+    page.wait_for_function("() => document.querySelector('#bulk-retry').textContent === 'Retry selected (3)'")
+    assert page.locator("#bulk-abort").inner_text() == "Abort selected (1)"
+    page.click("#bulk-retry")
+    assert page.locator("#bulk-question").inner_text() == (
+        "Retry 3 jobs? (2 selected jobs are not failed, discarded, aborted: left as they are)"
+    )
+    screenshot(page, "jobs-retry-confirm")
+    page.click("#bulk-no")  # cancelled: nothing changes
+    assert page.locator("#bulk-confirm").is_hidden() and app.get(failed).status is JobStatus.FAILED  # type: ignore[union-attr]
+    page.click("#bulk-retry")
+    page.click("#bulk-yes")
+    page.wait_for_function("() => document.querySelector('#bulk-result').textContent === 'retry: 3 queued'")
+    statuses = [app.get(i).status for i in (failed, discarded, aborted, done, live)]  # type: ignore[union-attr]
+    assert statuses == [JobStatus.QUEUED] * 3 + [JobStatus.COMPLETED, JobStatus.QUEUED]
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#jobs tbody td.status')].filter(t => t.textContent === 'queued').length === 4"
+    )
+    screenshot(page, "jobs-retried")
+    no_csp_violation(page)
+
+
+def test_the_job_page_shows_attempts_errors_and_result_and_retries(app: fq.FairQueue, serve: Any, page: Any, screenshot: Any) -> None:
+    discarded, done = (h.id for h in sample.record.delay_many("acme", [("a",)] * 2))
+    run_to(app, discarded, JobStatus.DISCARDED, errors=("bad row 7", "bad row 8", "bad row 9"))
+    run_to(app, done, JobStatus.COMPLETED, result={"rows": 12, "files": ["a.csv"]})
+    url, _ = serve()
+    page.goto(f"{url}jobs/{done}")
+    page.wait_for_function("() => document.querySelector('#job-output').textContent !== ''")
+    assert page.locator("#job-output").inner_text() == json.dumps({"rows": 12, "files": ["a.csv"]}, indent=2)
+    assert page.locator("#job-attempts").inner_text() == "the handler ran 1 time in 1 delivery"
+    assert page.locator("#job-retry").is_hidden()
+    page.goto(f"{url}jobs/{discarded}")
+    page.wait_for_selector("#job-attempt-errors details")
+    assert page.locator("#job-attempts").inner_text() == "the handler ran 3 times in 3 deliveries"
+    items = page.locator("#job-attempt-errors > li")
+    assert [items.nth(i).locator("strong").inner_text() for i in range(3)] == [f"attempt {n}: ValueError" for n in (1, 2, 3)]
+    assert "bad row 9" in items.nth(2).inner_text()
+    traceback = items.nth(2).locator("details pre")
+    assert traceback.is_hidden()  # collapsed until asked for
+    items.nth(2).locator("summary").click()
+    assert traceback.is_visible() and traceback.inner_text().strip() == "Traceback (most recent call last):\nValueError: bad row 9"
+    assert "attempt 3 raised ValueError: bad row 9" in page.locator("#job-timeline").inner_text()
+    assert page.locator("#job-output").inner_text() == "—" and page.locator("#job-abort").is_hidden()
+    screenshot(page, "job-discarded")
+    page.click("#job-retry")
+    page.wait_for_function("() => document.querySelector('#job-result').textContent === 'retry: queued'")
+    assert app.get(discarded).status is JobStatus.QUEUED  # type: ignore[union-attr]
+    page.wait_for_function("() => document.querySelector('#job-retry').hidden && !document.querySelector('#job-abort').hidden")
+    no_csp_violation(page)
+
+
+def test_the_workers_page_lists_the_registry(app: fq.FairQueue, serve: Any, page: Any, screenshot: Any) -> None:
+    now = time.time()
+    app.storage.worker_register(WorkerInfo("w-one", "host-a", 4242, "process", 4, now - 120), now)
+    job = sample.record.delay("acme", "a").id
+    app.storage.job_claim([job], "w-one", now + 60, now)
+    url, _ = serve()
+    page.goto(url)
+    page.click("#nav-workers")
+    page.wait_for_selector("#workers tbody tr[data-name='w-one']")
+    cells = page.locator("#workers tbody tr td").all_inner_texts()
+    assert cells[:5] == ["w-one", "host-a", "4242", "process", "4"] and cells[8] == "1"
+    assert cells[7] == ("alive" if app.storage.worker_list()[0].alive else "dead")
+    screenshot(page, "workers")
     no_csp_violation(page)
 
 
@@ -134,6 +237,7 @@ def test_an_org_scoped_viewer_signs_in_and_sees_its_org_only(app: fq.FairQueue, 
     page.click("#login-form button")
     page.wait_for_selector("#orgs tbody tr")
     assert rows(page, "orgs") == ["acme flex"] and page.locator("#viewer").inner_text() == "org acme"
+    assert page.locator("#nav-workers").is_hidden()  # the workers are fleet-wide
     assert page.context.cookies()[0]["httpOnly"] and page.context.cookies()[0]["sameSite"] == "Strict"
     assert page.evaluate("() => document.cookie") == ""  # HttpOnly: no script reads it
     page.wait_for_function("() => document.querySelector('#flex tbody').textContent === 'org acme has no batch jobs holding'")
@@ -153,10 +257,14 @@ def test_an_org_scoped_viewer_signs_in_and_sees_its_org_only(app: fq.FairQueue, 
     assert answer == 404 and app.get(theirs).status is JobStatus.QUEUED  # type: ignore[union-attr]
 
 
-def test_xss_payloads_in_orgs_arguments_and_errors_stay_text(app: fq.FairQueue, serve: Any, page: Any, screenshot: Any) -> None:
+def test_xss_payloads_in_orgs_arguments_errors_and_results_stay_text(app: fq.FairQueue, serve: Any, page: Any, screenshot: Any) -> None:
     quiet = sample.record.delay(XSS_ORG, XSS_ARG).id
     failed = sample.record.delay(XSS_ORG, XSS_ARG).id
     finish(app, [failed], JobStatus.FAILED, error=XSS_ERROR)
+    discarded = sample.record.delay(XSS_ORG, XSS_ARG).id
+    run_to(app, discarded, JobStatus.DISCARDED, errors=(XSS_ERROR,))
+    done = sample.record.delay(XSS_ORG, XSS_ARG).id
+    run_to(app, done, JobStatus.COMPLETED, result={XSS_RESULT: XSS_RESULT})
     app.storage.history_append([HistoryEntry(time.time() - 30, "pending", XSS_ORG, 2.0, {})])
     url, _ = serve()
     page.goto(url)
@@ -173,5 +281,16 @@ def test_xss_payloads_in_orgs_arguments_and_errors_stay_text(app: fq.FairQueue, 
     assert XSS_ORG in page.locator("#job-summary").inner_text()
     screenshot(page, "xss")
     assert page.locator("img").count() == 0 and page.locator("script").count() == 2  # only the page's own
+    page.goto(f"{url}jobs/{discarded}")
+    page.wait_for_selector("#job-attempt-errors details")
+    page.locator("#job-attempt-errors summary").click()
+    assert XSS_ERROR in page.locator("#job-attempt-errors > li").inner_text()
+    assert page.locator("#job-attempt-errors pre").inner_text().strip().endswith(f"ValueError: {XSS_ERROR}")
+    screenshot(page, "xss-attempts")
+    assert page.locator("img").count() == 0 and page.locator("script").count() == 2
+    page.goto(f"{url}jobs/{done}")
+    page.wait_for_function("() => document.querySelector('#job-output').textContent.length > 1")
+    assert json.loads(page.locator("#job-output").inner_text()) == {XSS_RESULT: XSS_RESULT}
+    assert page.locator("img").count() == 0 and page.locator("script").count() == 2 and page.locator("svg").count() == 0
     assert not page.dialogs
     no_csp_violation(page)
