@@ -36,6 +36,8 @@ from fairqueue.conservation import CGROUP_ROOT, ResourceMonitor, SystemSampler, 
 from fairqueue.control import Control
 from fairqueue.errors import FairQueueError
 from fairqueue.kinds import KINDS, POLICIES
+from fairqueue.logs import LOG_FORMATS
+from fairqueue.logs import configure as configure_logs
 from fairqueue.plot import pending_svg
 from fairqueue.records import JobRecord, JobStatus, TriggerState
 from fairqueue.runtime.metrics import DEFAULT_TOP_ORGS, StoreMetrics
@@ -384,6 +386,14 @@ def _load_app(path: str) -> Any:
     metavar="SECONDS",
     help="How long to keep retrying a full or unavailable store before exiting 70 (default: for as long as it takes).",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="Log lines on stderr: text, or one JSON object per line with job_id, org, kind and attempt as fields "
+    "(unless the app configures logging itself).",
+)
 def worker(
     app_path: str,
     slots: Optional[int],
@@ -402,6 +412,7 @@ def worker(
     health_port: Optional[int],
     health_host: str,
     store_retry_for: Optional[float],
+    log_format: str,
 ) -> None:
     """Run a worker for the app at APP (module:attribute) until SIGTERM or SIGINT, then drain.
 
@@ -409,6 +420,7 @@ def worker(
     (its error is logged), 2 for bad arguments.
     """
     app = _load_app(app_path)
+    configure_logs(log_format)  # after the app's import: logging the app configured itself is left as it is
     thresholds = {"cpu_high": cpu_high, "cpu_low": cpu_low, "memory_high": memory_high, "memory_low": memory_low}
     _worker_conservation(app, conservation, thresholds, cgroup_root)
     if metrics_store and metrics_port is None:

@@ -28,6 +28,7 @@ from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any, Generic, Optional, TypeVar, Union
 
+from fairqueue import tracing
 from fairqueue.alerts import AlertEvent, Alerts
 from fairqueue.control import Control
 from fairqueue.cron import CronSchedule
@@ -229,6 +230,17 @@ class Enqueuer:
         self.wakeup.set()
 
     def _submit(self, kind: str, new: NewJob) -> JobHandle:
+        tracer = tracing.tracer()
+        if tracer is None:
+            return self._submit_untraced(kind, new)
+        own = current_transaction() is None  # else the job is stored, and given its id, when the transaction ends
+        with tracing.enqueue_span(tracer, [new]) as (span, carrying):
+            handle = self._submit_untraced(kind, carrying[0])
+            if own:
+                tracing.stored(span, handle.id)
+        return handle
+
+    def _submit_untraced(self, kind: str, new: NewJob) -> JobHandle:
         tx = current_transaction()
         own = tx is None
         if tx is None:
@@ -396,11 +408,20 @@ class Enqueuer:
                 raise InvalidArgument(f"call {i} of {path}.delay_many: {e}") from None
             payload = encode(body, f"the arguments of call {i} of {path}", max_bytes)
             news.append(NewJob(org, "future", path, payload))
+        tracer = tracing.tracer()
+        if tracer is None or not news:
+            ids = self._store_many(news)
+        else:
+            with tracing.enqueue_span(tracer, news) as (_, carrying):
+                ids = self._store_many(carrying)
+        return [JobHandle(self, job_id, org, "future") for job_id in ids]
+
+    def _store_many(self, news: list[NewJob]) -> list[int]:
         store = self.store()
         with self._alerting(store, news):
             ids = store.job_enqueue(news, time.time(), self.settings.daily_limits(n.org for n in news))
         self.wakeup.set()
-        return [JobHandle(self, job_id, org, "future") for job_id in ids]
+        return ids
 
     # ----- queueables and batches ------------------------------------------------------------
 

@@ -21,7 +21,7 @@ PACKAGE = Path(fairqueue.__file__).resolve().parent
 # Bottom first. A module may import from its own layer and the layers below it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("errors", "kinds", "records", "retry", "limits", "validate", "dispatcher",
-              "settings", "cron", "conservation", "plot", "handlers", "retention")),
+              "settings", "cron", "conservation", "plot", "handlers", "retention", "tracing", "logs")),
     ("declarations", ("jobs", "processor")),
     ("storage", ("storage",)),
     ("observation", ("observe", "alerts")),

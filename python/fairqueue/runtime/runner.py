@@ -15,8 +15,9 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
+from fairqueue import tracing
 from fairqueue.enqueue import FutureFunction
 from fairqueue.errors import HandlerNotFound, MalformedRecord
 from fairqueue.handlers import is_async, resolve
@@ -26,6 +27,9 @@ from fairqueue.retry import RetryPolicy
 from fairqueue.runtime.batch_runner import BatchRunner
 from fairqueue.runtime.outcome import Outcome
 from fairqueue.runtime.queue_app import QueueApp
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 __all__ = ["Runner"]
 
@@ -63,6 +67,16 @@ class Runner:
             body = _payload(record)
         except MalformedRecord as e:
             return Outcome(JobStatus.FAILED, error=f"MalformedRecord: {e}")
+        tracer = tracing.tracer()
+        if tracer is None:
+            return self._execute(record, body, cancel, now, None)
+        with tracing.run_span(tracer, record, body) as span:
+            outcome = self._execute(record, body, cancel, now, span)
+            tracing.finished(span, outcome.status.value, outcome.error)
+            return outcome
+
+    def _execute(self, record: JobRecord, body: dict[str, Any], cancel: Optional[CancelFlag], now: Optional[float],
+                 span: Optional[Span]) -> Outcome:  # fmt: skip
         ctx = Context(
             queue=self._queue,
             limits=self._limits,
@@ -79,6 +93,7 @@ class Runner:
             try:
                 return self._batch.execute(ctx, record, body)
             except BaseException as e:  # a batch that cannot even be loaded fails as a whole
+                tracing.failed(span, e)
                 return Outcome(JobStatus.FAILED, error=f"{type(e).__name__}: {e}")
         error: Optional[BaseException] = None
         value: Any = None
@@ -88,6 +103,7 @@ class Runner:
             return self._asked_retry(record, r, time.time() if now is None else now)
         except BaseException as e:  # the job's failure is its own; the worker goes on
             error = e
+            tracing.failed(span, e)
         at = time.time() if now is None else now
         if error is not None:
             retry = self._retry(record, error, at)
