@@ -169,7 +169,7 @@ def test_the_job_page_shows_attempts_errors_and_result_and_retries(app: fq.FairQ
     page.goto(f"{url}jobs/{done}")
     page.wait_for_function("() => document.querySelector('#job-output').textContent !== ''")
     assert page.locator("#job-output").inner_text() == json.dumps({"rows": 12, "files": ["a.csv"]}, indent=2)
-    assert page.locator("#job-attempts").inner_text() == "the handler ran 1 time in 1 delivery"
+    assert page.locator("#job-attempts").inner_text() == "the handler ran 1 time in 1 delivery; no attempt raised"
     assert page.locator("#job-retry").is_hidden()
     page.goto(f"{url}jobs/{discarded}")
     page.wait_for_selector("#job-attempt-errors details")
@@ -217,6 +217,7 @@ def test_the_job_page_shows_its_explanation_and_aborts(app: fq.FairQueue, serve:
     expected = app.explain(target)
     assert page.locator("#job-reasons").inner_text().splitlines() == [r.message for r in expected.reasons]
     assert "estimated start" in page.locator("#job-estimate").inner_text()
+    assert page.locator("#job-attempts-section").is_hidden() and page.locator("#job-errors-section").is_hidden()  # never ran
     assert "enqueued (future, org acme)" in page.locator("#job-timeline").inner_text()
     assert '"args": [\n    "a"\n  ]' in page.locator("#job-payload").inner_text()
     screenshot(page, "job")

@@ -325,10 +325,16 @@ async function drawJob(id) {
     }
     return li;
   }));
-  if (!attempt_errors.length) $("job-attempt-errors").replaceChildren(el("li", "no attempt raised", "muted"));
+  if (!attempt_errors.length && record.attempts) $("job-attempts").append("; no attempt raised");
+  $("job-attempt-errors").hidden = !attempt_errors.length;
+  $("job-attempts-section").hidden = !record.attempts && !attempt_errors.length;  // never delivered: nothing to say
   const errors = batch_errors.map(e => { const li = el("li"); li.append(el("strong", `${e.phase}${e.chunk !== null ? " chunk " + e.chunk : ""}: ${e.exception_type}`), " ", e.message, el("pre", e.traceback)); return li; });
-  if (["failed", "discarded"].includes(record.status) && record.extended_status) errors.unshift(el("li", record.extended_status));
-  $("job-errors").replaceChildren(...(errors.length ? errors : [el("li", "none", "muted")]));
+  // The outcome's own note, unless the attempts above already say it (a job failed by hand, or before #14, has none).
+  if (["failed", "discarded"].includes(record.status) && record.extended_status && !attempt_errors.length) {
+    errors.unshift(el("li", record.extended_status));
+  }
+  $("job-errors").replaceChildren(...errors);
+  $("job-errors-section").hidden = !errors.length;
   const live = ["holding", "queued", "processing"].includes(record.status);
   $("job-abort").hidden = !live || viewer.read_only;
   $("job-retry").hidden = !rerunnable || viewer.read_only;
