@@ -5,7 +5,8 @@ served from a second loopback origin — another port on 127.0.0.1 (same site:
 the SameSite=Strict cookie IS sent, so only the origin checks stand) and
 127.0.0.2 (another site) — and tries every request a page can make without
 the dashboard's consent. Each must be refused by the server (the recorder shows
-its status) and leave the job queued and the flex queue in its order.
+its status) and leave the job queued, the failed job failed (not re-run) and the
+flex queue in its order.
 """
 
 from __future__ import annotations
@@ -18,17 +19,19 @@ import pytest
 
 import fairqueue as fq
 import fq_sample_jobs as sample
-from fairqueue.records import JobStatus
+from fairqueue.records import Finish, JobStatus
 
 TOKEN = "victim-token-123"
 
 ATTACK = """<!doctype html><html><body>
-<iframe name="sink1"></iframe><iframe name="sink2"></iframe><iframe name="sink3"></iframe>
+<iframe name="sink1"></iframe><iframe name="sink2"></iframe><iframe name="sink3"></iframe><iframe name="sink4"></iframe>
 <form id="plain" method="POST" enctype="text/plain" target="sink1" action="{base}api/jobs/{job}/abort">
   <input name='{{"x":"' value='"}}'></form>
 <form id="reorder" method="POST" enctype="text/plain" target="sink2" action="{base}api/flex/{org}/move">
   <input name='{{"job_id": {last}, "to": "front", "x": "' value='"}}'></form>
 <form id="urlencoded" method="POST" target="sink3" action="{base}api/jobs/abort"><input name="ids" value="{job}"></form>
+<form id="retry" method="POST" enctype="text/plain" target="sink4" action="{base}api/jobs/retry">
+  <input name='{{"ids": [{dead}], "x": "' value='"}}'></form>
 <script>
 window.results = {{}};
 (async () => {{
@@ -36,13 +39,16 @@ window.results = {{}};
   try {{ await fetch("{base}api/jobs/{job}/abort", {{method: "POST", mode: "no-cors", credentials: "include", body: "{{}}",
                                                    headers: {{"Content-Type": "text/plain"}}}}); note("no-cors", "sent"); }}
   catch (e) {{ note("no-cors", "blocked"); }}
+  try {{ await fetch("{base}api/jobs/{dead}/retry", {{method: "POST", mode: "no-cors", credentials: "include", body: "{{}}",
+                                                    headers: {{"Content-Type": "text/plain"}}}}); note("no-cors retry", "sent"); }}
+  catch (e) {{ note("no-cors retry", "blocked"); }}
   try {{ const r = await fetch("{base}api/jobs/{job}/abort", {{method: "POST", credentials: "include", body: "{{}}",
                                    headers: {{"Content-Type": "application/json", "X-Fairqueue-Request": "1"}}}});
         note("cors-write", "read " + r.status); }}
   catch (e) {{ note("cors-write", "blocked"); }}
   try {{ const r = await fetch("{base}api/jobs", {{credentials: "include"}}); note("read", await r.text()); }}
   catch (e) {{ note("read", "blocked"); }}
-  for (const f of ["plain", "reorder", "urlencoded"]) document.getElementById(f).submit();
+  for (const f of ["plain", "reorder", "urlencoded", "retry"]) document.getElementById(f).submit();
   note("done", true);
 }})();
 </script></body></html>"""
@@ -56,31 +62,36 @@ def sign_in(page: Any, url: str) -> None:
 
 
 @pytest.mark.parametrize("attacker_host", ["127.0.0.1", "127.0.0.2"])
-def test_another_origin_cannot_abort_reorder_or_read(
+def test_another_origin_cannot_abort_retry_reorder_or_read(
     app: fq.FairQueue, serve: Any, page: Any, other_origin: Any, attacker_host: str
 ) -> None:
     job = sample.record.delay("acme", "a").id
+    dead = sample.record.delay("acme", "d").id
+    now = time.time()
+    app.storage.job_claim([dead], "w1", now + 60, now)
+    app.storage.job_finish([Finish(dead, "w1", JobStatus.FAILED, now, error="ValueError: no")])
     for _ in range(7):
         app.execute_batch(sample.Numbers(10), org="acme")
     order = [r.id for r in app.flex_queue("acme")]
     url, recorder = serve(token=TOKEN)
     sign_in(page, url)
-    attack = other_origin(attacker_host, ATTACK.format(base=url, job=job, org="acme", last=order[-1]))
+    attack = other_origin(attacker_host, ATTACK.format(base=url, job=job, dead=dead, org="acme", last=order[-1]))
     page.goto(attack)
     page.wait_for_function("() => window.results && window.results.done")
-    # The no-cors fetch and the three forms reach the server; the CORS write never
+    # The no-cors fetches and the four forms reach the server; the CORS write never
     # leaves the browser (its preflight is not granted).
     deadline = time.monotonic() + 30
-    while len(attacks := [r for r in recorder.seen if r[0] == "POST" and "login" not in r[1]]) < 4:
+    while len(attacks := [r for r in recorder.seen if r[0] == "POST" and "login" not in r[1]]) < 6:
         assert time.monotonic() < deadline, f"the attacks did not all arrive: {recorder.seen}"
         time.sleep(0.01)
     attempts = attacks
     print(f"\nfrom {attacker_host}: {attempts}")
-    assert len(attempts) == 4, recorder.seen
+    assert len(attempts) == 6, recorder.seen
     assert all(s in (401, 403, 415) for _, _, s in attempts), attempts
     results = page.evaluate("() => window.results")
     assert results["cors-write"] == "blocked" and results["read"] == "blocked", results
     assert app.get(job).status is JobStatus.QUEUED  # type: ignore[union-attr]
+    assert app.get(dead).status is JobStatus.FAILED  # type: ignore[union-attr]
     assert [r.id for r in app.flex_queue("acme")] == order
     # The victim's own page still works with the same cookie.
     page.goto(url + f"jobs/{job}")
