@@ -4,8 +4,9 @@ Pages a team would rather look at than query — each org's pending, running and
 wait percentiles (sortable, searchable, paginated on the server for tens of
 thousands of orgs), pending jobs per org over time with throttle and
 extended-delay periods shaded, a jobs view with filters, pagination and bulk
-abort, a page per job with its explanation and timeline, each org's flex queue
-— as one static page over a JSON API. The script, styles and chart library
+retry and abort, a page per job with its attempts, errors, result, explanation
+and timeline, the worker registry (fleet-wide viewers only), each org's flex
+queue — as one static page over a JSON API. The script, styles and chart library
 (uPlot, MIT) ship in the package: nothing to build, nothing fetched elsewhere.
 
 Standalone: ``fairqueue dashboard`` serves it with uvicorn on loopback. Inside
@@ -65,7 +66,7 @@ def app(
             or the cookie the page's sign-in sets. Never accepted in a URL.
         allowed_hosts: the Host names it answers to (``*.example.com`` and ``*``
             allowed); anything else is a 400. Loopback names by default.
-        read_only: refuse every change (abort, reorder) with a 403.
+        read_only: refuse every change (abort, retry, reorder) with a 403.
         org_scope: limit viewers to one org — a mapping of token to org, or a
             callback ``(request) -> org | None`` (see :data:`OrgScope`).
         trusted_origins: origins other than its own allowed to send changes (a
