@@ -1,8 +1,12 @@
 """Alerts: the predictive wait alert fires before the jobs are late, once, and ends once;
-limits and throttling are announced; webhooks receive the events over real HTTP."""
+limits and throttling are announced; webhooks receive the events over real HTTP, and
+only destinations that are public addresses or explicitly allowed.
+(Several workers, signatures, retries and restarts: test_alert_fleet.py.)"""
 
 from __future__ import annotations
 
+import base64
+import ipaddress
 import json
 import threading
 import time
@@ -14,9 +18,11 @@ import pytest
 import fairqueue as fq
 import fq_sample_jobs as sample
 from conftest import wait_until
-from fairqueue.alerts import AlertEvent
+from fairqueue.alerts import AlertEvent, Webhook, forbidden_address
 from fairqueue.conservation import ResourceMonitor
 from fairqueue.errors import InvalidArgument
+from fairqueue.runtime.duties.webhook_delivery import post
+from fairqueue.storage.interface import WebhookDelivery
 
 
 @pytest.fixture
@@ -77,7 +83,7 @@ def test_daily_limit_and_flex_queue_events_reach_a_webhook(app: fq.FairQueue, ev
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        app.alerts.add_webhook(f"http://127.0.0.1:{server.server_port}/alerts")
+        app.alerts.add_webhook(f"http://127.0.0.1:{server.server_port}/alerts", allow_destinations=["127.0.0.1"])
         app.set_daily_limit("acme", 5)
         sample.record.delay_many("acme", [("a",)] * 3)
         sample.record.delay("acme", "4th")  # 80 %
@@ -88,7 +94,8 @@ def test_daily_limit_and_flex_queue_events_reach_a_webhook(app: fq.FairQueue, ev
             app.execute_batch(sample.Numbers(1), org="globex")
         with pytest.raises(fq.errors.FlexQueueFull):
             app.execute_batch(sample.Numbers(1), org="globex")
-        wait_until(lambda: len(received) == 3, what="three webhook posts")
+        with fq.Worker(app, slots=1):  # the outbox is delivered by workers
+            wait_until(lambda: len(received) == 3, what="three webhook posts")
     finally:
         server.shutdown()
         server.server_close()
@@ -120,3 +127,40 @@ def test_bad_alert_settings_are_refused(app: fq.FairQueue) -> None:
         app.alerts.add_webhook("ftp://x")
     with pytest.raises(InvalidArgument, match="takes a callable"):
         app.alerts.subscribe("not callable")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("url", "allowance"), [
+    ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"), ("http://127.0.0.1:8080/hook", "127.0.0.0/8"),
+    ("https://10.1.2.3/hook", "10.0.0.0/8"), ("http://[::1]/hook", "::1"), ("http://[fe80::1]/hook", "fe80::/10"),
+    ("http://192.168.0.7/hook", "192.168.0.7"), ("http://localhost/hook", "localhost"),
+    ("http://metadata.google.internal/computeMetadata/v1/", "metadata.google.internal"),
+    ("http://[::ffff:127.0.0.1]/hook", "127.0.0.1"),
+])  # fmt: skip
+def test_webhooks_to_addresses_that_are_not_public_are_refused_unless_allowed(app: fq.FairQueue, url: str, allowance: str) -> None:
+    with pytest.raises(InvalidArgument, match="not a public address") as refused:
+        app.alerts.add_webhook(url)
+    assert repr(url) in str(refused.value) and "allow_destinations=" in str(refused.value)
+    assert url not in app.alerts.webhooks
+    app.alerts.add_webhook(url, allow_destinations=[allowance])
+    assert url in app.alerts.webhooks
+    app.alerts.clear()
+
+
+def test_a_webhook_host_that_resolves_to_a_forbidden_address_is_refused_at_delivery() -> None:
+    # Built directly, past add_webhook's check: the name resolves (really) to loopback,
+    # as a rebinding DNS answer would at delivery time.
+    hook = Webhook("http://localhost:9/hook", 1.0, None)
+    refusal = post(hook, WebhookDelivery(1, "evt_1", hook.url, "{}", 0, 0.0), 0.0)
+    assert refusal is not None and "localhost is" in refusal and "not a public address" in refusal
+    assert not forbidden_address(ipaddress.ip_address("93.184.215.14"))
+    assert forbidden_address(ipaddress.ip_address("100.100.100.200")), "Alibaba's metadata address (shared space)"
+    assert forbidden_address(ipaddress.ip_address("fd00:ec2::254")), "AWS's IPv6 metadata address (private)"
+
+
+def test_a_webhook_secret_must_be_long_enough(app: fq.FairQueue) -> None:
+    with pytest.raises(InvalidArgument, match="webhook secret too short: 5 bytes"):
+        app.alerts.add_webhook("https://hooks.example.com/x", secret="short")
+    with pytest.raises(InvalidArgument, match="whsec_ must be followed by base64"):
+        app.alerts.add_webhook("https://hooks.example.com/x", secret="whsec_!!!")
+    app.alerts.add_webhook("https://hooks.example.com/x", secret="whsec_" + base64.b64encode(b"k" * 32).decode())
+    app.alerts.clear()

@@ -66,6 +66,8 @@ def test_db_upgrade_creates_and_migrates_idempotently_and_refuses_a_newer_store(
         # A version-1 store (as an earlier fairqueue left it) is migrated forward.
         db.execute("DROP INDEX fq_jobs_processing")
         db.execute("DROP TABLE fq_workers")
+        db.execute("DROP TABLE fq_alert_episodes")
+        db.execute("DROP TABLE fq_webhook_outbox")
         db.execute("ALTER TABLE fq_jobs DROP COLUMN worker_deaths")
         db.execute("ALTER TABLE fq_jobs DROP COLUMN handler_attempts")
         db.execute("ALTER TABLE fq_jobs DROP COLUMN result")

@@ -309,6 +309,11 @@ def test_a_version_2_schema_upgrades_in_place_and_keeps_its_jobs(pg: Any, pg_dsn
         [pending] = store.job_pending()
         [claimed] = store.job_claim([pending.id], "w", NOW + 10, NOW, {("o", "future"): 1})
         assert claimed.org == "o" and claimed.status is JobStatus.PROCESSING
+        # Version 6's alert episodes and webhook outbox arrived on the way.
+        assert "fq_webhook_outbox_due" in indexes
+        assert store.alert_episode_set("wait_observed:o", True, NOW, "evt_1", [("https://hooks.example/x", "{}")])
+        [delivery] = store.webhook_outbox_claim(NOW, 10, 30.0)
+        assert (delivery.event_id, delivery.url) == ("evt_1", "https://hooks.example/x")
 
 
 def test_a_schema_from_a_newer_fairqueue_is_refused(pg: Any, pg_dsn: str, pg_schema: str) -> None:
@@ -339,8 +344,8 @@ def test_the_tables_live_in_the_chosen_schema(pg: Any, pg_dsn: str, store: Any) 
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", (store.schema,)
         ).fetchall()
     assert rows == [
-        ("fq_batch_errors",), ("fq_flex",), ("fq_history",), ("fq_jobs",), ("fq_meta",), ("fq_triggers",), ("fq_usage",),
-        ("fq_workers",),
+        ("fq_alert_episodes",), ("fq_batch_errors",), ("fq_flex",), ("fq_history",), ("fq_jobs",), ("fq_meta",),
+        ("fq_triggers",), ("fq_usage",), ("fq_webhook_outbox",), ("fq_workers",),
     ]  # fmt: skip
 
 

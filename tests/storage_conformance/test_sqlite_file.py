@@ -157,6 +157,8 @@ def test_a_version_2_file_loses_the_lease_index_and_keeps_its_jobs(tmp_path: Pat
     with closing(sqlite3.connect(path)) as db, db:  # as a version-2 fairqueue left it
         db.execute("CREATE INDEX fq_jobs_leases ON fq_jobs (lease_expires_at) WHERE status = 'processing'")
         db.execute("DROP TABLE fq_workers")
+        db.execute("DROP TABLE fq_alert_episodes")
+        db.execute("DROP TABLE fq_webhook_outbox")
         db.execute("ALTER TABLE fq_jobs DROP COLUMN worker_deaths")
         db.execute("ALTER TABLE fq_jobs DROP COLUMN handler_attempts")
         db.execute("ALTER TABLE fq_jobs DROP COLUMN result")
@@ -169,7 +171,7 @@ def test_a_version_2_file_loses_the_lease_index_and_keeps_its_jobs(tmp_path: Pat
     with closing(sqlite3.connect(path)) as db:
         indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         version = db.execute("SELECT value FROM fq_meta WHERE key = 'schema_version'").fetchone()[0]
-    assert "fq_jobs_leases" not in indexes and version == str(SCHEMA_VERSION)
+    assert "fq_jobs_leases" not in indexes and "fq_webhook_outbox_due" in indexes and version == str(SCHEMA_VERSION)
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="Connection.setlimit is new in Python 3.11")

@@ -45,6 +45,7 @@ from fairqueue.runtime.duties.lease_sweep import LeaseSweep
 from fairqueue.runtime.duties.presence import Presence
 from fairqueue.runtime.duties.pruning import Pruning
 from fairqueue.runtime.duties.schedule_firing import ScheduleFiring
+from fairqueue.runtime.duties.webhook_delivery import WebhookDelivering
 from fairqueue.runtime.health import HealthServer
 from fairqueue.runtime.metrics import WorkerMetrics
 from fairqueue.runtime.outcome import Outcome
@@ -202,6 +203,7 @@ class Worker:
             self.history,
             CancelRequests(self.store, every, running),
             Pruning(self.store, app.retention),
+            WebhookDelivering(self.store, app.alerts, every),
         ]
         """The periodic duties, run in this order when due (see :mod:`fairqueue.runtime.duties`)."""
         self._due = [0.0] * len(self.duties)

@@ -59,9 +59,10 @@ __all__ = [
     "live_worker_named",
     "RERUNNABLE",
     "rerun_note",
+    "WebhookDelivery",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """The schema this fairqueue writes; a store with a higher version is refused."""
 
 Caps = Mapping[tuple[str, str], int]
@@ -285,6 +286,19 @@ def refused_fires(
             f"so this fire of schedule {t.name!r} did not run{when}. Raise the limit with app.set_daily_limit"
         )
     return refused
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One event's POST to one webhook, as the outbox holds it."""
+
+    id: int
+    event_id: str
+    url: str
+    body: str
+    attempts: int
+    """Attempts made before this one."""
+    created_at: float
 
 
 class Storage(abc.ABC):
@@ -634,6 +648,43 @@ class Storage(abc.ABC):
         """Releases ``name``'s proof of life and removes it from the registry, unless it
         still holds jobs: then a live worker's next sweep reaps it (and queues them again).
         Releasing needs no database, so it happens even when the store cannot be reached."""
+
+    # ----- alerts (episodes once per fleet) and the webhook outbox ------------------------
+
+    @abc.abstractmethod
+    def alert_episodes(self) -> dict[str, float]:
+        """The alert episodes open now: key (``"wait_predicted:acme"``) -> when it opened."""
+
+    @abc.abstractmethod
+    def alert_episode_set(self, key: str, open: bool, now: float, event_id: str,
+                          deliveries: Sequence[tuple[str, str]]) -> bool:  # fmt: skip
+        """Opens (``open``) or closes episode ``key`` at ``now`` if it is not so already,
+        and in the same transaction puts the event's ``deliveries`` ((url, JSON body)
+        pairs, under ``event_id``) in the webhook outbox. Returns whether this call made
+        the change: of many workers that see the same change, exactly one gets True,
+        and only its event is sent."""
+
+    @abc.abstractmethod
+    def webhook_outbox_add(self, event_id: str, deliveries: Sequence[tuple[str, str]], now: float) -> None:
+        """Puts an event's ``deliveries`` ((url, JSON body) pairs) in the webhook outbox,
+        due at once. An (event id, url) already there is left as it is."""
+
+    @abc.abstractmethod
+    def webhook_outbox_claim(self, now: float, limit: int, hold: float) -> list[WebhookDelivery]:
+        """Takes up to ``limit`` undelivered deliveries due at ``now``, oldest first, and
+        moves them ``hold`` seconds on, so no other worker takes them while this one
+        posts them (one it never settles is taken again after ``hold``)."""
+
+    @abc.abstractmethod
+    def webhook_outbox_settle(self, delivery_id: int, now: float, error: Optional[str] = None,
+                              retry_at: Optional[float] = None) -> None:  # fmt: skip
+        """Records one attempt of a claimed delivery: delivered at ``now`` (no ``error``),
+        or failed with ``error`` and due again at ``retry_at`` (None: given up)."""
+
+    @abc.abstractmethod
+    def webhook_outbox_prune(self, before: float, limit: int) -> int:
+        """Deletes up to ``limit`` deliveries created before ``before`` that were
+        delivered or given up on; returns how many."""
 
     @abc.abstractmethod
     def job_rerun(self, job_ids: Sequence[int], now: float, org: Optional[str] = None) -> list[int]:

@@ -39,6 +39,7 @@ from fairqueue.storage.interface import (
     FinishedCallback,
     NextFire,
     Storage,
+    WebhookDelivery,
     admit_within_caps,
     check_daily_limits,
     check_finishes,
@@ -81,6 +82,8 @@ class MemoryStorage(Storage):
         self._history: list[HistoryEntry] = []
         self._workers: dict[str, list[Any]] = {}  # name -> [info, last seen, alive, the job it runs alone]
         self._finished = FinishedFanout()  # waiters of job_finished_subscribe
+        self._episodes: dict[str, float] = {}  # open alert episode -> when it opened
+        self._outbox: dict[int, list[Any]] = {}  # id -> [event id, url, body, attempts, due, delivered, error, created]
 
     # ----- bookkeeping (lock held) ----------------------------------------------------
 
@@ -499,6 +502,62 @@ class MemoryStorage(Storage):
                 self._workers[name][2] = False
             else:
                 del self._workers[name]
+
+    def alert_episodes(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._episodes)
+
+    def alert_episode_set(self, key: str, open: bool, now: float, event_id: str,
+                          deliveries: Sequence[tuple[str, str]]) -> bool:  # fmt: skip
+        with self._lock:
+            if (key in self._episodes) == open:
+                return False
+            if open:
+                self._episodes[key] = now
+            else:
+                del self._episodes[key]
+            self._outbox_add(event_id, deliveries, now)
+            return True
+
+    def webhook_outbox_add(self, event_id: str, deliveries: Sequence[tuple[str, str]], now: float) -> None:
+        with self._lock:
+            self._outbox_add(event_id, deliveries, now)
+
+    def _outbox_add(self, event_id: str, deliveries: Sequence[tuple[str, str]], now: float) -> None:
+        taken = {(row[0], row[1]) for row in self._outbox.values()}
+        for url, body in deliveries:
+            if (event_id, url) not in taken:
+                self._outbox[max(self._outbox, default=0) + 1] = [event_id, url, body, 0, now, None, None, now]
+
+    def webhook_outbox_claim(self, now: float, limit: int, hold: float) -> list[WebhookDelivery]:
+        with self._lock:
+            due = sorted((row[4], i) for i, row in self._outbox.items()
+                         if row[5] is None and row[4] is not None and row[4] <= now)[:limit]  # fmt: skip
+            claimed = []
+            for _, i in due:
+                row = self._outbox[i]
+                row[4] = now + hold
+                claimed.append(WebhookDelivery(i, row[0], row[1], row[2], row[3], row[7]))
+            return claimed
+
+    def webhook_outbox_settle(self, delivery_id: int, now: float, error: Optional[str] = None,
+                              retry_at: Optional[float] = None) -> None:  # fmt: skip
+        with self._lock:
+            row = self._outbox.get(delivery_id)
+            if row is None:
+                return
+            row[3] += 1
+            if error is None:
+                row[4], row[5] = None, now
+            else:
+                row[4], row[6] = retry_at, error
+
+    def webhook_outbox_prune(self, before: float, limit: int) -> int:
+        with self._lock:
+            done = [i for i, row in sorted(self._outbox.items()) if row[7] < before and row[4] is None][:limit]
+            for i in done:
+                del self._outbox[i]
+            return len(done)
 
     def job_rerun(self, job_ids: Sequence[int], now: float, org: Optional[str] = None) -> list[int]:
         queued = []

@@ -59,6 +59,7 @@ from fairqueue.storage.interface import (
     FinishedCallback,
     NextFire,
     Storage,
+    WebhookDelivery,
     admit_within_caps,
     check_daily_limits,
     check_finishes,
@@ -247,6 +248,31 @@ ALTER TABLE fq_jobs ADD COLUMN result TEXT;
 ALTER TABLE fq_jobs ADD COLUMN errors TEXT;
 -- Retention deletes each status's finished jobs oldest first.
 CREATE INDEX IF NOT EXISTS fq_jobs_status_finished ON fq_jobs (status, finished_at) WHERE finished_at IS NOT NULL
+"""
+# Version 6: alerts once per fleet — each (condition, org) episode's state, which one
+# worker's conditional update flips — and the durable outbox of webhook deliveries.
+_MIGRATIONS[6] = """
+CREATE TABLE IF NOT EXISTS fq_alert_episodes (
+    key           TEXT    PRIMARY KEY,
+    open          INTEGER NOT NULL,
+    opened_at     REAL,
+    closed_at     REAL,
+    last_event_id TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fq_webhook_outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id        TEXT    NOT NULL,
+    url             TEXT    NOT NULL,
+    body            TEXT    NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL,
+    delivered_at    REAL,
+    last_error      TEXT,
+    created_at      REAL    NOT NULL,
+    UNIQUE (event_id, url)
+);
+-- The deliveries still to make, by when they are due.
+CREATE INDEX IF NOT EXISTS fq_webhook_outbox_due ON fq_webhook_outbox (next_attempt_at) WHERE next_attempt_at IS NOT NULL
 """
 assert max(_MIGRATIONS) == SCHEMA_VERSION, "every schema version needs its migration"
 
@@ -1036,6 +1062,66 @@ class SQLiteStorage(Storage):
                 )
         finally:
             registered[1].release()
+
+    # ----- alerts and the webhook outbox --------------------------------------------------
+
+    def alert_episodes(self) -> dict[str, float]:
+        return {row[0]: row[1] for row in self._read("SELECT key, opened_at FROM fq_alert_episodes WHERE open = 1")}
+
+    def alert_episode_set(self, key: str, open: bool, now: float, event_id: str,
+                          deliveries: Sequence[tuple[str, str]]) -> bool:  # fmt: skip
+        # The one writer makes the read and the flip one step: of many workers, the first flips it.
+        with self._transaction(durable=True) as db:
+            row = db.execute("SELECT open FROM fq_alert_episodes WHERE key = ?", (key,)).fetchone()
+            if (row is not None and bool(row[0])) == open:
+                return False
+            db.execute(
+                "INSERT INTO fq_alert_episodes (key, open, opened_at, closed_at, last_event_id) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET open = excluded.open, last_event_id = excluded.last_event_id, "
+                "opened_at = coalesce(excluded.opened_at, opened_at), closed_at = excluded.closed_at",
+                (key, int(open), now if open else None, None if open else now, event_id),
+            )
+            self._outbox_add(db, event_id, deliveries, now)
+            return True
+
+    def webhook_outbox_add(self, event_id: str, deliveries: Sequence[tuple[str, str]], now: float) -> None:
+        with self._transaction(durable=True) as db:
+            self._outbox_add(db, event_id, deliveries, now)
+
+    @staticmethod
+    def _outbox_add(db: sqlite3.Connection, event_id: str, deliveries: Sequence[tuple[str, str]], now: float) -> None:
+        db.executemany(
+            "INSERT INTO fq_webhook_outbox (event_id, url, body, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (event_id, url) DO NOTHING",
+            [(event_id, url, body, now, now) for url, body in deliveries],
+        )
+
+    def webhook_outbox_claim(self, now: float, limit: int, hold: float) -> list[WebhookDelivery]:
+        with self._transaction() as db:
+            rows = db.execute(
+                "UPDATE fq_webhook_outbox SET next_attempt_at = ? WHERE id IN (SELECT id FROM fq_webhook_outbox "
+                "WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?) "
+                "RETURNING id, event_id, url, body, attempts, created_at",
+                (now + hold, now, limit),
+            ).fetchall()
+        return sorted((WebhookDelivery(*row) for row in rows), key=lambda d: d.id)
+
+    def webhook_outbox_settle(self, delivery_id: int, now: float, error: Optional[str] = None,
+                              retry_at: Optional[float] = None) -> None:  # fmt: skip
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE fq_webhook_outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, "
+                "delivered_at = ? WHERE id = ?",
+                (retry_at if error is not None else None, error, now if error is None else None, delivery_id),
+            )
+
+    def webhook_outbox_prune(self, before: float, limit: int) -> int:
+        with self._transaction() as db:
+            return db.execute(
+                "DELETE FROM fq_webhook_outbox WHERE id IN (SELECT id FROM fq_webhook_outbox "
+                "WHERE next_attempt_at IS NULL AND created_at < ? ORDER BY id LIMIT ?)",
+                (before, limit),
+            ).rowcount
 
     def job_rerun(self, job_ids: Sequence[int], now: float, org: Optional[str] = None) -> list[int]:
         ids = sorted(set(job_ids))

@@ -82,9 +82,9 @@ from fairqueue.records import (
     WorkerInfo,
     WorkerRecord,
 )
-from fairqueue.storage.interface import Caps, DailyUsage, FinishedCallback, NextFire, Storage
+from fairqueue.storage.interface import Caps, DailyUsage, FinishedCallback, NextFire, Storage, WebhookDelivery
 
-from . import claims, completions, flex, history, retention, triggers, usage, workers
+from . import alerts, claims, completions, flex, history, retention, triggers, usage, workers
 
 # Aliased: the interface's own parameters are named jobs and schema.
 from . import jobs as _jobs
@@ -364,6 +364,34 @@ class PostgresStorage(Storage):
         registered = self._registered.pop(name, None)
         if registered is not None:
             workers.leave(self.db, name, registered[1])
+
+    # ----- alerts and the webhook outbox (see :mod:`.alerts`) ---------------------------
+
+    def alert_episodes(self) -> dict[str, float]:
+        """See :meth:`Storage.alert_episodes`."""
+        return alerts.episodes(self.db)
+
+    def alert_episode_set(self, key: str, open: bool, now: float, event_id: str,
+                          deliveries: Sequence[tuple[str, str]]) -> bool:  # fmt: skip
+        """See :meth:`Storage.alert_episode_set`: one conditional statement flips it."""
+        return alerts.episode_set(self.db, key, open, now, event_id, deliveries)
+
+    def webhook_outbox_add(self, event_id: str, deliveries: Sequence[tuple[str, str]], now: float) -> None:
+        """See :meth:`Storage.webhook_outbox_add`."""
+        alerts.outbox_add(self.db, event_id, deliveries, now)
+
+    def webhook_outbox_claim(self, now: float, limit: int, hold: float) -> list[WebhookDelivery]:
+        """See :meth:`Storage.webhook_outbox_claim`; concurrent claimers skip each other's rows."""
+        return alerts.outbox_claim(self.db, now, limit, hold)
+
+    def webhook_outbox_settle(self, delivery_id: int, now: float, error: Optional[str] = None,
+                              retry_at: Optional[float] = None) -> None:  # fmt: skip
+        """See :meth:`Storage.webhook_outbox_settle`."""
+        alerts.outbox_settle(self.db, delivery_id, now, error, retry_at)
+
+    def webhook_outbox_prune(self, before: float, limit: int) -> int:
+        """See :meth:`Storage.webhook_outbox_prune`."""
+        return alerts.outbox_prune(self.db, before, limit)
 
     # ----- schedules ----------------------------------------------------------------
 

@@ -27,6 +27,7 @@ FILES = (
     "connection.sql", "schema.sql", "jobs.sql", "usage.sql", "flex.sql", "claims.sql", "triggers.sql", "history.sql",
     "workers.sql", "retention.sql",
     "completions.sql",
+    "alerts.sql",
 )
 """The named-statement files, one per group of operations."""
 
