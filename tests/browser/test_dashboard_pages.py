@@ -157,6 +157,7 @@ def test_bulk_retry_asks_with_the_count_and_requeues_only_what_can_rerun(app: fq
     page.wait_for_function(
         "() => [...document.querySelectorAll('#jobs tbody td.status')].filter(t => t.textContent === 'queued').length === 4"
     )
+    assert page.locator("#jobs tbody input:checked").count() == 0 and page.locator("#bulk-abort").is_disabled()
     screenshot(page, "jobs-retried")
     no_csp_violation(page)
 

@@ -197,6 +197,7 @@ async function drawJobs() {
   if (before !== null) q.set("before", before);
   const page = await api(`/api/jobs?${q}`);
   shown = page.jobs;
+  for (const j of shown) if (selected.has(j.id)) selected.set(j.id, j.status);  // statuses change (a refresh, another tab)
   $("jobs").querySelector("tbody").replaceChildren(...page.jobs.map(j => {
     const tr = el("tr"); tr.dataset.id = j.id;
     const box = el("input"); box.type = "checkbox"; box.checked = selected.has(j.id); box.setAttribute("aria-label", `select job ${j.id}`);
@@ -257,7 +258,7 @@ async function runBulk() {
     for (const r of results) { const k = r.status || "refused"; counts[k] = (counts[k] || 0) + 1; if (r.error) reasons.push(`${r.id}: ${r.error}`); }
     $("bulk-result").textContent = `${BULK[action].verb}: ` + Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(", ");
     $("bulk-result").title = reasons.join("\n");
-    for (const id of ids) selected.delete(id);
+    selected.clear();  // done with this selection (what it left is in the result line)
     await drawJobs();
   } catch (e) { $("bulk-result").textContent = e.message; }
 }
