@@ -183,6 +183,16 @@ def test_in_one_process_runs_and_their_failures_are_traced_too(store: Path, span
         "exception", "ValueError", "bad input")  # fmt: skip
 
 
+def test_an_async_handlers_spans_are_children_of_its_run(store: Path, spans: InMemorySpanExporter) -> None:
+    # The handler runs on the event loop's thread: the run's context must go along (call_soon_threadsafe copies it).
+    with jobs.app.testing():
+        jobs.traced_async.delay("acme", 2)
+    [run] = named(spans, "fairqueue.run")
+    assert (run.attributes or {})["fairqueue.outcome"] == "completed"
+    [work] = named(spans, "handler.async_work")
+    assert work.parent is not None and work.parent.span_id == run.context.span_id  # type: ignore[union-attr]
+
+
 def test_a_bulk_enqueue_is_one_span_every_job_carries(store: Path, spans: InMemorySpanExporter) -> None:
     handles = jobs.traced_ok.delay_many("acme", [(i,) for i in range(3)])
     [enqueue] = named(spans, "fairqueue.enqueue")

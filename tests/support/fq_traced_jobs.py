@@ -33,6 +33,13 @@ def traced_ok(n: int) -> int:
 
 
 @app.future
+async def traced_async(n: int) -> int:
+    """As ``traced_ok``, on the runner's event loop thread."""
+    with trace.get_tracer("fq_traced_jobs").start_as_current_span("handler.async_work"):
+        return n * 3
+
+
+@app.future
 def traced_fail(reason: str) -> None:
     """Fails on every attempt."""
     raise ValueError(reason)
