@@ -143,9 +143,7 @@ def test_bulk_retry_asks_with_the_count_and_requeues_only_what_can_rerun(app: fq
     page.wait_for_function("() => document.querySelector('#bulk-retry').textContent === 'Retry selected (3)'")
     assert page.locator("#bulk-abort").inner_text() == "Abort selected (1)"
     page.click("#bulk-retry")
-    assert page.locator("#bulk-question").inner_text() == (
-        "Retry 3 jobs? (2 selected jobs are not failed, discarded, aborted: left as they are)"
-    )
+    assert page.locator("#bulk-question").inner_text() == ("Retry 3 jobs? (2 selected jobs cannot be retried: left as they are)")
     screenshot(page, "jobs-retry-confirm")
     page.click("#bulk-no")  # cancelled: nothing changes
     assert page.locator("#bulk-confirm").is_hidden() and app.get(failed).status is JobStatus.FAILED  # type: ignore[union-attr]

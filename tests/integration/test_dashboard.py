@@ -453,6 +453,11 @@ def test_the_job_page_has_attempts_errors_and_result(app: fq.FairQueue, serve: S
     completed = client.get(f"/api/jobs/{done}").json()
     assert json.loads(completed["record"]["result"]) == {"rows": [1, 2]} and not completed["rerunnable"]
     assert client.get("/api/jobs", params={"status": "discarded"}).json()["jobs"][0]["id"] == failing
+    listed = client.get("/api/jobs").json()["jobs"][0]
+    assert "errors" not in listed and "result" not in listed  # a listing stays small: the job's page has them
+    batch = app.execute_batch(sample.Numbers(10), org="acme").id
+    app.abort(batch)
+    assert client.get(f"/api/jobs/{batch}").json()["rerunnable"] is False  # a batch cannot be re-run
 
 
 def test_the_workers_are_listed_for_fleet_viewers_only(app: fq.FairQueue, serve: Serve) -> None:

@@ -312,7 +312,7 @@ class Dashboard:
         else:
             # Out of jobs, or out of the handler scan's budget: then go on from the last one read.
             next_before, partial = (None, False) if exhausted else (cursor, True)
-        return {"jobs": [_record(r) for r in found], "next": next_before, "partial": partial, "limit": limit}
+        return {"jobs": [_listed(r) for r in found], "next": next_before, "partial": partial, "limit": limit}
 
     def job(self, request: Request, viewer: Viewer) -> dict[str, Any]:
         """A job's record, its explanation, its batch errors and its timeline."""
@@ -325,7 +325,7 @@ class Dashboard:
         errors = [dataclasses.asdict(e) for e in self.app.batch_errors(job_id)]
         attempts = record.attempt_errors()
         return {"record": _record(record), "explanation": explanation, "batch_errors": errors,
-                "attempt_errors": attempts, "rerunnable": record.status in RERUNNABLE,
+                "attempt_errors": attempts, "rerunnable": _rerunnable(record),
                 "timeline": _timeline(record, errors, attempts)}  # fmt: skip
 
     def abort(self, request: Request, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
@@ -378,7 +378,7 @@ class Dashboard:
         """An org's holding batch jobs, the next to start first."""
         org = str(request.path_params["org"])
         _check_scope(viewer, org)
-        return [_record(r) for r in self.app.flex_queue(org)]
+        return [_listed(r) for r in self.app.flex_queue(org)]
 
     def flex_move(self, request: Request, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
         """Moves ``{"job_id": …, "before" | "after": id}`` or ``{"job_id": …, "to": "front" | "end"}``."""
@@ -536,6 +536,19 @@ def _cookie_path(request: Request) -> str:
 def _record(record: JobRecord) -> dict[str, Any]:
     data = dict(vars(record))
     data["status"] = record.status.value
+    return data
+
+
+def _rerunnable(record: JobRecord) -> bool:
+    """Whether a retry may queue it again (a batch's chunks cannot be re-run: see Storage.job_rerun)."""
+    return record.status in RERUNNABLE and record.kind != "batch"
+
+
+def _listed(record: JobRecord) -> dict[str, Any]:
+    """A job as a listing shows it: without its attempts' errors and its result (each up to
+    tens of kB; a page has up to 500 jobs, and the job's own page reads them)."""
+    data = _record(record)
+    del data["errors"], data["result"]
     return data
 
 

@@ -181,7 +181,7 @@ function overview() {
 
 const FILTERS = ["org", "kind", "status", "handler", "limit"];
 const LIVE = ["holding", "queued", "processing"], RERUNNABLE = ["failed", "discarded", "aborted"];
-const selected = new Map();  // job id -> its status when shown: which bulk action applies to it
+const selected = new Map();  // job id -> the job as last shown: which bulk action applies to it
 let cursors = [null], shown = [];
 
 function jobsQuery() {
@@ -197,12 +197,12 @@ async function drawJobs() {
   if (before !== null) q.set("before", before);
   const page = await api(`/api/jobs?${q}`);
   shown = page.jobs;
-  for (const j of shown) if (selected.has(j.id)) selected.set(j.id, j.status);  // statuses change (a refresh, another tab)
+  for (const j of shown) if (selected.has(j.id)) selected.set(j.id, j);  // statuses change (a refresh, another tab)
   $("jobs").querySelector("tbody").replaceChildren(...page.jobs.map(j => {
     const tr = el("tr"); tr.dataset.id = j.id;
     const box = el("input"); box.type = "checkbox"; box.checked = selected.has(j.id); box.setAttribute("aria-label", `select job ${j.id}`);
     box.disabled = viewer.read_only;
-    box.addEventListener("change", () => { box.checked ? selected.set(j.id, j.status) : selected.delete(j.id); bulkState(); });
+    box.addEventListener("change", () => { box.checked ? selected.set(j.id, j) : selected.delete(j.id); bulkState(); });
     const pick = el("td"); pick.append(box);
     const id = el("td"); id.append(link(j.id, jobUrl(j.id)));
     tr.append(pick, id, el("td", j.org), el("td", j.kind), el("td", j.handler), el("td", j.status, `status ${j.status}`),
@@ -222,10 +222,11 @@ async function drawJobs() {
 
 // The selected jobs a bulk action applies to: retry the finished-unsuccessfully, abort the live.
 const BULK = {
-  retry: {statuses: RERUNNABLE, label: "Retry", verb: "retry", past: "queued again"},
-  abort: {statuses: LIVE, label: "Abort", verb: "abort", past: "aborted"},
+  // A batch's chunks cannot be re-run (the server refuses): not counted.
+  retry: {label: "Retry", verb: "retry", done: "retried", applies: j => RERUNNABLE.includes(j.status) && j.kind !== "batch"},
+  abort: {label: "Abort", verb: "abort", done: "aborted", applies: j => LIVE.includes(j.status)},
 };
-function bulkIds(action) { return [...selected].filter(([, status]) => BULK[action].statuses.includes(status)).map(([id]) => id); }
+function bulkIds(action) { return [...selected.values()].filter(BULK[action].applies).map(j => j.id); }
 
 function bulkState() {
   for (const action of Object.keys(BULK)) {
@@ -243,7 +244,7 @@ function askBulk(action) {
   pendingBulk = {action, ids};
   const skipped = selected.size - ids.length;
   $("bulk-question").textContent = `${BULK[action].label} ${ids.length} job${ids.length === 1 ? "" : "s"}?` +
-    (skipped ? ` (${skipped} selected job${skipped === 1 ? " is" : "s are"} not ${BULK[action].statuses.join(", ")}: left as ${skipped === 1 ? "it is" : "they are"})` : "");
+    (skipped ? ` (${skipped} selected job${skipped === 1 ? "" : "s"} cannot be ${BULK[action].done}: left as ${skipped === 1 ? "it is" : "they are"})` : "");
   $("bulk-yes").textContent = `${BULK[action].label} ${ids.length}`;
   $("bulk-confirm").hidden = false;
   $("bulk-yes").focus();
@@ -279,7 +280,7 @@ function jobs() {
   $("jobs-prev").addEventListener("click", () => { if (cursors.length > 1) cursors.pop(); drawJobs().catch(failed); });
   $("jobs-next").addEventListener("click", () => { cursors.push(Number($("jobs-next").dataset.next)); drawJobs().catch(failed); });
   $("select-all").addEventListener("change", () => {
-    for (const j of shown) $("select-all").checked ? selected.set(j.id, j.status) : selected.delete(j.id);
+    for (const j of shown) $("select-all").checked ? selected.set(j.id, j) : selected.delete(j.id);
     drawJobs().catch(failed);
   });
   $("bulk-retry").addEventListener("click", () => askBulk("retry"));
