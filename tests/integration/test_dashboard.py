@@ -404,8 +404,11 @@ def test_retry_one_job_and_in_bulk_by_ids_or_filter(app: fq.FairQueue, serve: Se
     assert write(client, "/api/jobs/retry", {"all": True}).json()["matched"] == 1  # again[0], the last failed one
     assert app.get(again[0]).status is JobStatus.QUEUED  # type: ignore[union-attr]
     # Bulk abort takes the same filter body.
+    queued = sorted(r.id for r in app.jobs(org="acme", status="queued"))
+    globex = sample.record.delay("globex", "g").id
     aborted_now = write(client, "/api/jobs/abort", {"org": "acme", "status": "queued"}).json()
-    assert aborted_now["matched"] == len(app.jobs(org="acme", status="aborted"))
+    assert aborted_now == {"matched": len(queued), "results": [{"id": i, "status": "aborted"} for i in queued]}
+    assert app.get(globex).status is JobStatus.QUEUED and app.get(done).status is JobStatus.COMPLETED  # type: ignore[union-attr]
 
 
 def test_retry_is_refused_cross_origin_without_the_header_read_only_and_out_of_scope(app: fq.FairQueue, serve: Serve) -> None:
