@@ -42,7 +42,7 @@ GIVE_UP_AFTER = 3 * 24 * 3600.0
 """Seconds from an event after which its delivery is given up on (kept, with its last error)."""
 KEEP_DELIVERED = 7 * 24 * 3600.0
 """Seconds delivered and given-up deliveries stay in the outbox before pruning."""
-_BATCH = 20
+_BATCH = 10
 _PRUNE_EVERY = 3600.0
 
 
@@ -157,7 +157,9 @@ class WebhookDelivering:
             self._pruned_at = now
             self.store.webhook_outbox_prune(now - KEEP_DELIVERED, 1_000)
         while True:
-            hold = max((h.timeout for h in self.alerts.webhooks.values()), default=5.0) * 2 + 30
+            # Held for as long as posting the whole batch may take (each POST to its timeout),
+            # so no other worker takes a row of it while this one is still on its way there.
+            hold = (max((h.timeout for h in self.alerts.webhooks.values()), default=5.0) + 1) * _BATCH + 30
             claimed = self.store.webhook_outbox_claim(now, _BATCH, hold)
             for delivery in claimed:
                 hook = self.alerts.webhooks.get(delivery.url)
