@@ -123,31 +123,26 @@ class WebhookDelivering:
         self.store = store
         self.alerts = alerts
         self.every = every
-        self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._pruned_at = 0.0
         self.delivered = 0
         """Deliveries this worker made (answered 2xx)."""
 
     def run(self, now: float) -> None:
-        """Wakes the delivery thread (started at the first run, if the app has webhooks)."""
-        if not self.alerts.webhooks:
+        """Starts a delivery pass on a thread of its own, unless one is still going (or
+        the app has no webhooks)."""
+        if not self.alerts.webhooks or (self._thread is not None and self._thread.is_alive()):
             return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="fairqueue-webhooks", daemon=True)
-            self._thread.start()
-        self._wake.set()
+        # A daemon thread that ends with its pass: a delivery in flight when the process
+        # ends is claimed again by some worker once its hold lapses; its row is never lost.
+        self._thread = threading.Thread(target=self._pass, name="fairqueue-webhooks", daemon=True)
+        self._thread.start()
 
-    def _loop(self) -> None:
-        # A daemon thread: a delivery in flight when the process ends is claimed again by
-        # some worker once its hold lapses; the outbox row is never lost.
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            try:
-                self.deliver(time.time())
-            except Exception:
-                log.exception("fairqueue worker: delivering webhooks failed; trying again shortly")
+    def _pass(self) -> None:
+        try:
+            self.deliver(time.time())
+        except Exception:
+            log.exception("fairqueue worker: delivering webhooks failed; trying again shortly")
 
     def deliver(self, now: float) -> int:
         """Claims the due deliveries and posts them, a batch at a time while batches are
