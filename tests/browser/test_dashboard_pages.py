@@ -160,6 +160,30 @@ def test_bulk_retry_asks_with_the_count_and_requeues_only_what_can_rerun(app: fq
     no_csp_violation(page)
 
 
+def test_retry_all_matching_counts_first_and_requeues_every_page(app: fq.FairQueue, serve: Any, page: Any, screenshot: Any) -> None:
+    acme = [h.id for h in sample.record.delay_many("acme", [("a",)] * 30)]
+    globex = sample.record.delay("globex", "g").id
+    for job_id in acme[:27]:
+        run_to(app, job_id, JobStatus.DISCARDED, errors=("gone",))
+    run_to(app, globex, JobStatus.DISCARDED, errors=("gone",))
+    url, _ = serve()
+    page.goto(url + "jobs?org=acme&status=discarded&limit=25")
+    page.wait_for_function("() => document.querySelectorAll('#jobs tbody tr').length === 25")
+    page.click("#bulk-retry-all")
+    page.wait_for_selector("#bulk-confirm:not([hidden])")
+    assert page.locator("#bulk-question").inner_text() == "Retry up to 27 jobs matching org acme, status discarded, on every page?"
+    screenshot(page, "jobs-retry-all-confirm")
+    assert app.get(acme[0]).status is JobStatus.DISCARDED  # type: ignore[union-attr]  # the count was a dry run
+    page.click("#bulk-yes")
+    page.wait_for_function("() => document.querySelector('#bulk-result').textContent === 'retry: 27 queued'")
+    assert [app.get(i).status for i in acme] == [JobStatus.QUEUED] * 30  # type: ignore[union-attr]
+    assert app.get(globex).status is JobStatus.DISCARDED  # type: ignore[union-attr]
+    page.wait_for_function("() => document.querySelector('#jobs tbody').textContent === 'no jobs match'")
+    page.select_option("#filter-status", "completed")
+    page.wait_for_function("() => document.querySelector('#bulk-retry-all').disabled")  # nothing there to re-run
+    no_csp_violation(page)
+
+
 def test_the_job_page_shows_attempts_errors_and_result_and_retries(app: fq.FairQueue, serve: Any, page: Any, screenshot: Any) -> None:
     discarded, done = (h.id for h in sample.record.delay_many("acme", [("a",)] * 2))
     run_to(app, discarded, JobStatus.DISCARDED, errors=("bad row 7", "bad row 8", "bad row 9"))

@@ -399,6 +399,9 @@ def test_retry_one_job_and_in_bulk_by_ids_or_filter(app: fq.FairQueue, serve: Se
     assert write(client, "/api/jobs/retry", {}).status_code == 400
     assert write(client, "/api/jobs/retry", {"status": "completed"}).status_code == 400
     assert write(client, "/api/jobs/retry", {"status": "discarded", "since": "yesterday"}).status_code == 400
+    assert write(client, "/api/jobs/retry", {"all": 1}).status_code == 400  # true, not a truthy number
+    dry = write(client, "/api/jobs/retry", {"status": "discarded", "org": "acme", "dry_run": True}).json()
+    assert dry == {"matched": 1, "dry_run": True} and app.get(again[1]).status is JobStatus.DISCARDED  # type: ignore[union-attr]
     by_filter = write(client, "/api/jobs/retry", {"status": "discarded", "org": "acme", "since": time.time() - 3600}).json()
     assert by_filter == {"matched": 1, "results": [{"id": again[1], "status": "queued"}]}
     assert write(client, "/api/jobs/retry", {"all": True}).json()["matched"] == 1  # again[0], the last failed one

@@ -346,7 +346,9 @@ class Dashboard:
         :func:`_bulk_filter`): ``{"matched": n, "results": [...]}``."""
         ids = _bulk_ids(body)
         if ids is None:
-            status, filters = _bulk_filter(body, viewer, tuple(s.value for s in LIVE_STATUSES))
+            status, filters, dry_run = _bulk_filter(body, viewer, LIVE_STATUSES)
+            if dry_run:
+                return self._matching(status or LIVE_STATUSES, viewer, filters)
             done = self.app.control.abort_jobs(status, **{"org": viewer.org, **filters})
             return {"matched": len(done), "results": [{"id": i, "status": s.value} for i, s in done.items()]}
         return {"results": _each(ids, lambda job_id: self.app.control.abort(job_id, org=viewer.org))}
@@ -357,10 +359,20 @@ class Dashboard:
         filter (see :func:`_bulk_filter`): ``{"matched": n, "results": [...]}``."""
         ids = _bulk_ids(body)
         if ids is None:
-            status, filters = _bulk_filter(body, viewer, tuple(s.value for s in RERUNNABLE))
+            status, filters, dry_run = _bulk_filter(body, viewer, RERUNNABLE)
+            if dry_run:
+                return self._matching(status or RERUNNABLE, viewer, filters)
             queued = self.app.control.retry_jobs(status, **{"org": viewer.org, **filters})
             return {"matched": len(queued), "results": [{"id": i, "status": JobStatus.QUEUED.value} for i in queued]}
         return {"results": _each(ids, lambda job_id: self.app.control.retry(job_id, org=viewer.org))}
+
+    def _matching(self, statuses: Union[JobStatus, tuple[JobStatus, ...]], viewer: Viewer, filters: dict[str, Any]) -> dict[str, Any]:
+        """A dry run's answer: how many jobs the filter matches (what the page's
+        confirmation says), touching none. For a retry it is an upper bound: batches and
+        jobs whose duplicate signature a live job holds are matched but left."""
+        wanted = (statuses,) if isinstance(statuses, JobStatus) else statuses
+        pages = self.app.control.select(wanted, **{"org": viewer.org, **filters})
+        return {"matched": sum(len(ids) for ids in pages), "dry_run": True}
 
     # ----- workers ----------------------------------------------------------------------------
 
@@ -405,19 +417,20 @@ def _bulk_ids(body: dict[str, Any]) -> Optional[list[int]]:
     return ids
 
 
-def _bulk_filter(body: dict[str, Any], viewer: Viewer, statuses: tuple[str, ...]) -> tuple[Optional[str], dict[str, Any]]:
+def _bulk_filter(body: dict[str, Any], viewer: Viewer, statuses: tuple[JobStatus, ...]) -> tuple[Optional[JobStatus], dict[str, Any], bool]:
     """A bulk action's filter body: ``status`` (one of ``statuses``), ``org``, ``kind``,
-    ``handler``, ``since`` and ``until`` (Unix times, on the creation time). An empty
-    filter must say ``"all": true``, so that a stray ``{}`` touches nothing."""
-    _only_keys(body, set(BULK_FILTERS) | {"all"})
-    if body.get("all") not in (None, True):
-        raise InvalidArgument(f"invalid all {shown(body['all'])}: expected true, or leave it out")
+    ``handler``, ``since`` and ``until`` (Unix times, on the creation time), and
+    ``dry_run`` (count, change nothing). An empty filter must say ``"all": true``, so
+    that a stray ``{}`` touches nothing."""
+    _only_keys(body, set(BULK_FILTERS) | {"all", "dry_run"})
+    every, dry_run = _flag(body, "all"), _flag(body, "dry_run")
     given = {k: body[k] for k in BULK_FILTERS if body.get(k) is not None}
-    if not given and body.get("all") is not True:
+    if not given and not every:
         raise InvalidArgument('give ids, a filter (status, org, kind, handler, since, until) or "all": true')
     status = given.pop("status", None)
-    if status is not None and status not in statuses:
-        raise InvalidArgument(f"invalid status {shown(status)}: expected one of {', '.join(statuses)}")
+    names = [s.value for s in statuses]
+    if status is not None and status not in names:
+        raise InvalidArgument(f"invalid status {shown(status)}: expected one of {', '.join(names)}")
     if "org" in given:
         if not isinstance(given["org"], str):
             raise InvalidArgument(f"invalid org {shown(given['org'])}: expected a string")
@@ -428,7 +441,14 @@ def _bulk_filter(body: dict[str, Any], viewer: Viewer, statuses: tuple[str, ...]
             if isinstance(at, bool) or not isinstance(at, (int, float)) or not 0 <= at <= TIME_MAX:
                 raise InvalidArgument(f"invalid {name} {shown(at)}: expected a Unix time from 0 to {TIME_MAX:,}")
             given[name] = datetime.fromtimestamp(at, timezone.utc)
-    return status, given
+    return (None if status is None else JobStatus(status)), given, dry_run
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"invalid {name} {shown(value)}: expected true or false")
+    return value
 
 
 def _each(ids: list[int], act: Callable[[int], JobStatus]) -> list[dict[str, Any]]:

@@ -234,6 +234,7 @@ function bulkState() {
     button.disabled = viewer.read_only || n === 0;
     button.textContent = n ? `${BULK[action].label} selected (${n})` : `${BULK[action].label} selected`;
   }
+  $("bulk-retry-all").disabled = viewer.read_only || !["", ...RERUNNABLE].includes($("filter-status").value);
 }
 
 // A bulk action asks first, in the page, saying how many jobs it touches.
@@ -250,14 +251,32 @@ function askBulk(action) {
   $("bulk-yes").focus();
 }
 
+// Every job the filters match, on every page: the server counts them first (a dry run).
+async function askRetryAll() {
+  const body = {};
+  for (const f of ["org", "kind", "status", "handler"]) { const v = $(`filter-${f}`).value.trim(); if (v) body[f] = v; }
+  const described = Object.entries(body).map(([k, v]) => `${k} ${v}`).join(", ");
+  if (!described) body.all = true;
+  try {
+    const {matched} = await api("/api/jobs/retry", {...body, dry_run: true});
+    if (!matched) { $("bulk-result").textContent = "retry: no failed, discarded or aborted job matches"; return; }
+    pendingBulk = {action: "retry", body};
+    $("bulk-question").textContent = `Retry ${body.status ? "" : "every failed, discarded and aborted job: "}up to ${num(matched)} ` +
+      `job${matched === 1 ? "" : "s"} ${described ? `matching ${described}` : "of every org and kind"}, on every page?`;
+    $("bulk-yes").textContent = `Retry ${num(matched)}`;
+    $("bulk-confirm").hidden = false;
+    $("bulk-yes").focus();
+  } catch (e) { $("bulk-result").textContent = e.message; }
+}
+
 async function runBulk() {
-  const {action, ids} = pendingBulk; pendingBulk = null;
+  const {action, ids, body} = pendingBulk; pendingBulk = null;
   $("bulk-confirm").hidden = true;
   try {
-    const {results} = await api(`/api/jobs/${action}`, {ids});
+    const {results} = await api(`/api/jobs/${action}`, body || {ids});
     const counts = {}, reasons = [];
     for (const r of results) { const k = r.status || "refused"; counts[k] = (counts[k] || 0) + 1; if (r.error) reasons.push(`${r.id}: ${r.error}`); }
-    $("bulk-result").textContent = `${BULK[action].verb}: ` + Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(", ");
+    $("bulk-result").textContent = `${BULK[action].verb}: ` + (Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(", ") || "none matched");
     $("bulk-result").title = reasons.join("\n");
     selected.clear();  // done with this selection (what it left is in the result line)
     await drawJobs();
@@ -285,6 +304,7 @@ function jobs() {
   });
   $("bulk-retry").addEventListener("click", () => askBulk("retry"));
   $("bulk-abort").addEventListener("click", () => askBulk("abort"));
+  $("bulk-retry-all").addEventListener("click", askRetryAll);
   $("bulk-yes").addEventListener("click", () => { if (pendingBulk) runBulk(); });
   $("bulk-no").addEventListener("click", () => { pendingBulk = null; $("bulk-confirm").hidden = true; });
   drawJobs().catch(failed);
