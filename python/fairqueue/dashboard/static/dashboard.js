@@ -347,7 +347,7 @@ async function drawJob(id) {
     }
     return li;
   }));
-  if (!attempt_errors.length && record.attempts) $("job-attempts").append("; no attempt raised");
+  if (!attempt_errors.length && record.handler_attempts) $("job-attempts").append("; no attempt raised");
   $("job-attempt-errors").hidden = !attempt_errors.length;
   $("job-attempts-section").hidden = !record.attempts && !attempt_errors.length;  // never delivered: nothing to say
   const errors = batch_errors.map(e => { const li = el("li"); li.append(el("strong", `${e.phase}${e.chunk !== null ? " chunk " + e.chunk : ""}: ${e.exception_type}`), " ", e.message, el("pre", e.traceback)); return li; });
