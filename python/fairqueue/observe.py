@@ -43,7 +43,7 @@ class Reason:
     code: str
     """``running``, ``finished``, ``holding``, ``scheduled``, ``cap_reached``,
     ``outside_peek_set``, ``extended_delay``, ``throttled``, ``queued_behind``,
-    ``daily_limit``, ``no_worker`` or ``redelivered``."""
+    ``daily_limit``, ``no_worker``, ``retried`` or ``redelivered``."""
     message: str
     figures: dict[str, Any] = field(default_factory=dict)
 
@@ -209,7 +209,7 @@ class Pace:
 
     def __str__(self) -> str:
         idle = f" of the last {_duration(self.span)}" if self.span > self.busy * 1.05 + 1 else ""
-        return f"{self.rate:.2f} jobs/s while it had work ({self.finished} jobs in {_duration(self.busy)}{idle})"
+        return f"{self.rate:.2f} jobs/s while it had work ({_count(self.finished, 'job')} in {_duration(self.busy)}{idle})"
 
 
 def pace(store: Storage, now: float, *, org: Optional[str] = None, kind: Optional[str] = None,
@@ -293,7 +293,8 @@ def _estimate(store: Storage, record: JobRecord, facts: WaitingFacts, now: float
 
 def _durations(record: JobRecord) -> dict[str, Optional[float]]:
     ready = max(record.created_at, record.run_at or record.created_at)
-    waited = record.started_at - ready if record.started_at is not None else None
+    # A retry's start may lead its run-at by the clock's grain: never a negative wait.
+    waited = max(record.started_at - ready, 0.0) if record.started_at is not None else None
     ran = record.finished_at - record.started_at if record.finished_at is not None and record.started_at else None
     return {"waited": waited, "ran": ran}
 
@@ -312,10 +313,26 @@ def _finished(record: JobRecord) -> list[Reason]:
 
 
 def _redelivered(record: JobRecord) -> list[Reason]:
-    if record.attempts > 1:
-        return [Reason("redelivered", f"delivered {record.attempts} times: a worker holding it stopped "
-                                      f"({record.extended_status or 'lease expired'})", {"attempts": record.attempts})]
-    return []
+    """Its earlier attempts: handler runs that raised (retries), and deliveries lost
+    without an outcome (a worker that died, stalled or stopped)."""
+    reasons = []
+    failed = record.attempt_errors()
+    if failed:
+        last = failed[-1]
+        reasons.append(Reason("retried", f"its handler raised {_count(len(failed), 'time')} "
+                                         f"(last: {last.get('type')}: {last.get('message')})",
+                              {"handler_attempts": record.handler_attempts, "failed_attempts": len(failed)}))  # fmt: skip
+    running = record.status is JobStatus.PROCESSING
+    lost = record.attempts - record.handler_attempts - running
+    if lost > 0:
+        reasons.append(Reason("redelivered", f"{_count(lost, 'delivery', 'deliveries')} ended without an outcome: "
+                                             "a worker holding it died, stalled or stopped",
+                              {"attempts": record.attempts, "lost": lost}))  # fmt: skip
+    return reasons
+
+
+def _count(n: int, one: str, many: Optional[str] = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _duration(seconds: float) -> str:

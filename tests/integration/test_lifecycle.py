@@ -211,3 +211,18 @@ def test_result_async_returns_the_value_or_raises_the_jobs_error(on_store: Stora
 
     with jobs.app.worker(slots=2):
         assert asyncio.run(main()) == {"key": "s", "attempt": 1, "ctx_attempt": 1}
+
+
+def test_explain_tells_retries_from_deliveries_lost_with_a_worker(on_store: Storage, effects: Path) -> None:
+    bad = jobs.broken.delay("org-1", "u")
+    with jobs.app.worker(slots=1):
+        bad.wait(timeout=60)
+    codes = {r.code: r.message for r in jobs.app.explain(bad.id).reasons}
+    assert codes["retried"] == "its handler raised 3 times (last: RuntimeError: u: broken every time)"
+    assert "redelivered" not in codes, "no delivery was lost: nothing blames a worker"
+    # A delivery whose lease lapsed (its worker vanished) is one lost without an outcome.
+    lost = jobs.flaky.delay("org-1", "v", 0)
+    on_store.job_claim([lost.id], "gone", 1.0, 0.5)
+    on_store.job_requeue_expired(2.0)
+    codes = {r.code: r.message for r in jobs.app.explain(lost.id).reasons}
+    assert codes["redelivered"] == "1 delivery ended without an outcome: a worker holding it died, stalled or stopped"
