@@ -794,6 +794,14 @@ def dashboard(
         raise click.UsageError(f"cannot listen on {host}:{port}: {e.strerror}; pick another --port") from e
     how = " (sign in with the token)" if token else ""
     click.echo(f"fairqueue dashboard on {server.url}{how}{', read-only' if read_only else ''} (Ctrl-C stops it)")
+
+    def requested_stop(signum: int, _frame: Any) -> None:
+        # uvicorn shuts down gracefully on the signal, then raises it again for the
+        # handler that was in place: a requested stop that drained exits 0.
+        raise SystemExit(0)
+
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, requested_stop)
     try:
         server.serve_forever()
     finally:

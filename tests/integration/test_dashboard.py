@@ -345,8 +345,8 @@ def test_the_command_serves_it_and_stops_on_sigterm(app: fq.FairQueue) -> None:
                 assert write(client, "api/jobs/1/abort", {}, Authorization="Bearer cli-token").status_code == 403
         finally:
             server.send_signal(signal.SIGTERM)
-            # uvicorn shuts down gracefully, then re-raises the signal so the parent sees why it ended.
-            assert server.wait(timeout=60) == -signal.SIGTERM
+            # A requested stop: uvicorn shuts down gracefully and the command exits 0.
+            assert server.wait(timeout=60) == 0
 
 
 def test_a_store_fault_is_the_servers_error_not_the_requests(app: fq.FairQueue, serve: Serve) -> None:
