@@ -92,3 +92,15 @@ def test_rerun_leaves_a_job_whose_signature_a_live_job_holds(store: Storage) -> 
     assert store.job_get(first).status is JobStatus.FAILED  # type: ignore[union-attr]
     store.job_abort(second, NOW + 4)
     assert store.job_rerun([first], NOW + 5) == [first]
+
+
+def test_children_of_one_outcome_sharing_a_new_signature_store_the_first_and_say_so(store: Storage) -> None:
+    [parent, holder] = store.job_enqueue([job(), job(duplicate_signature="held")], NOW)
+    store.job_claim([parent], "w", NOW + 60, NOW)
+    children = (job(duplicate_signature="twin"), job(duplicate_signature="twin"), job(duplicate_signature="held"), job())
+    assert store.job_finish([Finish(parent, "w", JobStatus.COMPLETED, NOW + 1, children=children, ran=True)]) == [parent]
+    stored = [r for r in store.job_list(limit=100) if r.id not in (parent, holder)]
+    assert sorted(str(r.duplicate_signature) for r in stored) == ["None", "twin"], "the first twin and the plain child"
+    record = store.job_get(parent)
+    assert record is not None and record.status is JobStatus.COMPLETED
+    assert record.extended_status is not None and "'twin'" in record.extended_status and "'held'" in record.extended_status

@@ -366,8 +366,17 @@ class MemoryStorage(Storage):
                     self._batch_errors.extend(p.errors)
                 if not f.children:
                     continue
-                taken = [c.duplicate_signature for c in f.children if c.duplicate_signature in self._signatures]
-                children = [c for c in f.children if c.duplicate_signature not in taken]
+                # A signature a live job holds, or an earlier child of this outcome, is taken.
+                seen: set[str] = set()
+                children, taken = [], []
+                for c in f.children:
+                    signature = c.duplicate_signature
+                    if signature and (signature in seen or signature in self._signatures):
+                        taken.append(signature)
+                        continue
+                    if signature:
+                        seen.add(signature)
+                    children.append(c)
                 try:
                     if f.daily_limits:
                         check_daily_limits(children, f.daily_limits, functools.partial(self._usage_of, now=f.at), f.at)

@@ -901,15 +901,19 @@ class SQLiteStorage(Storage):
         return [BatchErrorEvent(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8]) for r in rows]
 
     def _insert_children(self, db: sqlite3.Connection, f: Finish) -> None:
-        taken = [
-            c.duplicate_signature
-            for c in f.children
-            if c.duplicate_signature
-            and db.execute(
-                f"SELECT 1 FROM fq_jobs WHERE duplicate_signature = ? AND status IN {_LIVE}", (c.duplicate_signature,)
-            ).fetchone()
-        ]
-        children = [c for c in f.children if c.duplicate_signature not in taken]
+        # A signature a live job holds, or an earlier child of this outcome, is taken.
+        seen: set[str] = set()
+        children, taken = [], []
+        for c in f.children:
+            signature = c.duplicate_signature
+            if signature and (signature in seen or db.execute(
+                f"SELECT 1 FROM fq_jobs WHERE duplicate_signature = ? AND status IN {_LIVE}", (signature,)
+            ).fetchone()):  # fmt: skip
+                taken.append(signature)
+                continue
+            if signature:
+                seen.add(signature)
+            children.append(c)
         if children:
             try:
                 if f.daily_limits:
