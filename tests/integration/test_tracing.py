@@ -5,6 +5,7 @@ processes, through the W3C context the job's payload carries; a worker's
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -26,6 +27,8 @@ import fairqueue as fq
 import fq_traced_jobs as jobs
 from conftest import wait_until
 from fairqueue import tracing
+from fairqueue.logs import JsonFormatter
+from fairqueue.logs import configure as configure_logs
 from fairqueue.storage.sqlite import SQLiteStorage
 
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
@@ -224,3 +227,21 @@ def test_without_opentelemetry_installed_jobs_enqueue_and_run() -> None:
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=environment)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_json_formatter_keeps_every_extra_and_shows_what_is_not_json(spans: InMemorySpanExporter) -> None:
+    record = logging.LogRecord("fairqueue.worker", logging.WARNING, __file__, 1, "job %d: %s", (7, "late"), None)
+    for name, value in {"job_id": 7, "org": "acme", "where": Path("/tmp/x"), "job_ids": [1, 2]}.items():
+        setattr(record, name, value)  # as logging does for extra=
+    with trace.get_tracer("test").start_as_current_span("outer") as outer:
+        entry = json.loads(JsonFormatter().format(record))
+    context = outer.get_span_context()
+    assert entry == {"time": entry["time"], "level": "WARNING", "logger": "fairqueue.worker", "message": "job 7: late",
+                     "job_id": 7, "org": "acme", "where": "/tmp/x", "job_ids": [1, 2],
+                     "trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}  # fmt: skip
+    assert entry["time"].endswith("+00:00")
+
+
+def test_an_unknown_log_format_is_refused_by_name() -> None:
+    with pytest.raises(fq.InvalidArgument, match="invalid log format 'xml': expected one of text, json"):
+        configure_logs("xml")
