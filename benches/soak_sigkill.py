@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -182,7 +183,14 @@ class Workers:
         self.died[victim.pid] = time.time()
         self.procs[i] = self.start()
 
-    def stop(self) -> list[int]:
+    def stop(self, registered: Callable[[], set[int]]) -> list[int]:
+        """SIGTERMs every worker once it is registered in the store: by then its signal
+        handlers are in place (a worker installs them, then registers), so the stop is
+        a requested one that drains and exits 0, not a process killed in its start-up."""
+        deadline = time.monotonic() + 120
+        while not {p.pid for p in self.procs} <= registered():
+            assert time.monotonic() < deadline, "a restarted worker did not register within 120 s"
+            time.sleep(0.05)
         for p in self.procs:
             p.send_signal(signal.SIGTERM)
         return [p.wait(timeout=120) for p in self.procs]
@@ -256,7 +264,7 @@ def run_phase(kind: str, config: Config, workdir: Path, rng: random.Random) -> P
             assert time.monotonic() < deadline, f"not drained within 600 s: {store.counts()}"
             time.sleep(0.1)
         phase.drain_seconds = time.time() - end
-        phase.exit_codes = workers.stop()
+        phase.exit_codes = workers.stop(lambda: {w.info.pid for w in soak.app.storage.worker_list() if w.alive})
     finally:
         workers.kill_all()
         soak.app.storage.close()
