@@ -29,7 +29,10 @@ REBOUND_NAME = "rebound.example"
 """A name the browser resolves to loopback, as DNS rebinding would make it."""
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API runs an event loop on the main
+# thread while it is open, and asyncio.run() in the suite's later tests refuses to
+# start beside a running loop.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
