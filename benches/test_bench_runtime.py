@@ -74,9 +74,7 @@ def test_durable_enqueue_bulk(benchmark: Any, fresh_store: Any) -> None:
     rate(benchmark, BULK_JOBS)
 
 
-def _drain(
-    benchmark: Any, fresh_store: Any, store: str, fair: bool, slots: int, layout: str, fn: Any = sample.noop
-) -> None:
+def _drain(benchmark: Any, fresh_store: Any, store: str, fair: bool, slots: int, layout: str, fn: Any = sample.noop) -> None:
     # "blocks": each of 4 orgs enqueued 10,000 jobs in one call, so a FIFO drains one
     # org's neighbouring rows at a time while fair dispatch takes from all four.
     # "interleaved": the 4 orgs took turns enqueueing 100 jobs, as orgs that enqueue
