@@ -1251,9 +1251,11 @@ class SQLiteStorage(Storage):
     # at a time, so pruners of several processes simply take turns), each read first so an
     # idle tick takes no write lock.
 
-    # A status's finished jobs, oldest first, through the index of finish times.
+    # A status's finished jobs, oldest first, through the index of finish times per status
+    # (so pruning completed jobs never walks the failed ones kept longer).
     _PRUNE_JOBS = (
-        "SELECT id FROM fq_jobs INDEXED BY fq_jobs_finished WHERE finished_at < ? AND status = ? ORDER BY finished_at LIMIT ?"
+        "SELECT id FROM fq_jobs INDEXED BY fq_jobs_status_finished WHERE status = ? AND finished_at < ? "
+        "ORDER BY finished_at LIMIT ?"
     )
     # Samples in [?, ?) beyond the highest of each (kind, org, minute), at most ? of them.
     _THIN = (
@@ -1275,7 +1277,7 @@ class SQLiteStorage(Storage):
         def candidates(db: sqlite3.Connection) -> list[int]:
             ids: list[int] = []
             for status, cutoff in order:
-                ids += [r[0] for r in db.execute(self._PRUNE_JOBS, (cutoff, status.value, limit - len(ids)))]
+                ids += [r[0] for r in db.execute(self._PRUNE_JOBS, (status.value, cutoff, limit - len(ids)))]
             return ids
 
         with self._lock:
