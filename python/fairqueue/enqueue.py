@@ -375,10 +375,9 @@ class Enqueuer:
     ) -> JobHandle:  # fmt: skip
         """Enqueues one call of the future at ``path`` for ``org`` (not to start before
         ``delay`` seconds from now or ``run_at``, if given)."""
-        seconds = self._checked_delay(org, delay, "future", run_at) if delay is not None or run_at is not None else 0.0
+        start = self._start(org, delay, "future", run_at) if delay is not None or run_at is not None else None
         check_org(org)
         payload = encode({"args": args, "kwargs": kwargs}, f"the arguments of {path}", self.settings.limits.max_payload_bytes)
-        start = time.time() + seconds if seconds else None
         return self._submit("future", NewJob(org=org, kind="future", handler=path, payload=payload, run_at=start))
 
     def futures(
@@ -440,7 +439,7 @@ class Enqueuer:
             with self.transaction(connection=connection):
                 return self.enqueue(job, org=org, delay=delay, options=options, run_at=run_at)
         limits = self.settings.limits
-        seconds = self._checked_delay(org, delay, "queueable", run_at)
+        start = self._start(org, delay, "queueable", run_at)
         path, state = queueable_state(job)
         options = options or AsyncOptions()
         parent = running_context()
@@ -466,12 +465,19 @@ class Enqueuer:
                 kind="queueable",
                 handler=path,
                 payload=payload,
-                run_at=time.time() + seconds if seconds else None,
+                run_at=start,
                 parent_id=inside.job_id if inside else None,
                 chain_depth=depth,
                 duplicate_signature=options.duplicate_signature,
             ),
         )
+
+    def _start(self, org: str, delay: Delay, kind: str, run_at: Optional[datetime]) -> Optional[float]:
+        """When the job may start (None: now): ``run_at`` exactly, or ``delay`` from now."""
+        seconds = self._checked_delay(org, delay, kind, run_at)
+        if not seconds:
+            return None
+        return run_at.timestamp() if run_at is not None else time.time() + seconds
 
     def _checked_delay(self, org: str, delay: Delay, kind: str = "queueable", run_at: Optional[datetime] = None) -> float:
         """Seconds from now to the job's start (``delay``, or ``run_at``: one of them at
