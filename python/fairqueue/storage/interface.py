@@ -164,10 +164,10 @@ def rerun_note(status: str, before: Optional[str]) -> str:
     return f"re-run by request (was {status}" + (f": {before})" if before else ")")
 
 
-def live_worker_named(name: str, holder: WorkerInfo) -> InvalidArgument:
-    """The error for registering a worker under the name of one that is alive."""
+def live_worker_named(name: str, pid: int, host: str) -> InvalidArgument:
+    """The error for registering a worker under the name of one that is alive (``pid`` on ``host``)."""
     return InvalidArgument(
-        f"a live worker named {name!r} is registered (pid {holder.pid} on {holder.host!r}): give each worker "
+        f"a live worker named {name!r} is registered (pid {pid} on {host!r}): give each worker "
         "its own name (the default, host:pid:n, is unique)"
     )
 

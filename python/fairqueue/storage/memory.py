@@ -453,7 +453,7 @@ class MemoryStorage(Storage):
         with self._lock:
             known = self._workers.get(worker.name)
             if known is not None and known[2]:
-                raise live_worker_named(worker.name, known[0])
+                raise live_worker_named(worker.name, known[0].pid, known[0].host)
         self.worker_reap(now)
         with self._lock:
             self._workers[worker.name] = [worker, now, True, None]

@@ -339,6 +339,16 @@ def _record(row: sqlite3.Row) -> JobRecord:
     return record
 
 
+# A worker's registry row (the values of _worker_row, then last seen and its lock's token).
+_WORKER_INSERT = (
+    "INSERT INTO fq_workers (name, host, pid, mode, slots, started_at, last_seen, lock_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _worker_row(worker: WorkerInfo) -> tuple[Any, ...]:
+    return (worker.name, worker.host, worker.pid, worker.mode, worker.slots, worker.started_at)
+
+
 # An outcome's handler attempt: counted if the handler ran, its error (if any) appended.
 _ATTEMPT = (
     "handler_attempts = handler_attempts + ?, "
@@ -955,13 +965,9 @@ class SQLiteStorage(Storage):
                 if row is not None:
                     with probe(self._workers_folder, row["lock_token"]) as dead:
                         if not dead:
-                            raise live_worker_named(worker.name, WorkerInfo(worker.name, row["host"], row["pid"], "", 0, 0))
+                            raise live_worker_named(worker.name, row["pid"], row["host"])
                         self._reap_one(db, worker.name, row["lock_token"], now, Reaped([], [], []))
-                db.execute(
-                    "INSERT INTO fq_workers (name, host, pid, mode, slots, started_at, last_seen, lock_token) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (worker.name, worker.host, worker.pid, worker.mode, worker.slots, worker.started_at, now, held.token),
-                )
+                db.execute(_WORKER_INSERT, (*_worker_row(worker), now, held.token))
         except BaseException:
             held.release()
             raise
@@ -980,11 +986,7 @@ class SQLiteStorage(Storage):
                 "UPDATE fq_workers SET last_seen = ?, lock_token = ? WHERE name = ?", (now, held.token, name)
             ).rowcount
             if not seen:  # reaped meanwhile: register again
-                db.execute(
-                    "INSERT INTO fq_workers (name, host, pid, mode, slots, started_at, last_seen, lock_token) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (name, info.host, info.pid, info.mode, info.slots, info.started_at, now, held.token),
-                )
+                db.execute(_WORKER_INSERT, (*_worker_row(info), now, held.token))
         return intact and bool(seen)
 
     def worker_alone(self, name: str, job_id: Optional[int]) -> None:

@@ -35,7 +35,7 @@ from . import completions, flex
 from .connection import LOCK_WORKER, Cursor, Database
 from .errors import translate
 
-__all__ = ["WorkerLock", "alone", "leave", "listed", "reap", "register", "seen"]
+__all__ = ["WorkerLock", "alone", "insert", "leave", "listed", "reap", "register", "seen"]
 
 # Seconds a worker whose lock is free must have been silent before it is reaped: a
 # live worker whose lock connection dropped takes the lock again at its next
@@ -107,10 +107,9 @@ def register(db: Database, worker: WorkerInfo, now: float) -> WorkerLock:
             cur.execute(db.sql["worker_take_dead"], (LOCK_WORKER, row[2]))
             taken = cur.fetchone()
             if not (taken and taken[0]):
-                raise live_worker_named(worker.name, WorkerInfo(worker.name, row[0], row[1], "", 0, 0))
+                raise live_worker_named(worker.name, row[1], row[0])
             reap_one(db, cur, worker.name, row[2], now, Reaped([], [], []))
-        cur.execute(db.sql["worker_insert"], (worker.name, worker.host, worker.pid, worker.mode, worker.slots,
-                                              worker.started_at, lock.key))  # fmt: skip
+        insert(db, cur, worker, lock)
 
     try:
         db.transaction(body)
@@ -118,6 +117,12 @@ def register(db: Database, worker: WorkerInfo, now: float) -> WorkerLock:
         lock.release()
         raise
     return lock
+
+
+def insert(db: Database, cur: Cursor, worker: WorkerInfo, lock: WorkerLock) -> None:
+    """Adds ``worker``'s registry row, seen now, under ``lock``'s key."""
+    cur.execute(db.sql["worker_insert"], (worker.name, worker.host, worker.pid, worker.mode, worker.slots,
+                                          worker.started_at, lock.key))  # fmt: skip
 
 
 def seen(db: Database, worker: WorkerInfo, lock: WorkerLock) -> tuple[WorkerLock, bool]:
@@ -132,8 +137,7 @@ def seen(db: Database, worker: WorkerInfo, lock: WorkerLock) -> tuple[WorkerLock
         cur.execute(db.sql["worker_seen"], (lock.key, worker.name))
         if cur.rowcount:
             return True
-        cur.execute(db.sql["worker_insert"], (worker.name, worker.host, worker.pid, worker.mode, worker.slots,
-                                              worker.started_at, lock.key))  # fmt: skip
+        insert(db, cur, worker, lock)
         return False
 
     try:
