@@ -5,10 +5,13 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Optional
 
-__all__ = ["JobStatus", "NewJob", "JobRecord", "PendingJob", "Finish"]
+__all__ = [
+    "JobStatus", "NewJob", "JobRecord", "PendingJob", "Finish",
+    "Admission", "Candidate", "Rate", "RateScope", "SettingRow", "SettingChange",
+]  # fmt: skip
 
 
 class JobStatus(str, enum.Enum):
@@ -45,6 +48,14 @@ class NewJob(NamedTuple):
     parent_id: Optional[int] = None
     chain_depth: int = 0
     duplicate_signature: Optional[str] = None
+    queue: str = "default"
+    """The named queue it waits in: only workers serving that queue run it."""
+    key: Optional[str] = None
+    """Its concurrency key within its org (a user, an integration…); None: the org's default key."""
+    priority: int = 5
+    """0 to 9, higher first, within its own (org, kind, key) line (``fair_share``)."""
+    cost: int = 1
+    """Units its rate limits are charged when it starts."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,14 @@ class JobRecord:
     """Deaths of thread-mode workers this job was running at (see
     :data:`fairqueue.storage.interface.DEATHS_TO_QUARANTINE`); a worker runs a job with
     any alone, so that one that kills its worker takes no other job down with it."""
+    queue: str = "default"
+    """The named queue it waits in (see :attr:`NewJob.queue`)."""
+    key: Optional[str] = None
+    """Its concurrency key within its org; None: the org's default key."""
+    priority: int = 5
+    """0 to 9, higher first, within its own (org, kind, key) line."""
+    cost: int = 1
+    """Units its rate limits are charged when it starts."""
 
 
     def attempt_errors(self) -> list[dict[str, Any]]:
@@ -93,7 +112,7 @@ class JobRecord:
 
 class PendingJob(NamedTuple):
     """What the dispatcher core needs of a queued job to rebuild its queue (a named
-    tuple: every worker reads one per queued job; its first four fields are the
+    tuple: every worker reads one per queued job; its first seven fields are the
     core's request tuple).
 
     ``ready_seq`` grows every time any job becomes queued (enqueued, retried, its
@@ -105,8 +124,12 @@ class PendingJob(NamedTuple):
     org: str
     kind: str
     run_at: Optional[float]
+    key: Optional[str]
+    priority: int
+    cost: int
     attempts: int
     ready_seq: int
+    queue: str = "default"
 
 
 @dataclass(frozen=True)
@@ -192,9 +215,88 @@ class Claimed(list[JobRecord]):
     see :meth:`fairqueue.storage.Storage.job_claim`).
     """
 
-    def __init__(self, records: Iterable[JobRecord] = (), at_cap: Iterable[int] = ()) -> None:
+    def __init__(
+        self,
+        records: Iterable[JobRecord] = (),
+        at_cap: Iterable[int] = (),
+        rate_limited: Optional[Mapping[int, float]] = None,
+        stale: bool = False,
+    ) -> None:
         super().__init__(records)
         self.at_cap: list[int] = list(at_cap)
+        self.rate_limited: dict[int, float] = dict(rate_limited or {})
+        """Asked-for ids left queued because a rate limit they fall under had no room
+        across the store, each with the instant it will have (UNIX seconds)."""
+        self.stale = stale
+        """True if the claim's :class:`Admission` was built from settings older than the
+        store's: nothing was claimed; read the settings again and ask again."""
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A rate limit as a claim applies it (GCRA): at most ``rate`` units of cost per
+    ``per`` seconds, in bursts of up to ``burst`` units."""
+
+    rate: float
+    per: float
+    burst: int
+
+    @property
+    def interval(self) -> float:
+        """Seconds one unit of cost occupies."""
+        return self.per / self.rate
+
+
+RateScope = tuple[str, str, str]
+"""What a rate limit's state belongs to: ``(org, "org", "")``, ``(org, "kind", kind)``
+or ``(org, "key", key)`` (a key's own limit, or its org's limit for every key)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A queued job a claim may take, with what its limits are counted by."""
+
+    id: int
+    org: str
+    kind: str
+    key: Optional[str] = None
+    cost: int = 1
+    queue: str = "default"
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a claim holds the jobs it takes to, across every worker sharing the store.
+
+    The worker builds it from the stored settings (and its code defaults) at
+    ``version``; the store checks that version in the claim's transaction and, if a
+    change committed since, claims nothing (:attr:`Claimed.stale`), so no claim ever
+    applies settings older than the last change committed before it.
+
+    Every map lists only the scopes the claim's jobs fall under; a scope missing is
+    not limited. Caps count jobs processing; a cap of 0 pauses the scope.
+    """
+
+    version: Optional[int] = None
+    """The settings version the rest was built from; None: do not check."""
+    pair_caps: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    """Most jobs processing at once per (org, kind)."""
+    org_caps: Mapping[str, int] = field(default_factory=dict)
+    """Most jobs processing at once per org, all kinds and keys together."""
+    key_caps: Mapping[tuple[str, Optional[str]], int] = field(default_factory=dict)
+    """Most jobs processing at once per (org, key); key None is the org's jobs without one."""
+    rates: Mapping[RateScope, Rate] = field(default_factory=dict)
+    """The rate limits by scope (see :data:`RateScope`)."""
+    paused_queues: frozenset[str] = frozenset()
+    """Named queues no job may start from."""
+
+    def rate_scopes(self, candidate: Candidate) -> list[RateScope]:
+        """The rate-limited scopes ``candidate`` is charged to."""
+        org = candidate.org
+        scopes = [(org, "org", ""), (org, "kind", candidate.kind)]
+        if candidate.key is not None:
+            scopes.append((org, "key", candidate.key))
+        return [scope for scope in scopes if scope in self.rates]
 
 
 class TriggerState(str, enum.Enum):
@@ -294,6 +396,8 @@ class WorkerInfo:
     """``"thread"`` or ``"process"``: whether a job can take the worker down with it."""
     slots: int
     started_at: float
+    queues: Optional[tuple[str, ...]] = None
+    """The named queues it serves; None: every queue."""
 
 
 @dataclass(frozen=True)
@@ -323,3 +427,32 @@ class Reaped:
     quarantined: list[int]
     """Their jobs failed instead: each was running in a thread-mode worker that died
     twice while running it, so it is likely what kills its workers."""
+
+
+@dataclass(frozen=True)
+class SettingRow:
+    """One stored row of tenant settings (see :mod:`fairqueue.tenants`).
+
+    ``scope`` is ``"org"`` (``name`` an org; ``kind`` and ``key`` empty), ``"kind"``
+    (an org's kind), ``"key"`` (an org's concurrency key), ``"tier"`` (``name`` a tier;
+    ``kind`` empty or one kind) or ``"queue"`` (``name`` a queue).
+    """
+
+    scope: str
+    name: str
+    kind: str
+    key: str
+    values: Mapping[str, Any]
+    updated_at: float
+    updated_by: Optional[str]
+
+
+@dataclass(frozen=True)
+class SettingChange:
+    """A patch of one settings row: ``values`` merged into the row's, None removing a field."""
+
+    scope: str
+    name: str
+    kind: str = ""
+    key: str = ""
+    values: Mapping[str, Any] = field(default_factory=dict)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fairqueue.errors import StorageError
-from fairqueue.records import Finish, JobStatus
+from fairqueue.records import Admission, Finish, JobStatus
 from fairqueue.storage import Storage
 
 from .builders import NOW, job
@@ -124,8 +124,8 @@ def test_children_are_stored_with_the_outcome_and_only_if_it_applies(store: Stor
 def test_finish_and_claim_stores_the_outcomes_first_so_their_slots_count_as_free(store: Storage) -> None:
     a = store.job_enqueue([job(org="a") for _ in range(4)], NOW)
     store.job_claim(a[:2], "w1", NOW + 30, NOW)
-    caps = {("a", "future"): 2}
-    assert list(store.job_claim([a[2]], "w1", NOW + 30, NOW, caps=caps)) == []  # a at its cap
+    caps = Admission(pair_caps={("a", "future"): 2})
+    assert list(store.job_claim([a[2]], "w1", NOW + 30, NOW, admission=caps)) == []  # a at its cap
     applied, claim = store.job_finish_and_claim(
         [Finish(a[0], "w1", JobStatus.COMPLETED, NOW + 1), Finish(a[1], "intruder", JobStatus.COMPLETED, NOW + 1)],
         [a[2], a[3]], "w1", NOW + 31, NOW + 1, caps,
@@ -145,27 +145,27 @@ def test_a_capped_claim_admits_up_to_the_cap_counting_every_workers_jobs(store: 
     ids = store.job_enqueue([job(org="a") for _ in range(5)] + [job(org="b") for _ in range(2)], NOW)
     a, b = ids[:5], ids[5:]
     store.job_claim([a[0]], "other-host", NOW + 30, NOW)  # one of a's slots is held elsewhere
-    caps = {("a", "future"): 3, ("b", "future"): 1}
-    claim = store.job_claim([a[1], b[0], a[2], a[3], b[1], a[4]], "w1", NOW + 30, NOW, caps=caps)
+    caps = Admission(pair_caps={("a", "future"): 3, ("b", "future"): 1})
+    claim = store.job_claim([a[1], b[0], a[2], a[3], b[1], a[4]], "w1", NOW + 30, NOW, admission=caps)
     assert [r.id for r in claim] == [a[1], b[0], a[2]]
     assert claim.at_cap == [a[3], b[1], a[4]]
     assert {r.id for r in store.job_list(status=JobStatus.QUEUED)} == {a[3], a[4], b[1]}
     # A slot freed anywhere is free for everyone.
     store.job_finish([Finish(a[0], "other-host", JobStatus.COMPLETED, NOW + 1)])
-    claim = store.job_claim([a[3], a[4]], "w1", NOW + 30, NOW + 1, caps=caps)
+    claim = store.job_claim([a[3], a[4]], "w1", NOW + 30, NOW + 1, admission=caps)
     assert [r.id for r in claim] == [a[3]] and claim.at_cap == [a[4]]
 
 
 def test_a_capped_claim_leaves_other_kinds_and_uncapped_pairs_alone(store: Storage) -> None:
     ids = store.job_enqueue([job(org="a"), job(org="a"), job(org="a", kind="queueable"), job(org="z")], NOW)
-    claim = store.job_claim(ids, "w1", NOW + 30, NOW, caps={("a", "future"): 1})
+    claim = store.job_claim(ids, "w1", NOW + 30, NOW, admission=Admission(pair_caps={("a", "future"): 1}))
     assert [r.id for r in claim] == [ids[0], ids[2], ids[3]] and claim.at_cap == [ids[1]]
 
 
 def test_a_capped_claim_skips_jobs_no_longer_queued_without_spending_the_cap(store: Storage) -> None:
     ids = store.job_enqueue([job(org="a") for _ in range(3)], NOW)
     store.job_abort(ids[0], NOW)
-    claim = store.job_claim(ids, "w1", NOW + 30, NOW, caps={("a", "future"): 2})
+    claim = store.job_claim(ids, "w1", NOW + 30, NOW, admission=Admission(pair_caps={("a", "future"): 2}))
     assert [r.id for r in claim] == ids[1:] and claim.at_cap == []
 
 
@@ -194,6 +194,6 @@ def test_a_stand_in_is_ready_of_the_same_pair_and_within_its_cap(shared_store: S
     assert store.job_claim([a[1]], "w1", NOW + 30, NOW) == []
     # At the pair's cap a stand-in is not taken, and it is not reported as at cap either.
     [c] = store.job_enqueue([job(org="a")], NOW)
-    claim = store.job_claim([a[0]], "w1", NOW + 30, NOW, caps={("a", "future"): 3})
+    claim = store.job_claim([a[0]], "w1", NOW + 30, NOW, admission=Admission(pair_caps={("a", "future"): 3}))
     assert list(claim) == [] and claim.at_cap == []
     assert store.job_get(c).status is JobStatus.QUEUED  # type: ignore[union-attr]

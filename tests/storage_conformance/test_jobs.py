@@ -37,16 +37,22 @@ def test_a_bulk_enqueue_stores_each_job_exactly_as_given_in_order(store: Storage
         return NewJob(org=org, kind="future", handler="app.jobs:send", payload=payload, **kw)  # type: ignore[arg-type]
 
     jobs = [new(0), new(1), new(2), new(3, org="b"), new(4, run_at=NOW + 5), new(5, run_at=NOW + 5),
-            new(6, duplicate_signature="only-one"), new(7, parent_id=3, chain_depth=1), new(8), new(9)]  # fmt: skip
+            new(6, duplicate_signature="only-one"), new(7, parent_id=3, chain_depth=1), new(8, key="user-1"),
+            new(9, key="user-1"), new(10, queue="reports", priority=9, cost=3), new(11, priority=0)]  # fmt: skip
     ids = store.job_enqueue(jobs, NOW)
     assert ids == list(range(ids[0], ids[0] + len(jobs)))
     for job_id, given in zip(ids, jobs):
         record = store.job_get(job_id)
         assert record is not None and record.status is JobStatus.QUEUED
         stored = (record.org, record.kind, record.handler, record.payload, record.run_at, record.parent_id,
-                  record.chain_depth, record.duplicate_signature)  # fmt: skip
+                  record.chain_depth, record.duplicate_signature, record.queue, record.key, record.priority,
+                  record.cost)  # fmt: skip
         assert stored == tuple(given)
-    assert [p.id for p in store.job_pending()] == ids
+    pending = store.job_pending()
+    assert [p.id for p in pending] == ids
+    assert [(p.key, p.priority, p.cost, p.queue) for p in pending] == [(j.key, j.priority, j.cost, j.queue) for j in jobs]
+    assert [p.id for p in store.job_pending(queues=["reports"])] == [ids[10]]
+    assert [p.id for p in store.job_pending(queues=["default", "gpu"])] == ids[:10] + ids[11:]
 
 
 def test_duplicate_signature_refuses_the_whole_batch(store: Storage) -> None:

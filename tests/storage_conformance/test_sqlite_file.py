@@ -157,6 +157,11 @@ def test_a_version_2_file_loses_the_lease_index_and_keeps_its_jobs(tmp_path: Pat
     with closing(sqlite3.connect(path)) as db, db:  # as a version-2 fairqueue left it
         db.execute("CREATE INDEX fq_jobs_leases ON fq_jobs (lease_expires_at) WHERE status = 'processing'")
         db.execute("DROP TABLE fq_workers")
+        db.execute("DROP INDEX fq_jobs_processing_key")
+        for table in ("fq_settings", "fq_settings_version", "fq_rate_state"):
+            db.execute(f"DROP TABLE {table}")
+        for column in ("queue", "key", "priority", "cost"):
+            db.execute(f"ALTER TABLE fq_jobs DROP COLUMN {column}")
         db.execute("DROP TABLE fq_alert_episodes")
         db.execute("DROP TABLE fq_webhook_outbox")
         db.execute("ALTER TABLE fq_jobs DROP COLUMN worker_deaths")

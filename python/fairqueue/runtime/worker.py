@@ -33,7 +33,7 @@ from fairqueue.conservation import ResourceMonitor
 from fairqueue.enqueue import FutureFunction
 from fairqueue.errors import HandlerNotFound, InvalidArgument, StorageError, StorageFull, StorageUnavailable, UnknownLease
 from fairqueue.handlers import resolve
-from fairqueue.records import Claimed, Finish, HistoryEntry, JobRecord, JobStatus, PendingJob, WorkerInfo
+from fairqueue.records import Admission, Claimed, Finish, HistoryEntry, JobRecord, JobStatus, PendingJob, WorkerInfo
 from fairqueue.runtime.core import build_dispatcher
 from fairqueue.runtime.duties import Duty
 from fairqueue.runtime.duties.alert_evaluation import AlertEvaluation
@@ -446,7 +446,7 @@ class Worker:
             if not pending:
                 return
             try:
-                self.core.enqueue_many([p[:4] for p in pending], skip_held=True)
+                self.core.enqueue_many([p[:7] for p in pending], skip_held=True)
             except InvalidArgument:
                 self._feed_one_by_one(pending, now)
             self._seen_seq = pending[-1].ready_seq
@@ -464,7 +464,7 @@ class Worker:
         malformed: list[tuple[int, str]] = []
         for p in pending:
             try:
-                self.core.enqueue_many([(p.id, p.org, p.kind, p.run_at)], skip_held=True)
+                self.core.enqueue_many([p[:7]], skip_held=True)
             except InvalidArgument as e:
                 malformed.append((p.id, f"MalformedRecord: job {p.id}'s stored row cannot be dispatched: {e}"))
         if not malformed:
@@ -488,10 +488,10 @@ class Worker:
             return
         lease_until = now + self.app.settings.limits.lease
         # The store holds each pair to the cap this worker's core applies, across every worker.
-        caps = {(g.org, g.kind): self._cap(g.org, g.kind) for g in grants}
+        admission = Admission(pair_caps={(g.org, g.kind): self._cap(g.org, g.kind) for g in grants})
         try:
             applied, claim = self.store.job_finish_and_claim(
-                self._finishes(outcomes, now), [g.id for g in grants], self.name, lease_until, now, caps
+                self._finishes(outcomes, now), [g.id for g in grants], self.name, lease_until, now, admission
             )
         except (StorageFull, StorageUnavailable):
             # Nothing was stored: the outcomes wait in _unsaved for the next try, the
@@ -537,6 +537,10 @@ class Worker:
             if grant.id in at_cap:
                 # Other workers sharing the store hold the pair's cap: offer it again shortly.
                 self.core.retry(grant.lease, now + _CAP_RETRY)
+                continue
+            if grant.id in claim.rate_limited:
+                # Other workers used the rate limit's room: offer it again when the store says it has room.
+                self.core.retry(grant.lease, claim.rate_limited[grant.id])
                 continue
             record = claimed.get(grant.id)
             if record is None and stand_ins.get((grant.org, grant.kind)):

@@ -18,11 +18,10 @@ from fairqueue.storage.interface import (
     RERUNNABLE,
     SCHEMA_VERSION,
     USAGE_BUCKET,
-    Caps,
     DailyUsage,
     NextFire,
     Storage,
-    admit_within_caps,
+    admit,
     check_daily_limits,
     check_finishes,
     flex_admit,
@@ -37,7 +36,6 @@ from fairqueue.storage.interface import (
 )
 
 __all__ = [
-    "Caps",
     "DailyUsage",
     "FEW_STATUSES",
     "FLEX_ACTIVE",
@@ -48,7 +46,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Storage",
     "USAGE_BUCKET",
-    "admit_within_caps",
+    "admit",
     "check_daily_limits",
     "check_finishes",
     "flex_admit",

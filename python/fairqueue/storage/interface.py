@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Optional
 
 from fairqueue.errors import DailyLimitExceeded, FlexQueueFull, InvalidArgument, LimitExceeded, StorageError
 from fairqueue.records import (
+    Admission,
     BatchErrorEvent,
+    Candidate,
     Claimed,
     Finish,
     HistoryEntry,
@@ -27,7 +30,10 @@ from fairqueue.records import (
     NewJob,
     NewTrigger,
     PendingJob,
+    RateScope,
     Reaped,
+    SettingChange,
+    SettingRow,
     TriggerRecord,
     TriggerState,
     WaitingFacts,
@@ -42,12 +48,17 @@ __all__ = [
     "FEW_STATUSES",
     "LIVE_STATUSES",
     "SCHEMA_VERSION",
-    "Caps",
     "FinishedCallback",
     "NextFire",
     "DailyUsage",
     "USAGE_BUCKET",
-    "admit_within_caps",
+    "Admitted",
+    "Held",
+    "admit",
+    "merge_settings",
+    "capped_scopes",
+    "rate_scope_text",
+    "rate_scopes",
     "check_daily_limits",
     "scheduled_job",
     "flex_admit",
@@ -62,11 +73,8 @@ __all__ = [
     "WebhookDelivery",
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """The schema this fairqueue writes; a store with a higher version is refused."""
-
-Caps = Mapping[tuple[str, str], int]
-"""Most jobs processing at once per (org, kind), across every worker of a store."""
 
 FinishedCallback = Callable[[Optional[Sequence[int]]], None]
 """What :meth:`Storage.job_finished_subscribe` calls: with the ids of jobs whose
@@ -454,8 +462,13 @@ class Storage(abc.ABC):
         """Records matching every given filter, newest first, ``limit`` at most."""
 
     @abc.abstractmethod
-    def job_pending(self, after_seq: int = 0, limit: Optional[int] = None) -> list[PendingJob]:
-        """Queued jobs with ``ready_seq`` > ``after_seq``, in that order: what a dispatcher must hold."""
+    def job_pending(
+        self, after_seq: int = 0, limit: Optional[int] = None, queues: Optional[Sequence[str]] = None
+    ) -> list[PendingJob]:
+        """Queued jobs with ``ready_seq`` > ``after_seq``, in that order: what a dispatcher must hold.
+
+        With ``queues``, only the jobs of those named queues (a worker serving them);
+        ``limit`` counts the jobs returned."""
 
     @abc.abstractmethod
     def job_signature_taken(self, signature: str) -> bool:
@@ -476,7 +489,12 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def job_claim(
-        self, job_ids: Sequence[int], worker: str, lease_until: float, now: float, caps: Optional[Caps] = None
+        self,
+        job_ids: Sequence[int],
+        worker: str,
+        lease_until: float,
+        now: float,
+        admission: Optional[Admission] = None,
     ) -> Claimed:
         """Moves the still-queued jobs among ``job_ids`` to processing under ``worker``'s lease.
 
@@ -489,12 +507,14 @@ class Storage(abc.ABC):
         dispatchers chose the same jobs all get work instead of racing for it. Stand-ins
         follow the asked-for records in the result; the caller recognises them by id.
 
-        ``caps`` maps (org, kind) to the most jobs of that pair that may be
-        processing at once in the whole store, every worker and host together.
-        Candidates are admitted in the order of ``job_ids`` while their pair is
-        under its cap, checked and claimed in one transaction that serialises with
-        every other claim of the same pair; the rest stay queued and are listed in
-        :attr:`Claimed.at_cap`. Pairs not in ``caps`` are not limited.
+        ``admission`` holds the claim to the caps and rate limits of the scopes its
+        jobs fall under, across every worker and host (see :class:`Admission`):
+        candidates are admitted in the order of ``job_ids`` by :func:`admit`, checked
+        and claimed in one transaction that serialises with every other claim of the
+        same org and with every settings change (:meth:`settings_write`); the ids left
+        queued are listed in :attr:`Claimed.at_cap` and :attr:`Claimed.rate_limited`.
+        An admission built from settings older than the store's claims nothing
+        (:attr:`Claimed.stale`). Without one, nothing is limited.
         """
 
     @abc.abstractmethod
@@ -517,13 +537,13 @@ class Storage(abc.ABC):
         worker: str,
         lease_until: float,
         now: float,
-        caps: Optional[Caps] = None,
+        admission: Optional[Admission] = None,
     ) -> tuple[list[int], Claimed]:
         """A worker's turn: :meth:`job_finish` of ``finishes``, then :meth:`job_claim`
         of ``job_ids``; returns both results. A store that can commits both in one
         transaction (the outcomes first, so the slots they free count for the claim)."""
         applied = self.job_finish(finishes) if finishes else []
-        return applied, self.job_claim(job_ids, worker, lease_until, now, caps) if job_ids else Claimed()
+        return applied, self.job_claim(job_ids, worker, lease_until, now, admission) if job_ids else Claimed()
 
     @abc.abstractmethod
     def history_append(self, entries: Sequence[HistoryEntry]) -> None:
@@ -686,6 +706,33 @@ class Storage(abc.ABC):
         """Deletes up to ``limit`` deliveries created before ``before`` that were
         delivered or given up on; returns how many."""
 
+    # ----- tenant settings (fairqueue.tenants) ---------------------------------------------
+
+    @abc.abstractmethod
+    def settings_version(self) -> int:
+        """The version of the stored settings: it grows with every committed change."""
+
+    @abc.abstractmethod
+    def settings_read(self) -> tuple[int, list[SettingRow]]:
+        """Every stored settings row with the version they are at, from one snapshot."""
+
+    @abc.abstractmethod
+    def settings_write(self, changes: Sequence[SettingChange], now: float, by: Optional[str] = None) -> int:
+        """Applies ``changes`` in one transaction and returns the new version.
+
+        Each change patches one row: its ``values`` are merged into the row's (a value
+        of None removes that field; a row left with no field is deleted). The
+        transaction serialises with every claim (:meth:`job_claim`), so a claim
+        committed after it applies the new settings (and one built from older settings
+        claims nothing).
+        """
+
+    def settings_subscribe(self, callback: Callable[[], None]) -> Optional[Callable[[], None]]:
+        """Calls ``callback`` (from another thread) soon after any process changes the
+        settings; returns the unsubscribe function, or None if this store does not
+        announce changes (readers then poll :meth:`settings_version`)."""
+        return None
+
     @abc.abstractmethod
     def job_rerun(self, job_ids: Sequence[int], now: float, org: Optional[str] = None) -> list[int]:
         """Queues the failed, discarded and aborted jobs among ``job_ids`` (of ``org``
@@ -745,22 +792,121 @@ def check_finishes(finishes: Iterable[Finish]) -> None:
 _OUTCOMES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.DISCARDED, JobStatus.QUEUED)
 
 
-def admit_within_caps(
-    candidates: Iterable[tuple[int, str, str]], processing: Mapping[tuple[str, str], int], caps: Caps
-) -> tuple[list[int], list[int]]:
-    """Splits queued ``(id, org, kind)`` candidates, in priority order, into the ids
-    that fit under their pair's cap given ``processing`` counts, and those that do not."""
-    held = dict(processing)
-    admitted: list[int] = []
-    at_cap: list[int] = []
-    for job_id, org, kind in candidates:
-        pair = (org, kind)
-        cap = caps.get(pair)
-        if cap is None:
-            admitted.append(job_id)
-        elif held.get(pair, 0) < cap:
-            held[pair] = held.get(pair, 0) + 1
-            admitted.append(job_id)
-        else:
-            at_cap.append(job_id)
-    return admitted, at_cap
+@dataclass
+class Held:
+    """Jobs processing now in each capped scope a claim's candidates fall under."""
+
+    pairs: dict[tuple[str, str], int] = field(default_factory=dict)
+    orgs: dict[str, int] = field(default_factory=dict)
+    keys: dict[tuple[str, Optional[str]], int] = field(default_factory=dict)
+
+
+@dataclass
+class Admitted:
+    """What :func:`admit` decided: the ids to claim, in order, and the rest with why."""
+
+    ids: list[int] = field(default_factory=list)
+    at_cap: list[int] = field(default_factory=list)
+    rate_limited: dict[int, float] = field(default_factory=dict)
+    tats: dict[RateScope, float] = field(default_factory=dict)
+    """The rate-limit states the claim moved: store them in its transaction."""
+
+
+def capped_scopes(
+    candidates: Iterable[Candidate], admission: Admission
+) -> tuple[set[tuple[str, str]], set[str], set[tuple[str, Optional[str]]]]:
+    """The capped pairs, orgs and keys among ``candidates``: what a claim counts."""
+    pairs: set[tuple[str, str]] = set()
+    orgs: set[str] = set()
+    keys: set[tuple[str, Optional[str]]] = set()
+    for c in candidates:
+        if (c.org, c.kind) in admission.pair_caps:
+            pairs.add((c.org, c.kind))
+        if c.org in admission.org_caps:
+            orgs.add(c.org)
+        if (c.org, c.key) in admission.key_caps:
+            keys.add((c.org, c.key))
+    return pairs, orgs, keys
+
+
+def rate_scope_text(scope: RateScope) -> str:
+    """How a SQL store keys a rate limit's state: the scope as a compact JSON array."""
+    return json.dumps(list(scope), ensure_ascii=False, separators=(",", ":"))
+
+
+def rate_scopes(candidates: Iterable[Candidate], admission: Admission) -> set[RateScope]:
+    """The rate-limited scopes among ``candidates``: whose state a claim reads and locks."""
+    return {scope for c in candidates for scope in admission.rate_scopes(c)}
+
+
+def admit(
+    candidates: Iterable[Candidate], held: Held, tats: Mapping[RateScope, float], admission: Admission, now: float
+) -> Admitted:
+    """Splits queued candidates, in the order a worker's core chose them, into those
+    that fit under every cap and rate limit they fall under and the rest.
+
+    Caps count ``held`` (processing now) plus what this claim admits. Rate limits are
+    GCRA: a scope's theoretical arrival time ``tat`` moves ``cost × interval`` per
+    admitted job, and a job fits while ``tat`` stays within ``burst × interval`` of
+    now; one that does not learns the instant it will (:attr:`Admitted.rate_limited`).
+    A job is charged to its rate limits only once it fits under its caps too.
+    """
+    pairs, orgs, keys = dict(held.pairs), dict(held.orgs), dict(held.keys)
+    state = dict(tats)
+    out = Admitted()
+    for c in candidates:
+        pair, key = (c.org, c.kind), (c.org, c.key)
+        if (
+            c.queue in admission.paused_queues
+            or pairs.get(pair, 0) >= admission.pair_caps.get(pair, _NO_CAP)
+            or orgs.get(c.org, 0) >= admission.org_caps.get(c.org, _NO_CAP)
+            or keys.get(key, 0) >= admission.key_caps.get(key, _NO_CAP)
+        ):
+            out.at_cap.append(c.id)
+            continue
+        moved: dict[RateScope, float] = {}
+        room = now
+        for scope in admission.rate_scopes(c):
+            rate = admission.rates[scope]
+            after = max(state.get(scope, now), now) + c.cost * rate.interval
+            # A float's last bits must not refuse a job that fits exactly.
+            latest = now + rate.burst * rate.interval * (1 + 1e-9)
+            if after > latest:
+                room = max(room, after - rate.burst * rate.interval)
+            moved[scope] = after
+        if room > now:
+            out.rate_limited[c.id] = room
+            continue
+        state.update(moved)
+        out.tats.update(moved)
+        pairs[pair] = pairs.get(pair, 0) + 1
+        orgs[c.org] = orgs.get(c.org, 0) + 1
+        keys[key] = keys.get(key, 0) + 1
+        out.ids.append(c.id)
+    return out
+
+
+_NO_CAP = float("inf")
+
+
+def merge_settings(
+    changes: Iterable[SettingChange], current: Callable[[tuple[str, str, str, str]], Optional[SettingRow]]
+) -> list[tuple[SettingChange, dict[str, Any]]]:
+    """Each change with the values its row will have once applied (empty: delete the
+    row), given ``current`` (a row's stored state, None if it has none). Changes to one
+    row apply in order."""
+    rows: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    merged: list[tuple[SettingChange, dict[str, Any]]] = []
+    for change in changes:
+        where = (change.scope, change.name, change.kind, change.key)
+        if where not in rows:
+            row = current(where)
+            rows[where] = dict(row.values) if row is not None else {}
+        values = rows[where]
+        for field_name, value in change.values.items():
+            if value is None:
+                values.pop(field_name, None)
+            else:
+                values[field_name] = value
+        merged.append((change, dict(values)))
+    return merged

@@ -14,7 +14,9 @@ from typing import Any, Optional
 
 from fairqueue.errors import DuplicateSignature, LimitExceeded
 from fairqueue.records import (
+    Admission,
     BatchErrorEvent,
+    Candidate,
     Claimed,
     Finish,
     HistoryEntry,
@@ -23,7 +25,10 @@ from fairqueue.records import (
     NewJob,
     NewTrigger,
     PendingJob,
+    RateScope,
     Reaped,
+    SettingChange,
+    SettingRow,
     TriggerRecord,
     TriggerState,
     WaitingFacts,
@@ -34,19 +39,20 @@ from fairqueue.retention import DOWNSAMPLE_STEP, SAMPLED_HISTORY, prune_order
 from fairqueue.storage.interface import (
     FLEX_ACTIVE,
     RERUNNABLE,
-    Caps,
     DailyUsage,
     FinishedCallback,
+    Held,
     NextFire,
     Storage,
     WebhookDelivery,
-    admit_within_caps,
+    admit,
     check_daily_limits,
     check_finishes,
     dead_worker_outcome,
     flex_admit,
     flex_order,
     live_worker_named,
+    merge_settings,
     refused_fires,
     rerun_note,
     schedule_name_taken,
@@ -84,6 +90,10 @@ class MemoryStorage(Storage):
         self._finished = FinishedFanout()  # waiters of job_finished_subscribe
         self._episodes: dict[str, float] = {}  # open alert episode -> when it opened
         self._outbox: dict[int, list[Any]] = {}  # id -> [event id, url, body, attempts, due, delivered, error, created]
+        self._settings: dict[tuple[str, str, str, str], SettingRow] = {}
+        self._settings_version = 0
+        self._settings_listeners: list[Callable[[], None]] = []
+        self._rate_state: dict[RateScope, float] = {}  # GCRA theoretical arrival time per rate-limited scope
 
     # ----- bookkeeping (lock held) ----------------------------------------------------
 
@@ -153,7 +163,7 @@ class MemoryStorage(Storage):
             finished_at=None if error is None else now, attempts=0, items_processed=0, items_total=None,
             error_count=0 if error is None else 1, extended_status=error, parent_id=j.parent_id,
             chain_depth=j.chain_depth, duplicate_signature=j.duplicate_signature, lease_owner=None,
-            lease_expires_at=None, cancel_requested=False,
+            lease_expires_at=None, cancel_requested=False, queue=j.queue, key=j.key, priority=j.priority, cost=j.cost,
         )  # fmt: skip
         return job_id
 
@@ -280,13 +290,16 @@ class MemoryStorage(Storage):
             ]
         return matches[:limit]
 
-    def job_pending(self, after_seq: int = 0, limit: Optional[int] = None) -> list[PendingJob]:
+    def job_pending(
+        self, after_seq: int = 0, limit: Optional[int] = None, queues: Optional[Sequence[str]] = None
+    ) -> list[PendingJob]:
         pending = []
+        served = None if queues is None else set(queues)
         with self._lock:
             for seq, job_id in self._ready_log[bisect.bisect_right(self._ready_log, (after_seq, float("inf"))) :]:
                 r = self._jobs[job_id]
-                if r.status is JobStatus.QUEUED and self._ready_seq[job_id] == seq:
-                    pending.append(PendingJob(r.id, r.org, r.kind, r.run_at, r.attempts, seq))
+                if r.status is JobStatus.QUEUED and self._ready_seq[job_id] == seq and (served is None or r.queue in served):
+                    pending.append(PendingJob(r.id, r.org, r.kind, r.run_at, r.key, r.priority, r.cost, r.attempts, seq, r.queue))
                     if limit is not None and len(pending) == limit:
                         break
         return pending
@@ -302,18 +315,32 @@ class MemoryStorage(Storage):
         return counts
 
     def job_claim(
-        self, job_ids: Sequence[int], worker: str, lease_until: float, now: float, caps: Optional[Caps] = None
+        self,
+        job_ids: Sequence[int],
+        worker: str,
+        lease_until: float,
+        now: float,
+        admission: Optional[Admission] = None,
     ) -> Claimed:
         with self._lock:
             queued = [job_id for job_id in job_ids if job_id in self._jobs and self._jobs[job_id].status is JobStatus.QUEUED]
             at_cap: list[int] = []
-            if caps:
-                processing: dict[tuple[str, str], int] = {}
+            rate_limited: dict[int, float] = {}
+            if admission is not None:
+                if admission.version is not None and admission.version != self._settings_version:
+                    return Claimed(stale=True)
+                held = Held()
                 for job_id in self._processing:
-                    pair = (self._jobs[job_id].org, self._jobs[job_id].kind)
-                    processing[pair] = processing.get(pair, 0) + 1
-                candidates = [(job_id, self._jobs[job_id].org, self._jobs[job_id].kind) for job_id in queued]
-                queued, at_cap = admit_within_caps(candidates, processing, caps)
+                    r = self._jobs[job_id]
+                    held.pairs[(r.org, r.kind)] = held.pairs.get((r.org, r.kind), 0) + 1
+                    held.orgs[r.org] = held.orgs.get(r.org, 0) + 1
+                    held.keys[(r.org, r.key)] = held.keys.get((r.org, r.key), 0) + 1
+                candidates = [
+                    Candidate(r.id, r.org, r.kind, r.key, r.cost, r.queue) for r in (self._jobs[i] for i in queued)
+                ]
+                admitted = admit(candidates, held, self._rate_state, admission, now)
+                self._rate_state.update(admitted.tats)
+                queued, at_cap, rate_limited = admitted.ids, admitted.at_cap, admitted.rate_limited
             return Claimed(
                 (
                     self._set(
@@ -327,6 +354,7 @@ class MemoryStorage(Storage):
                     for job_id in queued
                 ),
                 at_cap,
+                rate_limited,
             )
 
     def job_heartbeat(self, job_ids: Sequence[int], worker: str, lease_until: float) -> None:
@@ -567,6 +595,39 @@ class MemoryStorage(Storage):
             for i in done:
                 del self._outbox[i]
             return len(done)
+
+    def settings_version(self) -> int:
+        with self._lock:
+            return self._settings_version
+
+    def settings_read(self) -> tuple[int, list[SettingRow]]:
+        with self._lock:
+            return self._settings_version, list(self._settings.values())
+
+    def settings_write(self, changes: Sequence[SettingChange], now: float, by: Optional[str] = None) -> int:
+        with self._lock:
+            for change, merged in merge_settings(changes, self._settings.get):
+                where = (change.scope, change.name, change.kind, change.key)
+                if merged:
+                    self._settings[where] = SettingRow(*where, merged, now, by)
+                else:
+                    self._settings.pop(where, None)
+            self._settings_version += 1
+            version, listeners = self._settings_version, list(self._settings_listeners)
+        for callback in listeners:
+            callback()
+        return version
+
+    def settings_subscribe(self, callback: Callable[[], None]) -> Optional[Callable[[], None]]:
+        with self._lock:
+            self._settings_listeners.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._settings_listeners:
+                    self._settings_listeners.remove(callback)
+
+        return unsubscribe
 
     def job_rerun(self, job_ids: Sequence[int], now: float, org: Optional[str] = None) -> list[int]:
         queued = []

@@ -31,7 +31,9 @@ from fairqueue.errors import (
     StorageUnavailable,
 )
 from fairqueue.records import (
+    Admission,
     BatchErrorEvent,
+    Candidate,
     Claimed,
     Finish,
     HistoryEntry,
@@ -40,7 +42,10 @@ from fairqueue.records import (
     NewJob,
     NewTrigger,
     PendingJob,
+    RateScope,
     Reaped,
+    SettingChange,
+    SettingRow,
     TriggerRecord,
     TriggerState,
     WaitingFacts,
@@ -54,13 +59,14 @@ from fairqueue.storage.interface import (
     LIVE_STATUSES,
     RERUNNABLE,
     SCHEMA_VERSION,
-    Caps,
     DailyUsage,
     FinishedCallback,
+    Held,
     NextFire,
     Storage,
     WebhookDelivery,
-    admit_within_caps,
+    admit,
+    capped_scopes,
     check_daily_limits,
     check_finishes,
     dead_worker_outcome,
@@ -68,6 +74,9 @@ from fairqueue.storage.interface import (
     flex_order,
     job_filter,
     live_worker_named,
+    merge_settings,
+    rate_scope_text,
+    rate_scopes,
     refused_fires,
     rerun_note,
     schedule_name_taken,
@@ -82,20 +91,22 @@ __all__ = ["SQLiteStorage"]
 
 _INSERT_ROW = (
     "INSERT INTO fq_jobs (org, kind, handler, payload, status, created_at, run_at, parent_id, "
-    "chain_depth, duplicate_signature, ready_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "chain_depth, duplicate_signature, queue, key, priority, cost, ready_seq) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # A run of jobs alike but for their payloads, in one statement: binding a row's
 # parameters from Python costs ~4 µs, several times what SQLite spends storing it.
 _INSERT_RUN = (
     "INSERT INTO fq_jobs (org, kind, handler, status, created_at, run_at, parent_id, chain_depth, "
-    "duplicate_signature, ready_seq, payload) "
-    "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? + key, value FROM json_each(?) ORDER BY key"
+    "duplicate_signature, queue, key, priority, cost, ready_seq, payload) "
+    "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? + json_each.key, json_each.value FROM json_each(?) "
+    "ORDER BY json_each.key"
 )
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 # Payload characters per run statement at most: SQLite refuses a bound string over
 # 1 GB, and the array is a copy of the payloads.
 _RUN_BYTES = 8 << 20
-_ALIKE = operator.itemgetter(0, 1, 2, 4, 5, 6, 7)
+_ALIKE = operator.itemgetter(0, 1, 2, *range(4, len(NewJob._fields)))
 """A NewJob's fields but its payload."""
 
 
@@ -274,12 +285,45 @@ CREATE TABLE IF NOT EXISTS fq_webhook_outbox (
 -- The deliveries still to make, by when they are due.
 CREATE INDEX IF NOT EXISTS fq_webhook_outbox_due ON fq_webhook_outbox (next_attempt_at) WHERE next_attempt_at IS NOT NULL
 """
+# Version 7: flow control inside a tenant and tenant settings that live in the store —
+# each job's named queue, concurrency key, priority and cost; the stored settings
+# (per org, (org, kind), (org, key), tier, queue) with the version every change bumps;
+# each rate limit's state (GCRA's theoretical arrival time); the queues a worker serves.
+_MIGRATIONS[7] = """
+ALTER TABLE fq_jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE fq_jobs ADD COLUMN key TEXT;
+ALTER TABLE fq_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 5;
+ALTER TABLE fq_jobs ADD COLUMN cost INTEGER NOT NULL DEFAULT 1;
+-- Claims count each capped org's and key's processing jobs.
+CREATE INDEX IF NOT EXISTS fq_jobs_processing_key ON fq_jobs (org, key) WHERE status = 'processing';
+CREATE TABLE IF NOT EXISTS fq_settings (
+    scope      TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    kind       TEXT NOT NULL DEFAULT '',
+    key        TEXT NOT NULL DEFAULT '',
+    vals       TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    updated_by TEXT,
+    PRIMARY KEY (scope, name, kind, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fq_settings_version (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO fq_settings_version (id, version) VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS fq_rate_state (
+    scope TEXT PRIMARY KEY,
+    tat   REAL NOT NULL
+) WITHOUT ROWID;
+ALTER TABLE fq_workers ADD COLUMN queues TEXT
+"""
 assert max(_MIGRATIONS) == SCHEMA_VERSION, "every schema version needs its migration"
 
 _COLUMNS = (
     "id, org, kind, handler, payload, status, created_at, run_at, started_at, finished_at, attempts, "
     "items_processed, items_total, error_count, extended_status, parent_id, chain_depth, "
-    "duplicate_signature, lease_owner, lease_expires_at, cancel_requested, handler_attempts, result, errors, worker_deaths"
+    "duplicate_signature, lease_owner, lease_expires_at, cancel_requested, handler_attempts, result, errors, worker_deaths, "
+    "queue, key, priority, cost"
 )
 
 # SQLite's default limit on bound parameters is 32,766; stay far below it.
@@ -338,6 +382,8 @@ def _record(row: sqlite3.Row) -> JobRecord:
     values["cancel_requested"] = bool(values["cancel_requested"])
     return record
 
+
+_SETTINGS_VERSION = "SELECT version FROM fq_settings_version WHERE id = 1"
 
 # A worker's registry row (the values of _worker_row, then last seen and its lock's token).
 _WORKER_INSERT = (
@@ -570,7 +616,8 @@ class SQLiteStorage(Storage):
                 db.execute(
                     _INSERT_RUN,
                     (job.org, job.kind, job.handler, _STATUS_TEXT[status], now, job.run_at, job.parent_id,
-                     job.chain_depth, job.duplicate_signature, None if seq is None else seq + low - start,
+                     job.chain_depth, job.duplicate_signature, job.queue, job.key, job.priority, job.cost,
+                     None if seq is None else seq + low - start,
                      _JSON.encode([j.payload for j in jobs[low:high]])),
                 )  # fmt: skip
                 low = high
@@ -664,11 +711,14 @@ class SQLiteStorage(Storage):
         where, params = job_filter("?", org, kind, status, before_id)
         return [_record(r) for r in self._read(list_sql(where, status), [*params, limit])]
 
-    def job_pending(self, after_seq: int = 0, limit: Optional[int] = None) -> list[PendingJob]:
+    def job_pending(
+        self, after_seq: int = 0, limit: Optional[int] = None, queues: Optional[Sequence[str]] = None
+    ) -> list[PendingJob]:
+        served = "" if queues is None else "AND queue IN (SELECT value FROM json_each(?)) "
         rows = self._read(
-            "SELECT id, org, kind, run_at, attempts, ready_seq FROM fq_jobs "
-            "WHERE status = 'queued' AND ready_seq > ? ORDER BY ready_seq LIMIT ?",
-            (after_seq, -1 if limit is None else limit),
+            "SELECT id, org, kind, run_at, key, priority, cost, attempts, ready_seq, queue FROM fq_jobs "
+            f"WHERE status = 'queued' AND ready_seq > ? {served}ORDER BY ready_seq LIMIT ?",
+            (after_seq, *(() if queues is None else (_JSON.encode(list(queues)),)), -1 if limit is None else limit),
         )
         return [PendingJob(*r) for r in rows]
 
@@ -680,12 +730,17 @@ class SQLiteStorage(Storage):
         return {(org, kind, JobStatus(status)): n for org, kind, status, n in rows}
 
     def job_claim(
-        self, job_ids: Sequence[int], worker: str, lease_until: float, now: float, caps: Optional[Caps] = None
+        self,
+        job_ids: Sequence[int],
+        worker: str,
+        lease_until: float,
+        now: float,
+        admission: Optional[Admission] = None,
     ) -> Claimed:
         # The write transaction is taken up front, so the cap counts cannot change
         # before the claim commits: every process's claims take turns.
         with self._transaction() as db:
-            return self._claim(db, list(job_ids), worker, lease_until, now, caps)
+            return self._claim(db, list(job_ids), worker, lease_until, now, admission)
 
     def job_finish_and_claim(
         self,
@@ -694,24 +749,46 @@ class SQLiteStorage(Storage):
         worker: str,
         lease_until: float,
         now: float,
-        caps: Optional[Caps] = None,
+        admission: Optional[Admission] = None,
     ) -> tuple[list[int], Claimed]:
-        """See :meth:`Storage.job_finish_and_claim`: one write transaction, one commit."""
         check_finishes(finishes)
         if not finishes and not job_ids:
             return [], Claimed()
         with self._transaction() as db:
             applied = self._finish(db, finishes)
-            return applied, self._claim(db, list(job_ids), worker, lease_until, now, caps)
+            return applied, self._claim(db, list(job_ids), worker, lease_until, now, admission)
 
     def _claim(
-        self, db: sqlite3.Connection, asked: list[int], worker: str, lease_until: float, now: float, caps: Optional[Caps]
+        self,
+        db: sqlite3.Connection,
+        asked: list[int],
+        worker: str,
+        lease_until: float,
+        now: float,
+        admission: Optional[Admission],
     ) -> Claimed:
-        pairs = self._pairs(db, asked)
-        candidates = [(job_id, *pairs[job_id][:2]) for job_id in asked if job_id in pairs and pairs[job_id][2]]
-        candidates += self._stand_ins(db, asked, pairs, now)
-        processing = self._processing(db, {(org, kind) for _, org, kind in candidates} & set(caps or {}))
-        ids, at_cap = admit_within_caps(candidates, processing, caps or {})
+        # The write transaction (BEGIN IMMEDIATE) serialises this claim with every other
+        # claim and settings change of every process: what it reads below cannot go stale.
+        if not asked:
+            return Claimed()
+        if admission is not None and admission.version is not None:
+            if admission.version != db.execute(_SETTINGS_VERSION).fetchone()[0]:
+                return Claimed(stale=True)
+        lines = self._lines(db, asked)
+        candidates = [Candidate(job_id, *lines[job_id][:5]) for job_id in asked if job_id in lines and lines[job_id][5]]
+        candidates += self._stand_ins(db, asked, lines, now)
+        if admission is not None:
+            admitted = admit(candidates, self._held(db, candidates, admission),
+                             self._tats(db, candidates, admission), admission, now)  # fmt: skip
+            if admitted.tats:
+                db.executemany(
+                    "INSERT INTO fq_rate_state (scope, tat) VALUES (?, ?) "
+                    "ON CONFLICT (scope) DO UPDATE SET tat = excluded.tat",
+                    [(rate_scope_text(scope), tat) for scope, tat in admitted.tats.items()],
+                )
+            ids, at_cap, rate_limited = admitted.ids, admitted.at_cap, admitted.rate_limited
+        else:
+            ids, at_cap, rate_limited = [c.id for c in candidates], [], {}
         asked_set = set(asked)
         claimed: list[JobRecord] = []
         for start in range(0, len(ids), _CHUNK):
@@ -725,51 +802,84 @@ class SQLiteStorage(Storage):
             ).fetchall()
             claimed.extend(_record(r) for r in rows)
         order = {job_id: i for i, job_id in enumerate(ids)}
-        return Claimed(sorted(claimed, key=lambda r: order[r.id]), [job_id for job_id in at_cap if job_id in asked_set])
+        return Claimed(
+            sorted(claimed, key=lambda r: order[r.id]),
+            [job_id for job_id in at_cap if job_id in asked_set],
+            {job_id: at for job_id, at in rate_limited.items() if job_id in asked_set},
+        )
 
     @staticmethod
-    def _pairs(db: sqlite3.Connection, job_ids: list[int]) -> dict[int, tuple[str, str, bool]]:
-        """Each stored job's (org, kind, still queued)."""
-        found: dict[int, tuple[str, str, bool]] = {}
+    def _held(db: sqlite3.Connection, candidates: list[Candidate], admission: Admission) -> Held:
+        """The processing jobs of each capped scope among ``candidates``."""
+        pairs, orgs, keys = capped_scopes(candidates, admission)
+        held = Held()
+        for org, kind in pairs:
+            held.pairs[(org, kind)] = db.execute(
+                "SELECT COUNT(*) FROM fq_jobs WHERE status = 'processing' AND org = ? AND kind = ?", (org, kind)
+            ).fetchone()[0]
+        for org in orgs:
+            held.orgs[org] = db.execute(
+                "SELECT COUNT(*) FROM fq_jobs INDEXED BY fq_jobs_processing WHERE status = 'processing' AND org = ?",
+                (org,),
+            ).fetchone()[0]
+        for org, key in keys:
+            held.keys[(org, key)] = db.execute(
+                "SELECT COUNT(*) FROM fq_jobs INDEXED BY fq_jobs_processing_key "
+                "WHERE status = 'processing' AND org = ? AND key IS ?",
+                (org, key),
+            ).fetchone()[0]
+        return held
+
+    @staticmethod
+    def _tats(db: sqlite3.Connection, candidates: list[Candidate], admission: Admission) -> dict[RateScope, float]:
+        """The stored state of each rate-limited scope among ``candidates``."""
+        tats: dict[RateScope, float] = {}
+        for scope in rate_scopes(candidates, admission):
+            row = db.execute("SELECT tat FROM fq_rate_state WHERE scope = ?", (rate_scope_text(scope),)).fetchone()
+            if row is not None:
+                tats[scope] = row[0]
+        return tats
+
+    @staticmethod
+    def _lines(db: sqlite3.Connection, job_ids: list[int]) -> dict[int, tuple[str, str, Optional[str], int, str, bool]]:
+        """Each stored job's (org, kind, key, cost, queue, still queued)."""
+        found: dict[int, tuple[str, str, Optional[str], int, str, bool]] = {}
         for start in range(0, len(job_ids), _CHUNK):
             chunk = job_ids[start : start + _CHUNK]
             marks = ", ".join("?" * len(chunk))
-            for row in db.execute(f"SELECT id, org, kind, status = 'queued' FROM fq_jobs WHERE id IN ({marks})", chunk):
-                found[row[0]] = (row[1], row[2], bool(row[3]))
+            for row in db.execute(
+                f"SELECT id, org, kind, key, cost, queue, status = 'queued' FROM fq_jobs WHERE id IN ({marks})", chunk
+            ):
+                found[row[0]] = (row[1], row[2], row[3], row[4], row[5], bool(row[6]))
         return found
 
     @staticmethod
     def _stand_ins(
-        db: sqlite3.Connection, asked: list[int], pairs: dict[int, tuple[str, str, bool]], now: float
-    ) -> list[tuple[int, str, str]]:
-        """For each asked job another process took meanwhile, its pair's oldest ready
-        queued job that was not asked for (see :meth:`Storage.job_claim`)."""
-        lost: dict[tuple[str, str], int] = {}
+        db: sqlite3.Connection,
+        asked: list[int],
+        lines: dict[int, tuple[str, str, Optional[str], int, str, bool]],
+        now: float,
+    ) -> list[Candidate]:
+        """For each asked job another process took meanwhile, its line's oldest ready
+        queued job that was not asked for (see :meth:`Storage.job_claim`): same org,
+        kind, key and queue, so it falls under the same limits."""
+        lost: dict[tuple[str, str, Optional[str], str], int] = {}
         for job_id in asked:
-            if job_id in pairs and not pairs[job_id][2]:
-                pair = pairs[job_id][:2]
-                lost[pair] = lost.get(pair, 0) + 1
+            if job_id in lines and not lines[job_id][5]:
+                org, kind, key, _, queue, _ = lines[job_id]
+                lost[(org, kind, key, queue)] = lost.get((org, kind, key, queue), 0) + 1
         if not lost:
             return []
         skip = set(asked)
-        stand_ins: list[tuple[int, str, str]] = []
-        for (org, kind), n in lost.items():
+        stand_ins: list[Candidate] = []
+        for (org, kind, key, queue), n in lost.items():
             rows = db.execute(
-                "SELECT id FROM fq_jobs WHERE org = ? AND kind = ? AND status = 'queued' "
+                "SELECT id, cost FROM fq_jobs WHERE org = ? AND kind = ? AND key IS ? AND queue = ? AND status = 'queued' "
                 "AND (run_at IS NULL OR run_at <= ?) ORDER BY id LIMIT ?",
-                (org, kind, now, n + len(skip)),
+                (org, kind, key, queue, now, n + len(skip)),
             )
-            stand_ins += [(job_id, org, kind) for (job_id,) in rows if job_id not in skip][:n]
+            stand_ins += [Candidate(job_id, org, kind, key, cost, queue) for job_id, cost in rows if job_id not in skip][:n]
         return stand_ins
-
-    @staticmethod
-    def _processing(db: sqlite3.Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        return {
-            (org, kind): db.execute(
-                "SELECT COUNT(*) FROM fq_jobs WHERE org = ? AND kind = ? AND status = 'processing'", (org, kind)
-            ).fetchone()[0]
-            for org, kind in pairs
-        }
 
     def job_heartbeat(self, job_ids: Sequence[int], worker: str, lease_until: float) -> None:
         with self._transaction() as db:
@@ -1128,6 +1238,43 @@ class SQLiteStorage(Storage):
                 "WHERE next_attempt_at IS NULL AND created_at < ? ORDER BY id LIMIT ?)",
                 (before, limit),
             ).rowcount
+
+    # ----- tenant settings --------------------------------------------------------------------
+
+    def settings_version(self) -> int:
+        return int(self._read(_SETTINGS_VERSION)[0][0])
+
+    def settings_read(self) -> tuple[int, list[SettingRow]]:
+        # One read transaction: the rows and the version from one snapshot.
+        with self._transaction() as db:
+            version = int(db.execute(_SETTINGS_VERSION).fetchone()[0])
+            rows = db.execute("SELECT scope, name, kind, key, vals, updated_at, updated_by FROM fq_settings").fetchall()
+        return version, [SettingRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+
+    def settings_write(self, changes: Sequence[SettingChange], now: float, by: Optional[str] = None) -> int:
+        with self._transaction(durable=True) as db:
+
+            def current(where: tuple[str, str, str, str]) -> Optional[SettingRow]:
+                row = db.execute(
+                    "SELECT vals, updated_at, updated_by FROM fq_settings "
+                    "WHERE scope = ? AND name = ? AND kind = ? AND key = ?",
+                    where,
+                ).fetchone()
+                return None if row is None else SettingRow(*where, json.loads(row[0]), row[1], row[2])
+
+            for change, merged in merge_settings(changes, current):
+                where = (change.scope, change.name, change.kind, change.key)
+                if merged:
+                    db.execute(
+                        "INSERT INTO fq_settings (scope, name, kind, key, vals, updated_at, updated_by) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (scope, name, kind, key) "
+                        "DO UPDATE SET vals = excluded.vals, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                        (*where, _JSON.encode(merged), now, by),
+                    )
+                else:
+                    db.execute("DELETE FROM fq_settings WHERE scope = ? AND name = ? AND kind = ? AND key = ?", where)
+            db.execute("UPDATE fq_settings_version SET version = version + 1 WHERE id = 1")
+            return int(db.execute(_SETTINGS_VERSION).fetchone()[0])
 
     def job_rerun(self, job_ids: Sequence[int], now: float, org: Optional[str] = None) -> list[int]:
         ids = sorted(set(job_ids))
