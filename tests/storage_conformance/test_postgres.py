@@ -14,7 +14,7 @@ from typing import Any, Optional, TypeVar
 import pytest
 
 from fairqueue.errors import DuplicateSignature, InvalidArgument, SchemaVersionError, StorageError
-from fairqueue.records import Finish, JobStatus, NewJob
+from fairqueue.records import Admission, Finish, JobStatus, NewJob
 from fairqueue.storage import SCHEMA_VERSION, Storage, job_filter, open_storage
 
 NOW = 1_700_000_000.0
@@ -225,7 +225,7 @@ def test_a_failed_pipelined_turn_changes_nothing_and_the_store_goes_on(store: An
             store.db.transaction(turn_that_fails, durable=False, pipeline=True)
     record = store.job_get(a)
     assert record is not None and record.status is JobStatus.PROCESSING, "the outcome was rolled back with the turn"
-    applied, claim = store.job_finish_and_claim([Finish(a, "w", JobStatus.COMPLETED, NOW + 2)], [b], "w", NOW + 10, NOW, {})
+    applied, claim = store.job_finish_and_claim([Finish(a, "w", JobStatus.COMPLETED, NOW + 2)], [b], "w", NOW + 10, NOW, Admission())
     assert applied == [a] and [r.id for r in claim] == [b]
 
 
@@ -307,13 +307,16 @@ def test_a_version_2_schema_upgrades_in_place_and_keeps_its_jobs(pg: Any, pg_dsn
         assert functions == [], "the claim function of version 2 is gone"
         assert "fq_jobs_leases" not in indexes and "fq_jobs_processing" in sweep, (indexes, sweep)
         [pending] = store.job_pending()
-        [claimed] = store.job_claim([pending.id], "w", NOW + 10, NOW, {("o", "future"): 1})
+        [claimed] = store.job_claim([pending.id], "w", NOW + 10, NOW, Admission(pair_caps={("o", "future"): 1}))
         assert claimed.org == "o" and claimed.status is JobStatus.PROCESSING
         # Version 6's alert episodes and webhook outbox arrived on the way.
         assert "fq_webhook_outbox_due" in indexes
         assert store.alert_episode_set("wait_observed:o", True, NOW, "evt_1", [("https://hooks.example/x", "{}")])
         [delivery] = store.webhook_outbox_claim(NOW, 10, 30.0)
         assert (delivery.event_id, delivery.url) == ("evt_1", "https://hooks.example/x")
+        # Version 7's job columns (the old job took their defaults), settings and rates.
+        assert (claimed.queue, claimed.key, claimed.priority, claimed.cost) == ("default", None, 5, 1)
+        assert "fq_jobs_processing_key" in indexes and store.settings_read() == (0, [])
 
 
 def test_a_schema_from_a_newer_fairqueue_is_refused(pg: Any, pg_dsn: str, pg_schema: str) -> None:
@@ -345,7 +348,8 @@ def test_the_tables_live_in_the_chosen_schema(pg: Any, pg_dsn: str, store: Any) 
         ).fetchall()
     assert rows == [
         ("fq_alert_episodes",), ("fq_batch_errors",), ("fq_flex",), ("fq_history",), ("fq_jobs",), ("fq_meta",),
-        ("fq_triggers",), ("fq_usage",), ("fq_webhook_outbox",), ("fq_workers",),
+        ("fq_rate_state",), ("fq_settings",), ("fq_settings_version",), ("fq_triggers",), ("fq_usage",),
+        ("fq_webhook_outbox",), ("fq_workers",),
     ]  # fmt: skip
 
 
@@ -465,13 +469,13 @@ def test_hosts_racing_capped_claims_never_exceed_a_pairs_cap_together(pg_dsn: st
     hosts = [PostgresStorage(pg_dsn, schema=pg_schema) for _ in range(4)]
     try:
         ids = hosts[0].job_enqueue([job(org=f"o{i % 20}") for i in range(400)], NOW)
-        caps = {(f"o{i}", "future"): 3 for i in range(20)}
+        caps = Admission(pair_caps={(f"o{i}", "future"): 3 for i in range(20)})
         orders = [random.Random(seed).sample(ids, len(ids)) for seed in range(4)]
 
         def claim_all(store: Storage, worker: str, order: list[int]) -> list[int]:
             got: list[int] = []
             for start in range(0, len(order), 16):
-                got.extend(r.id for r in store.job_claim(order[start : start + 16], worker, NOW + 30, NOW, caps=caps))
+                got.extend(r.id for r in store.job_claim(order[start : start + 16], worker, NOW + 30, NOW, admission=caps))
             return got
 
         for round_ in range(2):

@@ -66,6 +66,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from fairqueue.records import (
+    Admission,
     BatchErrorEvent,
     Claimed,
     Finish,
@@ -76,15 +77,17 @@ from fairqueue.records import (
     NewTrigger,
     PendingJob,
     Reaped,
+    SettingChange,
+    SettingRow,
     TriggerRecord,
     TriggerState,
     WaitingFacts,
     WorkerInfo,
     WorkerRecord,
 )
-from fairqueue.storage.interface import Caps, DailyUsage, FinishedCallback, NextFire, Storage, WebhookDelivery
+from fairqueue.storage.interface import DailyUsage, FinishedCallback, NextFire, Storage, WebhookDelivery
 
-from . import alerts, claims, completions, flex, history, retention, triggers, usage, workers
+from . import alerts, claims, completions, flex, history, retention, settings, triggers, usage, workers
 
 # Aliased: the interface's own parameters are named jobs and schema.
 from . import jobs as _jobs
@@ -213,10 +216,10 @@ class PostgresStorage(Storage):
         _jobs.check_connection(connection)
 
     def job_queued_subscribe(self, callback: Callable[[], None]) -> Optional[Callable[[], None]]:
-        """See :meth:`Storage.job_queued_subscribe`: LISTENs on :attr:`channel` on a
-        connection of its own (outside the pool), reconnecting if it drops; each
-        reconnect calls ``callback`` once, since notifications sent while it was
-        away are lost."""
+        """See :meth:`Storage.job_queued_subscribe`: LISTENs on :attr:`channel` on the
+        store's one LISTEN connection (outside the pool, shared with
+        :meth:`settings_subscribe`), reconnecting if it drops; each reconnect calls
+        ``callback`` once, since notifications sent while it was away are lost."""
         return self.db.subscribe(callback)
 
     def job_get(self, job_id: int) -> Optional[JobRecord]:
@@ -296,16 +299,23 @@ class PostgresStorage(Storage):
 
     # ----- claims -------------------------------------------------------------------
 
-    def job_pending(self, after_seq: int = 0, limit: Optional[int] = None) -> list[PendingJob]:
+    def job_pending(
+        self, after_seq: int = 0, limit: Optional[int] = None, queues: Optional[Sequence[str]] = None
+    ) -> list[PendingJob]:
         """See :meth:`Storage.job_pending`; publishes late commits first (:func:`.claims.pending`)."""
-        return claims.pending(self.db, after_seq, limit)
+        return claims.pending(self.db, after_seq, limit, queues)
 
     def job_claim(
-        self, job_ids: Sequence[int], worker: str, lease_until: float, now: float, caps: Optional[Caps] = None
+        self,
+        job_ids: Sequence[int],
+        worker: str,
+        lease_until: float,
+        now: float,
+        admission: Optional[Admission] = None,
     ) -> Claimed:
         """See :meth:`Storage.job_claim`. Safe against any number of concurrent claimers on
         any host (:func:`.claims.claim` says how)."""
-        return claims.claim(self.db, job_ids, worker, lease_until, now, caps)
+        return claims.claim(self.db, job_ids, worker, lease_until, now, admission)
 
     def job_finish_and_claim(
         self,
@@ -314,12 +324,12 @@ class PostgresStorage(Storage):
         worker: str,
         lease_until: float,
         now: float,
-        caps: Optional[Caps] = None,
+        admission: Optional[Admission] = None,
     ) -> tuple[list[int], Claimed]:
         """See :meth:`Storage.job_finish_and_claim`: plain outcomes and the claim share
         one transaction (one commit); outcomes with children, retries or batch
         progress take :meth:`job_finish`'s own path first."""
-        return claims.finish_and_claim(self.db, finishes, job_ids, worker, lease_until, now, caps)
+        return claims.finish_and_claim(self.db, finishes, job_ids, worker, lease_until, now, admission)
 
     def job_heartbeat(self, job_ids: Sequence[int], worker: str, lease_until: float) -> None:
         """See :meth:`Storage.job_heartbeat`."""
@@ -364,6 +374,26 @@ class PostgresStorage(Storage):
         registered = self._registered.pop(name, None)
         if registered is not None:
             workers.leave(self.db, name, registered[1])
+
+    # ----- tenant settings (see :mod:`.settings`) ----------------------------------------
+
+    def settings_version(self) -> int:
+        """See :meth:`Storage.settings_version`."""
+        return settings.version(self.db)
+
+    def settings_read(self) -> tuple[int, list[SettingRow]]:
+        """See :meth:`Storage.settings_read`: the version and the rows from one snapshot."""
+        return settings.read(self.db)
+
+    def settings_write(self, changes: Sequence[SettingChange], now: float, by: Optional[str] = None) -> int:
+        """See :meth:`Storage.settings_write`: serialised with every claim on every host by
+        an advisory lock (:mod:`.settings`), and announced on the settings channel."""
+        return settings.write(self.db, changes, now, by)
+
+    def settings_subscribe(self, callback: Callable[[], None]) -> Optional[Callable[[], None]]:
+        """See :meth:`Storage.settings_subscribe`: LISTENs on the store's one LISTEN
+        connection, the one :meth:`job_queued_subscribe` uses."""
+        return settings.subscribe(self.db, callback)
 
     # ----- alerts and the webhook outbox (see :mod:`.alerts`) ---------------------------
 

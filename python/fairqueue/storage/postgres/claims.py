@@ -7,15 +7,16 @@ re-deliveries do not (``durable=False``; see the package docstring).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 from fairqueue.errors import LimitExceeded
-from fairqueue.records import Claimed, Finish, JobRecord, JobStatus, PendingJob
-from fairqueue.storage.interface import Caps, admit_within_caps, check_finishes
+from fairqueue.records import Admission, Candidate, Claimed, Finish, JobRecord, JobStatus, PendingJob, RateScope
+from fairqueue.storage.interface import Held, admit, capped_scopes, check_finishes, rate_scopes
 
 from . import completions, flex, jobs, usage
-from .connection import LOCK_CAP, LOCK_PUBLISH, Cursor, Database
+from .connection import LOCK_CAP, LOCK_PUBLISH, LOCK_SETTINGS, Cursor, Database
 from .rows import floats, record
 
 __all__ = [
@@ -27,8 +28,10 @@ __all__ = [
     "heartbeat",
     "insert_children",
     "pending",
+    "processing_held",
     "publish",
     "requeue_expired",
+    "scope_text",
     "send_final",
     "stand_ins",
 ]
@@ -53,7 +56,7 @@ def publish(db: Database, cur: Cursor) -> None:
     cur.execute(db.sql["pending_publish"], (ids, list(range(first, first + len(ids)))))
 
 
-def pending(db: Database, after_seq: int, limit: Optional[int]) -> list[PendingJob]:
+def pending(db: Database, after_seq: int, limit: Optional[int], queues: Optional[Sequence[str]]) -> list[PendingJob]:
     """See :meth:`Storage.job_pending`.
 
     First publishes the jobs queued by transactions committed since anyone last
@@ -63,69 +66,150 @@ def pending(db: Database, after_seq: int, limit: Optional[int]) -> list[PendingJ
     """
     if db.read(db.sql["pending_unpublished"]):
         db.transaction(lambda cur: publish(db, cur))
-    rows = db.read(db.sql["pending_read"], (max(after_seq, 0), limit))
+    chosen = None if queues is None else list(queues)
+    rows = db.read(db.sql["pending_read"], (max(after_seq, 0), chosen, chosen, limit))
     return [PendingJob(*r) for r in rows]
 
 
 def claim(
-    db: Database, job_ids: Sequence[int], worker: str, lease_until: float, now: float, caps: Optional[Caps]
+    db: Database, job_ids: Sequence[int], worker: str, lease_until: float, now: float, admission: Optional[Admission]
 ) -> Claimed:
     """See :meth:`Storage.job_claim`. Safe against any number of concurrent claimers on any host.
 
     One transaction (:func:`claim_in`): the asked-for rows still queued are locked
-    (stand-ins found for those gone), then a transaction-scoped advisory lock is
-    taken per capped (org, kind) among them, in one global order, then each
-    pair's processing jobs are counted and what fits is claimed. Every claim of
-    a pair, on every host, takes its turn between count and commit, so the count
-    cannot go stale and the cap holds at every instant. Leaving processing
+    (stand-ins found for those gone); then, if the admission names a settings
+    version, the settings lock is taken shared and the version compared (see
+    :mod:`.settings`); then a transaction-scoped advisory lock is taken per org
+    whose caps or rate limits the candidates fall under, in one global order;
+    then those orgs' processing jobs are counted, their rate limits' states read,
+    and what :func:`~fairqueue.storage.interface.admit` lets in is claimed, with
+    the states it moved. Every claim of an org, on every host, takes its turn
+    between count and commit, so no count or state can go stale: a cap holds at
+    every instant and a rate limit over every window. Leaving processing
     (outcomes, re-deliveries) only lowers a count and needs no lock.
     """
     if not job_ids:
         return Claimed()
     return db.transaction(
-        lambda cur: claim_in(db, cur, list(job_ids), worker, lease_until, now, caps), durable=True, pipeline=True
+        lambda cur: claim_in(db, cur, list(job_ids), worker, lease_until, now, admission), durable=True, pipeline=True
     )
 
 
 def claim_in(
-    db: Database, cur: Cursor, asked: list[int], worker: str, lease_until: float, now: float, caps: Optional[Caps]
+    db: Database,
+    cur: Cursor,
+    asked: list[int],
+    worker: str,
+    lease_until: float,
+    now: float,
+    admission: Optional[Admission],
 ) -> Claimed:
     """The claim of :func:`claim`, in the transaction of ``cur``."""
     # The still-queued asked-for jobs, locked in id order (see claim_lock_asked).
     cur.execute(db.sql["claim_lock_asked"], (asked,))
     order = {job_id: n for n, job_id in enumerate(asked)}
-    candidates: list[tuple[int, str, str]] = sorted(cur.fetchall(), key=lambda c: order[c[0]])
+    candidates = sorted((Candidate(*row) for row in cur.fetchall()), key=lambda c: order[c.id])
     if len(candidates) < len(asked):
-        candidates += stand_ins(db, cur, asked, {c[0] for c in candidates}, now)
-    capped = sorted({(org, kind) for _, org, kind in candidates if (org, kind) in (caps or {})})
-    held: dict[tuple[str, str], int] = {}
-    if capped:
-        # One advisory lock per capped pair, in one global order, taken after the row
-        # locks (nothing holding them waits for a row) and held to commit: every
-        # claim of a pair takes its turn between count and commit.
-        orgs, kinds = [org for org, _ in capped], [kind for _, kind in capped]
-        cur.execute(db.sql["claim_lock_caps"], (LOCK_CAP, db.schema, orgs, kinds))
-        # A new statement, a new snapshot: the counts include every claim committed
-        # before our locks. (In a pipeline both go out together; the server runs
-        # them in order.)
-        cur.execute(db.sql["claim_count_processing"], (orgs, kinds))
-        held = {(org, kind): int(n) for org, kind, n in cur.fetchall()}
-    ids, at_cap = admit_within_caps(candidates, held, caps or {})
+        candidates += stand_ins(db, cur, asked, {c.id for c in candidates}, now)
+    if admission is None:
+        admission = _UNLIMITED
+    pairs, orgs, keys = capped_scopes(candidates, admission)
+    rated = sorted(rate_scopes(candidates, admission))
+    counted = sorted({org for org, _ in pairs} | orgs | {org for org, _ in keys})
+    locked = sorted(set(counted) | {scope[0] for scope in rated})
+    checked = admission.version is not None
+    # Everything below goes out in one round trip (a pipeline), read only once all is sent.
+    if checked:
+        # After the row locks (nothing holding the settings lock waits for a row),
+        # before the orgs' locks; a new statement, a new snapshot.
+        cur.execute(db.sql["claim_lock_settings"], (LOCK_SETTINGS, db.schema))
+    version = cur.connection.cursor() if checked else None
+    if version is not None:
+        version.execute(db.sql["claim_settings_version"])
+    held = Held()
+    tats: dict[RateScope, float] = {}
+    if locked:
+        # One advisory lock per org, in one global order, taken after the row locks
+        # and held to commit: every claim of an org takes its turn between count and
+        # commit. A new statement, a new snapshot: the counts and states include every
+        # claim committed before our locks.
+        db.lock_orgs(cur, LOCK_CAP, locked)
+        counts = cur.connection.cursor() if counted else None
+        if counts is not None:
+            counts.execute(db.sql["claim_count_processing"], (counted,))
+        states = cur.connection.cursor() if rated else None
+        if states is not None:
+            states.execute(db.sql["claim_rate_state"], ([scope_text(s) for s in rated],))
+        if version is not None and _version(version) != admission.version:
+            return Claimed(stale=True)
+        if counts is not None:
+            held = processing_held(counts.fetchall(), pairs, orgs, keys)
+        if states is not None:
+            by_text = {scope_text(s): s for s in rated}
+            tats = {by_text[text]: float(tat) for text, tat in states.fetchall()}
+        version = None  # checked
+    admitted = admit(candidates, held, tats, admission, now)
+    if admitted.tats:
+        moved = sorted(admitted.tats)
+        cur.execute(db.sql["claim_rate_store"], ([scope_text(s) for s in moved], [float(admitted.tats[s]) for s in moved]))
     claimed: list[JobRecord] = []
-    if ids:
-        cur.execute(db.sql["claim_take"], (worker, float(lease_until), float(now), ids))
-        rank = {job_id: n for n, job_id in enumerate(ids)}
+    if admitted.ids:
+        params: tuple[object, ...] = (worker, float(lease_until), float(now), admitted.ids)
+        if version is not None:  # checked by the take itself: no round trip of its own
+            cur.execute(db.sql["claim_take_at_version"], (*params, admission.version))
+        else:
+            cur.execute(db.sql["claim_take"], params)
+        rank = {job_id: n for n, job_id in enumerate(admitted.ids)}
         claimed = sorted((record(r) for r in cur.fetchall()), key=lambda r: rank[r.id])
-    return Claimed(claimed, [job_id for job_id in at_cap if job_id in order])
+    if version is not None and _version(version) != admission.version:
+        return Claimed(stale=True)
+    return Claimed(
+        claimed,
+        [job_id for job_id in admitted.at_cap if job_id in order],
+        {job_id: at for job_id, at in admitted.rate_limited.items() if job_id in order},
+    )
 
 
-def stand_ins(db: Database, cur: Cursor, asked: list[int], queued: set[int], now: float) -> list[tuple[int, str, str]]:
-    """For each asked job another claimer took meanwhile, its pair's oldest ready
-    queued job that was not asked for, skipping rows other claimers hold locked
-    (see :meth:`Storage.job_claim`). One statement: while several workers race for
-    the same jobs, most of a claim's jobs are stand-ins, for many pairs."""
+_UNLIMITED = Admission()
+
+
+def _version(cur: Cursor) -> int:
+    row = cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def scope_text(scope: RateScope) -> str:
+    """A rate limit's scope as its ``fq_rate_state`` key (the same on every host)."""
+    return json.dumps(list(scope), separators=(",", ":"))
+
+
+def processing_held(
+    rows: Sequence[tuple[Any, ...]],
+    pairs: set[tuple[str, str]],
+    orgs: set[str],
+    keys: set[tuple[str, Optional[str]]],
+) -> Held:
+    """The :class:`Held` counts of the capped scopes, from ``claim_count_processing``'s rows."""
+    held = Held()
+    for org, kind, key, n in rows:
+        if (org, kind) in pairs:
+            held.pairs[(org, kind)] = held.pairs.get((org, kind), 0) + int(n)
+        if org in orgs:
+            held.orgs[org] = held.orgs.get(org, 0) + int(n)
+        if (org, key) in keys:
+            held.keys[(org, key)] = held.keys.get((org, key), 0) + int(n)
+    return held
+
+
+def stand_ins(db: Database, cur: Cursor, asked: list[int], queued: set[int], now: float) -> list[Candidate]:
+    """For each asked job another claimer took meanwhile, the oldest ready queued job
+    of its org, kind, key and queue that was not asked for, skipping rows other
+    claimers hold locked (see :meth:`Storage.job_claim`). One statement: while
+    several workers race for the same jobs, most of a claim's jobs are stand-ins,
+    for many lines."""
     cur.execute(db.sql["claim_stand_ins"], ([i for i in asked if i not in queued], float(now), asked))
-    return [(job_id, org, kind) for job_id, org, kind in cur.fetchall()]
+    return [Candidate(*row) for row in cur.fetchall()]
 
 
 def heartbeat(db: Database, job_ids: Sequence[int], worker: str, lease_until: float) -> None:
@@ -225,7 +309,7 @@ def finish_and_claim(
     worker: str,
     lease_until: float,
     now: float,
-    caps: Optional[Caps],
+    admission: Optional[Admission],
 ) -> tuple[list[int], Claimed]:
     """See :meth:`Storage.job_finish_and_claim`: plain outcomes and the claim share
     one transaction (one commit); outcomes with children, retries or batch
@@ -234,7 +318,7 @@ def finish_and_claim(
     plain = [f for f in finishes if f.status is not JobStatus.QUEUED and not f.children and f.progress is None]
     if len(plain) < len(finishes) or not job_ids:
         applied = finish(db, finishes) if finishes else []
-        return applied, claim(db, job_ids, worker, lease_until, now, caps) if job_ids else Claimed()
+        return applied, claim(db, job_ids, worker, lease_until, now, admission) if job_ids else Claimed()
     ended_batches: list[str] = []
 
     def body(cur: Cursor) -> tuple[list[int], Claimed]:
@@ -243,7 +327,7 @@ def finish_and_claim(
         with cur.connection.cursor() as outcomes:
             if plain:
                 send_final(db, outcomes, plain)
-            claimed = claim_in(db, cur, list(job_ids), worker, lease_until, now, caps)
+            claimed = claim_in(db, cur, list(job_ids), worker, lease_until, now, admission)
             ended_batches[:] = []
             return applied_final(outcomes, ended_batches) if plain else [], claimed
 

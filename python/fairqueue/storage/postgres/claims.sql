@@ -17,8 +17,11 @@ UPDATE {s}.fq_jobs j SET ready_seq = u.seq FROM unnest(%b::bigint[], %b::bigint[
 WHERE j.id = u.id AND j.status = 'queued' AND j.ready_seq < 0
 
 -- name: pending_read
-SELECT id, org, kind, run_at, attempts, ready_seq FROM {s}.fq_jobs
-WHERE status = 'queued' AND ready_seq > %s ORDER BY ready_seq LIMIT %s
+-- The columns of PendingJob, in order. One statement with or without a choice of
+-- queues (NULL: all), so that its plan is the same: the queued index in ready_seq order.
+SELECT id, org, kind, run_at, key, priority, cost, attempts, ready_seq, queue FROM {s}.fq_jobs
+WHERE status = 'queued' AND ready_seq > %s AND (%s::text[] IS NULL OR queue = ANY(%s::text[]))
+ORDER BY ready_seq LIMIT %s
 
 -- name: claim_lock_asked
 -- The still-queued asked-for jobs, locked in id order (claimers never deadlock;
@@ -26,32 +29,65 @@ WHERE status = 'queued' AND ready_seq > %s ORDER BY ready_seq LIMIT %s
 -- "status || ''": found through the primary key, never through the partial
 -- index of queued jobs, which a planner with stale statistics (a fresh
 -- backlog) would read whole.
-SELECT id, org, kind FROM {s}.fq_jobs WHERE id = ANY(%s) AND (status || '') = 'queued' ORDER BY id FOR UPDATE
+SELECT id, org, kind, key, cost, queue FROM {s}.fq_jobs WHERE id = ANY(%s) AND (status || '') = 'queued'
+ORDER BY id FOR UPDATE
 
 -- name: claim_stand_ins
--- For each (org, kind) of the asked-for jobs another claimer took, as many of its
--- oldest ready queued jobs not asked for, skipping rows other claimers hold locked.
-WITH lost AS (SELECT org, kind, COUNT(*) AS n FROM {s}.fq_jobs WHERE id = ANY(%s) GROUP BY org, kind)
-SELECT q.id, lost.org, lost.kind FROM lost CROSS JOIN LATERAL (
-SELECT id FROM {s}.fq_jobs WHERE org = lost.org AND kind = lost.kind AND status = 'queued'
+-- For each (org, kind, key, queue) of the asked-for jobs another claimer took, as
+-- many of its oldest ready queued jobs not asked for, skipping rows other claimers
+-- hold locked. The same key and queue as well as org and kind: a stand-in falls
+-- under the same caps and rate limits, and its worker serves its queue.
+WITH lost AS (SELECT org, kind, key, queue, COUNT(*) AS n FROM {s}.fq_jobs WHERE id = ANY(%s)
+              GROUP BY org, kind, key, queue)
+SELECT q.id, lost.org, lost.kind, lost.key, q.cost, lost.queue FROM lost CROSS JOIN LATERAL (
+SELECT id, cost FROM {s}.fq_jobs WHERE org = lost.org AND kind = lost.kind AND status = 'queued'
+AND key IS NOT DISTINCT FROM lost.key AND queue = lost.queue
 AND (run_at IS NULL OR run_at <= %s) AND id <> ALL(%s) ORDER BY id LIMIT lost.n FOR UPDATE SKIP LOCKED
 ) AS q ORDER BY q.id
 
--- name: claim_lock_caps
--- One advisory lock per capped (org, kind), in one global order (the hashes sorted).
-SELECT pg_advisory_xact_lock(%s, h) FROM (SELECT DISTINCT hashtext(%s || chr(31) || o || chr(31) || k) AS h
-FROM unnest(%b::text[], %b::text[]) AS u(o, k) ORDER BY h) AS locks
+-- name: claim_lock_settings
+-- Shared: claims run side by side, and a settings change (its exclusive twin,
+-- settings_lock) waits for those under way and holds back those after it.
+SELECT pg_advisory_xact_lock_shared(%s, hashtext(%s))
+
+-- name: claim_settings_version
+-- A statement of its own after claim_lock_settings: its snapshot sees every
+-- settings change committed before the lock was granted.
+SELECT version FROM {s}.fq_settings_version WHERE id = 1
 
 -- name: claim_count_processing
-SELECT org, kind, COUNT(*) FROM {s}.fq_jobs WHERE status = 'processing'
-AND org = ANY(%s) AND kind = ANY(%s) GROUP BY org, kind
+-- The processing jobs of the orgs whose caps a claim checks, by kind and key: every
+-- count a claim needs (per (org, kind), org and (org, key)) from one statement, as
+-- few rows as the jobs those orgs run at once.
+SELECT org, kind, key, COUNT(*) FROM {s}.fq_jobs WHERE status = 'processing' AND org = ANY(%s)
+GROUP BY org, kind, key
+
+-- name: claim_rate_state
+SELECT scope, tat FROM {s}.fq_rate_state WHERE scope = ANY(%s)
+
+-- name: claim_rate_store
+-- The rate limits' states an admission moved (serialised by the orgs' locks).
+INSERT INTO {s}.fq_rate_state (scope, tat) SELECT * FROM unnest(%b::text[], %b::float8[])
+ON CONFLICT (scope) DO UPDATE SET tat = EXCLUDED.tat
 
 -- name: claim_take
 UPDATE {s}.fq_jobs SET status = 'processing', lease_owner = %s, lease_expires_at = %s,
     started_at = COALESCE(started_at, %s), attempts = attempts + 1 WHERE id = ANY(%s)
 RETURNING id, org, kind, handler, payload, status, created_at, run_at, started_at, finished_at,
     attempts, items_processed, items_total, error_count, extended_status, parent_id, chain_depth,
-    duplicate_signature, lease_owner, lease_expires_at, cancel_requested, handler_attempts, result, errors, worker_deaths
+    duplicate_signature, lease_owner, lease_expires_at, cancel_requested, handler_attempts, result, errors, worker_deaths,
+    queue, key, priority, cost
+
+-- name: claim_take_at_version
+-- claim_take, unless the settings changed from the version given (after
+-- claim_lock_settings: no change can commit before this transaction does).
+UPDATE {s}.fq_jobs SET status = 'processing', lease_owner = %s, lease_expires_at = %s,
+    started_at = COALESCE(started_at, %s), attempts = attempts + 1 WHERE id = ANY(%s)
+    AND (SELECT version FROM {s}.fq_settings_version WHERE id = 1) = %s
+RETURNING id, org, kind, handler, payload, status, created_at, run_at, started_at, finished_at,
+    attempts, items_processed, items_total, error_count, extended_status, parent_id, chain_depth,
+    duplicate_signature, lease_owner, lease_expires_at, cancel_requested, handler_attempts, result, errors, worker_deaths,
+    queue, key, priority, cost
 
 -- name: heartbeat
 UPDATE {s}.fq_jobs SET lease_expires_at = %s

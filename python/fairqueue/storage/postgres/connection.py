@@ -26,7 +26,9 @@ __all__ = [
     "DEFAULT_SCHEMA",
     "LOCK_CAP",
     "LOCK_FLEX",
+    "LOCK_PRUNE",
     "LOCK_PUBLISH",
+    "LOCK_SETTINGS",
     "LOCK_TRIGGERS",
     "LOCK_UPGRADE",
     "LOCK_USAGE",
@@ -34,6 +36,7 @@ __all__ = [
     "RETRIES",
     "Cursor",
     "Database",
+    "Listener",
     "split_url",
 ]
 
@@ -57,12 +60,15 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,52}")
 # Advisory lock class ids ("FQ" + purpose); the second key is hashtext(schema).
 LOCK_UPGRADE = 0x46510001
 LOCK_PUBLISH = 0x46510002
-LOCK_CAP = 0x46510003  # second key: hashtext(schema, org, kind), taken by claims
+LOCK_CAP = 0x46510003  # second key: hashtext(schema, org), taken by claims that check an org's caps or rates
 LOCK_USAGE = 0x46510004  # second key: hashtext(schema, org)
 LOCK_TRIGGERS = 0x46510005  # second key: hashtext(schema, org)
 LOCK_FLEX = 0x46510006  # second key: hashtext(schema, org)
 LOCK_WORKER = 0x46510007  # second key: a worker's random key (session-level, see .workers)
 LOCK_PRUNE = 0x46510008  # second key: hashtext(schema), tried by each prune transaction (see .retention)
+# Second key: hashtext(schema); exclusive for a settings change, shared by each claim
+# that checks its settings version (see .settings).
+LOCK_SETTINGS = 0x46510009
 
 # Deadlocks are possible only between multi-row updates that meet rows in
 # different orders (a late heartbeat against a re-delivery); the loser is rolled
@@ -116,11 +122,16 @@ class Database:
         """The schema as SQL text (quoted)."""
         self.channel = f"fairqueue_{schema}"
         """The NOTIFY channel (see the package docstring)."""
+        # Within 63 bytes: schemas are at most 53 characters.
+        self.settings_channel = f"fq_conf_{schema}"
+        """The channel every settings change is announced on (payload: the new version)."""
         self.where = f"schema {schema!r}"
         """The store as messages name it."""
         self.sql = bind(self.s)
         """Every named statement (:mod:`.queries`), for this schema."""
         self.connect_timeout = connect_timeout
+        self.listener = Listener(self)
+        """The store's one LISTEN connection, for wake-ups and settings changes."""
         # One plain connection first: an unreachable server or a missing database
         # is reported at once, in libpq's words, rather than as a pool timeout.
         try:
@@ -156,7 +167,8 @@ class Database:
         self.fast_pool.open(wait=True, timeout=self.connect_timeout)
 
     def close(self) -> None:
-        """Closes every pooled connection."""
+        """Closes every pooled connection and the LISTEN connection."""
+        self.listener.close()
         self.pool.close()
         self.fast_pool.close()
 
@@ -232,39 +244,114 @@ class Database:
         """Takes ``lock_class``'s transaction-scoped advisory lock for this schema."""
         cur.execute(self.sql["lock_schema"], (lock_class, self.schema))
 
-    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """LISTENs on :attr:`channel` on a connection of its own (outside the pools),
-        reconnecting if it drops, and calls ``callback`` for each notification; each
-        (re)connect calls it once, since notifications sent while away are lost.
+    def subscribe(self, callback: Callable[[], None], channel: Optional[str] = None) -> Callable[[], None]:
+        """LISTENs on ``channel`` (default :attr:`channel`) and calls ``callback`` for each
+        notification on it, on :attr:`listener`'s one connection (see :class:`Listener`).
         Returns the function that stops listening."""
-        stop = threading.Event()
+        return self.listener.subscribe(self.channel if channel is None else channel, callback)
 
-        def listen() -> None:
-            lost = False
-            while not stop.is_set():
-                try:
-                    with psycopg.connect(self.dsn, autocommit=True, connect_timeout=max(1, round(self.connect_timeout))) as conn:
-                        conn.execute(f'LISTEN "{self.channel}"')
-                        if lost:
-                            log.info("fairqueue %s: LISTEN connection restored", self.where)
-                            lost = False
-                        callback()
-                        while not stop.is_set():
-                            for _ in conn.notifies(timeout=0.5):
-                                callback()
-                except psycopg.Error as e:
-                    # Once per outage: the retries, one a second, would flood the log.
-                    (log.debug if lost else log.warning)(
-                        "fairqueue %s: LISTEN connection lost (%s); reconnecting every second", self.where, " ".join(str(e).split())
-                    )
-                    lost = True
-                    stop.wait(1.0)
 
-        thread = threading.Thread(target=listen, name=f"fairqueue-listen-{self.schema}", daemon=True)
-        thread.start()
+class Listener:
+    """One LISTEN connection of a store (outside the pools), shared by the subscribers
+    of every channel it carries: job wake-ups and settings changes.
+
+    Started by the first subscriber and closed when the last one leaves; it
+    reconnects if it drops. A subscriber is called once as soon as its channel is
+    listened to, and once on every reconnect, since notifications sent while away
+    are lost; then once per notification on its channel (from the listening thread).
+    """
+
+    # Seconds a new subscriber of a live connection waits at most for its LISTEN:
+    # the thread looks for new channels between waits for notifications.
+    POLL = 0.2
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._lock = threading.Lock()
+        self._subscribers: dict[str, list[Callable[[], None]]] = {}
+        self._unheard: list[tuple[str, Callable[[], None]]] = []  # to call once their channel is listened to
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+
+    def subscribe(self, channel: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Calls ``callback`` for each notification on ``channel``; returns the unsubscribe function."""
+        # A bound method compares equal to another of the same object: wrap it, so that
+        # unsubscribing removes this subscription and no other.
+        def subscriber() -> None:
+            callback()
+
+        with self._lock:
+            self._subscribers.setdefault(channel, []).append(subscriber)
+            self._unheard.append((channel, subscriber))
+            if self._thread is None:
+                self._stop = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._listen, args=(self._stop,), name=f"fairqueue-listen-{self.db.schema}", daemon=True
+                )
+                self._thread.start()
 
         def unsubscribe() -> None:
-            stop.set()
-            thread.join(timeout=5)
+            with self._lock:
+                listeners = self._subscribers.get(channel, [])
+                if subscriber in listeners:
+                    listeners.remove(subscriber)
+                if not listeners:
+                    self._subscribers.pop(channel, None)
+                self._unheard = [(c, s) for c, s in self._unheard if s is not subscriber]
+                thread, stop = (self._thread, self._stop) if not self._subscribers else (None, None)
+                if thread is not None:
+                    self._thread = None
+            if thread is not None and stop is not None:
+                stop.set()
+                if thread is not threading.current_thread():
+                    thread.join(timeout=5)
 
         return unsubscribe
+
+    def close(self) -> None:
+        """Stops listening, for every subscriber."""
+        with self._lock:
+            self._subscribers.clear()
+            self._unheard.clear()
+            thread, self._thread = self._thread, None
+            self._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def _listen(self, stop: threading.Event) -> None:
+        lost = False
+        db = self.db
+        while not stop.is_set():
+            try:
+                with psycopg.connect(db.dsn, autocommit=True, connect_timeout=max(1, round(db.connect_timeout))) as conn:
+                    listened: set[str] = set()
+                    with self._lock:  # every subscriber may have missed something while away
+                        self._unheard = [(c, s) for c, ss in self._subscribers.items() for s in ss]
+                    if lost:
+                        log.info("fairqueue %s: LISTEN connection restored", db.where)
+                        lost = False
+                    while not stop.is_set():
+                        with self._lock:
+                            wanted = set(self._subscribers)
+                        for channel in sorted(wanted - listened):
+                            conn.execute(f'LISTEN "{channel}"')
+                        for channel in sorted(listened - wanted):
+                            conn.execute(f'UNLISTEN "{channel}"')
+                        listened = wanted
+                        with self._lock:
+                            greet = [s for c, s in self._unheard if c in listened]
+                            self._unheard = [(c, s) for c, s in self._unheard if c not in listened]
+                        for subscriber in greet:
+                            subscriber()
+                        for note in conn.notifies(timeout=self.POLL):
+                            with self._lock:
+                                subscribers = list(self._subscribers.get(note.channel, ()))
+                            for subscriber in subscribers:
+                                subscriber()
+            except psycopg.Error as e:
+                # Once per outage: the retries, one a second, would flood the log.
+                (log.debug if lost else log.warning)(
+                    "fairqueue %s: LISTEN connection lost (%s); reconnecting every second", db.where, " ".join(str(e).split())
+                )
+                lost = True
+                stop.wait(1.0)

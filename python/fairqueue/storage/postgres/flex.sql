@@ -33,7 +33,7 @@ DELETE FROM {s}.fq_flex WHERE job_id = %s
 SELECT j.id, j.org, j.kind, j.handler, j.payload, j.status, j.created_at, j.run_at, j.started_at, j.finished_at,
     j.attempts, j.items_processed, j.items_total, j.error_count, j.extended_status, j.parent_id, j.chain_depth,
     j.duplicate_signature, j.lease_owner, j.lease_expires_at, j.cancel_requested, j.handler_attempts, j.result, j.errors,
-    j.worker_deaths
+    j.worker_deaths, j.queue, j.key, j.priority, j.cost
 FROM {s}.fq_flex f JOIN {s}.fq_jobs j ON j.id = f.job_id
 WHERE f.org = %s ORDER BY f.position
 

@@ -113,6 +113,10 @@ def insert_params(jobs: Sequence[NewJob], now: float, statuses: Sequence[JobStat
         [int(j.chain_depth) for j in jobs],
         [j.duplicate_signature for j in jobs],
         [status.value for status in statuses],
+        [j.queue for j in jobs],
+        [j.key for j in jobs],
+        [int(j.priority) for j in jobs],
+        [int(j.cost) for j in jobs],
     )
 
 

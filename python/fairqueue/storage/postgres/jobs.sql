@@ -7,12 +7,12 @@
 -- ids in that order. A queued job's ready_seq is provisional: its place in line
 -- (see the package docstring).
 INSERT INTO {s}.fq_jobs (org, kind, handler, payload, status, created_at, run_at, parent_id,
-    chain_depth, duplicate_signature, ready_seq)
+    chain_depth, duplicate_signature, queue, key, priority, cost, ready_seq)
 SELECT u.org, u.kind, u.handler, u.payload, u.status, %s, u.run_at, u.parent_id, u.chain_depth, u.sig,
-    CASE WHEN u.status = 'queued' THEN -nextval('{s}.fq_queued_seq') END
+    u.queue, u.key, u.priority, u.cost, CASE WHEN u.status = 'queued' THEN -nextval('{s}.fq_queued_seq') END
 FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::float8[], %b::bigint[], %b::int[],
-    %b::text[], %b::text[]) WITH ORDINALITY
-    AS u(org, kind, handler, payload, run_at, parent_id, chain_depth, sig, status, ord)
+    %b::text[], %b::text[], %b::text[], %b::text[], %b::int2[], %b::int[]) WITH ORDINALITY
+    AS u(org, kind, handler, payload, run_at, parent_id, chain_depth, sig, status, queue, key, priority, cost, ord)
 ORDER BY u.ord
 RETURNING id, duplicate_signature, org, status
 
@@ -20,12 +20,12 @@ RETURNING id, duplicate_signature, org, status
 -- job_insert, leaving out a job whose duplicate signature is live instead of
 -- failing the statement (and with it the transaction).
 INSERT INTO {s}.fq_jobs (org, kind, handler, payload, status, created_at, run_at, parent_id,
-    chain_depth, duplicate_signature, ready_seq)
+    chain_depth, duplicate_signature, queue, key, priority, cost, ready_seq)
 SELECT u.org, u.kind, u.handler, u.payload, u.status, %s, u.run_at, u.parent_id, u.chain_depth, u.sig,
-    CASE WHEN u.status = 'queued' THEN -nextval('{s}.fq_queued_seq') END
+    u.queue, u.key, u.priority, u.cost, CASE WHEN u.status = 'queued' THEN -nextval('{s}.fq_queued_seq') END
 FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::float8[], %b::bigint[], %b::int[],
-    %b::text[], %b::text[]) WITH ORDINALITY
-    AS u(org, kind, handler, payload, run_at, parent_id, chain_depth, sig, status, ord)
+    %b::text[], %b::text[], %b::text[], %b::text[], %b::int2[], %b::int[]) WITH ORDINALITY
+    AS u(org, kind, handler, payload, run_at, parent_id, chain_depth, sig, status, queue, key, priority, cost, ord)
 ORDER BY u.ord
 ON CONFLICT (duplicate_signature)
     WHERE duplicate_signature IS NOT NULL AND status IN ('holding', 'queued', 'preparing', 'processing') DO NOTHING
@@ -34,7 +34,8 @@ RETURNING id, duplicate_signature, org, status
 -- name: job_get
 SELECT id, org, kind, handler, payload, status, created_at, run_at, started_at, finished_at,
     attempts, items_processed, items_total, error_count, extended_status, parent_id, chain_depth,
-    duplicate_signature, lease_owner, lease_expires_at, cancel_requested, handler_attempts, result, errors, worker_deaths
+    duplicate_signature, lease_owner, lease_expires_at, cancel_requested, handler_attempts, result, errors, worker_deaths,
+    queue, key, priority, cost
 FROM {s}.fq_jobs WHERE id = %s
 
 -- name: job_signature_taken

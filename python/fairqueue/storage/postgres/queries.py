@@ -26,7 +26,7 @@ __all__ = ["FILES", "QUERIES", "bind", "parse", "read_sql"]
 FILES = (
     "connection.sql", "schema.sql", "jobs.sql", "usage.sql", "flex.sql", "claims.sql", "triggers.sql", "history.sql",
     "workers.sql", "retention.sql",
-    "completions.sql",
+    "completions.sql", "settings.sql",
     "alerts.sql",
 )
 """The named-statement files, one per group of operations."""

@@ -13,7 +13,7 @@ FIELDS = (
     "id", "org", "kind", "handler", "payload", "status", "created_at", "run_at", "started_at", "finished_at",
     "attempts", "items_processed", "items_total", "error_count", "extended_status", "parent_id", "chain_depth",
     "duplicate_signature", "lease_owner", "lease_expires_at", "cancel_requested", "handler_attempts", "result", "errors",
-    "worker_deaths",
+    "worker_deaths", "queue", "key", "priority", "cost",
 )  # fmt: skip
 """A job record's columns, in the order every statement that reads records lists them."""
 

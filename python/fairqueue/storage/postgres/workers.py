@@ -21,6 +21,7 @@ session lock.
 
 from __future__ import annotations
 
+import json
 import secrets
 import select
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ from . import completions, flex
 from .connection import LOCK_WORKER, Cursor, Database
 from .errors import translate
 
-__all__ = ["WorkerLock", "alone", "insert", "leave", "listed", "reap", "register", "seen"]
+__all__ = ["WorkerLock", "alone", "insert", "leave", "listed", "reap", "register", "seen", "served"]
 
 # Seconds a worker whose lock is free must have been silent before it is reaped: a
 # live worker whose lock connection dropped takes the lock again at its next
@@ -121,8 +122,9 @@ def register(db: Database, worker: WorkerInfo, now: float) -> WorkerLock:
 
 def insert(db: Database, cur: Cursor, worker: WorkerInfo, lock: WorkerLock) -> None:
     """Adds ``worker``'s registry row, seen now, under ``lock``'s key."""
+    queues = None if worker.queues is None else json.dumps(list(worker.queues))
     cur.execute(db.sql["worker_insert"], (worker.name, worker.host, worker.pid, worker.mode, worker.slots,
-                                          worker.started_at, lock.key))  # fmt: skip
+                                          worker.started_at, lock.key, queues))  # fmt: skip
 
 
 def seen(db: Database, worker: WorkerInfo, lock: WorkerLock) -> tuple[WorkerLock, bool]:
@@ -157,9 +159,14 @@ def alone(db: Database, name: str, job_id: Optional[int]) -> None:
 def listed(db: Database) -> list[WorkerRecord]:
     """See :meth:`Storage.worker_list`."""
     return [
-        WorkerRecord(WorkerInfo(r[0], r[1], r[2], r[3], r[4], r[5]), r[6], bool(r[7]), int(r[8]))
+        WorkerRecord(WorkerInfo(r[0], r[1], r[2], r[3], r[4], r[5], served(r[9])), r[6], bool(r[7]), int(r[8]))
         for r in db.read(db.sql["worker_list"], (LOCK_WORKER,))
     ]
+
+
+def served(queues: Optional[str]) -> Optional[tuple[str, ...]]:
+    """The queues of a registry row's ``queues`` column (a JSON list; NULL: every queue)."""
+    return None if queues is None else tuple(json.loads(queues))
 
 
 def reap(db: Database, own: Sequence[str], now: float) -> Reaped:

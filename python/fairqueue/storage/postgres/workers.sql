@@ -12,8 +12,9 @@ SET tcp_keepalives_idle = 2; SET tcp_keepalives_interval = 1; SET tcp_keepalives
 SELECT host, pid, lock_key FROM {s}.fq_workers WHERE name = %s FOR UPDATE
 
 -- name: worker_insert
-INSERT INTO {s}.fq_workers (name, host, pid, mode, slots, started_at, last_seen, lock_key)
-VALUES (%s, %s, %s, %s, %s, %s, extract(epoch FROM clock_timestamp()), %s)
+-- queues: a JSON list of the queues it serves; NULL: every queue.
+INSERT INTO {s}.fq_workers (name, host, pid, mode, slots, started_at, last_seen, lock_key, queues)
+VALUES (%s, %s, %s, %s, %s, %s, extract(epoch FROM clock_timestamp()), %s, %s)
 
 -- name: worker_seen
 UPDATE {s}.fq_workers SET last_seen = extract(epoch FROM clock_timestamp()), lock_key = %s WHERE name = %s
@@ -27,7 +28,7 @@ SELECT w.name, w.host, w.pid, w.mode, w.slots, w.started_at, w.last_seen,
     EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
             AND l.classid = %s::oid AND l.objid = w.lock_key::oid),
-    (SELECT count(*) FROM {s}.fq_jobs j WHERE j.status = 'processing' AND j.lease_owner = w.name)
+    (SELECT count(*) FROM {s}.fq_jobs j WHERE j.status = 'processing' AND j.lease_owner = w.name), w.queues
 FROM {s}.fq_workers w ORDER BY w.name
 
 -- name: worker_dead
