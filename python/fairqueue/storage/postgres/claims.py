@@ -167,6 +167,7 @@ def claim_in(
         claimed,
         [job_id for job_id in admitted.at_cap if job_id in order],
         {job_id: at for job_id, at in admitted.rate_limited.items() if job_id in order},
+        paused=[job_id for job_id in admitted.paused if job_id in order],
     )
 
 
