@@ -365,22 +365,16 @@ class Alerts:
                                  f"({count:,} of {limit:,} async executions in 24 hours)",
                                  {"count": count, "limit": limit, "percent": level}))  # fmt: skip
 
-    def evaluate(self, now: float, started: Iterable[str] = (), *, running_too: bool = False) -> None:
+    def evaluate(self, now: float, started: Iterable[str] = ()) -> None:
         """Re-checks the predicted wait of every org with queued jobs, and the observed
-        wait of those and of ``started`` (orgs whose jobs the caller started lately),
-        and with ``running_too`` of the orgs with jobs running (the fleet's evaluator:
-        any worker may have started them)."""
+        wait of those and of ``started`` (orgs whose jobs the caller started lately)."""
         if self.wait_threshold is None:
             return
         threshold = self.wait_threshold
         store = self.store()
         self._refresh()
-        counts = store.job_counts(live=True)
-        orgs = sorted({org for (org, _, status), n in counts.items()
+        orgs = sorted({org for (org, _, status), n in store.job_counts(live=True).items()
                        if status is JobStatus.QUEUED and n})[:_ORGS_PER_EVALUATION]  # fmt: skip
-        if running_too:
-            running = sorted({org for (org, _, status), n in counts.items() if status is JobStatus.PROCESSING and n})
-            started = {*started, *running[:_ORGS_PER_EVALUATION]}
         for org in orgs:
             found = store.job_list(org=org, status=JobStatus.QUEUED, limit=1)
             if not found:

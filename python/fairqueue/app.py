@@ -22,7 +22,7 @@ from fairqueue.conservation import ResourceMonitor
 from fairqueue.control import Control
 from fairqueue.enqueue import Enqueuer, FutureFunction
 from fairqueue.errors import InvalidArgument
-from fairqueue.jobs import AsyncOptions, Batchable, JobHandle, Queueable, Transaction
+from fairqueue.jobs import INHERIT, AsyncOptions, Batchable, JobHandle, KeyOption, Queueable, Transaction
 from fairqueue.kinds import Policy
 from fairqueue.limits import DEFAULT_SCOPE, Limits
 from fairqueue.observe import Explanation
@@ -33,7 +33,16 @@ from fairqueue.runtime import Worker
 from fairqueue.settings import QueueSettings
 from fairqueue.storage import DailyUsage, Storage, open_storage
 from fairqueue.testing import TestRun, run_test_mode
-from fairqueue.validate import MAX_SECONDS, check_number, check_org, check_policy, shown
+from fairqueue.validate import (
+    DEFAULT_COST,
+    DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
+    MAX_SECONDS,
+    check_number,
+    check_org,
+    check_policy,
+    shown,
+)
 
 __all__ = ["FairQueue", "JobHandle", "OrgView"]
 
@@ -119,14 +128,19 @@ class FairQueue:
 
     @overload
     def future(
-        self, fn: None = None, *, timeout: Optional[float] = None, retry: Optional[RetryPolicy] = None
+        self, fn: None = None, *, timeout: Optional[float] = None, retry: Optional[RetryPolicy] = None,
+        queue: str = DEFAULT_QUEUE, priority: int = DEFAULT_PRIORITY, cost: int = DEFAULT_COST,
     ) -> Callable[[Callable[..., R]], FutureFunction[R]]: ...
 
     def future(
-        self, fn: Optional[Callable[..., R]] = None, *, timeout: Optional[float] = None, retry: Optional[RetryPolicy] = None
-    ) -> Any:
-        """Declares a future: ``@app.future``, ``@app.future(timeout=30)`` or
-        ``@app.future(retry=fq.RetryPolicy(max_attempts=5))``.
+        self, fn: Optional[Callable[..., R]] = None, *, timeout: Optional[float] = None, retry: Optional[RetryPolicy] = None,
+        queue: str = DEFAULT_QUEUE, priority: int = DEFAULT_PRIORITY, cost: int = DEFAULT_COST,
+    ) -> Any:  # fmt: skip
+        """Declares a future: ``@app.future``, ``@app.future(timeout=30)``,
+        ``@app.future(retry=fq.RetryPolicy(max_attempts=5))`` or
+        ``@app.future(queue="reports", priority=7, cost=2)``: its calls wait in the named
+        queue (only workers serving it run them), with that priority and cost unless
+        ``fn.options(…)`` gives others.
 
         The function must live at module level (workers import it by path) and take
         JSON-serialisable arguments. ``def`` and ``async def`` both work. What it
@@ -140,7 +154,7 @@ class FairQueue:
         def register(fn: Callable[..., R]) -> FutureFunction[R]:
             if not callable(fn):
                 raise InvalidArgument(f"@app.future decorates a function, not {shown(fn)}")
-            future = FutureFunction(self.enqueuer, fn, timeout, retry)
+            future = FutureFunction(self.enqueuer, fn, timeout, retry, queue=queue, priority=priority, cost=cost)
             if future.path in self._futures:
                 raise InvalidArgument(f"future {future.path!r} is already registered; give the function another name")
             self._futures[future.path] = future
@@ -170,6 +184,10 @@ class FairQueue:
         options: Optional[AsyncOptions] = None,
         connection: Optional[Any] = None,
         run_at: Optional[datetime] = None,
+        key: KeyOption = INHERIT,
+        priority: Optional[int] = None,
+        cost: Optional[int] = None,
+        queue: Optional[str] = None,
     ) -> JobHandle:
         """Enqueues a queueable for ``org``, not to run before ``delay`` seconds from now
         or ``run_at`` (an aware datetime), at most ``Limits.max_delay["queueable"]``
@@ -177,8 +195,16 @@ class FairQueue:
 
         ``connection``: write it inside that psycopg connection's transaction
         (PostgreSQL store only; see :meth:`transaction`).
+
+        ``key`` (its concurrency key within the org: a user, an integration…),
+        ``priority`` (0 to 9, higher first within the org's own line), ``cost`` (the
+        units its rate limits are charged) and ``queue`` (instead of its class's
+        ``queue``): see :meth:`fairqueue.enqueue.FutureFunction.options`. By default
+        it has its class's queue, priority and cost, and, enqueued from a running job
+        of the same org, that job's key (:data:`fairqueue.jobs.INHERIT`).
         """
-        return self.enqueuer.enqueue(job, org=org, delay=delay, options=options, connection=connection, run_at=run_at)
+        return self.enqueuer.enqueue(job, org=org, delay=delay, options=options, connection=connection, run_at=run_at,
+                                     key=key, priority=priority, cost=cost, queue=queue)  # fmt: skip
 
     def transaction_async(self, *, connection: Optional[Any] = None) -> AbstractAsyncContextManager[Transaction]:
         """:meth:`transaction` for async code: ``async with app.transaction_async():``.
@@ -201,11 +227,16 @@ class FairQueue:
         options: Optional[AsyncOptions] = None,
         connection: Optional[Any] = None,
         run_at: Optional[datetime] = None,
+        key: KeyOption = INHERIT,
+        priority: Optional[int] = None,
+        cost: Optional[int] = None,
+        queue: Optional[str] = None,
     ) -> JobHandle:
         """:meth:`enqueue` for async code: ``await app.enqueue_async(job, org=…)``; the
         event loop keeps running while it is stored (see :meth:`transaction_async`)."""
         return await self.enqueuer.enqueue_async(job, org=org, delay=delay, options=options, connection=connection,
-                                                 run_at=run_at)  # fmt: skip
+                                                 run_at=run_at, key=key, priority=priority, cost=cost,
+                                                 queue=queue)  # fmt: skip
 
     def execute_batch(
         self,
@@ -215,6 +246,10 @@ class FairQueue:
         scope: int = DEFAULT_SCOPE,
         delay: Delay = None,
         connection: Optional[Any] = None,
+        key: KeyOption = INHERIT,
+        priority: Optional[int] = None,
+        cost: Optional[int] = None,
+        queue: Optional[str] = None,
     ) -> JobHandle:
         """Starts a batch (the reference platform's ``Database.executeBatch``):
         ``job.start`` yields the records, ``job.execute`` runs on each chunk of
@@ -224,21 +259,31 @@ class FairQueue:
         A chunk that raises records a :class:`~fairqueue.records.BatchErrorEvent`
         (``app.batch_errors(job_id)``, and every ``app.on_batch_error`` callback in
         the worker) and the batch goes on; it ends ``completed`` with
-        ``error_count`` failed chunks. ``connection``: as for :meth:`enqueue`.
+        ``error_count`` failed chunks. ``connection``, ``key``, ``priority``, ``cost``
+        and ``queue``: as for :meth:`enqueue` (each chunk is a delivery of the same job:
+        its queue, key and priority, charged ``cost`` each).
         """
-        return self.enqueuer.execute_batch(job, org=org, scope=scope, delay=delay, connection=connection)
+        return self.enqueuer.execute_batch(job, org=org, scope=scope, delay=delay, connection=connection, key=key,
+                                           priority=priority, cost=cost, queue=queue)  # fmt: skip
 
-    def schedule_batch(self, job: Batchable, minutes: float, *, org: str, scope: int = DEFAULT_SCOPE) -> JobHandle:
+    def schedule_batch(
+        self, job: Batchable, minutes: float, *, org: str, scope: int = DEFAULT_SCOPE, key: KeyOption = INHERIT,
+        priority: Optional[int] = None, cost: Optional[int] = None, queue: Optional[str] = None,
+    ) -> JobHandle:  # fmt: skip
         """Starts a batch ``minutes`` from now (the reference ``System.scheduleBatch``;
         0 to 525,600, a year). It takes its place among ``org``'s batches (and in its
-        flex queue) now."""
-        return self.enqueuer.schedule_batch(job, minutes, org=org, scope=scope)
+        flex queue) now. ``key``, ``priority``, ``cost``, ``queue``: as for :meth:`enqueue`."""
+        return self.enqueuer.schedule_batch(job, minutes, org=org, scope=scope, key=key, priority=priority, cost=cost,
+                                            queue=queue)  # fmt: skip
 
-    def enqueue_whole_batch(self, job: Batchable, *, org: str) -> JobHandle:
+    def enqueue_whole_batch(
+        self, job: Batchable, *, org: str, key: KeyOption = INHERIT, priority: Optional[int] = None,
+        cost: Optional[int] = None, queue: Optional[str] = None,
+    ) -> JobHandle:  # fmt: skip
         """Runs a batch as one queueable: all its records in one chunk, then ``finish``,
         in one delivery (what an :class:`~fairqueue.processor.AsyncProcessor` under its
-        threshold does)."""
-        return self.enqueuer.enqueue_whole_batch(job, org=org)
+        threshold does). ``key``, ``priority``, ``cost``, ``queue``: as for :meth:`enqueue`."""
+        return self.enqueuer.enqueue_whole_batch(job, org=org, key=key, priority=priority, cost=cost, queue=queue)
 
     # ----- limits ---------------------------------------------------------------------------
 

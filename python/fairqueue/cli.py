@@ -48,7 +48,7 @@ from fairqueue.validate import MAX_ID, check_org
 
 __all__ = ["main", "SCENARIOS", "POLICY_CHOICES", "format_seconds"]
 
-SCENARIOS = ("seed", "seed-extended", "noisy", "two-orgs", "weighted")
+SCENARIOS = ("seed", "seed-extended", "noisy", "two-orgs", "weighted", "noisy-user", "rate-limited", "priorities")
 """The simulator's built-in scenarios (defined in the Rust core)."""
 
 POLICY_CHOICES = ("both", *POLICIES)
@@ -262,6 +262,9 @@ def simulate(scenario: str, policy: str, flood: Optional[int], as_json: bool, pl
       noisy          one org floods 100,000 futures while 20 quiet orgs trickle in a few
       two-orgs       two orgs with equal weights, one's jobs 10x longer than the other's
       weighted       the same two orgs, the short-job org with weight 3 against 1
+      noisy-user     one user of one org floods; its org-mates and other orgs trickle (concurrency keys)
+      rate-limited   an org with a rate limit beside unlimited orgs
+      priorities     a high-priority job behind a backlog of its org's normal jobs
     """
     policies = ("peek_set", "fair_share") if policy == "both" else (policy,)
     reports = [_run(scenario, p, flood) for p in policies]
@@ -394,6 +397,12 @@ def _load_app(path: str) -> Any:
     help="Log lines on stderr: text, or one JSON object per line with job_id, org, kind and attempt as fields "
     "(unless the app configures logging itself).",
 )
+@click.option(
+    "--queues",
+    default=None,
+    metavar="NAME,NAME",
+    help="Serve only these named queues, comma-separated (e.g. reports,default); default: every queue.",
+)
 def worker(
     app_path: str,
     slots: Optional[int],
@@ -413,6 +422,7 @@ def worker(
     health_host: str,
     store_retry_for: Optional[float],
     log_format: str,
+    queues: Optional[str],
 ) -> None:
     """Run a worker for the app at APP (module:attribute) until SIGTERM or SIGINT, then drain.
 
@@ -429,6 +439,7 @@ def worker(
         job_worker = app.worker(
             slots=slots, mode=mode, app_path=app_path, metrics_port=metrics_port, metrics_host=metrics_host,
             health_port=health_port, health_host=health_host, store_retry_for=store_retry_for,
+            queues=None if queues is None else [name.strip() for name in queues.split(",")],
         )  # fmt: skip
         if job_worker.metrics is not None:
             job_worker.metrics.limit_orgs(metrics_orgs)
@@ -607,11 +618,12 @@ def workers(store: str, as_json: bool) -> None:
         ], indent=2))  # fmt: skip
         return
     table = Table(title=f"Workers of {store}", title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("name", "host", "pid", "mode", "slots", "started", "last seen", "alive", "running"):
+    for column in ("name", "host", "pid", "mode", "slots", "queues", "started", "last seen", "alive", "running"):
         table.add_column(column, justify="right" if column in ("pid", "slots", "running") else "left")
     for w in registry:
         table.add_row(
-            escape(w.info.name), escape(w.info.host), str(w.info.pid), w.info.mode, str(w.info.slots), _when(w.info.started_at),
+            escape(w.info.name), escape(w.info.host), str(w.info.pid), w.info.mode, str(w.info.slots),
+            "all" if w.info.queues is None else escape(",".join(w.info.queues)), _when(w.info.started_at),
             f"{format_seconds(max(now - w.last_seen, 0.0))} ago", "yes" if w.alive else "[bold red]dead[/]", str(w.running),
         )  # fmt: skip
     _console().print(table if registry else "No workers registered.")

@@ -35,12 +35,15 @@ from fairqueue.cron import CronSchedule
 from fairqueue.errors import DailyLimitExceeded, DuplicateSignature, FlexQueueFull, InvalidArgument, LimitExceeded
 from fairqueue.handlers import check_importable, import_path
 from fairqueue.jobs import (
+    INHERIT,
     AsyncOptions,
     Batchable,
     JobHandle,
+    KeyOption,
     Queueable,
     Transaction,
     current_transaction,
+    declared_flow,
     encode,
     queueable_state,
     running_context,
@@ -53,12 +56,24 @@ from fairqueue.retry import RetryPolicy
 from fairqueue.settings import QueueSettings
 from fairqueue.storage import FLEX_ACTIVE, FLEX_HOLDING, Storage
 from fairqueue.storage.waiting import FinishWaiters
-from fairqueue.validate import check_name, check_org, check_seconds, shown
+from fairqueue.validate import (
+    DEFAULT_COST,
+    DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
+    check_flow_options,
+    check_name,
+    check_org,
+    check_queue,
+    check_seconds,
+    shown,
+)
 
-__all__ = ["AwaitedTransaction", "Enqueuer", "FutureCall", "FutureFunction", "batch_payload"]
+__all__ = ["AwaitedTransaction", "Declared", "Enqueuer", "FutureCall", "FutureFunction", "batch_payload"]
 
 R = TypeVar("R")
 Delay = Union[None, float, timedelta]
+Declared = tuple[str, int, int]
+"""The queue, priority and cost a job's declaration gives it (its class, its ``@app.future``)."""
 
 
 def batch_payload(job: Batchable, scope: int, max_bytes: int, *, single_chunk: bool = False) -> tuple[str, str]:
@@ -79,16 +94,34 @@ def batch_payload(job: Batchable, scope: int, max_bytes: int, *, single_chunk: b
 class FutureCall(Generic[R]):
     """A future with enqueue options (:meth:`FutureFunction.options`)."""
 
-    def __init__(self, fn: FutureFunction[R], delay: Delay, run_at: Optional[datetime]) -> None:
+    def __init__(
+        self, fn: FutureFunction[R], delay: Delay, run_at: Optional[datetime], *, key: KeyOption = INHERIT,
+        priority: Optional[int] = None, cost: Optional[int] = None, queue: Optional[str] = None,
+    ) -> None:  # fmt: skip
         self.fn = fn
         self.delay_by = delay
         self.run_at = run_at
+        self.key = key
+        self.priority = priority
+        self.cost = cost
+        self.queue = queue
+
+    def _flow(self) -> dict[str, Any]:
+        return {"declared": self.fn.declared, "key": self.key, "priority": self.priority, "cost": self.cost,
+                "queue": self.queue}  # fmt: skip
 
     def delay(self, org: str, *args: Any, **kwargs: Any) -> JobHandle:
         """Enqueues one call for ``org`` with these options (see :meth:`FutureFunction.delay`)."""
         check_importable(self.fn.path, self.fn)
         self.fn.check_call(args, kwargs)
-        return self.fn.enqueuer.future(self.fn.path, org, list(args), kwargs, self.delay_by, self.run_at)
+        return self.fn.enqueuer.future(self.fn.path, org, list(args), kwargs, self.delay_by, self.run_at, **self._flow())
+
+    async def delay_async(self, org: str, *args: Any, **kwargs: Any) -> JobHandle:
+        """:meth:`delay` for a coroutine (see :meth:`FutureFunction.delay_async`)."""
+        check_importable(self.fn.path, self.fn)
+        self.fn.check_call(args, kwargs)
+        return await self.fn.enqueuer.future_async(self.fn.path, org, list(args), kwargs, self.delay_by, self.run_at,
+                                                   **self._flow())  # fmt: skip
 
 
 class FutureFunction(Generic[R]):
@@ -96,14 +129,17 @@ class FutureFunction(Generic[R]):
     to run it in the background; calling it directly runs it now."""
 
     def __init__(
-        self, enqueuer: Enqueuer, fn: Callable[..., R], timeout: Optional[float], retry: Optional[RetryPolicy] = None
-    ) -> None:
+        self, enqueuer: Enqueuer, fn: Callable[..., R], timeout: Optional[float], retry: Optional[RetryPolicy] = None,
+        *, queue: str = DEFAULT_QUEUE, priority: int = DEFAULT_PRIORITY, cost: int = DEFAULT_COST,
+    ) -> None:  # fmt: skip
         self.enqueuer = enqueuer
         self.fn = fn
         self.timeout = timeout
         self.retry = retry
         """Its retry policy (None: the future kind's, see :class:`fairqueue.Limits`)."""
         self.path = import_path(fn)
+        self.declared: Declared = declared_flow(_Declaration(queue, priority, cost), f"@app.future {self.path}")
+        """Its queue, priority and cost unless an enqueue gives others (``.options(…)``)."""
         functools.update_wrapper(self, fn)
         try:
             self._signature: Optional[inspect.Signature] = inspect.signature(fn)
@@ -132,16 +168,42 @@ class FutureFunction(Generic[R]):
         return self.fn(*args, **kwargs)
 
     def delay(self, org: str, *args: Any, **kwargs: Any) -> JobHandle:
-        """Enqueues one call of the function for ``org``; returns its job handle."""
+        """Enqueues one call of the function for ``org``; returns its job handle.
+
+        Every argument after ``org`` is the function's; enqueue options (a key, a
+        priority, a cost, a delay) go through :meth:`options`."""
         check_importable(self.path, self)
         self.check_call(args, kwargs)
-        return self.enqueuer.future(self.path, org, list(args), kwargs)
+        return self.enqueuer.future(self.path, org, list(args), kwargs, declared=self.declared)
 
-    def options(self, *, delay: Delay = None, run_at: Optional[datetime] = None) -> FutureCall[R]:
+    def options(
+        self,
+        *,
+        delay: Delay = None,
+        run_at: Optional[datetime] = None,
+        key: KeyOption = INHERIT,
+        priority: Optional[int] = None,
+        cost: Optional[int] = None,
+        queue: Optional[str] = None,
+    ) -> FutureCall[R]:
         """The function with enqueue options: ``fn.options(delay=3600).delay(org, …)``
         or ``fn.options(run_at=when).delay(org, …)`` (an aware datetime), up to
-        ``Limits.max_delay["future"]`` (7 days by default) ahead."""
-        return FutureCall(self, delay, run_at)
+        ``Limits.max_delay["future"]`` (7 days by default) ahead;
+        ``fn.options(key="user-42", priority=9, cost=3).delay(org, …)``.
+
+        Args:
+            key: its concurrency key within the org (a user, an integration…); by
+                default a job enqueued from a running job of the same org takes that
+                job's key (see :data:`fairqueue.jobs.INHERIT`), any other has none.
+            priority: 0 to 9, higher starts sooner within the org's own line
+                (default: the declaration's, 5 unless ``@app.future(priority=…)``).
+            cost: the units its rate limits are charged (1 to 1,000,000).
+            queue: the named queue it waits in instead of its declaration's.
+
+        Under ``policy="peek_set"`` a key, a priority other than 5 and a cost other
+        than 1 are refused (they are ``fair_share`` features).
+        """
+        return FutureCall(self, delay, run_at, key=key, priority=priority, cost=cost, queue=queue)
 
     async def delay_async(self, org: str, *args: Any, **kwargs: Any) -> JobHandle:
         """:meth:`delay` for a coroutine: the event loop keeps running while the job is
@@ -150,21 +212,32 @@ class FutureFunction(Generic[R]):
         held and stored with it, as :meth:`delay` is."""
         check_importable(self.path, self)
         self.check_call(args, kwargs)
-        return await self.enqueuer.future_async(self.path, org, list(args), kwargs)
+        return await self.enqueuer.future_async(self.path, org, list(args), kwargs, declared=self.declared)
 
-    def delay_many(self, org: str, calls: Iterable[Union[Sequence[Any], Mapping[str, Any]]]) -> list[JobHandle]:
+    def delay_many(
+        self, org: str, calls: Iterable[Union[Sequence[Any], Mapping[str, Any]]], *, key: Optional[str] = None,
+        priority: Optional[int] = None, cost: Optional[int] = None,
+    ) -> list[JobHandle]:  # fmt: skip
         """Enqueues many calls for ``org`` in one durable write (bulk load).
 
         Each element is the positional arguments (a list or tuple) or the keyword
         arguments (a dict) of one call. Every call counts as its own transaction, so
         the per-transaction future limit does not apply; it may not be used inside
-        a transaction or a running job. All or none.
+        a transaction or a running job. All or none. ``key``, ``priority`` and
+        ``cost`` apply to every call (see :meth:`options`).
         """
         check_importable(self.path, self)
-        return self.enqueuer.futures(self, org, calls)
+        return self.enqueuer.futures(self, org, calls, key=key, priority=priority, cost=cost)
 
     def __repr__(self) -> str:
         return f"<future {self.path}>"
+
+
+class _Declaration:
+    """Stands for a job class in :func:`~fairqueue.jobs.declared_flow` for a future's decorator options."""
+
+    def __init__(self, queue: object, priority: object, cost: object) -> None:
+        self.queue, self.priority, self.cost = queue, priority, cost
 
 
 class AwaitedTransaction(Transaction):
@@ -261,6 +334,24 @@ class Enqueuer:
             self.commit(tx)
         return handle
 
+    def _flow(
+        self, org: str, declared: Declared, key: KeyOption, priority: Optional[int], cost: Optional[int],
+        queue: Optional[str],
+    ) -> dict[str, Any]:  # fmt: skip
+        """The ``queue``, ``key``, ``priority`` and ``cost`` fields of a new job of
+        ``org``: those given, checked, else its declaration's; ``key=INHERIT`` is the
+        running job's key if the new job is its child of the same org (see
+        :data:`fairqueue.jobs.INHERIT`), else none."""
+        if key is INHERIT:
+            parent = running_context()
+            inside = parent is not None and current_transaction() is parent.transaction and parent.org == org
+            key = parent.key if inside and parent is not None else None
+        checked_key, checked_priority, checked_cost = check_flow_options(
+            self.settings.policy, key, declared[1] if priority is None else priority, declared[2] if cost is None else cost
+        )
+        return {"queue": declared[0] if queue is None else check_queue(queue), "key": checked_key,
+                "priority": checked_priority, "cost": checked_cost}  # fmt: skip
+
     def _check_daily_limit(self, org: str, adding: int) -> None:
         usage = self.store().usage_daily(org, time.time())
         limit = self.settings.daily_limit(org)
@@ -329,10 +420,16 @@ class Enqueuer:
         tx.stored(ids)
         self.wakeup.set()
 
-    async def future_async(self, path: str, org: str, args: list[Any], kwargs: dict[str, Any]) -> JobHandle:
+    async def future_async(
+        self, path: str, org: str, args: list[Any], kwargs: dict[str, Any], delay: Delay = None,
+        run_at: Optional[datetime] = None, *, declared: Declared = (DEFAULT_QUEUE, DEFAULT_PRIORITY, DEFAULT_COST),
+        key: KeyOption = INHERIT, priority: Optional[int] = None, cost: Optional[int] = None,
+        queue: Optional[str] = None,
+    ) -> JobHandle:  # fmt: skip
         """:meth:`future` by an await: a transaction of its own, unless one is open."""
         async with self.transaction_async():
-            return self.future(path, org, args, kwargs)
+            return self.future(path, org, args, kwargs, delay, run_at, declared=declared, key=key, priority=priority,
+                               cost=cost, queue=queue)  # fmt: skip
 
     async def enqueue_async(
         self,
@@ -343,10 +440,15 @@ class Enqueuer:
         options: Optional[AsyncOptions] = None,
         connection: Optional[Any] = None,
         run_at: Optional[datetime] = None,
+        key: KeyOption = INHERIT,
+        priority: Optional[int] = None,
+        cost: Optional[int] = None,
+        queue: Optional[str] = None,
     ) -> JobHandle:
         """:meth:`enqueue` by an await (see :meth:`fairqueue.FairQueue.enqueue_async`)."""
         async with self.transaction_async(connection=connection):
-            return self.enqueue(job, org=org, delay=delay, options=options, run_at=run_at)
+            return self.enqueue(job, org=org, delay=delay, options=options, run_at=run_at, key=key, priority=priority,
+                                cost=cost, queue=queue)  # fmt: skip
 
     # ----- waiting ---------------------------------------------------------------------------
 
@@ -371,21 +473,28 @@ class Enqueuer:
 
     def future(
         self, path: str, org: str, args: list[Any], kwargs: dict[str, Any], delay: Delay = None,
-        run_at: Optional[datetime] = None,
+        run_at: Optional[datetime] = None, *, declared: Declared = (DEFAULT_QUEUE, DEFAULT_PRIORITY, DEFAULT_COST),
+        key: KeyOption = INHERIT, priority: Optional[int] = None, cost: Optional[int] = None,
+        queue: Optional[str] = None,
     ) -> JobHandle:  # fmt: skip
         """Enqueues one call of the future at ``path`` for ``org`` (not to start before
-        ``delay`` seconds from now or ``run_at``, if given)."""
+        ``delay`` seconds from now or ``run_at``, if given), in the queue and with the
+        priority and cost given, else ``declared``, and the concurrency ``key``."""
         start = self._start(org, delay, "future", run_at) if delay is not None or run_at is not None else None
         check_org(org)
+        flow = self._flow(org, declared, key, priority, cost, queue)
         payload = encode({"args": args, "kwargs": kwargs}, f"the arguments of {path}", self.settings.limits.max_payload_bytes)
-        return self._submit("future", NewJob(org=org, kind="future", handler=path, payload=payload, run_at=start))
+        new = NewJob(org=org, kind="future", handler=path, payload=payload, run_at=start)
+        return self._submit("future", new._replace(**flow))
 
     def futures(
-        self, fn: FutureFunction[Any], org: str, calls: Iterable[Union[Sequence[Any], Mapping[str, Any]]]
-    ) -> list[JobHandle]:
+        self, fn: FutureFunction[Any], org: str, calls: Iterable[Union[Sequence[Any], Mapping[str, Any]]], *,
+        key: Optional[str] = None, priority: Optional[int] = None, cost: Optional[int] = None,
+    ) -> list[JobHandle]:  # fmt: skip
         """Enqueues many calls of future ``fn`` in one durable write (see ``delay_many``)."""
         path = fn.path
         check_org(org)
+        flow = self._flow(org, fn.declared, key, priority, cost, None)
         if current_transaction() is not None:
             raise InvalidArgument(
                 f"{path}.delay_many cannot run inside a transaction or a job; call .delay there, or move the bulk load out"
@@ -406,7 +515,7 @@ class Enqueuer:
             except InvalidArgument as e:
                 raise InvalidArgument(f"call {i} of {path}.delay_many: {e}") from None
             payload = encode(body, f"the arguments of call {i} of {path}", max_bytes)
-            news.append(NewJob(org, "future", path, payload))
+            news.append(NewJob(org, "future", path, payload)._replace(**flow))
         tracer = tracing.tracer()
         if tracer is None or not news:
             ids = self._store_many(news)
@@ -433,14 +542,20 @@ class Enqueuer:
         options: Optional[AsyncOptions] = None,
         connection: Optional[Any] = None,
         run_at: Optional[datetime] = None,
+        key: KeyOption = INHERIT,
+        priority: Optional[int] = None,
+        cost: Optional[int] = None,
+        queue: Optional[str] = None,
     ) -> JobHandle:
         """Enqueues a queueable (see :meth:`fairqueue.FairQueue.enqueue`)."""
         if connection is not None:
             with self.transaction(connection=connection):
-                return self.enqueue(job, org=org, delay=delay, options=options, run_at=run_at)
+                return self.enqueue(job, org=org, delay=delay, options=options, run_at=run_at, key=key,
+                                    priority=priority, cost=cost, queue=queue)  # fmt: skip
         limits = self.settings.limits
         start = self._start(org, delay, "queueable", run_at)
         path, state = queueable_state(job)
+        flow = self._flow(org, declared_flow(type(job), path), key, priority, cost, queue)
         options = options or AsyncOptions()
         parent = running_context()
         inside = parent if parent is not None and current_transaction() is parent.transaction else None
@@ -469,6 +584,7 @@ class Enqueuer:
                 parent_id=inside.job_id if inside else None,
                 chain_depth=depth,
                 duplicate_signature=options.duplicate_signature,
+                **flow,
             ),
         )
 
@@ -504,32 +620,47 @@ class Enqueuer:
         return seconds
 
     def execute_batch(
-        self, job: Batchable, *, org: str, scope: int = DEFAULT_SCOPE, delay: Delay = None, connection: Optional[Any] = None
-    ) -> JobHandle:
+        self, job: Batchable, *, org: str, scope: int = DEFAULT_SCOPE, delay: Delay = None, connection: Optional[Any] = None,
+        key: KeyOption = INHERIT, priority: Optional[int] = None, cost: Optional[int] = None, queue: Optional[str] = None,
+    ) -> JobHandle:  # fmt: skip
         """Starts a batch (see :meth:`fairqueue.FairQueue.execute_batch`)."""
         if connection is not None:
             with self.transaction(connection=connection):
-                return self.execute_batch(job, org=org, scope=scope, delay=delay)
-        return self._batch(job, org, scope, self._checked_delay(org, delay, "batch"))
+                return self.execute_batch(job, org=org, scope=scope, delay=delay, key=key, priority=priority, cost=cost,
+                                          queue=queue)  # fmt: skip
+        flow = self._batch_flow(job, org, key, priority, cost, queue)
+        return self._batch(job, org, scope, self._checked_delay(org, delay, "batch"), flow)
 
-    def schedule_batch(self, job: Batchable, minutes: float, *, org: str, scope: int = DEFAULT_SCOPE) -> JobHandle:
+    def schedule_batch(
+        self, job: Batchable, minutes: float, *, org: str, scope: int = DEFAULT_SCOPE, key: KeyOption = INHERIT,
+        priority: Optional[int] = None, cost: Optional[int] = None, queue: Optional[str] = None,
+    ) -> JobHandle:  # fmt: skip
         """Starts a batch ``minutes`` from now (0 to 525,600, a year)."""
         check_org(org)
         if not isinstance(minutes, (int, float)) or isinstance(minutes, bool) or not 0 <= minutes <= 525_600:
             raise InvalidArgument(f"invalid minutes {shown(minutes)}: expected 0 to 525600 (a year)")
-        return self._batch(job, org, scope, minutes * 60.0)
+        return self._batch(job, org, scope, minutes * 60.0, self._batch_flow(job, org, key, priority, cost, queue))
 
-    def _batch(self, job: Batchable, org: str, scope: int, seconds: float) -> JobHandle:
+    def _batch_flow(
+        self, job: Batchable, org: str, key: KeyOption, priority: Optional[int], cost: Optional[int], queue: Optional[str]
+    ) -> dict[str, Any]:  # fmt: skip
+        check_org(org)
+        return self._flow(org, declared_flow(type(job), type(job).__qualname__), key, priority, cost, queue)
+
+    def _batch(self, job: Batchable, org: str, scope: int, seconds: float, flow: dict[str, Any]) -> JobHandle:
         path, payload = batch_payload(job, scope, self.settings.limits.max_payload_bytes)
         run_at = time.time() + seconds if seconds else None
-        return self._submit("batch", NewJob(org=org, kind="batch", handler=path, payload=payload, run_at=run_at))
+        return self._submit("batch", NewJob(org=org, kind="batch", handler=path, payload=payload, run_at=run_at, **flow))
 
-    def enqueue_whole_batch(self, job: Batchable, *, org: str) -> JobHandle:
+    def enqueue_whole_batch(
+        self, job: Batchable, *, org: str, key: KeyOption = INHERIT, priority: Optional[int] = None,
+        cost: Optional[int] = None, queue: Optional[str] = None,
+    ) -> JobHandle:  # fmt: skip
         """Runs a batch as one queueable: every record in one chunk, then ``finish``,
         in one delivery (how an AsyncProcessor under its threshold runs)."""
-        check_org(org)
+        flow = self._batch_flow(job, org, key, priority, cost, queue)
         path, payload = batch_payload(job, 1, self.settings.limits.max_payload_bytes, single_chunk=True)
-        return self._submit("queueable", NewJob(org=org, kind="queueable", handler=path, payload=payload))
+        return self._submit("queueable", NewJob(org=org, kind="queueable", handler=path, payload=payload, **flow))
 
     # ----- schedules ------------------------------------------------------------------------
 
@@ -539,6 +670,14 @@ class Enqueuer:
         check_name(name, "schedule name")
         if not isinstance(job, Queueable):
             raise InvalidArgument(f"app.schedule runs a Queueable instance, not {shown(job)}")
+        queue = declared_flow(type(job), type(job).__qualname__)[0]
+        if queue != DEFAULT_QUEUE:
+            # A fire is stored by the store from the schedule's row, which has no queue yet:
+            # refused rather than run by a worker the class was meant to stay off.
+            raise InvalidArgument(
+                f"{type(job).__qualname__} waits in queue {queue!r}, but a schedule's fires go to the "
+                f"{DEFAULT_QUEUE!r} queue: schedule a job of the default queue (it may enqueue the other)"
+            )
         if not isinstance(cron, str):
             raise InvalidArgument(f"invalid cron expression {shown(cron)}: expected a str such as '0 0 2 * * ?'")
         schedule = CronSchedule(cron, timezone)

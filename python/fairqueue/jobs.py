@@ -15,12 +15,13 @@ app implement.
 from __future__ import annotations
 
 import contextvars
+import enum
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ClassVar, Optional, Protocol, Union
+from typing import Any, ClassVar, Final, Literal, Optional, Protocol, Union
 
 from fairqueue import _core
 from fairqueue.errors import InvalidArgument, JobFailed, LimitExceeded
@@ -28,7 +29,20 @@ from fairqueue.handlers import check_importable, import_path
 from fairqueue.limits import Limits
 from fairqueue.records import JobRecord, JobStatus, NewJob
 from fairqueue.retry import RetryPolicy
-from fairqueue.validate import MAX_ID, MAX_SECONDS, check_int, check_name, check_number, shown
+from fairqueue.validate import (
+    DEFAULT_COST,
+    DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
+    MAX_ID,
+    MAX_SECONDS,
+    check_cost,
+    check_int,
+    check_name,
+    check_number,
+    check_priority,
+    check_queue,
+    shown,
+)
 
 __all__ = [
     "AsyncOptions",
@@ -37,6 +51,9 @@ __all__ = [
     "Context",
     "Finalizer",
     "FinalizerResult",
+    "INHERIT",
+    "Inherit",
+    "KeyOption",
     "JobHandle",
     "JobQueue",
     "Queueable",
@@ -44,6 +61,7 @@ __all__ = [
     "Transaction",
     "current_context",
     "current_transaction",
+    "declared_flow",
     "encode",
     "queueable_state",
     "restore_queueable",
@@ -54,6 +72,39 @@ __all__ = [
 ]
 
 Delay = Union[None, float, timedelta]
+
+
+class Inherit(enum.Enum):
+    """The default of every ``key=``: see :data:`INHERIT`."""
+
+    KEY = "the running job's key"
+
+
+INHERIT: Final = Inherit.KEY
+"""``key=INHERIT`` (the default of every enqueue): a job enqueued from a running job for
+the same org takes that job's concurrency key; anything else has no key.
+
+Why the key and nothing else: a key says whom the work is for (a user, an
+integration), and a child of user-42's job is more of user-42's work, so it counts
+against the same per-key cap and rate limit; were it keyless, chaining would be a way
+around them. A queue, a priority and a cost describe the *kind* of work, so they come
+from the child's own declaration (its class, its ``@app.future``), never its parent.
+Pass ``key=None`` for a child that is nobody's in particular, or another key."""
+
+KeyOption = Union[str, None, Literal[Inherit.KEY]]
+"""What ``key=`` takes: a name, None (no key: the org's default key), or :data:`INHERIT`."""
+
+
+def declared_flow(declaring: object, what: str) -> tuple[str, int, int]:
+    """The queue, priority and cost a job class declares (class attributes ``queue``,
+    ``priority``, ``cost``; the defaults where it has none), checked; ``what`` names it
+    in the error."""
+    queue, priority, cost = (getattr(declaring, name, default) for name, default in
+                             (("queue", DEFAULT_QUEUE), ("priority", DEFAULT_PRIORITY), ("cost", DEFAULT_COST)))  # fmt: skip
+    try:
+        return check_queue(queue), check_priority(priority), check_cost(cost)
+    except InvalidArgument as e:
+        raise InvalidArgument(f"{what}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -87,6 +138,12 @@ class Queueable:
 
     retry: ClassVar[Optional[RetryPolicy]] = None
     """This job's retry policy (None: its kind's, see :class:`fairqueue.Limits`)."""
+    queue: ClassVar[str] = DEFAULT_QUEUE
+    """The named queue its jobs wait in: only workers serving it run them (``Worker(queues=…)``)."""
+    priority: ClassVar[int] = DEFAULT_PRIORITY
+    """Its jobs' priority (0 to 9, higher first within its org's own line) unless an enqueue gives one."""
+    cost: ClassVar[int] = DEFAULT_COST
+    """The units its jobs' rate limits are charged unless an enqueue gives a cost."""
 
     def execute(self, ctx: Context) -> Any:
         """Does the job's work. Override it (``def`` or ``async def``); what it returns
@@ -97,6 +154,7 @@ class Queueable:
         super().__init_subclass__(**kwargs)
         if cls.execute is Queueable.execute:
             raise TypeError(f"{cls.__qualname__} subclasses Queueable but does not define execute(self, ctx)")
+        declared_flow(cls, cls.__qualname__)
 
 
 class Batchable:
@@ -113,6 +171,12 @@ class Batchable:
     stateful: ClassVar[bool] = False
     retry: ClassVar[Optional[RetryPolicy]] = None
     """This batch's retry policy (None: the batch kind's)."""
+    queue: ClassVar[str] = DEFAULT_QUEUE
+    """The named queue it waits in, every chunk of it (see :attr:`Queueable.queue`)."""
+    priority: ClassVar[int] = DEFAULT_PRIORITY
+    """Its priority unless an enqueue gives one (see :attr:`Queueable.priority`)."""
+    cost: ClassVar[int] = DEFAULT_COST
+    """The units each of its deliveries is charged unless an enqueue gives a cost."""
 
     def start(self, ctx: Context) -> Iterable[Any]:
         """Returns the records: any iterable (a list, a generator, a DB-API cursor)."""
@@ -130,6 +194,7 @@ class Batchable:
         for method in ("start", "execute"):
             if getattr(cls, method) is getattr(Batchable, method):
                 raise TypeError(f"{cls.__qualname__} subclasses Batchable but does not define {method}()")
+        declared_flow(cls, cls.__qualname__)
 
 
 @dataclass(frozen=True)
@@ -182,12 +247,19 @@ class JobQueue(Protocol):
     """
 
     def enqueue(
-        self, job: Queueable, *, org: str, delay: Delay = ..., options: Optional[AsyncOptions] = ...
+        self, job: Queueable, *, org: str, delay: Delay = ..., options: Optional[AsyncOptions] = ...,
+        key: KeyOption = ..., priority: Optional[int] = ..., cost: Optional[int] = ..., queue: Optional[str] = ...,
     ) -> JobHandle: ...
 
-    def execute_batch(self, job: Batchable, *, org: str, scope: int = ..., delay: Delay = ...) -> JobHandle: ...
+    def execute_batch(
+        self, job: Batchable, *, org: str, scope: int = ..., delay: Delay = ..., key: KeyOption = ...,
+        priority: Optional[int] = ..., cost: Optional[int] = ..., queue: Optional[str] = ...,
+    ) -> JobHandle: ...
 
-    def enqueue_whole_batch(self, job: Batchable, *, org: str) -> JobHandle: ...
+    def enqueue_whole_batch(
+        self, job: Batchable, *, org: str, key: KeyOption = ..., priority: Optional[int] = ...,
+        cost: Optional[int] = ..., queue: Optional[str] = ...,
+    ) -> JobHandle: ...
 
     def get(self, job_id: int) -> Optional[JobRecord]: ...
 
@@ -372,6 +444,7 @@ class Context:
         finalizer_requeues: int = 0,
         in_finalizer: bool = False,
         cancel: Optional[CancelFlag] = None,
+        key: Optional[str] = None,
     ) -> None:
         self.queue = queue
         """Where ``ctx.enqueue`` sends a child (the app's queue)."""
@@ -381,6 +454,8 @@ class Context:
         self.kind = kind
         self.attempt = attempt
         self.chain_depth = chain_depth
+        self.key = key
+        """The running job's concurrency key (None: none); its children take it unless told otherwise."""
         self.max_depth = max_depth
         self.finalizer_requeues = finalizer_requeues
         self.in_finalizer = in_finalizer
@@ -398,6 +473,7 @@ class Context:
             attempt=self.attempt, chain_depth=self.chain_depth, max_depth=self.max_depth,
             finalizer_requeues=self.finalizer_requeues,
             in_finalizer=self.in_finalizer if in_finalizer is None else in_finalizer, cancel=self.cancel,
+            key=self.key,
         )  # fmt: skip
 
     @property
@@ -410,9 +486,23 @@ class Context:
         """What this context's handler enqueued so far (stored with its outcome)."""
         return self.transaction.news
 
-    def enqueue(self, job: Queueable, *, delay: Optional[float] = None, options: Optional[AsyncOptions] = None) -> JobHandle:
-        """Chains ``job`` after this one (stored when this job finishes successfully)."""
-        return self.queue.enqueue(job, org=self.org, delay=delay, options=options)
+    def enqueue(
+        self,
+        job: Queueable,
+        *,
+        delay: Optional[float] = None,
+        options: Optional[AsyncOptions] = None,
+        key: KeyOption = INHERIT,
+        priority: Optional[int] = None,
+        cost: Optional[int] = None,
+        queue: Optional[str] = None,
+    ) -> JobHandle:
+        """Chains ``job`` after this one (stored when this job finishes successfully).
+
+        It takes this job's concurrency key unless ``key`` says otherwise (see
+        :data:`INHERIT` for why); its queue, priority and cost are its class's unless given."""
+        return self.queue.enqueue(job, org=self.org, delay=delay, options=options, key=key, priority=priority,
+                                  cost=cost, queue=queue)  # fmt: skip
 
     def attach_finalizer(self, finalizer: Finalizer) -> None:
         """Runs ``finalizer`` after this job with its result; one per job."""

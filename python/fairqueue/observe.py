@@ -24,17 +24,14 @@ from fairqueue.records import JobRecord, JobStatus, WaitingFacts
 from fairqueue.settings import QueueSettings
 from fairqueue.storage import Storage
 
-__all__ = ["Explanation", "Reason", "explain", "RATE_WINDOW", "RATE_LOOKBACK", "RATE_JOBS", "Pace", "pace",
-           "predicted_waits", "FLEET_RATE_JOBS"]
+__all__ = ["Explanation", "Reason", "explain", "RATE_WINDOW", "RATE_LOOKBACK", "RATE_JOBS", "Pace", "pace"]
 
 RATE_WINDOW = 300.0
-"""Seconds back the store's waiting facts count finished jobs."""
+"""Seconds back a finished job shows that a worker is running (else ``no_worker``)."""
 RATE_LOOKBACK = 3600.0
 """Seconds back the estimate looks for finished jobs to measure a rate by."""
 RATE_JOBS = 200
 """The latest finished jobs (of its line; of the queue) a rate is measured over, at most."""
-FLEET_RATE_JOBS = 2000
-"""The store's latest finished jobs (of each status) :func:`predicted_waits` measures every line's rate over."""
 HISTORY_LOOKBACK = 3600.0
 """Seconds of recorded history (extended delays, throttling) explain looks at."""
 
@@ -128,11 +125,7 @@ def explain(store: Storage, settings: QueueSettings, job_id: int, *, now: Option
             f"org {record.org!r} is at its cap: {len(facts.holders)} of {cap} {record.kind} slots, held by jobs {shown}",
             {"running": len(facts.holders), "cap": cap, "holders": facts.holders},
         ))  # fmt: skip
-    # The registry, not recent finishes, says whether anything will run it: a worker
-    # that just started has finished nothing, and one that stopped may have a minute ago.
-    registry = store.worker_list()
-    live = {w.info.name for w in registry if w.alive}
-    reasons += _from_history(store, record, now, live)
+    reasons += _from_history(store, record, now)
     if settings.policy == "peek_set" and facts.ahead_in_queue >= settings.limits.peek_set:
         reasons.append(Reason(
             "outside_peek_set",
@@ -156,19 +149,11 @@ def explain(store: Storage, settings: QueueSettings, job_id: int, *, now: Option
             f"this job runs, but the jobs it would enqueue are refused until {_when(usage.resets_at)}",
             {"count": usage.count, "limit": limit, "resets_at": usage.resets_at},
         ))  # fmt: skip
-    if not live:
-        gone = f" ({_count(len(registry), 'registered worker')} stopped or died)" if registry else ""
+    if not facts.processing and not facts.finished_in_queue:
         reasons.append(Reason(
             "no_worker",
-            f"no live worker is registered with the store{gone}: is a worker running (fairqueue worker APP)?",
-            {"registered": len(registry), "live": 0},
-        ))  # fmt: skip
-    elif not any(w.info.queues is None or record.queue in w.info.queues for w in registry if w.alive):
-        reasons.append(Reason(
-            "no_worker",
-            f"no worker serves queue {record.queue!r}: it starts once a worker serving it runs "
-            f"(fairqueue worker APP --queues {record.queue})",
-            {"queue": record.queue, "live": len(live)},
+            f"no job is running and none finished in the last {RATE_WINDOW / 60:g} minutes: is a worker running "
+            "(fairqueue worker APP)?",
         ))  # fmt: skip
     reasons += _redelivered(record)
     estimate, basis = _estimate(store, record, facts, now, fair=settings.policy == "fair_share")
@@ -176,10 +161,9 @@ def explain(store: Storage, settings: QueueSettings, job_id: int, *, now: Option
                   estimated_start=estimate, estimate_basis=basis)  # fmt: skip
 
 
-def _from_history(store: Storage, record: JobRecord, now: float, live: set[str]) -> list[Reason]:
+def _from_history(store: Storage, record: JobRecord, now: float) -> list[Reason]:
     """What workers recorded: an extended delay of its org and kind still running, and
-    the ``live`` workers throttled by resource conservation now (a worker that stopped
-    or died while throttled recorded no end: it holds nothing back any more)."""
+    workers throttled by resource conservation now."""
     reasons = []
     history = store.history_read(now - HISTORY_LOOKBACK, ["extended_delay", "throttle_start", "throttle_end"])
     delays = [e for e in history if e.kind == "extended_delay" and e.org == record.org
@@ -200,7 +184,7 @@ def _from_history(store: Storage, record: JobRecord, now: float, live: set[str])
                 throttled[worker] = e
             else:
                 throttled.pop(worker, None)
-    for worker, e in sorted((w, e) for w, e in throttled.items() if w in live):
+    for worker, e in sorted(throttled.items()):
         resources = ", ".join(e.figures.get("resources") or []) or "interactive load"
         reasons.append(Reason(
             "throttled",
@@ -240,21 +224,13 @@ def pace(store: Storage, now: float, *, org: Optional[str] = None, kind: Optiona
     left out, so idle minutes do not slow the rate down.
     """
     finished = [r for status in (JobStatus.COMPLETED, JobStatus.FAILED)
-                for r in store.job_list(org=org, kind=kind, status=status, limit=RATE_JOBS)]  # fmt: skip
-    running = store.job_list(org=org, kind=kind, status=JobStatus.PROCESSING, limit=RATE_JOBS)
-    return _measure(finished, running, now, ready_since)
-
-
-def _measure(finished: list[JobRecord], running: list[JobRecord], now: float,
-             ready_since: Optional[float] = None) -> Optional[Pace]:  # fmt: skip
-    """:func:`pace` of one line from its jobs: ``finished`` (the latest :data:`RATE_JOBS`
-    within :data:`RATE_LOOKBACK` count) and ``running`` (work until now)."""
-    finished = [r for r in finished if r.finished_at is not None and now - RATE_LOOKBACK <= r.finished_at <= now]
+                for r in store.job_list(org=org, kind=kind, status=status, limit=RATE_JOBS)
+                if r.finished_at is not None and now - RATE_LOOKBACK <= r.finished_at <= now]  # fmt: skip
     if not finished:
         return None
     finished = sorted(finished, key=lambda r: r.finished_at or 0.0)[-RATE_JOBS:]
     work = [(_ready(r), r.finished_at or now) for r in finished]
-    work += [(_ready(r), now) for r in running]
+    work += [(_ready(r), now) for r in store.job_list(org=org, kind=kind, status=JobStatus.PROCESSING, limit=RATE_JOBS)]
     if ready_since is not None:
         work.append((ready_since, now))
     first = finished[0].finished_at or now
@@ -265,57 +241,6 @@ def _measure(finished: list[JobRecord], running: list[JobRecord], now: float,
         start, count = min(_ready(finished[0]), first), 1
     busy = max(_covered(work, start, now), 0.1)
     return Pace(count / busy, count, busy, now - start)
-
-
-def predicted_waits(store: Storage, now: float, *, policy: str = "fair_share") -> dict[str, float]:
-    """Seconds from ``now`` until each org's newest queued job is estimated to start
-    (what :func:`explain` estimates for it, near enough), for every org with queued
-    jobs that has a basis; in a few reads, whatever the number of orgs: the live
-    counts, and the store's latest :data:`FLEET_RATE_JOBS` finished and running jobs.
-
-    Each line (org and kind) moves at its :func:`pace` measured over its jobs among
-    those; a line with none of them at a fair share of the whole queue's pace among
-    the busy lines (under ``fair_share``). Under ``peek_set`` the whole queue ahead
-    must drain too: the later of the two. An org's wait is its slowest line's.
-
-    Not the per-job estimate in two ways, both to stay cheap: a busy line drowns a
-    quiet one out of the store-wide sample (the quiet one is then given its fair
-    share), and a line whose jobs wait with none of it running is measured up to its
-    last finish (explain adds the waiting job's own wait to the line's work).
-    """
-    queued: dict[tuple[str, str], int] = {}
-    active: set[tuple[str, str]] = set()
-    for (org, kind, status), n in store.job_counts(live=True).items():
-        if n and status is JobStatus.QUEUED:
-            queued[(org, kind)] = queued.get((org, kind), 0) + n
-        if n and status in (JobStatus.QUEUED, JobStatus.PROCESSING):
-            active.add((org, kind))
-    if not queued:
-        return {}
-    finished = [r for status in (JobStatus.COMPLETED, JobStatus.FAILED)
-                for r in store.job_list(status=status, limit=FLEET_RATE_JOBS)]  # fmt: skip
-    running = store.job_list(status=JobStatus.PROCESSING, limit=FLEET_RATE_JOBS)
-    whole = _measure(sorted(finished, key=lambda r: r.finished_at or 0.0)[-FLEET_RATE_JOBS:], running, now)
-    lines: dict[tuple[str, str], tuple[list[JobRecord], list[JobRecord]]] = {}
-    for r in finished:
-        lines.setdefault((r.org, r.kind), ([], []))[0].append(r)
-    for r in running:
-        lines.setdefault((r.org, r.kind), ([], []))[1].append(r)
-    ahead_in_queue = sum(queued.values())
-    waits: dict[str, float] = {}
-    for (org, kind), n in queued.items():
-        done, busy = lines.get((org, kind), ([], []))
-        line = _measure(done, busy, now)
-        options = []
-        if line is not None:
-            options.append(n / line.rate)
-        elif whole is not None and policy == "fair_share":
-            options.append(n / (whole.rate / max(len(active), 1)))
-        if whole is not None and policy != "fair_share":
-            options.append(ahead_in_queue / whole.rate)
-        if options:
-            waits[org] = max(waits.get(org, 0.0), *options)
-    return waits
 
 
 def _covered(intervals: list[tuple[float, float]], start: float, end: float) -> float:

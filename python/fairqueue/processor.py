@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Optional, Union
 
 from fairqueue.errors import InvalidArgument
-from fairqueue.jobs import Batchable, Context, JobHandle, JobQueue, running_context
+from fairqueue.jobs import INHERIT, Batchable, Context, JobHandle, JobQueue, KeyOption, running_context
 from fairqueue.limits import DEFAULT_SCOPE
 from fairqueue.validate import check_org, shown
 
@@ -128,10 +128,15 @@ class Process:
         """How many records there are (a query is counted now)."""
         return self.source.count() if isinstance(self.source, Query) else len(self.source)
 
-    def kickoff(self, *, org: str, app: Optional[JobQueue] = None) -> JobHandle:
+    def kickoff(
+        self, *, org: str, app: Optional[JobQueue] = None, key: KeyOption = INHERIT, priority: Optional[int] = None,
+        cost: Optional[int] = None, queue: Optional[str] = None,
+    ) -> JobHandle:  # fmt: skip
         """Counts the records and starts a queueable (up to ``threshold``) or a batch
         (more) for ``org``, on ``app``: by default the processor class's ``app``
-        attribute, or inside a running job, that job's queue."""
+        attribute, or inside a running job, that job's queue. ``key``, ``priority``,
+        ``cost`` and ``queue`` as for :meth:`fairqueue.FairQueue.enqueue` (the class's
+        ``queue``, ``priority`` and ``cost`` attributes unless given)."""
         check_org(org)
         running = running_context()
         target = app or type(self.processor).app or (running.queue if running is not None else None)
@@ -145,6 +150,7 @@ class Process:
         vars(processor).update(vars(self.processor))
         source = self.source.state() if isinstance(self.source, Query) else {"records": list(self.source)}
         vars(processor)["_fq_source"] = source
+        flow: dict[str, Any] = {"key": key, "priority": priority, "cost": cost, "queue": queue}
         if count > self.processor.threshold:
-            return target.execute_batch(processor, org=org, scope=self.processor.scope)
-        return target.enqueue_whole_batch(processor, org=org)
+            return target.execute_batch(processor, org=org, scope=self.processor.scope, **flow)
+        return target.enqueue_whole_batch(processor, org=org, **flow)

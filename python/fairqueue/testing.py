@@ -76,7 +76,8 @@ def _drain(app: QueueApp, run: TestRun, max_jobs: int) -> None:
         while True:
             pending = run.storage.job_pending(after_seq=seen)
             if pending:
-                core.enqueue_many([(p.id, p.org, p.kind, p.run_at) for p in pending], skip_held=True)
+                # The core's request tuple: id, org, kind, run_at, key, priority, cost, as a worker feeds it.
+                core.enqueue_many([p[:7] for p in pending], skip_held=True)
                 seen = pending[-1].ready_seq
             grants = core.dispatch(1)
             if not grants:

@@ -25,7 +25,14 @@ __all__ = [
     "MAX_SECONDS",
     "U32_MAX",
     "NAME_RULE",
+    "DEFAULT_COST",
+    "DEFAULT_PRIORITY",
+    "DEFAULT_QUEUE",
+    "MAX_COST",
+    "MAX_PRIORITY",
+    "check_cost",
     "check_enum",
+    "check_flow_options",
     "check_id",
     "check_int",
     "check_kind",
@@ -33,9 +40,13 @@ __all__ = [
     "check_name",
     "check_number",
     "check_org",
+    "check_key",
     "check_policy",
+    "check_priority",
+    "check_queue",
     "check_seconds",
     "check_timezone",
+    "served_queues",
     "shown",
 ]
 
@@ -51,7 +62,20 @@ U32_MAX = 2**32 - 1
 MAX_SECONDS = 10 * 365 * 24 * 3600.0
 """The longest duration (leases, timeouts, delays) the core's nanosecond clock is given: ten years."""
 
+DEFAULT_QUEUE = "default"
+"""The named queue a job waits in unless its declaration or its enqueue names another."""
+DEFAULT_PRIORITY = 5
+"""A job's priority unless given: the middle of 0 to :data:`MAX_PRIORITY`."""
+MAX_PRIORITY = 9
+"""The highest priority (0 is the lowest); higher starts sooner within its own line."""
+DEFAULT_COST = 1
+"""The units a job's rate limits are charged unless given."""
+MAX_COST = 1_000_000
+"""The most units one job may cost (the core's bound)."""
+
 _SHOWN = 80
+# The kinds of name the core's own check_name says in its errors; ours may say others.
+_CORE_WHATS = ("org", "key", "schedule name", "duplicate signature")
 _ZONE = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*")
 
 
@@ -82,7 +106,7 @@ def check_name(value: object, what: str = "org") -> str:
             f"expected {NAME_RULE}"
         ) from None
     try:
-        return _core.check_name(value, what)
+        return _core.check_name(value, what if what in _CORE_WHATS else "key")
     except InvalidArgument:
         raise InvalidArgument(f"invalid {what} {shown(value)}: expected {NAME_RULE}") from None
 
@@ -90,6 +114,79 @@ def check_name(value: object, what: str = "org") -> str:
 def check_org(org: object) -> str:
     """Returns ``org`` if it can name a tenant (see :data:`NAME_RULE`)."""
     return check_name(org, "org")
+
+
+def check_key(key: object) -> str:
+    """Returns ``key`` if it can be a concurrency key (see :data:`NAME_RULE`): a user,
+    an integration, a resource — any short name."""
+    try:
+        return check_name(key, "key")
+    except InvalidArgument as e:
+        raise InvalidArgument(f"{e}; a concurrency key names whom the job's work is for, e.g. key='user-42'") from None
+
+
+def check_queue(queue: object) -> str:
+    """Returns ``queue`` if it can name a queue (see :data:`NAME_RULE`), e.g. ``"reports"``."""
+    try:
+        return check_name(queue, "queue")
+    except InvalidArgument as e:
+        raise InvalidArgument(f"{e}; a queue is a name such as 'reports' that workers serve "
+                              "(fairqueue worker APP --queues reports,default)") from None  # fmt: skip
+
+
+def served_queues(queues: object) -> Optional[tuple[str, ...]]:
+    """What a worker's ``queues=`` serves: None (every queue), or the named queues
+    (a non-empty list or tuple of names; a lone str is refused, being one name's letters)."""
+    if queues is None:
+        return None
+    if isinstance(queues, str) or not isinstance(queues, (list, tuple, set, frozenset)) or not queues:
+        raise InvalidArgument(
+            f"invalid queues {shown(queues)}: expected a non-empty list of queue names, e.g. queues=['reports', "
+            "'default'] (or None to serve every queue)"
+        )
+    names = [check_queue(q) for q in queues]
+    # A set has no order of its own: sorted, so the registry shows the same for the same set.
+    return tuple(sorted(set(names)) if isinstance(queues, (set, frozenset)) else dict.fromkeys(names))
+
+
+def check_priority(priority: object) -> int:
+    """Returns ``priority`` if it is an int from 0 to :data:`MAX_PRIORITY`."""
+    if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= MAX_PRIORITY:
+        raise InvalidArgument(
+            f"invalid priority {shown(priority)}: expected an integer from 0 to {MAX_PRIORITY} "
+            f"(higher starts sooner within its org's own line; default {DEFAULT_PRIORITY})"
+        )
+    return priority
+
+
+def check_cost(cost: object) -> int:
+    """Returns ``cost`` if it is an int from 1 to :data:`MAX_COST`."""
+    if not isinstance(cost, int) or isinstance(cost, bool) or not 1 <= cost <= MAX_COST:
+        raise InvalidArgument(
+            f"invalid cost {shown(cost)}: expected an integer from 1 to {MAX_COST:,} (the units its rate limits "
+            f"are charged, e.g. the API calls the job makes; default {DEFAULT_COST})"
+        )
+    return cost
+
+
+def check_flow_options(policy: str, key: object, priority: object, cost: object) -> tuple[Optional[str], int, int]:
+    """``(key, priority, cost)`` checked, and allowed under ``policy``: ``peek_set`` keeps
+    the reference platform's exact semantics, so it refuses a key, a priority other than
+    :data:`DEFAULT_PRIORITY` and a cost other than :data:`DEFAULT_COST` (the core refuses
+    them too; refusing at the enqueue tells the caller, not a worker's log)."""
+    checked_key = None if key is None else check_key(key)
+    checked_priority, checked_cost = check_priority(priority), check_cost(cost)
+    if policy == "peek_set":
+        given = [f"{name}={shown(value)}" for name, value, default in
+                 (("key", checked_key, None), ("priority", checked_priority, DEFAULT_PRIORITY),
+                  ("cost", checked_cost, DEFAULT_COST)) if value != default]  # fmt: skip
+        if given:
+            raise InvalidArgument(
+                f"{', '.join(given)} refused: the queue's policy is peek_set, which keeps the reference platform's "
+                "exact semantics; keys, priorities and rate limits (and so costs) are fair_share features. Drop "
+                "them, or use FairQueue(policy='fair_share')"
+            )
+    return checked_key, checked_priority, checked_cost
 
 
 def check_kind(kind: object) -> str:

@@ -88,6 +88,7 @@ class Runner:
             max_depth=body.get("max_depth"),
             finalizer_requeues=body.get("finalizer_requeues", 0),
             cancel=cancel,
+            key=record.key,
         )
         if record.kind == "batch" or body.get("single_chunk"):
             try:

@@ -25,7 +25,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 from fairqueue._core import Dispatcher, Grant
@@ -53,7 +53,7 @@ from fairqueue.runtime.queue_app import QueueApp
 from fairqueue.runtime.runner import Runner
 from fairqueue.runtime.slots import Slots
 from fairqueue.runtime.task import Task
-from fairqueue.validate import U32_MAX, check_int, check_number, shown
+from fairqueue.validate import U32_MAX, check_int, check_number, served_queues, shown
 
 __all__ = ["EXIT_CRASHED", "EXIT_OK", "Worker"]
 
@@ -110,6 +110,9 @@ class Worker:
             its loop gives up and crashes (exit code :data:`EXIT_CRASHED`); None, the
             default, retries for as long as it takes. Outcomes not yet stored are kept
             and stored once the store answers again.
+        queues: the named queues it serves (``["reports", "default"]``); None, the
+            default, serves every queue. Jobs of other queues are never fed to its
+            dispatcher, so it never runs them.
     """
 
     _count = 0
@@ -130,6 +133,7 @@ class Worker:
         health_port: Optional[int] = None,
         health_host: str = "127.0.0.1",
         store_retry_for: Optional[float] = None,
+        queues: Optional[Sequence[str]] = None,
     ) -> None:
         limits = app.settings.limits
         self.app = app
@@ -151,7 +155,9 @@ class Worker:
         self.runner = Runner(app)
         Worker._count += 1
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{Worker._count}"
-        self.info = WorkerInfo(self.name, socket.gethostname(), os.getpid(), mode, self.slots, time.time())
+        self.queues = served_queues(queues)
+        """The named queues this worker serves; None: every queue."""
+        self.info = WorkerInfo(self.name, socket.gethostname(), os.getpid(), mode, self.slots, time.time(), self.queues)
         """What the store's worker registry says of this worker (``fairqueue workers``)."""
         self._registered = False
         self.store = app.storage
@@ -442,7 +448,7 @@ class Worker:
             self._queued_news.clear()
         self._last_pick_up = now
         while True:
-            pending = self.store.job_pending(after_seq=self._seen_seq, limit=_PAGE)
+            pending = self.store.job_pending(after_seq=self._seen_seq, limit=_PAGE, queues=self.queues)
             if not pending:
                 return
             try:
