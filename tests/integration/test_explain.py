@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from datetime import timedelta
 
@@ -201,3 +203,48 @@ def test_pace_leaves_out_the_time_the_line_had_no_work() -> None:
     assert (measured.finished, measured.busy, measured.span) == (5, 5.0, 3000.0)
     assert measured.rate == 1.0 and "of the last 50.0 min" in str(measured)
     assert pace(store, T0 + 3001, org="nobody") is None
+
+
+# ----- the worker registry: no stopped worker is named -----------------------------------------
+
+REGISTERED_WORKER = """
+import os, sys, time
+from fairqueue.records import HistoryEntry, WorkerInfo
+from fairqueue.storage import open_storage
+store = open_storage(sys.argv[1])
+now = time.time()
+store.worker_register(WorkerInfo(sys.argv[2], "elsewhere", os.getpid(), "thread", 2, now), now)
+store.history_append([HistoryEntry(now, "throttle_start", None, 0.25, {"worker": sys.argv[2], "resources": ["cgroup_cpu"]})])
+print("registered", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_stopped_worker_is_never_named_throttled_and_no_live_worker_means_no_worker(app: fq.FairQueue) -> None:
+    waiting = app.enqueue(sample.Chain(0, 0), org="acme", delay=timedelta(minutes=5))
+    other = subprocess.Popen([sys.executable, "-c", REGISTERED_WORKER, str(app.storage.path), "w-elsewhere"],  # type: ignore[attr-defined]
+                             stdout=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == b"registered"
+        # Alive and throttled (it says so in the history): named, and a worker is there.
+        why = app.explain(waiting.id)
+        assert [r.figures["worker"] for r in why.reasons if r.code == "throttled"] == ["w-elsewhere"]
+        assert "no_worker" not in codes(why)
+        other.kill()
+        other.wait(30)
+        wait_until(lambda: [w.alive for w in app.storage.worker_list()] == [False], what="its death to show in the registry")
+        # Dead, still registered (nobody reaped it), its throttle never ended: not named.
+        why = app.explain(waiting.id)
+        assert codes(why) == ["scheduled", "no_worker"]
+        assert why.reasons[1].figures == {"registered": 1, "live": 0} and "1 registered worker stopped or died" in why.reasons[1].message
+        with fq.Worker(app, slots=2):
+            wait_until(lambda: [w.alive for w in app.storage.worker_list()] == [True], what="the live worker, the dead one reaped")
+            assert codes(app.explain(waiting.id)) == ["scheduled"]
+        # Stopped cleanly: it left the registry.
+        assert app.storage.worker_list() == [] and codes(app.explain(waiting.id)) == ["scheduled", "no_worker"]
+    finally:
+        if other.poll() is None:
+            other.kill()
+        other.wait(30)
+        assert other.stdout is not None
+        other.stdout.close()
