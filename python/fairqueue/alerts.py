@@ -365,16 +365,25 @@ class Alerts:
                                  f"({count:,} of {limit:,} async executions in 24 hours)",
                                  {"count": count, "limit": limit, "percent": level}))  # fmt: skip
 
-    def evaluate(self, now: float, started: Iterable[str] = ()) -> None:
+    def evaluate(self, now: float, started: Iterable[str] = (), *, fleet: bool = False) -> None:
         """Re-checks the predicted wait of every org with queued jobs, and the observed
-        wait of those and of ``started`` (orgs whose jobs the caller started lately)."""
+        wait of those and of ``started`` (orgs whose jobs the caller started lately),
+        and with ``fleet`` (the fleet's one evaluator: any worker may have started
+        them) of the orgs with jobs running or started within the window among the
+        store's newest jobs."""
         if self.wait_threshold is None:
             return
         threshold = self.wait_threshold
         store = self.store()
         self._refresh()
-        orgs = sorted({org for (org, _, status), n in store.job_counts(live=True).items()
+        counts = store.job_counts(live=True)
+        orgs = sorted({org for (org, _, status), n in counts.items()
                        if status is JobStatus.QUEUED and n})[:_ORGS_PER_EVALUATION]  # fmt: skip
+        if fleet:
+            running = {org for (org, _, status), n in counts.items() if status is JobStatus.PROCESSING and n}
+            running |= {r.org for r in store.job_list(limit=_JOBS_OBSERVED)
+                        if r.started_at is not None and r.started_at >= now - self.window}  # fmt: skip
+            started = {*started, *sorted(running)[:_ORGS_PER_EVALUATION]}
         for org in orgs:
             found = store.job_list(org=org, status=JobStatus.QUEUED, limit=1)
             if not found:

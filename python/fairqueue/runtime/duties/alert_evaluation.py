@@ -1,9 +1,20 @@
 """Alert evaluation: the dispatcher's extended delays become history and alerts,
-and the wait alerts are re-checked about once a second."""
+and the wait alerts are re-checked about once a second — by one worker of the fleet.
+
+Which one: the live registered worker whose name sorts first (read from the
+store's registry each time). Not an election of its own in the store, because the
+registry already is one: its proof of life (a lock the worker's process or
+connection holds) is lost the moment a worker dies, so the next name takes over
+within a second, with no lease to expire and no new table. Two workers may both
+evaluate for a second (one that sorts first has just joined, or just left): that
+costs one second's reads twice and sends nothing twice, since an org's episode is
+opened and closed by a conditional update in the store (see :mod:`fairqueue.alerts`).
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 from fairqueue._core import Dispatcher
 from fairqueue.alerts import AlertEvent, Alerts
@@ -23,14 +34,21 @@ class AlertEvaluation:
         core: the worker's dispatcher, whose events are taken.
         history: where extended delays are recorded.
         every: seconds between evaluations.
+        worker: this worker's name in the store's registry: the wait alerts are
+            evaluated only while it is the live worker whose name sorts first. None:
+            always evaluated here (a worker with no registry, a test).
     """
 
-    def __init__(self, alerts: Alerts, core: Dispatcher, history: HistorySampling, every: float) -> None:
+    def __init__(self, alerts: Alerts, core: Dispatcher, history: HistorySampling, every: float,
+                 worker: Optional[str] = None) -> None:  # fmt: skip
         self.alerts = alerts
         self.core = core
         self.history = history
         self.every = every
+        self.worker = worker
         self._started: set[str] = set()
+        self.evaluated = 0
+        """Times this worker evaluated the wait alerts (the others skip them)."""
 
     def job_started(self, org: str) -> None:
         """Notes that a job of ``org`` started (its observed wait is checked next time)."""
@@ -54,7 +72,22 @@ class AlertEvaluation:
                     {"kind": event["kind"], "count": event["count"], "until": until},
                 ))  # fmt: skip
         started, self._started = self._started, set()
+        if self.alerts.wait_threshold is None:
+            return
         try:
-            self.alerts.evaluate(now, started)
+            if self.worker is None:
+                self.alerts.evaluate(now, started)
+                self.evaluated += 1
+            elif self._evaluator():
+                # The fleet's evaluator: it reads which orgs' jobs any worker started lately
+                # (it only knows its own).
+                self.alerts.evaluate(now, started, fleet=True)
+                self.evaluated += 1
         except Exception:
             log.exception("fairqueue worker: evaluating alerts failed")
+
+    def _evaluator(self) -> bool:
+        """Whether this worker is the live registered worker whose name sorts first (or
+        none is live: its own proof of life is being taken again)."""
+        live = sorted(w.info.name for w in self.alerts.store().worker_list() if w.alive)
+        return not live or live[0] == self.worker
