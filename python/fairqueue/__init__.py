@@ -46,7 +46,7 @@ from fairqueue.jobs import (
     current_context,
 )
 from fairqueue.kinds import KINDS, POLICIES
-from fairqueue.limits import Limits
+from fairqueue.limits import Limits, RateLimit
 from fairqueue.observe import Explanation, Reason
 from fairqueue.processor import AsyncProcessor, Query
 from fairqueue.records import BatchErrorEvent, JobRecord, JobStatus, TriggerRecord, TriggerState
@@ -60,6 +60,7 @@ __all__ = [
     "JobHandle",
     "OrgView",
     "Limits",
+    "RateLimit",
     "Retention",
     "Queueable",
     "Batchable",

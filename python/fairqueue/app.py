@@ -32,6 +32,7 @@ from fairqueue.retry import RetryPolicy
 from fairqueue.runtime import Worker
 from fairqueue.settings import QueueSettings
 from fairqueue.storage import DailyUsage, Storage, open_storage
+from fairqueue.tenants import Tenants
 from fairqueue.testing import TestRun, run_test_mode
 from fairqueue.validate import (
     DEFAULT_COST,
@@ -89,6 +90,9 @@ class FairQueue:
         self.control = Control(lambda: self.storage, self.settings)
         self.alerts = Alerts(lambda: self.storage, self.settings)
         """Alert subscriptions and thresholds (see :mod:`fairqueue.alerts`)."""
+        self.tenants = Tenants(lambda: self.storage, self.settings)
+        """Tenant settings that live in the store (limits, tiers, pauses; see :mod:`fairqueue.tenants`)."""
+        self.settings.follow(self.tenants.refresh)
         self.enqueuer = Enqueuer(lambda: self.storage, self.settings, self.alerts, self.control)
         self.wakeup = self.enqueuer.wakeup
         """Set whenever this process stores new work, so an in-process worker looks at once."""
@@ -300,26 +304,48 @@ class FairQueue:
             raise InvalidArgument("report_load needs a monitor: FairQueue(..., conservation=ResourceMonitor())")
         self.conservation.report_load(level, ttl, source=source)
 
-    def set_limits(
-        self, org: str, kind: str, *, cap: Optional[int] = None, min: Optional[int] = None, weight: Optional[float] = None
-    ) -> None:
-        """Overrides one (org, kind) pair's cap, reserved minimum or weight for workers
-        started from this app from now on."""
-        self.settings.set_pair(org, kind, cap=cap, min=min, weight=weight)
+    def set_limits(self, org: str, kind: Optional[str] = None, *, key: Optional[str] = None, **values: Any) -> int:
+        """Stores ``org``'s limits (of one ``kind`` of it, or of one concurrency ``key``
+        of it): every worker on every host applies them within a second, and no job
+        starts beyond a lowered cap once the change commits. Returns the settings
+        version. E.g. ``set_limits("acme", cap=12, per_key_cap=2)``,
+        ``set_limits("acme", "future", cap=3)``, ``set_limits("acme", key="user-42",
+        rate=fq.RateLimit(10))``. See :meth:`fairqueue.tenants.Tenants.set_limits`."""
+        return self.tenants.set_limits(org, kind, key=key, **values)
 
     def cap_of(self, org: str, kind: str) -> int:
         """The most ``kind`` slots ``org`` may hold at once, across every worker."""
-        return self.settings.cap(org, kind)
+        return self.settings.fresh().cap(org, kind)
 
-    def set_daily_limit(self, org: str, executions: int) -> None:
-        """Sets how many async executions ``org`` may have in any rolling 24 hours
+    def set_daily_limit(self, org: str, executions: int) -> int:
+        """Stores how many async executions ``org`` may have in any rolling 24 hours
         (default ``limits.daily_executions``, 250,000; e.g. licences × 200).
 
         Enqueues beyond it raise :class:`~fairqueue.errors.DailyLimitExceeded`. The
         store checks and counts in the enqueue's own transaction, so the limit holds
-        across every process and host that shares the store and sets the same limit.
+        across every process and host that shares the store.
         """
-        self.settings.set_daily_limit(org, executions)
+        return self.tenants.set_limits(org, daily_limit=executions)
+
+    def set_tier(self, name: str, kind: Optional[str] = None, **values: Any) -> int:
+        """Stores a tier: settings every org assigned it takes unless it has its own
+        (``"default"``: every org assigned none). See :meth:`fairqueue.tenants.Tenants.set_tier`."""
+        return self.tenants.set_tier(name, kind, **values)
+
+    def assign_tier(self, org: str, tier: Optional[str]) -> int:
+        """Puts ``org`` in ``tier`` (None: back to the default tier)."""
+        return self.tenants.assign_tier(org, tier)
+
+    def pause(self, org: Optional[str] = None, kind: Optional[str] = None, *, key: Optional[str] = None,
+              queue: Optional[str] = None, by: Optional[str] = None) -> int:
+        """Pauses an org, a kind or key of it, or a named ``queue``: its jobs stay queued,
+        none starts until :meth:`resume`; running ones finish."""
+        return self.tenants.pause(org, kind, key=key, queue=queue, by=by)
+
+    def resume(self, org: Optional[str] = None, kind: Optional[str] = None, *, key: Optional[str] = None,
+               queue: Optional[str] = None, by: Optional[str] = None) -> int:
+        """Ends a pause made by :meth:`pause` with the same arguments."""
+        return self.tenants.resume(org, kind, key=key, queue=queue, by=by)
 
     def daily_limit(self, org: str) -> int:
         """The most async executions ``org`` may have in any rolling 24 hours."""

@@ -14,6 +14,7 @@ import dataclasses
 import importlib
 import ipaddress
 import json
+import os
 import signal
 import statistics
 import sys
@@ -36,6 +37,7 @@ from fairqueue.conservation import CGROUP_ROOT, ResourceMonitor, SystemSampler, 
 from fairqueue.control import Control
 from fairqueue.errors import FairQueueError
 from fairqueue.kinds import KINDS, POLICIES
+from fairqueue.limits import RateLimit
 from fairqueue.logs import LOG_FORMATS
 from fairqueue.logs import configure as configure_logs
 from fairqueue.plot import pending_svg
@@ -44,7 +46,7 @@ from fairqueue.runtime.metrics import DEFAULT_TOP_ORGS, StoreMetrics
 from fairqueue.runtime.metrics import serve as serve_metrics
 from fairqueue.settings import QueueSettings
 from fairqueue.storage import LIVE_STATUSES, RERUNNABLE, SCHEMA_VERSION, Storage, open_storage
-from fairqueue.validate import MAX_ID, check_org
+from fairqueue.validate import MAX_ID, check_org, check_policy
 
 __all__ = ["main", "SCENARIOS", "POLICY_CHOICES", "format_seconds"]
 
@@ -444,7 +446,7 @@ def worker(
         if job_worker.metrics is not None:
             job_worker.metrics.limit_orgs(metrics_orgs)
             if metrics_store:
-                job_worker.metrics.add_store_gauges(metrics_orgs)
+                job_worker.metrics.add_store_gauges(metrics_orgs, policy=app.policy)
         code = job_worker.run(grace=grace)
     except FairQueueError as error:
         raise click.UsageError(str(error)) from error
@@ -886,16 +888,19 @@ def flex(store: str, org: str, job_id: Optional[int], to: Optional[str], before:
 @click.option("--port", type=click.IntRange(0, 65535), default=9465, show_default=True, help="Port to serve /metrics on.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @metrics_orgs_option
-def exporter(store: str, port: int, host: str, metrics_orgs: Optional[int]) -> None:
+@click.option("--policy", type=click.Choice(list(POLICIES)), default="fair_share", show_default=True,
+              help="The queue's flow-control policy: the predicted waits depend on it.")
+def exporter(store: str, port: int, host: str, metrics_orgs: Optional[int], policy: str) -> None:
     """Serve the store's gauges for Prometheus until SIGTERM or SIGINT: jobs waiting and
-    running per org, kind and status, read at each scrape.
+    running per org, kind and status, and each org's predicted wait
+    (fairqueue_org_predicted_wait_seconds), read at each scrape.
 
     Run one per store: every worker would report the same figures, so a worker's
     own endpoint (--metrics-port) leaves them out and sum() over workers stays right.
     """
     storage = _open_store(store)
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(StoreMetrics(lambda: storage, top_orgs=metrics_orgs))
+    registry.register(StoreMetrics(lambda: storage, top_orgs=metrics_orgs, policy=check_policy(policy)))
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -1009,6 +1014,209 @@ def vacuum(store: str, as_json: bool) -> None:
         click.echo(json.dumps({"store": store, "vacuumed": True, "bytes_before": before, "bytes_after": after}))
     else:
         click.echo(f"{store}: {before:,} bytes before, {after:,} after; incremental auto-vacuum is on")
+
+
+# ----- tenant settings ---------------------------------------------------------------------------
+
+
+def _tenants_of(store: str, app_path: Optional[str]) -> tuple[Any, Callable[[], None]]:
+    """The tenant settings of the store (of the app's, with its code defaults, if given)."""
+    from fairqueue.app import FairQueue
+
+    app = _load_app(app_path) if app_path else FairQueue(_open_store(store))
+    return app.tenants, (lambda: None) if app_path else app.storage.close
+
+
+_tenant_app_option = click.option("--app", "app_path", default=None, metavar="MODULE:APP",
+                                  help="Use this app's store, and its code-level Limits as the defaults shown.")  # fmt: skip
+
+
+@main.group()
+def tenants() -> None:
+    """Tenant settings stored in the store: every running worker applies a change within a second."""
+
+
+def _limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--cap", default=None, help="Most slots at once (org and key: an integer or 'none')."),
+        click.option("--min", "min_", type=click.IntRange(min=0), default=None, help="Slots reserved (org, kind)."),
+        click.option("--weight", type=float, default=None, help="Share weight against its siblings."),
+        click.option("--per-key-cap", default=None, help="Org: each named key's cap unless it has its own ('none')."),
+        click.option("--per-key-weight", type=float, default=None, help="Org: each named key's weight."),
+        click.option("--daily-limit", type=click.IntRange(min=0), default=None, help="Org: executions per rolling 24 h."),
+        click.option("--rate", default=None, metavar="N/PERIOD", help="A rate limit such as 10/s, 600/min, 1000/h."),
+        click.option("--burst", type=click.IntRange(min=1), default=None, help="The rate limit's burst (default: one period)."),
+        click.option("--key-rate", default=None, metavar="N/PERIOD", help="Org: each named key's own rate limit."),
+        click.option("--clear", "clear", multiple=True, metavar="FIELD",
+                     help="Forget a stored field (cap, min, weight, rate, …): it inherits again. Repeatable."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _limit_values(cap: Optional[str], min_: Optional[int], weight: Optional[float], per_key_cap: Optional[str],
+                  per_key_weight: Optional[float], daily_limit: Optional[int], rate: Optional[str],
+                  burst: Optional[int], key_rate: Optional[str], clear: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+    from fairqueue.tenants import parse_cap, parse_rate
+
+    values: dict[str, Any] = {
+        "cap": None if cap is None else parse_cap(cap),
+        "min": min_,
+        "weight": weight,
+        "per_key_cap": None if per_key_cap is None else parse_cap(per_key_cap),
+        "per_key_weight": per_key_weight,
+        "daily_limit": daily_limit,
+        "rate": None if rate is None else parse_rate(rate, burst),
+        "key_rate": None if key_rate is None else parse_rate(key_rate, burst),
+    }
+    given = {name: value for name, value in values.items() if value is not None}
+    for name in clear:
+        given[name.replace("-", "_")] = None
+    return given
+
+
+@tenants.command(name="set")
+@store_option
+@_tenant_app_option
+@click.argument("org", callback=_org_option)
+@click.option("--kind", type=click.Choice(KINDS), default=None, help="Set the limits of this kind of the org.")
+@click.option("--key", default=None, help="Set the limits of this concurrency key of the org.")
+@click.option("--tier", default=None, help="Assign the org this tier ('default': none).")
+@_limit_options
+@json_option
+def tenants_set(store: str, app_path: Optional[str], org: str, kind: Optional[str], key: Optional[str],
+                tier: Optional[str], as_json: bool, **limits: Any) -> None:  # fmt: skip
+    """Store ORG's limits (or one --kind's, or one --key's), e.g.
+    `fairqueue tenants set acme --cap 12 --per-key-cap 2 --rate 10/s`."""
+    store_tenants, close = _tenants_of(store, app_path)
+    try:
+        values = _limit_values(**limits)
+        if tier is not None:
+            version = store_tenants.assign_tier(org, None if tier == "default" else tier)
+        if values or tier is None:
+            version = store_tenants.set_limits(org, kind, key=key, **values)
+        shown_settings = store_tenants.describe(org)
+    except FairQueueError as error:
+        raise click.UsageError(str(error)) from error
+    finally:
+        close()
+    click.echo(json.dumps({"version": version, **shown_settings}, indent=2) if as_json else f"{escape(org)}: settings version {version}")
+
+
+@tenants.command(name="reset")
+@store_option
+@_tenant_app_option
+@click.argument("org", callback=_org_option)
+@click.option("--kind", type=click.Choice(KINDS), default=None)
+@click.option("--key", default=None)
+def tenants_reset(store: str, app_path: Optional[str], org: str, kind: Optional[str], key: Optional[str]) -> None:
+    """Forget ORG's stored limits (or one --kind's or --key's): it inherits its tier's and the code's."""
+    store_tenants, close = _tenants_of(store, app_path)
+    try:
+        version = store_tenants.reset(org, kind, key=key)
+    except FairQueueError as error:
+        raise click.UsageError(str(error)) from error
+    finally:
+        close()
+    click.echo(f"{escape(org)}: settings version {version}")
+
+
+@tenants.command(name="tier")
+@store_option
+@_tenant_app_option
+@click.argument("name")
+@click.option("--kind", type=click.Choice(KINDS), default=None, help="Set the tier's limits for this kind.")
+@_limit_options
+def tenants_tier(store: str, app_path: Optional[str], name: str, kind: Optional[str], **limits: Any) -> None:
+    """Store tier NAME's limits: every org assigned it (`tenants set ORG --tier NAME`;
+    'default': every org assigned none) takes them unless it has its own."""
+    store_tenants, close = _tenants_of(store, app_path)
+    try:
+        version = store_tenants.set_tier(name, kind, **_limit_values(**limits))
+    except FairQueueError as error:
+        raise click.UsageError(str(error)) from error
+    finally:
+        close()
+    click.echo(f"tier {escape(name)}: settings version {version}")
+
+
+def _pause_command(verb: str) -> Callable[..., Any]:
+    @tenants.command(name=verb)
+    @store_option
+    @click.argument("org", required=False, callback=_org_option)
+    @click.option("--kind", type=click.Choice(KINDS), default=None, help=f"{verb.title()} this kind of the org.")
+    @click.option("--key", default=None, help=f"{verb.title()} this concurrency key of the org.")
+    @click.option("--queue", default=None, help=f"{verb.title()} this whole named queue (no ORG).")
+    @click.option("--by", default=None, help="Who, for `explain` (default: $USER).")
+    def command(store: str, org: Optional[str], kind: Optional[str], key: Optional[str], queue: Optional[str],
+                by: Optional[str]) -> None:  # fmt: skip
+        store_tenants, close = _tenants_of(store, None)
+        try:
+            act = store_tenants.pause if verb == "pause" else store_tenants.resume
+            version = act(org, kind, key=key, queue=queue, by=by or os.environ.get("USER"))
+        except FairQueueError as error:
+            raise click.UsageError(str(error)) from error
+        finally:
+            close()
+        what = f"queue {queue}" if queue is not None else " ".join(
+            filter(None, [org, f"kind {kind}" if kind else None, f"key {key}" if key else None]))  # fmt: skip
+        click.echo(f"{escape(what)}: {verb}d (settings version {version})")
+
+    command.__doc__ = (
+        "Pause ORG (or one --kind or --key of it, or a whole --queue): its jobs stay queued, none starts; running ones finish."
+        if verb == "pause" else "Resume what `tenants pause` paused, given the same arguments."
+    )  # fmt: skip
+    return command
+
+
+tenants_pause = _pause_command("pause")
+tenants_resume = _pause_command("resume")
+
+
+@tenants.command(name="list")
+@store_option
+@_tenant_app_option
+@json_option
+def tenants_list(store: str, app_path: Optional[str], as_json: bool) -> None:
+    """Every org with stored settings, each value with its source (org, kind, key, tier:NAME, code); tiers; paused queues."""
+    store_tenants, close = _tenants_of(store, app_path)
+    try:
+        listed, tiers, queues = store_tenants.list(), store_tenants.tiers(), store_tenants.paused_queues()
+    finally:
+        close()
+    if as_json:
+        click.echo(json.dumps({"orgs": listed, "tiers": tiers, "paused_queues": queues}, indent=2))
+        return
+    table = Table(title=f"Tenant settings of {store}", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("org", "tier", "cap", "per-key cap", "weight", "rate", "daily limit", "paused", "own kinds and keys"):
+        table.add_column(column)
+
+    def cell(resolved: Mapping[str, Any]) -> str:
+        value = resolved["value"]
+        text = "none" if value is None else (str(RateLimit.from_dict(value)) if isinstance(value, dict) else f"{value:g}"
+                                             if isinstance(value, float) else str(value))  # fmt: skip
+        return escape(text) + ("" if resolved["source"] in ("org", "code") else f" [dim]({escape(resolved['source'])})[/]")
+
+    for entry in listed:
+        own = entry["settings"]
+        paused = entry["paused"]
+        parts = [f"kind {k}" for k, v in entry["kinds"].items() if any(x["source"] == "kind" for x in v.values())]
+        parts += [f"key {k}" for k in entry["keys"]]
+        parts += [f"{k} paused" for k in [*entry["paused_kinds"], *entry["paused_keys"]]]
+        table.add_row(
+            escape(entry["org"]), escape(own["tier"]["value"]), cell(own["cap"]), cell(own["per_key_cap"]),
+            cell(own["weight"]), cell(own["rate"]), cell(own["daily_limit"]),
+            "" if paused is None else f"since {_when(paused['since'])} by {escape(str(paused['by'] or 'someone unnamed'))}",
+            escape(", ".join(parts)),
+        )  # fmt: skip
+    console = _console()
+    console.print(table if listed else "No org has stored settings.")
+    for name, tier in tiers.items():
+        console.print(f"tier {escape(name)}: {escape(json.dumps(tier))}")
+    for name, pause in queues.items():
+        by = escape(str(pause["by"] or "someone unnamed"))
+        console.print(f"queue {escape(name)} paused since {_when(pause['since'])} by {by}")
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

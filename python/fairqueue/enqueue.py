@@ -293,7 +293,7 @@ class Enqueuer:
             return
         news = tx.news
         store = self.store()
-        daily = self.settings.daily_limits(n.org for n in news)
+        daily = self.settings.fresh().daily_limits(n.org for n in news)
         with self._alerting(store, news):
             if tx.connection is not None:
                 ids = store.job_enqueue_in(tx.connection, news, time.time(), daily)
@@ -354,7 +354,7 @@ class Enqueuer:
 
     def _check_daily_limit(self, org: str, adding: int) -> None:
         usage = self.store().usage_daily(org, time.time())
-        limit = self.settings.daily_limit(org)
+        limit = self.settings.fresh().daily_limit(org)
         if usage.count + adding > limit:
             resets_at = usage.resets_at if usage.resets_at is not None else time.time() + 24 * 3600
             raise DailyLimitExceeded(org, usage.count, adding, limit, resets_at)
@@ -378,7 +378,7 @@ class Enqueuer:
 
     def _alert_usage(self, store: Storage, news: Sequence[NewJob]) -> None:
         for org in sorted({n.org for n in news}):
-            self.alerts.usage(org, store.usage_daily(org, time.time()).count, self.settings.daily_limit(org))
+            self.alerts.usage(org, store.usage_daily(org, time.time()).count, self.settings.fresh().daily_limit(org))
 
     # ----- the async client ------------------------------------------------------------------
 
@@ -406,7 +406,7 @@ class Enqueuer:
             return
         news = tx.news
         store = self.store()
-        daily = self.settings.daily_limits(n.org for n in news)
+        daily = self.settings.fresh().daily_limits(n.org for n in news)
         try:
             if tx.connection is not None:
                 ids = await store.job_enqueue_in_async(tx.connection, news, time.time(), daily)
@@ -527,7 +527,7 @@ class Enqueuer:
     def _store_many(self, news: list[NewJob]) -> list[int]:
         store = self.store()
         with self._alerting(store, news):
-            ids = store.job_enqueue(news, time.time(), self.settings.daily_limits(n.org for n in news))
+            ids = store.job_enqueue(news, time.time(), self.settings.fresh().daily_limits(n.org for n in news))
         self.wakeup.set()
         return ids
 

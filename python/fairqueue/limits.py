@@ -15,7 +15,7 @@ from fairqueue.kinds import KINDS
 from fairqueue.retry import DEFAULT_RETRY, RetryPolicy
 from fairqueue.validate import MAX_ID, MAX_SECONDS, U32_MAX, check_int, check_number, shown
 
-__all__ = ["Limits", "DEFAULT_SCOPE", "MAX_SCOPE"]
+__all__ = ["Limits", "RateLimit", "DEFAULT_SCOPE", "MAX_SCOPE", "PRIORITY_AGING"]
 
 DEFAULT_SCOPE = 200
 """Records per batch chunk unless the batch asks for another size."""
@@ -23,6 +23,11 @@ MAX_SCOPE = 2000
 """The most records one batch chunk may hold."""
 
 _MINUTE = 60.0
+
+PRIORITY_AGING = 10.0
+"""Seconds a queued job waits to rise one priority level (``fair_share``): a priority-0
+job that has waited 90 s is ordered with priority-9 jobs enqueued now, so a stream of
+high-priority work slows low-priority work down but never stops it."""
 
 
 def _per_kind(value: object, name: str) -> dict[str, Optional[float]]:
@@ -143,3 +148,65 @@ class Limits:
             if timeouts.get(kind) is None:
                 raise InvalidArgument(f"invalid timeouts[{kind!r}]: missing; give every kind a timeout in seconds")
             check_number(f"timeouts[{kind!r}]", timeouts[kind], above=True, most=MAX_SECONDS)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``rate`` units of cost per ``per`` seconds, in bursts of up to ``burst``
+    units (default: one period's worth, at least 1) — a GCRA limit, held by the store
+    across every worker and host: over any window of ``t`` seconds a scope limited so
+    starts at most ``rate × t / per + burst`` units.
+
+    A job's cost (``cost=`` at enqueue, default 1) is what it is charged when it
+    starts; a job whose limit has no room waits, without polling, for the instant it
+    has, and its slot goes to other work meanwhile.
+
+    Args:
+        rate: units per period (> 0).
+        per: the period in seconds (> 0; default 1).
+        burst: most units started at once after an idle spell.
+    """
+
+    rate: float
+    per: float = 1.0
+    burst: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        check_number("rate", self.rate, above=True, most=1e9)
+        check_number("per", self.per, above=True, most=MAX_SECONDS)
+        burst = self.burst if self.burst is not None else max(1, int(self.rate))
+        check_int("burst", burst, 1, 1_000_000_000)
+        object.__setattr__(self, "burst", burst)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored in the settings rows."""
+        return {"rate": self.rate, "per": self.per, "burst": self.burst}
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> RateLimit:
+        """The limit :meth:`to_dict` stored."""
+        return cls(float(value["rate"]), float(value["per"]), int(value["burst"]))
+
+    @classmethod
+    def parse(cls, text: str, burst: Optional[int] = None) -> RateLimit:
+        """``"10/s"``, ``"600/min"``, ``"5/2.5s"``, ``"1000/h"`` or ``"100/day"``: what the CLI takes."""
+        rate_text, _, unit = text.partition("/")
+        units = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+                 "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}  # fmt: skip
+        number, name = unit, "s"
+        for suffix in sorted(units, key=len, reverse=True):
+            if unit.endswith(suffix):
+                number, name = unit[: -len(suffix)], suffix
+                break
+        try:
+            rate = float(rate_text)
+            per = (float(number) if number else 1.0) * units[name]
+        except (ValueError, KeyError):
+            raise InvalidArgument(
+                f"invalid rate limit {text!r}: expected RATE/PERIOD such as '10/s', '600/min', '5/2.5s' or '1000/h'"
+            ) from None
+        return cls(rate, per, burst)
+
+    def __str__(self) -> str:
+        per = f"{self.per:g}s" if self.per != 1 else "s"
+        return f"{self.rate:g}/{per} (burst {self.burst})"

@@ -20,18 +20,22 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Optional
 
-from fairqueue.records import JobRecord, JobStatus, WaitingFacts
-from fairqueue.settings import QueueSettings
+from fairqueue.limits import PRIORITY_AGING as AGING_SECONDS
+from fairqueue.records import JobRecord, JobStatus, RateScope, WaitingFacts
+from fairqueue.settings import QueueSettings, rate_of
 from fairqueue.storage import Storage
 
-__all__ = ["Explanation", "Reason", "explain", "RATE_WINDOW", "RATE_LOOKBACK", "RATE_JOBS", "Pace", "pace"]
+__all__ = ["Explanation", "Reason", "explain", "RATE_WINDOW", "RATE_LOOKBACK", "RATE_JOBS", "Pace", "pace",
+           "predicted_waits", "FLEET_RATE_JOBS"]
 
 RATE_WINDOW = 300.0
-"""Seconds back a finished job shows that a worker is running (else ``no_worker``)."""
+"""Seconds back the store's waiting facts count finished jobs."""
 RATE_LOOKBACK = 3600.0
 """Seconds back the estimate looks for finished jobs to measure a rate by."""
 RATE_JOBS = 200
 """The latest finished jobs (of its line; of the queue) a rate is measured over, at most."""
+FLEET_RATE_JOBS = 2000
+"""The store's latest finished jobs (of each status) :func:`predicted_waits` measures every line's rate over."""
 HISTORY_LOOKBACK = 3600.0
 """Seconds of recorded history (extended delays, throttling) explain looks at."""
 
@@ -91,9 +95,11 @@ def explain(store: Storage, settings: QueueSettings, job_id: int, *, now: Option
         LookupError: there is no such job.
     """
     now = time.time() if now is None else now
+    settings = settings.fresh()
     record = store.job_get(job_id)
     if record is None:
         raise LookupError(f"no job with id {job_id}")
+
     def answer(reasons: list[Reason], **more: Any) -> Explanation:
         return Explanation(record.id, record.org, record.kind, record.status.value, reasons, **more)
 
@@ -125,7 +131,12 @@ def explain(store: Storage, settings: QueueSettings, job_id: int, *, now: Option
             f"org {record.org!r} is at its cap: {len(facts.holders)} of {cap} {record.kind} slots, held by jobs {shown}",
             {"running": len(facts.holders), "cap": cap, "holders": facts.holders},
         ))  # fmt: skip
-    reasons += _from_history(store, record, now)
+    reasons += _flow_control(store, settings, record, now)
+    # The registry, not recent finishes, says whether anything will run it: a worker
+    # that just started has finished nothing, and one that stopped may have a minute ago.
+    registry = store.worker_list()
+    live = {w.info.name for w in registry if w.alive}
+    reasons += _from_history(store, record, now, live)
     if settings.policy == "peek_set" and facts.ahead_in_queue >= settings.limits.peek_set:
         reasons.append(Reason(
             "outside_peek_set",
@@ -149,11 +160,19 @@ def explain(store: Storage, settings: QueueSettings, job_id: int, *, now: Option
             f"this job runs, but the jobs it would enqueue are refused until {_when(usage.resets_at)}",
             {"count": usage.count, "limit": limit, "resets_at": usage.resets_at},
         ))  # fmt: skip
-    if not facts.processing and not facts.finished_in_queue:
+    if not live:
+        gone = f" ({_count(len(registry), 'registered worker')} stopped or died)" if registry else ""
         reasons.append(Reason(
             "no_worker",
-            f"no job is running and none finished in the last {RATE_WINDOW / 60:g} minutes: is a worker running "
-            "(fairqueue worker APP)?",
+            f"no live worker is registered with the store{gone}: is a worker running (fairqueue worker APP)?",
+            {"registered": len(registry), "live": 0},
+        ))  # fmt: skip
+    elif not any(w.info.queues is None or record.queue in w.info.queues for w in registry if w.alive):
+        reasons.append(Reason(
+            "no_worker",
+            f"no worker serves queue {record.queue!r}: it starts once a worker serving it runs "
+            f"(fairqueue worker APP --queues {record.queue})",
+            {"queue": record.queue, "live": len(live)},
         ))  # fmt: skip
     reasons += _redelivered(record)
     estimate, basis = _estimate(store, record, facts, now, fair=settings.policy == "fair_share")
@@ -161,9 +180,79 @@ def explain(store: Storage, settings: QueueSettings, job_id: int, *, now: Option
                   estimated_start=estimate, estimate_basis=basis)  # fmt: skip
 
 
-def _from_history(store: Storage, record: JobRecord, now: float) -> list[Reason]:
+def _flow_control(store: Storage, settings: QueueSettings, record: JobRecord, now: float) -> list[Reason]:
+    """What the stored tenant settings hold it back by: a pause, its org's or key's cap,
+    a rate limit with no room; and its priority, if not the default."""
+    reasons: list[Reason] = []
+    pause = settings.paused(record.org, record.kind, record.key, record.queue)
+    if pause is not None:
+        reasons.append(Reason(
+            "paused",
+            f"paused since {_when(pause.at)} by {pause.by or 'someone unnamed'}: {pause.scope} is paused, so its jobs "
+            "stay queued until it is resumed (app.resume, fairqueue tenants resume)",
+            {"since": pause.at, "by": pause.by, "scope": pause.scope},
+        ))  # fmt: skip
+    if settings.policy != "fair_share":
+        return reasons
+    org = settings.org(record.org)
+    key = settings.key(record.org, record.key) if record.key is not None else None
+    org_cap = org["cap"].value
+    key_cap = key["cap"].value if key is not None else None
+    if org_cap is not None or key_cap is not None:
+        running = store.job_list(org=record.org, status=JobStatus.PROCESSING, limit=10_000)
+        if org_cap is not None and len(running) >= org_cap:
+            reasons.append(Reason(
+                "org_cap_reached",
+                f"org {record.org!r} holds {len(running)} of {org_cap} slots (its cap over every kind and key)",
+                {"running": len(running), "cap": org_cap},
+            ))  # fmt: skip
+        holders = [r.id for r in running if r.key == record.key]
+        if key_cap is not None and len(holders) >= key_cap:
+            reasons.append(Reason(
+                "key_cap_reached",
+                f"{record.key} holds {len(holders)} of {key_cap} (the cap of each key of org {record.org!r}: "
+                f"{key['cap'].source if key is not None else ''})",
+                {"key": record.key, "running": len(holders), "cap": key_cap, "holders": holders},
+            ))  # fmt: skip
+    scopes: list[tuple[RateScope, Any, str]] = [
+        ((record.org, "org", ""), org["rate"].value, f"org {record.org!r}"),
+        ((record.org, "kind", record.kind), settings.pair(record.org, record.kind)["rate"].value,
+         f"{record.kind} jobs of org {record.org!r}"),
+    ]  # fmt: skip
+    if key is not None:
+        scopes.append(((record.org, "key", str(record.key)), key["rate"].value, f"key {record.key!r} of org {record.org!r}"))
+    limited = [(scope, value, who) for scope, value, who in scopes if value is not None]
+    if limited:
+        tats = store.rate_states([scope for scope, _, _ in limited])
+        for scope, value, who in limited:
+            rate = rate_of(value)
+            assert rate is not None
+            tat = tats.get(scope)
+            # GCRA: a job of this cost has room once the scope's arrival time is within the burst.
+            burst = int(rate.burst or 1)
+            room = None if tat is None else tat + (record.cost - burst) * rate.per / rate.rate
+            waiting = room is not None and room > now
+            reasons.append(Reason(
+                "rate_limited" if waiting else "rate_limit",
+                f"{who} is limited to {rate}" + (f"; next room for this job (cost {record.cost}) at {_when(room)}"
+                                                  if waiting else "; it has room now"),
+                {"scope": list(scope), "rate": rate.rate, "per": rate.per, "burst": rate.burst, "cost": record.cost,
+                 "next_room": room if waiting else None},
+            ))  # fmt: skip
+    if record.priority != 5:
+        reasons.append(Reason(
+            "priority",
+            f"priority {record.priority} (0-9, default 5): within its org's line, higher priorities start first; "
+            f"waiting raises a job one level every {AGING_SECONDS:g} s, so none waits for ever",
+            {"priority": record.priority, "aging_seconds": AGING_SECONDS},
+        ))  # fmt: skip
+    return reasons
+
+
+def _from_history(store: Storage, record: JobRecord, now: float, live: set[str]) -> list[Reason]:
     """What workers recorded: an extended delay of its org and kind still running, and
-    workers throttled by resource conservation now."""
+    the ``live`` workers throttled by resource conservation now (a worker that stopped
+    or died while throttled recorded no end: it holds nothing back any more)."""
     reasons = []
     history = store.history_read(now - HISTORY_LOOKBACK, ["extended_delay", "throttle_start", "throttle_end"])
     delays = [e for e in history if e.kind == "extended_delay" and e.org == record.org
@@ -184,7 +273,7 @@ def _from_history(store: Storage, record: JobRecord, now: float) -> list[Reason]
                 throttled[worker] = e
             else:
                 throttled.pop(worker, None)
-    for worker, e in sorted(throttled.items()):
+    for worker, e in sorted((w, e) for w, e in throttled.items() if w in live):
         resources = ", ".join(e.figures.get("resources") or []) or "interactive load"
         reasons.append(Reason(
             "throttled",
@@ -224,13 +313,21 @@ def pace(store: Storage, now: float, *, org: Optional[str] = None, kind: Optiona
     left out, so idle minutes do not slow the rate down.
     """
     finished = [r for status in (JobStatus.COMPLETED, JobStatus.FAILED)
-                for r in store.job_list(org=org, kind=kind, status=status, limit=RATE_JOBS)
-                if r.finished_at is not None and now - RATE_LOOKBACK <= r.finished_at <= now]  # fmt: skip
+                for r in store.job_list(org=org, kind=kind, status=status, limit=RATE_JOBS)]  # fmt: skip
+    running = store.job_list(org=org, kind=kind, status=JobStatus.PROCESSING, limit=RATE_JOBS)
+    return _measure(finished, running, now, ready_since)
+
+
+def _measure(finished: list[JobRecord], running: list[JobRecord], now: float,
+             ready_since: Optional[float] = None) -> Optional[Pace]:  # fmt: skip
+    """:func:`pace` of one line from its jobs: ``finished`` (the latest :data:`RATE_JOBS`
+    within :data:`RATE_LOOKBACK` count) and ``running`` (work until now)."""
+    finished = [r for r in finished if r.finished_at is not None and now - RATE_LOOKBACK <= r.finished_at <= now]
     if not finished:
         return None
     finished = sorted(finished, key=lambda r: r.finished_at or 0.0)[-RATE_JOBS:]
     work = [(_ready(r), r.finished_at or now) for r in finished]
-    work += [(_ready(r), now) for r in store.job_list(org=org, kind=kind, status=JobStatus.PROCESSING, limit=RATE_JOBS)]
+    work += [(_ready(r), now) for r in running]
     if ready_since is not None:
         work.append((ready_since, now))
     first = finished[0].finished_at or now
@@ -241,6 +338,57 @@ def pace(store: Storage, now: float, *, org: Optional[str] = None, kind: Optiona
         start, count = min(_ready(finished[0]), first), 1
     busy = max(_covered(work, start, now), 0.1)
     return Pace(count / busy, count, busy, now - start)
+
+
+def predicted_waits(store: Storage, now: float, *, policy: str = "fair_share") -> dict[str, float]:
+    """Seconds from ``now`` until each org's newest queued job is estimated to start
+    (what :func:`explain` estimates for it, near enough), for every org with queued
+    jobs that has a basis; in a few reads, whatever the number of orgs: the live
+    counts, and the store's latest :data:`FLEET_RATE_JOBS` finished and running jobs.
+
+    Each line (org and kind) moves at its :func:`pace` measured over its jobs among
+    those; a line with none of them at a fair share of the whole queue's pace among
+    the busy lines (under ``fair_share``). Under ``peek_set`` the whole queue ahead
+    must drain too: the later of the two. An org's wait is its slowest line's.
+
+    Not the per-job estimate in two ways, both to stay cheap: a busy line drowns a
+    quiet one out of the store-wide sample (the quiet one is then given its fair
+    share), and a line whose jobs wait with none of it running is measured up to its
+    last finish (explain adds the waiting job's own wait to the line's work).
+    """
+    queued: dict[tuple[str, str], int] = {}
+    active: set[tuple[str, str]] = set()
+    for (org, kind, status), n in store.job_counts(live=True).items():
+        if n and status is JobStatus.QUEUED:
+            queued[(org, kind)] = queued.get((org, kind), 0) + n
+        if n and status in (JobStatus.QUEUED, JobStatus.PROCESSING):
+            active.add((org, kind))
+    if not queued:
+        return {}
+    finished = [r for status in (JobStatus.COMPLETED, JobStatus.FAILED)
+                for r in store.job_list(status=status, limit=FLEET_RATE_JOBS)]  # fmt: skip
+    running = store.job_list(status=JobStatus.PROCESSING, limit=FLEET_RATE_JOBS)
+    whole = _measure(sorted(finished, key=lambda r: r.finished_at or 0.0)[-FLEET_RATE_JOBS:], running, now)
+    lines: dict[tuple[str, str], tuple[list[JobRecord], list[JobRecord]]] = {}
+    for r in finished:
+        lines.setdefault((r.org, r.kind), ([], []))[0].append(r)
+    for r in running:
+        lines.setdefault((r.org, r.kind), ([], []))[1].append(r)
+    ahead_in_queue = sum(queued.values())
+    waits: dict[str, float] = {}
+    for (org, kind), n in queued.items():
+        done, busy = lines.get((org, kind), ([], []))
+        line = _measure(done, busy, now)
+        options = []
+        if line is not None:
+            options.append(n / line.rate)
+        elif whole is not None and policy == "fair_share":
+            options.append(n / (whole.rate / max(len(active), 1)))
+        if whole is not None and policy != "fair_share":
+            options.append(ahead_in_queue / whole.rate)
+        if options:
+            waits[org] = max(waits.get(org, 0.0), *options)
+    return waits
 
 
 def _covered(intervals: list[tuple[float, float]], start: float, end: float) -> float:

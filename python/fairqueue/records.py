@@ -221,9 +221,12 @@ class Claimed(list[JobRecord]):
         at_cap: Iterable[int] = (),
         rate_limited: Optional[Mapping[int, float]] = None,
         stale: bool = False,
+        paused: Iterable[int] = (),
     ) -> None:
         super().__init__(records)
         self.at_cap: list[int] = list(at_cap)
+        self.paused: list[int] = list(paused)
+        """Asked-for ids left queued because a scope they fall under is paused."""
         self.rate_limited: dict[int, float] = dict(rate_limited or {})
         """Asked-for ids left queued because a rate limit they fall under had no room
         across the store, each with the instant it will have (UNIX seconds)."""
@@ -287,8 +290,21 @@ class Admission:
     """Most jobs processing at once per (org, key); key None is the org's jobs without one."""
     rates: Mapping[RateScope, Rate] = field(default_factory=dict)
     """The rate limits by scope (see :data:`RateScope`)."""
-    paused_queues: frozenset[str] = frozenset()
-    """Named queues no job may start from."""
+    paused: frozenset[tuple[str, ...]] = frozenset()
+    """Scopes no job may start from: ``("org", org)``, ``("kind", org, kind)``,
+    ``("key", org, key)``, ``("queue", queue)``."""
+
+    def pauses(self, candidate: Candidate) -> bool:
+        """True if a scope ``candidate`` falls under is paused."""
+        if not self.paused:
+            return False
+        org = candidate.org
+        return (
+            ("org", org) in self.paused
+            or ("kind", org, candidate.kind) in self.paused
+            or ("queue", candidate.queue) in self.paused
+            or (candidate.key is not None and ("key", org, candidate.key) in self.paused)
+        )
 
     def rate_scopes(self, candidate: Candidate) -> list[RateScope]:
         """The rate-limited scopes ``candidate`` is charged to."""

@@ -26,7 +26,7 @@ def app(tmp_path: Path) -> Iterator[fq.FairQueue]:
     try:
         yield sample.app
     finally:
-        sample.app.settings.clear_overrides()
+        sample.app.settings.forget()
         sample.release.set()
         sample.app.storage.close()
         sample.app.storage = original

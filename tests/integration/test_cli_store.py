@@ -57,6 +57,7 @@ def test_db_upgrade_creates_and_migrates_idempotently_and_refuses_a_newer_store(
     from contextlib import closing
 
     from fairqueue.storage import SCHEMA_VERSION
+    from sqlite_rewind import rewind
 
     store = tmp_path / "fq.db"
     for _ in range(2):
@@ -64,15 +65,7 @@ def test_db_upgrade_creates_and_migrates_idempotently_and_refuses_a_newer_store(
         assert code == 0 and json.loads(out) == {"store": str(store), "schema_version": SCHEMA_VERSION}
     with closing(sqlite3.connect(store)) as db:
         # A version-1 store (as an earlier fairqueue left it) is migrated forward.
-        db.execute("DROP INDEX fq_jobs_processing")
-        db.execute("DROP TABLE fq_workers")
-        db.execute("DROP TABLE fq_alert_episodes")
-        db.execute("DROP TABLE fq_webhook_outbox")
-        db.execute("ALTER TABLE fq_jobs DROP COLUMN worker_deaths")
-        db.execute("ALTER TABLE fq_jobs DROP COLUMN handler_attempts")
-        db.execute("ALTER TABLE fq_jobs DROP COLUMN result")
-        db.execute("ALTER TABLE fq_jobs DROP COLUMN errors")
-        db.execute("UPDATE fq_meta SET value = '1' WHERE key = 'schema_version'")
+        rewind(db, 1)
         db.commit()
     code, out = invoke("db", "upgrade", "--store", str(store))
     assert code == 0 and f"schema version {SCHEMA_VERSION}" in out

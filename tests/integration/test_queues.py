@@ -13,6 +13,7 @@ from test_job_options import opened
 
 import fairqueue as fq
 import fq_flow_jobs as jobs
+from conftest import wait_until
 from fairqueue.storage import Storage
 
 
@@ -77,3 +78,16 @@ def test_a_workers_queues_are_checked() -> None:
         jobs.app.worker(queues="reports")
     with pytest.raises(fq.InvalidArgument, match=r"invalid queue ''"):
         jobs.app.worker(queues=["reports", ""])
+
+
+def test_the_registry_shows_a_workers_queues_and_explain_names_a_queue_nobody_serves(
+    store: Storage,
+) -> None:
+    waiting = jobs.plain.delay("org-1", "d")
+    with jobs.app.worker(slots=1, queues=["reports"]) as worker:
+        registered = wait_until(lambda: [w for w in store.worker_list() if w.info.name == worker.name],
+                                timeout=30, what="the worker's registry row")  # fmt: skip
+        explained = jobs.app.explain(waiting.id)
+        assert registered[0].info.queues == ("reports",)
+    reasons = [r for r in explained.reasons if r.code == "no_worker"]
+    assert reasons and "no worker serves queue 'default'" in reasons[0].message, explained.render()

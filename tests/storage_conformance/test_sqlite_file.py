@@ -19,6 +19,7 @@ from fairqueue.records import JobStatus, NewJob
 from fairqueue.storage import LIVE_STATUSES, SCHEMA_VERSION, open_storage
 from fairqueue.storage import sqlite as sqlite_store
 from fairqueue.storage.sqlite import SQLiteStorage
+from sqlite_rewind import rewind
 
 
 def test_everything_survives_closing_and_reopening(tmp_path: Path) -> None:
@@ -155,20 +156,7 @@ def test_a_version_2_file_loses_the_lease_index_and_keeps_its_jobs(tmp_path: Pat
     with SQLiteStorage(path) as store:
         [job_id] = store.job_enqueue([NewJob(org="o", kind="future", handler="m:f", payload="{}")], 1.0)
     with closing(sqlite3.connect(path)) as db, db:  # as a version-2 fairqueue left it
-        db.execute("CREATE INDEX fq_jobs_leases ON fq_jobs (lease_expires_at) WHERE status = 'processing'")
-        db.execute("DROP TABLE fq_workers")
-        db.execute("DROP INDEX fq_jobs_processing_key")
-        for table in ("fq_settings", "fq_settings_version", "fq_rate_state"):
-            db.execute(f"DROP TABLE {table}")
-        for column in ("queue", "key", "priority", "cost"):
-            db.execute(f"ALTER TABLE fq_jobs DROP COLUMN {column}")
-        db.execute("DROP TABLE fq_alert_episodes")
-        db.execute("DROP TABLE fq_webhook_outbox")
-        db.execute("ALTER TABLE fq_jobs DROP COLUMN worker_deaths")
-        db.execute("ALTER TABLE fq_jobs DROP COLUMN handler_attempts")
-        db.execute("ALTER TABLE fq_jobs DROP COLUMN result")
-        db.execute("ALTER TABLE fq_jobs DROP COLUMN errors")
-        db.execute("UPDATE fq_meta SET value = '2' WHERE key = 'schema_version'")
+        rewind(db, 2)
     with SQLiteStorage(path) as store:
         assert store.job_get(job_id) is not None
         store.job_claim([job_id], "w", 10.0, 1.0)

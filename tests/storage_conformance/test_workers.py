@@ -17,7 +17,7 @@ from typing import Optional
 import pytest
 
 from fairqueue.errors import InvalidArgument
-from fairqueue.records import Finish, JobStatus, Reaped, WorkerInfo
+from fairqueue.records import Admission, Finish, JobStatus, Reaped, WorkerInfo
 from fairqueue.storage import Storage
 from fairqueue.storage.postgres import PostgresStorage
 from fairqueue.storage.sqlite import SQLiteStorage
@@ -136,14 +136,14 @@ def test_a_sigkilled_workers_jobs_are_queued_again_by_a_live_worker_and_its_cap_
     assert run_and_kill(shared_store, "w-dead", ids) == ids
     # At its cap of 2 while the dead worker holds both: nothing more of the pair may start.
     [third] = shared_store.job_enqueue([job()], NOW)
-    assert shared_store.job_claim([third], "w-live", NOW + 60, NOW, {("org-1", "future"): 2}).at_cap == [third]
+    assert shared_store.job_claim([third], "w-live", NOW + 60, NOW, Admission(pair_caps={("org-1", "future"): 2})).at_cap == [third]
     started = time.monotonic()
     reaped = reap_until(shared_store, "w-dead")
     assert time.monotonic() - started < 30  # seconds, not the hour-long lease
     assert reaped.requeued == ids
     assert [w.info.name for w in second.worker_list()] == ["w-live"]
     # Its slots are free: the live worker claims the pair again, up to the cap.
-    claimed = shared_store.job_claim([third, *ids], "w-live", NOW + 60, NOW, {("org-1", "future"): 2})
+    claimed = shared_store.job_claim([third, *ids], "w-live", NOW + 60, NOW, Admission(pair_caps={("org-1", "future"): 2}))
     assert [r.id for r in claimed] == [third, ids[0]] and [r.attempts for r in claimed] == [1, 2]
 
 

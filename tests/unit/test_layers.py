@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("declarations", ("jobs", "processor")),
     ("storage", ("storage",)),
     ("observation", ("observe", "alerts")),
-    ("enqueue", ("control", "enqueue")),
+    ("enqueue", ("control", "enqueue", "tenants")),
     ("runtime", ("runtime", "testing")),
     ("app", ("app",)),
     ("surfaces", ("cli", "dashboard", "demo", "__main__", "__init__")),

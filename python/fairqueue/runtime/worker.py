@@ -33,8 +33,8 @@ from fairqueue.conservation import ResourceMonitor
 from fairqueue.enqueue import FutureFunction
 from fairqueue.errors import HandlerNotFound, InvalidArgument, StorageError, StorageFull, StorageUnavailable, UnknownLease
 from fairqueue.handlers import resolve
-from fairqueue.records import Admission, Claimed, Finish, HistoryEntry, JobRecord, JobStatus, PendingJob, WorkerInfo
-from fairqueue.runtime.core import build_dispatcher
+from fairqueue.records import Claimed, Finish, HistoryEntry, JobRecord, JobStatus, PendingJob, WorkerInfo
+from fairqueue.runtime.core import Admissions, CoreSettings, build_dispatcher
 from fairqueue.runtime.duties import Duty
 from fairqueue.runtime.duties.alert_evaluation import AlertEvaluation
 from fairqueue.runtime.duties.cancel_requests import CancelRequests
@@ -45,6 +45,7 @@ from fairqueue.runtime.duties.lease_sweep import LeaseSweep
 from fairqueue.runtime.duties.presence import Presence
 from fairqueue.runtime.duties.pruning import Pruning
 from fairqueue.runtime.duties.schedule_firing import ScheduleFiring
+from fairqueue.runtime.duties.settings_sync import SettingsSync
 from fairqueue.runtime.duties.webhook_delivery import WebhookDelivering
 from fairqueue.runtime.health import HealthServer
 from fairqueue.runtime.metrics import WorkerMetrics
@@ -53,6 +54,7 @@ from fairqueue.runtime.queue_app import QueueApp
 from fairqueue.runtime.runner import Runner
 from fairqueue.runtime.slots import Slots
 from fairqueue.runtime.task import Task
+from fairqueue.tenants import Tenants
 from fairqueue.validate import U32_MAX, check_int, check_number, served_queues, shown
 
 __all__ = ["EXIT_CRASHED", "EXIT_OK", "Worker"]
@@ -165,9 +167,15 @@ class Worker:
         self._poll_interval = poll_interval
         self.poll_interval = 0.05 if poll_interval is None else poll_interval
         self._unsubscribe: Optional[Callable[[], None]] = None
+        self._unsubscribe_settings: Optional[Callable[[], None]] = None
         self._queued_news = threading.Event()
         self._last_pick_up = 0.0
         self.core = dispatcher or build_dispatcher(app.settings, self.slots)
+        self.tenants = Tenants(lambda: self.store, app.settings)
+        """The stored tenant settings this worker follows."""
+        self.core_settings = CoreSettings(self.core, app.settings)
+        self.admissions = Admissions(app.settings)
+        self.settings_sync = SettingsSync(self.tenants, self.core_settings, self._reread_pending)
         self.conservation = conservation if conservation is not None else app.conservation
         self._owns_monitor = False
         self._capacity = 1.0
@@ -189,17 +197,17 @@ class Worker:
         self._grace = 30.0
         self.completed = 0
         """Jobs this worker has finished (any outcome), for progress displays."""
-        self._caps: dict[tuple[str, str], int] = {}
         self._timeouts: dict[tuple[str, str], float] = {}
         every = min(1.0, limits.lease / 3)
         self.history = HistorySampling(self.store, every)
-        self.alerting = AlertEvaluation(app.alerts, self.core, self.history, every)
+        self.alerting = AlertEvaluation(app.alerts, self.core, self.history, every, worker=self.name)
         def running() -> list[Task]:
             # Finished jobs whose outcome the store has not taken yet still hold their lease.
             return [*self._running.values(), *(task for task, _ in self._unsaved)]
 
         self.dead_workers = DeadWorkers(self.store, every, self._on_queued)
         self.duties: list[Duty] = [
+            self.settings_sync,
             Presence(self.store, self.name, every, running),
             self.dead_workers,
             Heartbeats(self.store, self.core, self.name, limits.lease, running),
@@ -239,6 +247,8 @@ class Worker:
         if self._health_at is not None:
             host, port = self._health_at
             self.health = HealthServer(lambda: self.last_turn, self.store, host, port).start()
+        self.settings_sync.run(time.time(), force=True)
+        self._unsubscribe_settings = self.store.settings_subscribe(self._on_settings_changed)
         self._unsubscribe = self.store.job_queued_subscribe(self._on_queued)
         if self._unsubscribe is not None and self._poll_interval is None:
             self.poll_interval = 1.0
@@ -303,6 +313,8 @@ class Worker:
             self.runner.close()
             if self._unsubscribe is not None:
                 self._unsubscribe()
+            if self._unsubscribe_settings is not None:
+                self._unsubscribe_settings()
             if self.metrics is not None:
                 self.metrics.close()
             if self.health is not None:
@@ -430,6 +442,11 @@ class Worker:
         if self._idle:
             self.app.enqueuer.wakeup.set()
 
+    def _on_settings_changed(self) -> None:
+        # From the store's listener thread: the loop loads the settings at its next turn.
+        self._due[self.duties.index(self.settings_sync)] = 0.0
+        self.app.enqueuer.wakeup.set()
+
     def _on_queued(self) -> None:
         self._queued_news.set()
         self.app.enqueuer.wakeup.set()
@@ -451,8 +468,16 @@ class Worker:
             pending = self.store.job_pending(after_seq=self._seen_seq, limit=_PAGE, queues=self.queues)
             if not pending:
                 return
+            settings = self.app.settings
+            if settings.pauses() or settings.default_org_settings():
+                # Paused jobs stay out of the core until their pause ends (then all are read again).
+                for p in pending:
+                    self.core_settings.see(p.org)
+                fed = [p[:7] for p in pending if settings.paused(p.org, p.kind, p.key, p.queue) is None]
+            else:
+                fed = [p[:7] for p in pending]
             try:
-                self.core.enqueue_many([p[:7] for p in pending], skip_held=True)
+                self.core.enqueue_many(fed, skip_held=True)
             except InvalidArgument:
                 self._feed_one_by_one(pending, now)
             self._seen_seq = pending[-1].ready_seq
@@ -494,7 +519,7 @@ class Worker:
             return
         lease_until = now + self.app.settings.limits.lease
         # The store holds each pair to the cap this worker's core applies, across every worker.
-        admission = Admission(pair_caps={(g.org, g.kind): self._cap(g.org, g.kind) for g in grants})
+        admission = self.admissions.build(self._lines(grants))
         try:
             applied, claim = self.store.job_finish_and_claim(
                 self._finishes(outcomes, now), [g.id for g in grants], self.name, lease_until, now, admission
@@ -508,7 +533,12 @@ class Worker:
         self._unsaved = []
         if outcomes:
             self._settle(outcomes, applied)
-        if grants:
+        if claim.stale:
+            # The settings changed since this worker loaded them: load them, offer the grants again.
+            for grant in grants:
+                self.core.retry(grant.lease, now)
+            self.settings_sync.run(now, force=True)
+        elif grants:
             self._start(grants, claim, now)
 
     def _apply_capacity(self, now: float) -> None:
@@ -537,12 +567,17 @@ class Worker:
         """Hands each claimed job to a handler slot; offers at-cap ones again shortly."""
         claimed = {r.id: r for r in claim}
         at_cap = set(claim.at_cap)
+        paused = set(claim.paused)
         stand_ins = self._stand_ins(claim, {g.id for g in grants})
         limits = self.app.settings.limits
         for grant in grants:
             if grant.id in at_cap:
                 # Other workers sharing the store hold the pair's cap: offer it again shortly.
                 self.core.retry(grant.lease, now + _CAP_RETRY)
+                continue
+            if grant.id in paused:
+                # Paused since this worker fed it to its core: out of the core until resumed.
+                self.core.ack(grant.lease)
                 continue
             if grant.id in claim.rate_limited:
                 # Other workers used the rate limit's room: offer it again when the store says it has room.
@@ -633,12 +668,16 @@ class Worker:
             self._timeouts[(kind, handler_path)] = timeout
         return timeout
 
-    def _cap(self, org: str, kind: str) -> int:
-        """The pair's cap in this worker's core (read once: the worker sets its core's limits at start)."""
-        cap = self._caps.get((org, kind))
-        if cap is None:
-            cap = self._caps[(org, kind)] = self.core.limits(org, kind)["cap"]
-        return cap
+    def _lines(self, grants: list[Grant]) -> list[tuple[str, str, Optional[str]]]:
+        """Each grant's (org, kind, key): what its claim's limits are looked up by."""
+        if not self.admissions.needs_keys():
+            return [(g.org, g.kind, None) for g in grants]
+        return [(g.org, g.kind, self.core.request_options(g.id)["key"]) for g in grants]
+
+    def _reread_pending(self) -> None:
+        """A pause ended: read every queued job again (the core skips those it holds)."""
+        self._seen_seq = 0
+        self._queued_news.set()
 
     def _take_outcomes(self) -> list[tuple[Task, Outcome]]:
         """The handler threads' outcomes so far, of tasks still ours (not timed out)."""

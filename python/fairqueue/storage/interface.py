@@ -727,6 +727,10 @@ class Storage(abc.ABC):
         claims nothing).
         """
 
+    @abc.abstractmethod
+    def rate_states(self, scopes: Sequence[RateScope]) -> dict[RateScope, float]:
+        """The stored GCRA state (theoretical arrival time) of each of ``scopes`` that has one."""
+
     def settings_subscribe(self, callback: Callable[[], None]) -> Optional[Callable[[], None]]:
         """Calls ``callback`` (from another thread) soon after any process changes the
         settings; returns the unsubscribe function, or None if this store does not
@@ -807,6 +811,7 @@ class Admitted:
 
     ids: list[int] = field(default_factory=list)
     at_cap: list[int] = field(default_factory=list)
+    paused: list[int] = field(default_factory=list)
     rate_limited: dict[int, float] = field(default_factory=dict)
     tats: dict[RateScope, float] = field(default_factory=dict)
     """The rate-limit states the claim moved: store them in its transaction."""
@@ -848,17 +853,22 @@ def admit(
     Caps count ``held`` (processing now) plus what this claim admits. Rate limits are
     GCRA: a scope's theoretical arrival time ``tat`` moves ``cost × interval`` per
     admitted job, and a job fits while ``tat`` stays within ``burst × interval`` of
-    now; one that does not learns the instant it will (:attr:`Admitted.rate_limited`).
+    now; one that does not learns the instant it will (:attr:`Admitted.rate_limited`),
+    and the jobs after it in the same scope wait for it (a costly job is not starved
+    by cheaper ones behind it).
     A job is charged to its rate limits only once it fits under its caps too.
     """
     pairs, orgs, keys = dict(held.pairs), dict(held.orgs), dict(held.keys)
     state = dict(tats)
+    waiting: dict[RateScope, float] = {}  # scope -> when the job it holds back will have room
     out = Admitted()
     for c in candidates:
         pair, key = (c.org, c.kind), (c.org, c.key)
+        if admission.pauses(c):
+            out.paused.append(c.id)
+            continue
         if (
-            c.queue in admission.paused_queues
-            or pairs.get(pair, 0) >= admission.pair_caps.get(pair, _NO_CAP)
+            pairs.get(pair, 0) >= admission.pair_caps.get(pair, _NO_CAP)
             or orgs.get(c.org, 0) >= admission.org_caps.get(c.org, _NO_CAP)
             or keys.get(key, 0) >= admission.key_caps.get(key, _NO_CAP)
         ):
@@ -873,9 +883,13 @@ def admit(
             latest = now + rate.burst * rate.interval * (1 + 1e-9)
             if after > latest:
                 room = max(room, after - rate.burst * rate.interval)
+            # A scope's jobs start in the order given: none passes one that waits for room.
+            room = max(room, waiting.get(scope, now))
             moved[scope] = after
         if room > now:
             out.rate_limited[c.id] = room
+            for scope in moved:
+                waiting[scope] = max(waiting.get(scope, now), room)
             continue
         state.update(moved)
         out.tats.update(moved)

@@ -325,6 +325,7 @@ class MemoryStorage(Storage):
         with self._lock:
             queued = [job_id for job_id in job_ids if job_id in self._jobs and self._jobs[job_id].status is JobStatus.QUEUED]
             at_cap: list[int] = []
+            paused: list[int] = []
             rate_limited: dict[int, float] = {}
             if admission is not None:
                 if admission.version is not None and admission.version != self._settings_version:
@@ -340,7 +341,7 @@ class MemoryStorage(Storage):
                 ]
                 admitted = admit(candidates, held, self._rate_state, admission, now)
                 self._rate_state.update(admitted.tats)
-                queued, at_cap, rate_limited = admitted.ids, admitted.at_cap, admitted.rate_limited
+                queued, at_cap, rate_limited, paused = admitted.ids, admitted.at_cap, admitted.rate_limited, admitted.paused
             return Claimed(
                 (
                     self._set(
@@ -355,6 +356,7 @@ class MemoryStorage(Storage):
                 ),
                 at_cap,
                 rate_limited,
+                paused=paused,
             )
 
     def job_heartbeat(self, job_ids: Sequence[int], worker: str, lease_until: float) -> None:
@@ -617,6 +619,10 @@ class MemoryStorage(Storage):
         for callback in listeners:
             callback()
         return version
+
+    def rate_states(self, scopes: Sequence[RateScope]) -> dict[RateScope, float]:
+        with self._lock:
+            return {scope: self._rate_state[scope] for scope in scopes if scope in self._rate_state}
 
     def settings_subscribe(self, callback: Callable[[], None]) -> Optional[Callable[[], None]]:
         with self._lock:

@@ -387,12 +387,14 @@ _SETTINGS_VERSION = "SELECT version FROM fq_settings_version WHERE id = 1"
 
 # A worker's registry row (the values of _worker_row, then last seen and its lock's token).
 _WORKER_INSERT = (
-    "INSERT INTO fq_workers (name, host, pid, mode, slots, started_at, last_seen, lock_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO fq_workers (name, host, pid, mode, slots, started_at, queues, last_seen, lock_token) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
 def _worker_row(worker: WorkerInfo) -> tuple[Any, ...]:
-    return (worker.name, worker.host, worker.pid, worker.mode, worker.slots, worker.started_at)
+    queues = None if worker.queues is None else _JSON.encode(list(worker.queues))
+    return (worker.name, worker.host, worker.pid, worker.mode, worker.slots, worker.started_at, queues)
 
 
 # An outcome's handler attempt: counted if the handler ran, its error (if any) appended.
@@ -786,9 +788,9 @@ class SQLiteStorage(Storage):
                     "ON CONFLICT (scope) DO UPDATE SET tat = excluded.tat",
                     [(rate_scope_text(scope), tat) for scope, tat in admitted.tats.items()],
                 )
-            ids, at_cap, rate_limited = admitted.ids, admitted.at_cap, admitted.rate_limited
+            ids, at_cap, rate_limited, paused = admitted.ids, admitted.at_cap, admitted.rate_limited, admitted.paused
         else:
-            ids, at_cap, rate_limited = [c.id for c in candidates], [], {}
+            ids, at_cap, rate_limited, paused = [c.id for c in candidates], [], {}, []
         asked_set = set(asked)
         claimed: list[JobRecord] = []
         for start in range(0, len(ids), _CHUNK):
@@ -806,6 +808,7 @@ class SQLiteStorage(Storage):
             sorted(claimed, key=lambda r: order[r.id]),
             [job_id for job_id in at_cap if job_id in asked_set],
             {job_id: at for job_id, at in rate_limited.items() if job_id in asked_set},
+            paused=[job_id for job_id in paused if job_id in asked_set],
         )
 
     @staticmethod
@@ -1104,7 +1107,9 @@ class SQLiteStorage(Storage):
             db.execute("UPDATE fq_workers SET alone = ? WHERE name = ?", (job_id, name))
 
     def worker_list(self) -> list[WorkerRecord]:
-        rows = self._read("SELECT name, host, pid, mode, slots, started_at, last_seen, lock_token FROM fq_workers ORDER BY name")
+        rows = self._read(
+            "SELECT name, host, pid, mode, slots, started_at, queues, last_seen, lock_token FROM fq_workers ORDER BY name"
+        )
         running: dict[str, int] = {r[0]: r[1] for r in self._read(
             "SELECT lease_owner, COUNT(*) FROM fq_jobs INDEXED BY fq_jobs_processing WHERE status = 'processing' "
             "GROUP BY lease_owner"
@@ -1115,7 +1120,8 @@ class SQLiteStorage(Storage):
             if not alive:
                 with probe(self._workers_folder, r["lock_token"]) as dead:
                     alive = not dead
-            info = WorkerInfo(r["name"], r["host"], r["pid"], r["mode"], r["slots"], r["started_at"])
+            queues = None if r["queues"] is None else tuple(json.loads(r["queues"]))
+            info = WorkerInfo(r["name"], r["host"], r["pid"], r["mode"], r["slots"], r["started_at"], queues)
             records.append(WorkerRecord(info, r["last_seen"], alive, running.get(r["name"], 0)))
         return records
 
@@ -1250,6 +1256,12 @@ class SQLiteStorage(Storage):
             version = int(db.execute(_SETTINGS_VERSION).fetchone()[0])
             rows = db.execute("SELECT scope, name, kind, key, vals, updated_at, updated_by FROM fq_settings").fetchall()
         return version, [SettingRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+
+    def rate_states(self, scopes: Sequence[RateScope]) -> dict[RateScope, float]:
+        texts = {rate_scope_text(scope): scope for scope in scopes}
+        marks = ", ".join("?" * len(texts))
+        rows = self._read(f"SELECT scope, tat FROM fq_rate_state WHERE scope IN ({marks})", list(texts)) if texts else []
+        return {texts[text]: tat for text, tat in rows}
 
     def settings_write(self, changes: Sequence[SettingChange], now: float, by: Optional[str] = None) -> int:
         with self._transaction(durable=True) as db:

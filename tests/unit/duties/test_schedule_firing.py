@@ -9,6 +9,7 @@ from fairqueue.records import JobStatus, NewTrigger, TriggerState
 from fairqueue.runtime.duties.schedule_firing import ScheduleFiring
 from fairqueue.settings import QueueSettings
 from fairqueue.storage.memory import MemoryStorage
+from fairqueue.tenants import Tenants
 from fq_batch_units import Noop
 
 T0 = 1_700_000_000.0
@@ -72,11 +73,18 @@ def test_a_schedule_not_yet_due_does_nothing() -> None:
     assert [j.kind for j in store.job_list()] == ["scheduled"] and wakeups.count == 1
 
 
+def stored_daily_limit(store: MemoryStorage, settings: QueueSettings, org: str, limit: int) -> None:
+    """Stores ``org``'s daily limit as an app does, with ``settings`` following the store."""
+    tenants = Tenants(lambda: store, settings)
+    settings.follow(tenants.refresh)
+    tenants.set_limits(org, daily_limit=limit)
+
+
 def test_a_fire_past_the_daily_limit_is_a_failed_job() -> None:
     store, wakeups, settings = MemoryStorage(), Wakeups(), QueueSettings()
     refused_id = schedule(store, "acme", T0 - 60)
     duty = ScheduleFiring(store, settings, 1.0, wakeups)
-    settings.set_daily_limit("acme", 0)  # set after the duty was built: it reads the settings when it runs
+    stored_daily_limit(store, settings, "acme", 0)  # set after the duty was built: it reads the settings when it runs
 
     duty.run(T0)
 
@@ -94,7 +102,7 @@ def test_a_fire_past_the_daily_limit_is_a_failed_job() -> None:
 
 def test_a_refused_fire_does_not_hold_up_another_orgs() -> None:
     store, wakeups, settings = MemoryStorage(), Wakeups(), QueueSettings()
-    settings.set_daily_limit("acme", 0)
+    stored_daily_limit(store, settings, "acme", 0)
     schedule(store, "acme", T0 - 60)
     schedule(store, "beta", T0 - 30)
 

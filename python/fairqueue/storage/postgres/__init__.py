@@ -76,6 +76,7 @@ from fairqueue.records import (
     NewJob,
     NewTrigger,
     PendingJob,
+    RateScope,
     Reaped,
     SettingChange,
     SettingRow,
@@ -85,7 +86,7 @@ from fairqueue.records import (
     WorkerInfo,
     WorkerRecord,
 )
-from fairqueue.storage.interface import DailyUsage, FinishedCallback, NextFire, Storage, WebhookDelivery
+from fairqueue.storage.interface import DailyUsage, FinishedCallback, NextFire, Storage, WebhookDelivery, rate_scope_text
 
 from . import alerts, claims, completions, flex, history, retention, settings, triggers, usage, workers
 
@@ -384,6 +385,12 @@ class PostgresStorage(Storage):
     def settings_read(self) -> tuple[int, list[SettingRow]]:
         """See :meth:`Storage.settings_read`: the version and the rows from one snapshot."""
         return settings.read(self.db)
+
+    def rate_states(self, scopes: Sequence[RateScope]) -> dict[RateScope, float]:
+        """See :meth:`Storage.rate_states`."""
+        texts = {rate_scope_text(scope): scope for scope in scopes}
+        rows = self.db.read(self.db.sql["claim_rate_state"], (list(texts),)) if texts else []
+        return {texts[text]: float(tat) for text, tat in rows}
 
     def settings_write(self, changes: Sequence[SettingChange], now: float, by: Optional[str] = None) -> int:
         """See :meth:`Storage.settings_write`: serialised with every claim on every host by

@@ -7,13 +7,12 @@ re-deliveries do not (``durable=False``; see the package docstring).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, Optional
 
 from fairqueue.errors import LimitExceeded
 from fairqueue.records import Admission, Candidate, Claimed, Finish, JobRecord, JobStatus, PendingJob, RateScope
-from fairqueue.storage.interface import Held, admit, capped_scopes, check_finishes, rate_scopes
+from fairqueue.storage.interface import Held, admit, capped_scopes, check_finishes, rate_scope_text, rate_scopes
 
 from . import completions, flex, jobs, usage
 from .connection import LOCK_CAP, LOCK_PUBLISH, LOCK_SETTINGS, Cursor, Database
@@ -31,7 +30,6 @@ __all__ = [
     "processing_held",
     "publish",
     "requeue_expired",
-    "scope_text",
     "send_final",
     "stand_ins",
 ]
@@ -139,19 +137,19 @@ def claim_in(
             counts.execute(db.sql["claim_count_processing"], (counted,))
         states = cur.connection.cursor() if rated else None
         if states is not None:
-            states.execute(db.sql["claim_rate_state"], ([scope_text(s) for s in rated],))
+            states.execute(db.sql["claim_rate_state"], ([rate_scope_text(s) for s in rated],))
         if version is not None and _version(version) != admission.version:
             return Claimed(stale=True)
         if counts is not None:
             held = processing_held(counts.fetchall(), pairs, orgs, keys)
         if states is not None:
-            by_text = {scope_text(s): s for s in rated}
+            by_text = {rate_scope_text(s): s for s in rated}
             tats = {by_text[text]: float(tat) for text, tat in states.fetchall()}
         version = None  # checked
     admitted = admit(candidates, held, tats, admission, now)
     if admitted.tats:
         moved = sorted(admitted.tats)
-        cur.execute(db.sql["claim_rate_store"], ([scope_text(s) for s in moved], [float(admitted.tats[s]) for s in moved]))
+        cur.execute(db.sql["claim_rate_store"], ([rate_scope_text(s) for s in moved], [float(admitted.tats[s]) for s in moved]))
     claimed: list[JobRecord] = []
     if admitted.ids:
         params: tuple[object, ...] = (worker, float(lease_until), float(now), admitted.ids)
@@ -178,11 +176,6 @@ def _version(cur: Cursor) -> int:
     row = cur.fetchone()
     assert row is not None
     return int(row[0])
-
-
-def scope_text(scope: RateScope) -> str:
-    """A rate limit's scope as its ``fq_rate_state`` key (the same on every host)."""
-    return json.dumps(list(scope), separators=(",", ":"))
 
 
 def processing_held(
