@@ -47,6 +47,16 @@ def rows(page: Any, table: str, column: int = 1) -> list[str]:
     return page.locator(f"#{table} tbody tr td:nth-child({column})").all_inner_texts()
 
 
+SPARKLINE = """org => {
+    const row = [...document.querySelectorAll('#orgs tbody tr')].find(tr => tr.dataset.org === org);
+    const svg = row && row.querySelector('td.spark svg');
+    return svg && {title: svg.querySelector('title').textContent, label: svg.getAttribute('aria-label'),
+                   lines: [...svg.querySelectorAll('polyline')].map(p => p.getAttribute('points').split(' ').length),
+                   children: [...svg.children].map(c => c.tagName)};
+}"""
+"""The sparkline of an org's row: its title, label, points per polyline and child elements."""
+
+
 def no_csp_violation(page: Any) -> None:
     assert not [e for e in page.errors if "Content Security Policy" in e], page.errors
 
@@ -69,6 +79,11 @@ def test_the_overview_of_1000_orgs_sorts_searches_and_pages(app: fq.FairQueue, s
     print(f"\noverview of 1,000 orgs rendered {rendered * 1000:.0f} ms after navigation")  # recorded in the report
     assert page.locator("#org-range").inner_text() == "1–50 of 1,000 orgs"
     assert rows(page, "orgs")[0].startswith("org-0006")  # most pending first (7 jobs: i % 7 == 6)
+    # org-0300 has history (7 pending more every 30 s for 10 minutes: peak 133); org-0006 none.
+    sampled = page.evaluate(SPARKLINE, "org-0300")
+    assert sampled["title"] == "org-0300: pending jobs over the last hour, peak 133, now 133" == sampled["label"]
+    assert sum(sampled["lines"]) >= 5, "a point per two minutes sampled"
+    assert page.evaluate(SPARKLINE, "org-0006")["title"].startswith("org-0006: pending jobs over the last hour, peak 0")
     page.wait_for_selector("#chart canvas")
     assert "the 10 busiest of 20 orgs" in page.locator("#chart-note").inner_text()
     screenshot(page, "overview")
@@ -294,6 +309,10 @@ def test_xss_payloads_in_orgs_arguments_errors_and_results_stay_text(app: fq.Fai
     page.goto(url)
     page.wait_for_selector("#orgs tbody tr")
     assert rows(page, "orgs")[0] == f"{XSS_ORG} flex"
+    spark = page.evaluate(SPARKLINE, XSS_ORG)
+    assert spark["title"] == f"{XSS_ORG}: pending jobs over the last hour, peak 2, now 2" == spark["label"]
+    assert spark["children"] == ["title", "line", "circle"] and page.locator("img").count() == 0  # one sample: a dot
+    screenshot(page, "xss-overview")
     page.wait_for_selector("#chart canvas")
     page.goto(url + "jobs")
     page.wait_for_selector(f"#jobs tbody tr[data-id='{quiet}']")

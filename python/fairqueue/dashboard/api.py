@@ -35,6 +35,7 @@ from fairqueue.storage import LIVE_STATUSES, RERUNNABLE
 from fairqueue.validate import MAX_ID, check_id, check_int, shown
 
 from .security import COOKIE, Access, Refused, Viewer
+from .sparklines import Sparklines
 
 __all__ = ["Dashboard", "LIMIT_MAX", "BULK_MAX", "BODY_MAX", "WAIT_SAMPLE", "HANDLER_SCAN", "SNAPSHOT_TTL", "ORG_SORTS"]
 
@@ -83,6 +84,7 @@ class Dashboard:
         self.access = access
         self._snapshot: Optional[_Snapshot] = None
         self._snapshot_lock = threading.Lock()
+        self.sparklines = Sparklines(lambda since, kinds: self.app.storage.history_read(since, kinds))
 
     # ----- routes ------------------------------------------------------------------------
 
@@ -195,9 +197,11 @@ class Dashboard:
     # ----- orgs and history -------------------------------------------------------------------
 
     def orgs(self, request: Request, viewer: Viewer) -> dict[str, Any]:
-        """One page of orgs: pending, running, finished and wait percentiles, searched
-        (``search``: a substring, any case), sorted (``sort``, ``order``) and paginated
-        (``offset``, ``limit``). Every org with a job in any status is a row."""
+        """One page of orgs: pending, running, finished, wait percentiles and a sparkline
+        (``spark``: its peak pending jobs per two minutes over the last hour, placed by
+        the answer's ``spark``), searched (``search``: a substring, any case), sorted
+        (``sort``, ``order``) and paginated (``offset``, ``limit``). Every org with a job
+        in any status is a row."""
         query = request.query_params
         sort = _choice(query, "sort", ORG_SORTS, "pending")
         order = _choice(query, "order", ("asc", "desc"), "asc" if sort == "org" else "desc")
@@ -209,8 +213,12 @@ class Dashboard:
         present = [r for r in rows if r[sort] is not None]
         present.sort(key=lambda r: r[sort], reverse=order == "desc")
         rows = present + [r for r in rows if r[sort] is None]  # orgs with no figure last, either way
+        page = rows[offset : offset + limit]
+        where, lines = self.sparklines.series(r["org"] for r in page)
+        for r in page:
+            r["spark"] = lines[r["org"]]
         return {"total": len(rows), "offset": offset, "limit": limit, "sort": sort, "order": order,
-                "orgs": rows[offset : offset + limit]}  # fmt: skip
+                "orgs": page, "spark": where}  # fmt: skip
 
     def _org_rows(self, viewer: Viewer) -> list[dict[str, Any]]:
         counts: dict[str, dict[str, Any]] = {}
@@ -272,7 +280,14 @@ class Dashboard:
                 period = open_throttles.pop(str(e.figures.get("worker")), None)
                 if period is not None:
                     periods.append({**period, "end": e.at})
-        periods += list(open_throttles.values())
+        # A worker that stopped or died while throttled recorded no end: its period ends
+        # when it was last seen (or where its start is, when it left the registry).
+        registry = {w.info.name: w for w in self.app.storage.worker_list()}
+        for worker, period in open_throttles.items():
+            record = registry.get(worker)
+            if record is None or not record.alive:
+                period["end"] = max(record.last_seen, period["start"]) if record is not None else period["start"]
+            periods.append(period)
         top = sorted(pending, key=lambda o: (-max(v for _, v in pending[o]), o))[:series]
         return {"now": now, "since": now - seconds, "orgs": len(pending), "pending": {o: pending[o] for o in top},
                 "periods": periods}  # fmt: skip

@@ -39,9 +39,11 @@ from prometheus_client.registry import Collector
 
 from fairqueue._core import Dispatcher
 from fairqueue.errors import InvalidArgument
+from fairqueue.kinds import Policy
+from fairqueue.observe import predicted_waits
 from fairqueue.records import JobRecord, JobStatus
 from fairqueue.storage import Storage
-from fairqueue.validate import shown
+from fairqueue.validate import check_policy, shown
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -211,12 +213,13 @@ class WorkerMetrics:
         """
         self.orgs.top = _check_top(top_orgs)
 
-    def add_store_gauges(self, top_orgs: Optional[int] = DEFAULT_TOP_ORGS) -> None:
+    def add_store_gauges(self, top_orgs: Optional[int] = DEFAULT_TOP_ORGS, *, policy: Policy = "fair_share") -> None:
         """Exports the store's gauges from this worker's endpoint too: ask it of one
         worker per store only (or run ``fairqueue exporter`` instead), since every
-        worker would report the same figures."""
+        worker would report the same figures. ``policy``: the queue's (the predicted
+        waits depend on it)."""
         if self._store_gauges is None:
-            self._store_gauges = StoreMetrics(self.store, top_orgs=top_orgs, build_info=False)
+            self._store_gauges = StoreMetrics(self.store, top_orgs=top_orgs, build_info=False, policy=policy)
             self.registry.register(self._store_gauges)
 
     # ----- what the loop reports -------------------------------------------------------
@@ -293,8 +296,11 @@ class WorkerMetrics:
 class StoreMetrics(Collector):
     """The store's gauges, read at scrape time: jobs waiting and running by org, kind
     and status (the busiest ``top_orgs`` orgs by live jobs; the rest summed as
-    ``other``), and how many orgs have any. Same figures from any process: export
-    them once per store (``fairqueue exporter``).
+    ``other``), how many orgs have any, and each org's predicted wait (the same orgs
+    labelled; ``other``: the longest of the rest's) from
+    :func:`fairqueue.observe.predicted_waits`, a few reads per scrape however many
+    orgs there are. Same figures from any process: export them once per store
+    (``fairqueue exporter``).
 
     Waiting and running only: counting finished jobs would read the store's whole
     history at every scrape (finished totals are the workers'
@@ -304,14 +310,17 @@ class StoreMetrics(Collector):
         store: returns the store to read.
         top_orgs: how many orgs keep their own ``org`` label (None: every org).
         build_info: export ``fairqueue_build_info`` too (for a registry of its own).
+        policy: the queue's policy (``fair_share`` or ``peek_set``): the predicted waits depend on it.
 
     Raises:
-        InvalidArgument: a bad ``top_orgs``.
+        InvalidArgument: a bad ``top_orgs`` or ``policy``.
     """
 
-    def __init__(self, store: Callable[[], Storage], *, top_orgs: Optional[int] = DEFAULT_TOP_ORGS, build_info: bool = True) -> None:
+    def __init__(self, store: Callable[[], Storage], *, top_orgs: Optional[int] = DEFAULT_TOP_ORGS, build_info: bool = True,
+                 policy: Policy = "fair_share") -> None:  # fmt: skip
         self.store = store
         self.top_orgs = _check_top(top_orgs)
+        self.policy = check_policy(policy)
         self._build_info = _BuildInfo() if build_info else None
 
     def collect(self) -> Iterator[Metric]:
@@ -337,6 +346,19 @@ class StoreMetrics(Collector):
             jobs.add_metric(list(labels), n)
         yield jobs
         yield GaugeMetricFamily("fairqueue_orgs_with_jobs", "Orgs with jobs waiting or running in the store", value=len(per_org))
+        predicted: dict[str, float] = {}
+        for org, wait in predicted_waits(self.store(), time.time(), policy=self.policy).items():
+            label = org if org in kept else OTHER
+            predicted[label] = max(predicted.get(label, 0.0), wait)
+        waits = GaugeMetricFamily(
+            "fairqueue_org_predicted_wait_seconds",
+            "Seconds until an org's newest queued job is estimated to start, at the pace its line has moved while it "
+            "had work (the estimate explain gives); 'other' is the longest among the orgs without their own label",
+            labels=["org"],
+        )
+        for org, wait in sorted(predicted.items()):
+            waits.add_metric([org], round(wait, 3))
+        yield waits
         if self._build_info is not None:
             yield from self._build_info.collect()
 

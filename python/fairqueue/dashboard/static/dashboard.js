@@ -89,8 +89,49 @@ async function drawChart() {
   plot = new uPlot({
     width: Math.min(window.innerWidth - 60, 1100), height: 300, spanGaps: true,
     series: [{}, ...orgs.map((o, i) => ({label: o, stroke: COLORS[i % COLORS.length], width: 2}))],
+    // The x axis spans the hour asked for, so a lone sample sits at its time, not in a made-up range.
+    scales: {x: {time: true, range: [history.since, history.now]}},
     axes: [{}, {label: "pending jobs"}], hooks: {drawClear: [shade]},
   }, [times, ...series], chart);
+}
+
+// An org's pending jobs over the last hour, as inline SVG built node by node: the org's
+// name goes into the title and label as text, never as markup.
+const SVG = "http://www.w3.org/2000/svg", SPARK_W = 120, SPARK_H = 22;
+function sparkline(org, points) {
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("width", SPARK_W); svg.setAttribute("height", SPARK_H);
+  svg.setAttribute("viewBox", `0 0 ${SPARK_W} ${SPARK_H}`);
+  svg.setAttribute("role", "img");
+  const known = points.filter(v => v !== null), peak = Math.max(0, ...known);
+  const summary = known.length ? `${org}: pending jobs over the last hour, peak ${num(peak)}, now ${num(known[known.length - 1])}`
+    : `${org}: no history in the last hour`;
+  svg.setAttribute("aria-label", summary);
+  const title = document.createElementNS(SVG, "title"); title.textContent = summary; svg.append(title);
+  const base = document.createElementNS(SVG, "line");  // the hour's zero line, so a short run shows when it was
+  base.setAttribute("class", "base");
+  for (const [k, v] of [["x1", 1], ["x2", SPARK_W - 1], ["y1", SPARK_H - 2], ["y2", SPARK_H - 2]]) base.setAttribute(k, v);
+  svg.append(base);
+  const x = i => (i * (SPARK_W - 2)) / Math.max(points.length - 1, 1) + 1;
+  const y = v => SPARK_H - 2 - (peak ? (v / peak) * (SPARK_H - 4) : 0);
+  // One polyline per run of sampled points: a gap (no worker sampling) stays a gap.
+  let run = [];
+  const flush = () => {
+    if (run.length === 1) {  // a lone point: a dot
+      const dot = document.createElementNS(SVG, "circle");
+      dot.setAttribute("cx", run[0][0].toFixed(1)); dot.setAttribute("cy", run[0][1].toFixed(1)); dot.setAttribute("r", 1.8);
+      svg.append(dot);
+    } else if (run.length) {
+      const line = document.createElementNS(SVG, "polyline");
+      line.setAttribute("points", run.map(([a, b]) => `${a.toFixed(1)},${b.toFixed(1)}`).join(" "));
+      svg.append(line);
+    }
+    run = [];
+  };
+  points.forEach((v, i) => { if (v === null) flush(); else run.push([x(i), y(v)]); });
+  flush();
+  return svg;
 }
 
 async function drawOrgs() {
@@ -103,13 +144,14 @@ async function drawOrgs() {
     const flex = el("button", "flex", "small"); flex.type = "button"; flex.title = "show this org's flex queue";
     flex.addEventListener("click", () => { $("flex-org").value = o.org; drawFlex().catch(failed); });
     name.append(" ", flex);
-    tr.append(name, el("td", num(o.pending), "n"), el("td", num(o.running), "n"), el("td", num(o.finished), "n"),
+    const spark = el("td", null, "spark"); spark.append(sparkline(o.org, o.spark || []));
+    tr.append(name, el("td", num(o.pending), "n"), spark, el("td", num(o.running), "n"), el("td", num(o.finished), "n"),
       el("td", secs(o.wait_p50), "n"), el("td", secs(o.wait_p95), "n"), el("td", secs(o.wait_p99), "n"));
     return tr;
   }));
   const last = Math.min(page.offset + page.orgs.length, page.total);
   $("org-range").textContent = page.total ? `${num(page.offset + 1)}–${num(last)} of ${num(page.total)} org${page.total === 1 ? "" : "s"}` : "no orgs";
-  if (!page.orgs.length) $("orgs").querySelector("tbody").replaceChildren(emptyRow(7, orgState.search ? "no org matches" : "no jobs yet"));
+  if (!page.orgs.length) $("orgs").querySelector("tbody").replaceChildren(emptyRow(8, orgState.search ? "no org matches" : "no jobs yet"));
   $("org-prev").disabled = page.offset === 0;
   $("org-next").disabled = last >= page.total;
   for (const th of $("orgs").querySelectorAll("th[data-sort]")) {
