@@ -193,6 +193,8 @@ class Alerts:
         """Seconds of wait that start ``wait_predicted`` and ``wait_observed`` alerts (None: off)."""
         self.window = 300.0
         """Seconds of started jobs the observed p95 wait is measured over."""
+        self.pause_threshold: Optional[float] = None
+        """Seconds a pause lasts before it starts a ``long_pause`` alert (None: off)."""
         self._callbacks: list[Callable[[AlertEvent], Any]] = []
         self.webhooks: dict[str, Webhook] = {}
         """The webhook destinations, by URL (the delivery duty signs with their keys)."""
@@ -203,14 +205,20 @@ class Alerts:
         self._lock = threading.Lock()
         self._usage_levels: dict[tuple[str, str], int] = {}
 
-    def configure(self, *, wait_threshold: Optional[float], window: float = 300.0) -> None:
+    def configure(
+        self, *, wait_threshold: Optional[float], window: float = 300.0, pause_threshold: Optional[float] = None
+    ) -> None:
         """Arms (or, with None, disarms) the wait alerts: ``wait_predicted`` and
         ``wait_observed`` (the p95 wait of an org's jobs started in the last ``window``
-        seconds above the threshold)."""
+        seconds above the threshold); and ``long_pause``, when an org (or a kind or key
+        of it, or a named queue) has been paused for ``pause_threshold`` seconds."""
         if wait_threshold is not None:
             wait_threshold = check_number("wait_threshold", wait_threshold, above=True)
+        if pause_threshold is not None:
+            pause_threshold = check_number("pause_threshold", pause_threshold, above=True)
         self.window = check_number("window", window, above=True)
         self.wait_threshold = wait_threshold
+        self.pause_threshold = pause_threshold
 
     def subscribe(self, callback: Callable[[AlertEvent], Any]) -> Callable[[AlertEvent], Any]:
         """Calls ``callback`` with every event (usable as a decorator). Callbacks run in
@@ -371,6 +379,9 @@ class Alerts:
         and with ``fleet`` (the fleet's one evaluator: any worker may have started
         them) of the orgs with jobs running or started within the window among the
         store's newest jobs."""
+        if self.pause_threshold is not None:
+            self._refresh()
+            self._pauses(now, self.pause_threshold)
         if self.wait_threshold is None:
             return
         threshold = self.wait_threshold
@@ -412,6 +423,22 @@ class Alerts:
                 self.condition("wait_predicted", event.org, False, f"org {event.org!r}: no jobs waiting any more", {})
             elif event.kind == "wait_observed" and event.org is not None and event.org not in observed:
                 self._observe(event.org, now, threshold)
+
+    def _pauses(self, now: float, threshold: float) -> None:
+        """The ``long_pause`` condition of each org (None: of the named queues)."""
+        long: dict[Optional[str], list[Any]] = {}
+        for (scope, name, _, _), pause in self.settings.fresh().pauses():
+            if now - pause.at >= threshold:
+                long.setdefault(None if scope == "queue" else name, []).append(pause)
+        for org, pauses in sorted(long.items(), key=lambda item: item[0] or ""):
+            what = "; ".join(f"{p.scope} paused since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(p.at))} "
+                             f"by {p.by or 'someone unnamed'}" for p in pauses)  # fmt: skip
+            figures = {"scopes": [p.scope for p in pauses], "since": min(p.at for p in pauses), "threshold": threshold}
+            self.condition("long_pause", org, True, f"paused for over {threshold:g} s: {what}", figures)
+        for event in self.active:
+            if event.kind == "long_pause" and event.org not in long:
+                who = f"org {event.org!r}" if event.org is not None else "the named queues"
+                self.condition("long_pause", event.org, False, f"{who}: no long pause any more", {})
 
     def _observe(self, org: str, now: float, threshold: float) -> None:
         """The ``wait_observed`` condition of ``org``: its started jobs' p95 wait over the window."""

@@ -976,7 +976,8 @@ def prune(store: str, app_path: Optional[str], dry_run: bool, as_json: bool) -> 
         raise click.ClickException(str(error)) from error
     finally:
         storage.close()
-    counts = {"jobs": pruned.jobs, "history": pruned.history, "usage": pruned.usage, "batch_errors": pruned.batch_errors}
+    counts = {"jobs": pruned.jobs, "history": pruned.history, "usage": pruned.usage, "batch_errors": pruned.batch_errors,
+              "rate_states": pruned.rate_states}  # fmt: skip
     if as_json:
         click.echo(json.dumps({"dry_run": dry_run, **counts, **({"jobs_by_status": pruned.by_status} if dry_run else {}),
                                "reclaimed_pages": pruned.reclaimed_pages,
@@ -985,7 +986,8 @@ def prune(store: str, app_path: Optional[str], dry_run: bool, as_json: bool) -> 
     verb = "would delete" if dry_run else "deleted"
     by_status = f" ({', '.join(f'{n:,} {s}' for s, n in pruned.by_status.items() if n)})" if dry_run and pruned.jobs else ""
     click.echo(f"{verb} {pruned.jobs:,} finished jobs{by_status}, {pruned.history:,} history entries, "
-               f"{pruned.usage:,} usage counters, {pruned.batch_errors:,} batch error events"
+               f"{pruned.usage:,} usage counters, {pruned.batch_errors:,} batch error events, "
+               f"{pruned.rate_states:,} idle rate-limit states"
                + (f"; {pruned.reclaimed_pages:,} free pages handed back to the file system" if pruned.reclaimed_pages else ""))  # fmt: skip
 
 

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from typing import Optional, Union
 
 from fairqueue.errors import LimitExceeded
-from fairqueue.records import BatchErrorEvent, Finish, JobRecord, JobStatus
-from fairqueue.runtime.core import build_dispatcher
+from fairqueue.records import BatchErrorEvent, Finish, JobRecord, JobStatus, SettingChange
+from fairqueue.runtime.core import CoreSettings, build_dispatcher
 from fairqueue.runtime.queue_app import QueueApp
 from fairqueue.runtime.runner import Runner
 from fairqueue.storage.memory import MemoryStorage
@@ -56,20 +56,28 @@ def run_test_mode(app: QueueApp, *, max_jobs: int = 10_000) -> Iterator[TestRun]
     """The body of :meth:`FairQueue.testing`: swaps in a fresh in-memory store, then
     runs what the block enqueued when it ends (nothing, if the block raised)."""
     storage = MemoryStorage()
+    # The tenant settings the app has loaded go along (limits, tiers, pauses, rate limits):
+    # test mode behaves as the app's workers would, without opening the app's store.
+    loaded = app.settings.rows()
+    if loaded:
+        storage.settings_write([SettingChange(*where, values=values) for where, values in loaded.items()], time.time())
     original = app.storage
     app.storage = storage
+    app.settings.forget()
     run = TestRun(storage)
     try:
         yield run
         _drain(app, run, max_jobs)
     finally:
         app.storage = original
+        app.settings.forget()
 
 
 def _drain(app: QueueApp, run: TestRun, max_jobs: int) -> None:
-    settings = app.settings
+    settings = app.settings.fresh()
     limits = settings.limits
     core = build_dispatcher(settings, 1, virtual_time=time.time())
+    CoreSettings(core, settings).apply()
     runner = Runner(app)
     seen = 0
     try:
@@ -77,7 +85,9 @@ def _drain(app: QueueApp, run: TestRun, max_jobs: int) -> None:
             pending = run.storage.job_pending(after_seq=seen)
             if pending:
                 # The core's request tuple: id, org, kind, run_at, key, priority, cost, as a worker feeds it.
-                core.enqueue_many([p[:7] for p in pending], skip_held=True)
+                # Paused jobs stay queued: the block's end leaves them so.
+                core.enqueue_many([p[:7] for p in pending if settings.paused(p.org, p.kind, p.key, p.queue) is None],
+                                  skip_held=True)  # fmt: skip
                 seen = pending[-1].ready_seq
             grants = core.dispatch(1)
             if not grants:

@@ -257,3 +257,19 @@ def test_the_cli_sets_and_lists_settings_with_their_sources(store_url: str) -> N
     assert acme["kinds"]["batch"]["cap"] == {"value": 1, "source": "kind"}
     assert acme["kinds"]["future"]["cap"]["source"] == "code"
     assert acme["paused_keys"]["user-42"]["by"] == "ops"
+
+
+def test_test_mode_runs_with_the_settings_the_app_has_loaded(tmp_path: Path) -> None:
+    import fq_sample_jobs as sample
+
+    with app_on(str(tmp_path / "fq.db")) as app:
+        app.set_limits("acme", daily_limit=2)
+        app.pause("paused-org")
+        with app.testing() as run:
+            sample.record.delay("acme", "a")
+            sample.record.delay("acme", "b")
+            with pytest.raises(fq.DailyLimitExceeded):
+                sample.record.delay("acme", "c")
+            sample.record.delay("paused-org", "d")
+        assert sorted(r.status.value for r in run.jobs()) == ["completed", "completed", "queued"]
+        assert app.settings.fresh().daily_limit("acme") == 2, "the app's own store again after the block"

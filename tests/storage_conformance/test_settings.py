@@ -104,3 +104,16 @@ def test_a_job_at_its_cap_is_not_charged_to_its_rate_limit(store: Storage) -> No
     admission = Admission(pair_caps={("a", "future"): 1}, rates={("a", "org", ""): Rate(1.0, 1.0, 1)})
     claim = store.job_claim(ids, "w1", NOW + 30, NOW, admission)
     assert [r.id for r in claim] == [ids[0]] and claim.at_cap == [ids[1]] and claim.rate_limited == {}
+
+
+def test_idle_rate_states_are_pruned_and_a_pruned_scope_has_its_whole_burst(store: Storage) -> None:
+    ids = store.job_enqueue([job(org="a", key=f"u{i}") for i in range(3)] + [job(org="a", key="u0")], NOW)
+    admission = Admission(rates={("a", "key", f"u{i}"): Rate(1.0, 1.0, 1) for i in range(3)})
+    assert [r.id for r in store.job_claim(ids[:3], "w1", NOW + 30, NOW, admission)] == ids[:3]
+    scopes = [("a", "key", f"u{i}") for i in range(3)]
+    assert set(store.rate_states(scopes)) == set(scopes)
+    assert store.rate_state_prune(NOW + 0.5, 10) == 0, "each state's arrival time is NOW + 1"
+    assert store.rate_state_prune(NOW + 2, 10, dry_run=True) == 3 and len(store.rate_states(scopes)) == 3
+    assert store.rate_state_prune(NOW + 2, 2) == 2 and store.rate_state_prune(NOW + 2, 10) == 1
+    assert store.rate_states(scopes) == {}
+    assert [r.id for r in store.job_claim([ids[3]], "w1", NOW + 32, NOW + 2, admission)] == [ids[3]]

@@ -9,7 +9,7 @@ from fairqueue._core import Dispatcher
 from fairqueue.kinds import KINDS
 from fairqueue.limits import PRIORITY_AGING
 from fairqueue.records import Admission, Rate, RateScope
-from fairqueue.settings import QueueSettings
+from fairqueue.settings import DEFAULT_TIER, QueueSettings
 
 __all__ = ["build_dispatcher", "CoreSettings", "Admissions"]
 
@@ -32,6 +32,9 @@ def build_dispatcher(settings: QueueSettings, slots: int, *, virtual_time: Optio
         lease=limits.lease,
         virtual_time=virtual_time,
         aging=PRIORITY_AGING,
+        # An org's share is its own, however many kinds and keys it uses (the core's
+        # "per_pair" gave each (org, kind) a share: three kinds, three shares).
+        shares="per_org",
     )
 
 
@@ -51,6 +54,7 @@ class CoreSettings:
         self.settings = settings
         self.version: Optional[int] = None
         self.configured: set[str] = set()
+        self._defaults: set[str] = set()  # kinds whose defaults the default tier set
         self._keys: dict[str, set[str]] = {}  # org -> keys given limits of their own
         self._rates: dict[str, set[tuple[str, str]]] = {}  # org -> rate scopes set in the core
 
@@ -58,8 +62,15 @@ class CoreSettings:
         """Applies the settings if their version is new; True if it did."""
         if self.settings.version == self.version:
             return False
+        # A kind's defaults come from the code, which built the core (or the caller, who
+        # gave the worker its own core), until the default tier stores some of its own.
         for kind in KINDS:
-            self.core.set_default_limits(kind, **self.settings.default_pair_limits(kind))
+            stored = bool(self.settings.row("tier", DEFAULT_TIER, kind))
+            if stored or kind in self._defaults:
+                self.core.set_default_limits(kind, **self.settings.default_pair_limits(kind))
+            self._defaults.discard(kind)
+            if stored:
+                self._defaults.add(kind)
         for org in sorted(set(self.settings.orgs()) | self.configured):
             self.configure(org)
         self.version = self.settings.version

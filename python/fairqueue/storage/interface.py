@@ -614,6 +614,12 @@ class Storage(abc.ABC):
         (:meth:`DailyUsage.window_start`); returns how many."""
 
     @abc.abstractmethod
+    def rate_state_prune(self, before: float, limit: int, dry_run: bool = False) -> int:
+        """Deletes at most ``limit`` rate-limit states whose theoretical arrival time is
+        before ``before`` (a scope idle that long has its whole burst again, as with no
+        state); returns how many. Per-user keys would otherwise leave a row each for ever."""
+
+    @abc.abstractmethod
     def batch_errors_prune(self, before: float, limit: int, dry_run: bool = False) -> int:
         """Deletes at most ``limit`` batch error events recorded before ``before``, oldest
         first (in the order they were stored, up to the first one that is not), whether

@@ -719,6 +719,14 @@ class MemoryStorage(Storage):
                     del self._usage[(org, hour)]
             return len(old)
 
+    def rate_state_prune(self, before: float, limit: int, dry_run: bool = False) -> int:
+        with self._lock:
+            old = [scope for scope, tat in self._rate_state.items() if tat < before][:limit]
+            if not dry_run:
+                for scope in old:
+                    del self._rate_state[scope]
+            return len(old)
+
     def batch_errors_prune(self, before: float, limit: int, dry_run: bool = False) -> int:
         with self._lock:
             n = 0

@@ -1519,6 +1519,15 @@ class SQLiteStorage(Storage):
         with self._transaction() as db:
             return db.execute(f"DELETE FROM fq_usage WHERE (org, hour) IN ({old})", params).rowcount
 
+    def rate_state_prune(self, before: float, limit: int, dry_run: bool = False) -> int:
+        old = "SELECT scope FROM fq_rate_state WHERE tat < ? LIMIT ?"
+        found = self._read(f"SELECT COUNT(*) FROM ({old})", (before, limit))[0][0]
+        if dry_run or not found:
+            return int(found)
+        with self._transaction() as db:
+            # tat is checked again: a claim may have moved a state since the count.
+            return db.execute(f"DELETE FROM fq_rate_state WHERE scope IN ({old}) AND tat < ?", (before, limit, before)).rowcount
+
     def batch_errors_prune(self, before: float, limit: int, dry_run: bool = False) -> int:
         old = self._OLD_BATCH_ERRORS
         found = self._read(f"SELECT COUNT(*) FROM ({old})", (limit, before))[0][0]

@@ -72,7 +72,7 @@ class AlertEvaluation:
                     {"kind": event["kind"], "count": event["count"], "until": until},
                 ))  # fmt: skip
         started, self._started = self._started, set()
-        if self.alerts.wait_threshold is None:
+        if self.alerts.wait_threshold is None and self.alerts.pause_threshold is None:
             return
         try:
             if self.worker is None:

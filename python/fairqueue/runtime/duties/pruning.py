@@ -1,7 +1,7 @@
 """Pruning: deletes what the app's :class:`~fairqueue.retention.Retention` no longer
 keeps — finished jobs (with their results and batch error events), old history
-(thinned to a point a minute first), usage counters past the daily window and old
-batch error events — in bounded batches, so no delete holds the store for long.
+(thinned to a point a minute first), usage counters past the daily window, old
+batch error events and idle rate-limit states — in bounded batches, so no delete holds the store for long.
 
 Every worker runs it; the store lets one delete at a time (PostgreSQL: a tried
 advisory lock, SQLite: its one writer), so more workers never mean more deleting.
@@ -24,6 +24,9 @@ log = logging.getLogger("fairqueue.worker")
 
 PRUNE_EVERY = 30.0
 """Seconds between two pruning runs of a worker that is caught up."""
+RATE_STATE_KEPT = 60.0
+"""Seconds past its theoretical arrival time a rate limit's state is kept (then it is
+the same as none: the scope has its whole burst)."""
 BATCH = 1_000
 """Rows one delete transaction removes at most: a few milliseconds of the store's write lock."""
 BUDGET = 0.2
@@ -41,6 +44,7 @@ class Pruned:
     jobs: int = 0
     history: int = 0
     usage: int = 0
+    rate_states: int = 0
     batch_errors: int = 0
     reclaimed_pages: int = 0
     done: bool = True
@@ -51,7 +55,7 @@ class Pruned:
     @property
     def rows(self) -> int:
         """Rows deleted in all."""
-        return self.jobs + self.history + self.usage + self.batch_errors
+        return self.jobs + self.history + self.usage + self.batch_errors + self.rate_states
 
 
 def prune(
@@ -89,6 +93,7 @@ def prune(
     if history_before is not None or thin_before is not None:
         steps.append(("history", lambda n: store.history_prune(history_before, thin_before, n, dry_run=dry_run)))
     steps.append(("usage", lambda n: store.usage_prune(now, n, dry_run=dry_run)))
+    steps.append(("rate_states", lambda n: store.rate_state_prune(now - RATE_STATE_KEPT, n, dry_run=dry_run)))
     for name, step in steps:
         while True:
             n = step(batch)

@@ -497,6 +497,10 @@ class PostgresStorage(Storage):
         """See :meth:`Storage.usage_prune`; one host at a time, as :meth:`job_prune`."""
         return retention.usage_prune(self.db, now, limit, dry_run)
 
+    def rate_state_prune(self, before: float, limit: int, dry_run: bool = False) -> int:
+        """See :meth:`Storage.rate_state_prune`; one host at a time, as :meth:`job_prune`."""
+        return retention.rate_state_prune(self.db, before, limit, dry_run)
+
     def batch_errors_prune(self, before: float, limit: int, dry_run: bool = False) -> int:
         """See :meth:`Storage.batch_errors_prune`; one host at a time, as :meth:`job_prune`."""
         return retention.batch_errors_prune(self.db, before, limit, dry_run)

@@ -113,6 +113,23 @@ def usage_prune(db: Database, now: float, limit: int, dry_run: bool) -> int:
     return db.transaction(body, durable=False)
 
 
+def rate_state_prune(db: Database, before: float, limit: int, dry_run: bool) -> int:
+    """See :meth:`Storage.rate_state_prune`. A claim moving a state meanwhile keeps it:
+    the delete re-checks ``tat`` on the row's newest version."""
+    params = (before, limit)
+
+    def body(cur: Cursor) -> int:
+        if dry_run:
+            cur.execute(db.sql["rate_state_prune_count"], params)
+            return _count(cur)
+        if not _locked(db, cur):
+            return 0
+        cur.execute(db.sql["rate_state_prune"], (*params, before))
+        return cur.rowcount
+
+    return db.transaction(body, durable=False)
+
+
 def batch_errors_prune(db: Database, before: float, limit: int, dry_run: bool) -> int:
     """See :meth:`Storage.batch_errors_prune`."""
 

@@ -81,6 +81,14 @@ DELETE FROM {s}.fq_usage WHERE (org, hour) IN (
 -- name: usage_prune_count
 SELECT COUNT(*) FROM (SELECT 1 FROM {s}.fq_usage WHERE hour < %s LIMIT %s) AS found
 
+-- name: rate_state_prune
+DELETE FROM {s}.fq_rate_state WHERE scope IN (
+    SELECT scope FROM {s}.fq_rate_state WHERE tat < %s LIMIT %s FOR UPDATE SKIP LOCKED
+) AND tat < %s
+
+-- name: rate_state_prune_count
+SELECT COUNT(*) FROM (SELECT 1 FROM {s}.fq_rate_state WHERE tat < %s LIMIT %s) AS found
+
 -- name: batch_errors_prune
 -- The oldest events by id (the order they were stored in), up to the first one recorded
 -- at or after the cutoff: reads the limit's rows at most, whatever the table holds.
