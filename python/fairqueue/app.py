@@ -313,8 +313,9 @@ class FairQueue:
         rate=fq.RateLimit(10))``. See :meth:`fairqueue.tenants.Tenants.set_limits`."""
         return self.tenants.set_limits(org, kind, key=key, **values)
 
-    def cap_of(self, org: str, kind: str) -> int:
-        """The most ``kind`` slots ``org`` may hold at once, across every worker."""
+    def cap_of(self, org: str, kind: str) -> Optional[int]:
+        """The most ``kind`` slots ``org`` may hold at once, across every worker (None:
+        no cap, ``fair_share``'s default: shares decide)."""
         return self.settings.fresh().cap(org, kind)
 
     def set_daily_limit(self, org: str, executions: int) -> int:

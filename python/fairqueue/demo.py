@@ -92,7 +92,7 @@ def run(
 
     def trickle() -> None:
         # Quiet orgs enqueue one job each in turn, spread over the flood's expected drain time.
-        drain = flood * service_ms / 1000 / app.limits.cap
+        drain = flood * service_ms / 1000 / (app.limits.cap or app.limits.slots)
         pause = drain / max(1, quiet_orgs * per_quiet_org)
         for _ in range(per_quiet_org):
             for org in quiet:

@@ -15,7 +15,7 @@ from fairqueue.kinds import KINDS
 from fairqueue.retry import DEFAULT_RETRY, RetryPolicy
 from fairqueue.validate import MAX_ID, MAX_SECONDS, U32_MAX, check_int, check_number, shown
 
-__all__ = ["Limits", "RateLimit", "DEFAULT_SCOPE", "MAX_SCOPE", "PRIORITY_AGING"]
+__all__ = ["Limits", "RateLimit", "DEFAULT_SCOPE", "MAX_SCOPE", "PRIORITY_AGING", "REFERENCE_CAP"]
 
 DEFAULT_SCOPE = 200
 """Records per batch chunk unless the batch asks for another size."""
@@ -23,6 +23,9 @@ MAX_SCOPE = 2000
 """The most records one batch chunk may hold."""
 
 _MINUTE = 60.0
+
+REFERENCE_CAP = 12
+"""The reference platform's per-org cap per kind: ``peek_set``'s default (see :attr:`Limits.cap`)."""
 
 PRIORITY_AGING = 10.0
 """Seconds a queued job waits to rise one priority level (``fair_share``): a priority-0
@@ -45,7 +48,10 @@ class Limits:
 
     Args:
         slots: worker slots per worker process.
-        cap: most slots one org may hold at once, per kind.
+        cap: most slots one org may hold at once, per kind, across every worker; None
+            (the default) means the policy's: ``peek_set`` keeps the reference
+            platform's 12, ``fair_share`` has no cap — shares decide, so a tenant alone
+            uses every slot of every worker, and a cap is a limit the user sets.
         min: slots reserved per (org, kind) under ``fair_share``.
         weight: share weight per (org, kind) under ``fair_share``.
         peek_set: how far ``peek_set`` scans past a capped org's head.
@@ -77,7 +83,7 @@ class Limits:
     """
 
     slots: int = 13
-    cap: int = 12
+    cap: Optional[int] = None
     min: int = 0
     weight: float = 1.0
     peek_set: int = 2000
@@ -106,8 +112,10 @@ class Limits:
 
     def __post_init__(self) -> None:
         # The core keeps slot counts in 32 bits; the stores keep counts and sizes in 64.
-        for name in ("slots", "cap", "peek_set"):
+        for name in ("slots", "peek_set"):
             check_int(name, getattr(self, name), 1, U32_MAX)
+        if self.cap is not None:
+            check_int("cap", self.cap, 1, U32_MAX)
         check_int("min", self.min, 0, U32_MAX)
         for name in ("max_payload_bytes", "max_attempts", "daily_executions", "schedules_per_org"):
             check_int(name, getattr(self, name), 1, MAX_ID)
@@ -116,7 +124,7 @@ class Limits:
             check_int(name, getattr(self, name), 0, MAX_ID)
         if self.max_chain_depth is not None:
             check_int("max_chain_depth", self.max_chain_depth, 0, MAX_ID)
-        if self.min > self.cap:
+        if self.cap is not None and self.min > self.cap:
             raise InvalidArgument(f"invalid min {self.min}: expected at most the cap ({self.cap})")
         check_number("weight", self.weight, above=True, most=1e9)
         # The core counts leases in nanoseconds; below a millisecond a lease is no lease.

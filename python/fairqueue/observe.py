@@ -124,7 +124,7 @@ def explain(store: Storage, settings: QueueSettings, job_id: int, *, now: Option
     if record.run_at is not None and record.run_at > now:
         reasons.append(Reason("scheduled", f"scheduled: it may not start before {_when(record.run_at)}", {"run_at": record.run_at}))
     cap = settings.cap(record.org, record.kind)
-    if len(facts.holders) >= cap:
+    if cap is not None and len(facts.holders) >= cap:
         shown = ", ".join(map(str, facts.holders[:10])) + (" …" if len(facts.holders) > 10 else "")
         reasons.append(Reason(
             "cap_reached",

@@ -18,7 +18,7 @@ from typing import Any, Optional, Union
 
 from fairqueue.errors import InvalidArgument
 from fairqueue.kinds import Policy
-from fairqueue.limits import Limits, RateLimit
+from fairqueue.limits import REFERENCE_CAP, Limits, RateLimit
 from fairqueue.records import SettingRow
 from fairqueue.validate import MAX_ID, U32_MAX, check_number, check_policy, shown
 
@@ -30,6 +30,8 @@ __all__ = [
     "NO_CAP",
     "SCOPE_FIELDS",
     "check_setting",
+    "core_pair_limits",
+    "CORE_NO_CAP",
     "describe",
     "rate_of",
 ]
@@ -72,11 +74,12 @@ def stored_value(scope: str, field: str, value: Any) -> Any:
     if value is None:
         return None
     if field in ("cap", "per_key_cap"):
-        if value == NO_CAP and not (scope == "kind" or (scope == "tier_kind" and field == "cap")):
+        if value == NO_CAP:
             return NO_CAP
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= U32_MAX:
-            nothing = "" if scope in ("kind", "tier_kind") else f", or {NO_CAP!r} for no cap"
-            raise InvalidArgument(f"invalid {field} {shown(value)}: expected an integer from 1 to {U32_MAX:,}{nothing}")
+            raise InvalidArgument(
+                f"invalid {field} {shown(value)}: expected an integer from 1 to {U32_MAX:,}, or {NO_CAP!r} for no cap"
+            )
         return value
     if field == "min":
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= U32_MAX:
@@ -221,35 +224,42 @@ class QueueSettings:
         """``cap``, ``min``, ``weight`` and ``rate`` of one (org, kind) pair, with their sources."""
         chain = self._chain(org, kind=kind)
         limits = self.limits
+        cap = self._resolve(chain, "cap", self.default_cap)
         return {
-            "cap": self._resolve(chain, "cap", limits.cap),
+            "cap": Resolved(None, cap.source) if cap.value == NO_CAP else cap,
             "min": self._resolve(chain, "min", limits.min),
             "weight": self._resolve(chain, "weight", limits.weight),
             "rate": self._resolve(chain, "rate", None),
         }
 
+    @property
+    def default_cap(self) -> Optional[int]:
+        """The code's cap per (org, kind): ``limits.cap``, else the policy's — the
+        reference's 12 under ``peek_set``, none under ``fair_share``."""
+        if self.limits.cap is not None:
+            return self.limits.cap
+        return REFERENCE_CAP if self.policy == "peek_set" else None
+
     def default_pair_limits(self, kind: str) -> dict[str, Any]:
-        """``{"cap", "min", "weight"}`` of ``kind`` for an org with no settings of its own."""
+        """The core's ``{"cap", "min", "weight"}`` of ``kind`` for an org with no settings of its own."""
         chain = [(self._rows.get(("tier", DEFAULT_TIER, kind, ""), {}), f"tier:{DEFAULT_TIER}")]
-        limits = {name: self._resolve(chain, name, getattr(self.limits, name)).value for name in ("cap", "min", "weight")}
-        limits["min"] = min(limits["min"], limits["cap"])
-        return limits
+        cap = self._resolve(chain, "cap", self.default_cap).value
+        return core_pair_limits(None if cap == NO_CAP else cap, self._resolve(chain, "min", self.limits.min).value,
+                                self._resolve(chain, "weight", self.limits.weight).value)  # fmt: skip
 
     def default_org_settings(self) -> bool:
         """True if the default tier stores org-level settings (every org seen takes them)."""
         return bool(self._rows.get(("tier", DEFAULT_TIER, "", "")))
 
     def pair_limits(self, org: str, kind: str) -> dict[str, Any]:
-        """``{"cap", "min", "weight"}`` of one (org, kind) pair (what the core takes)."""
+        """The core's ``{"cap", "min", "weight"}`` of one (org, kind) pair."""
         resolved = self.pair(org, kind)
-        limits = {name: resolved[name].value for name in ("cap", "min", "weight")}
-        # A stored min above the resolved cap (each from a different row) is held to the cap.
-        limits["min"] = min(limits["min"], limits["cap"])
-        return limits
+        return core_pair_limits(resolved["cap"].value, resolved["min"].value, resolved["weight"].value)
 
-    def cap(self, org: str, kind: str) -> int:
-        """The most ``kind`` slots ``org`` may hold at once, across every worker."""
-        return int(self.pair_limits(org, kind)["cap"])
+    def cap(self, org: str, kind: str) -> Optional[int]:
+        """The most ``kind`` slots ``org`` may hold at once, across every worker (None: no cap)."""
+        cap = self.pair(org, kind)["cap"].value
+        return None if cap is None else int(cap)
 
     def org(self, org: str) -> dict[str, Resolved]:
         """An org's own settings with their sources: ``cap`` (None: no org cap), ``min``,
@@ -335,6 +345,17 @@ class QueueSettings:
     def pauses(self) -> list[tuple[Scope, Pause]]:
         """Every stored pause with its row's scope."""
         return list(self._paused)
+
+
+CORE_NO_CAP = U32_MAX
+"""The cap the core is given for "no cap": more slots than any worker has."""
+
+
+def core_pair_limits(cap: Optional[int], min: int, weight: float) -> dict[str, Any]:
+    """A pair's limits as the core takes them: no cap as :data:`CORE_NO_CAP`, and a
+    minimum above the cap (each from a different row) held to the cap."""
+    core_cap = CORE_NO_CAP if cap is None else cap
+    return {"cap": core_cap, "min": min if min <= core_cap else core_cap, "weight": weight}
 
 
 def describe(where: Sequence[str]) -> str:

@@ -98,8 +98,8 @@ class Sampler:
 
 
 @contextmanager
-def workers(url: str, caps: list[int], slots: int = 6) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Worker processes of the sample app, each with its own code-level cap."""
+def workers(url: str, caps: list[Any], slots: int = 6) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Worker processes of the sample app, each with its own code-level cap ("none": the policy's default)."""
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "fairqueue", "worker", "fq_sample_jobs:app", "--slots", str(slots)],
@@ -273,3 +273,14 @@ def test_test_mode_runs_with_the_settings_the_app_has_loaded(tmp_path: Path) -> 
             sample.record.delay("paused-org", "d")
         assert sorted(r.status.value for r in run.jobs()) == ["completed", "completed", "queued"]
         assert app.settings.fresh().daily_limit("acme") == 2, "the app's own store again after the block"
+
+
+def test_one_tenant_uses_every_slot_of_every_worker_under_fair_share(store_url: str) -> None:
+    # fair_share's default cap is none (shares decide): a single tenant adding workers gets them.
+    import fq_sample_jobs as sample
+
+    with app_on(store_url), Sampler(store_url) as sampler:
+        assert fq.Limits().cap is None and fq.FairQueue(":memory:").cap_of("solo", "future") is None
+        sample.spin.delay_many("solo", [(0.5,)] * 60)
+        with workers(store_url, caps=["none", "none"], slots=3):
+            sampler.wait("one org running on all 6 slots of 2 workers", lambda c: c.get("solo", 0) == 6, 0.0)

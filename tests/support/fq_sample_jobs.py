@@ -22,7 +22,8 @@ app = fq.FairQueue(
     limits=fq.Limits(
         slots=int(os.environ.get("FQ_SLOTS", "4")),
         lease=float(os.environ.get("FQ_LEASE", "60")),
-        cap=int(os.environ.get("FQ_CAP", "12")),
+        # FQ_CAP=none: fair_share's default, no cap.
+        cap=None if os.environ.get("FQ_CAP") == "none" else int(os.environ.get("FQ_CAP", "12")),
         timeouts={"future": 2.0, "queueable": 2.0, "batch": 2.0, "scheduled": 2.0},
         # These tests are about other things than retries (tests/integration/test_lifecycle.py):
         # a job that raises fails at once, as it did before retry policies.

@@ -9,7 +9,7 @@ from fairqueue._core import Dispatcher
 from fairqueue.kinds import KINDS
 from fairqueue.limits import PRIORITY_AGING
 from fairqueue.records import Admission, Rate, RateScope
-from fairqueue.settings import DEFAULT_TIER, QueueSettings
+from fairqueue.settings import CORE_NO_CAP, DEFAULT_TIER, QueueSettings
 
 __all__ = ["build_dispatcher", "CoreSettings", "Admissions"]
 
@@ -24,7 +24,7 @@ def build_dispatcher(settings: QueueSettings, slots: int, *, virtual_time: Optio
         policy=settings.policy,
         slots=slots,
         peek_set=limits.peek_set,
-        cap=limits.cap,
+        cap=CORE_NO_CAP if settings.default_cap is None else settings.default_cap,
         min=limits.min,
         weight=limits.weight,
         extended_delay=dict(limits.extended_delay),
@@ -160,7 +160,8 @@ class Admissions:
                 found = self._lines[line] = self._line(*line)
             pair_cap, org_cap, key_cap, line_rates = found
             org, kind, key = line
-            pair_caps[(org, kind)] = pair_cap
+            if pair_cap is not None:
+                pair_caps[(org, kind)] = pair_cap
             if org_cap is not None:
                 org_caps[org] = org_cap
             if key_cap is not None:
