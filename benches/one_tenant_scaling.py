@@ -37,7 +37,6 @@ def run_once(store: str, dsn: str, processes: int, slots: int, jobs: int, sleep_
     """Drains ``jobs`` one-org jobs with ``processes`` workers; returns jobs/s."""
     sys.path.insert(0, str(SUPPORT))
     import fq_sample_jobs as sample
-
     from fairqueue.storage import open_storage
 
     with tempfile.TemporaryDirectory() as tmp:
