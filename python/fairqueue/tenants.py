@@ -18,7 +18,7 @@ from typing import Any, Optional
 from fairqueue.errors import InvalidArgument
 from fairqueue.kinds import KINDS
 from fairqueue.limits import RateLimit
-from fairqueue.records import SettingChange
+from fairqueue.records import HistoryEntry, SettingChange
 from fairqueue.settings import DEFAULT_TIER, NO_CAP, QueueSettings, Resolved, check_setting, describe
 from fairqueue.storage import Storage
 from fairqueue.validate import check_key, check_kind, check_name, check_org, check_queue, shown
@@ -194,7 +194,11 @@ class Tenants:
         """Pauses an org, a kind of an org, a key of an org, or (``queue=``) a whole
         named queue: its queued jobs stay queued, none starts until :meth:`resume`
         (running ones finish). ``by`` says who, for ``explain``."""
-        return self._write([self._pause_change(org, kind, key, queue, {"paused": {"at": time.time(), "by": by}})], by)
+        at = time.time()
+        change = self._pause_change(org, kind, key, queue, {"paused": {"at": at, "by": by}})
+        version = self._write([change], by)
+        self._record_pause("pause_start", at, change, by, None)
+        return version
 
     def resume(
         self,
@@ -206,7 +210,13 @@ class Tenants:
         by: Optional[str] = None,
     ) -> int:
         """Ends a pause made by :meth:`pause` with the same arguments."""
-        return self._write([self._pause_change(org, kind, key, queue, {"paused": None})], by)
+        change = self._pause_change(org, kind, key, queue, {"paused": None})
+        self.refresh(force=True)
+        paused = self.settings.row(change.scope, change.name, change.kind, change.key).get("paused")
+        version = self._write([change], by)
+        if paused is not None:  # resuming what was not paused ends no period
+            self._record_pause("pause_end", time.time(), change, by, float(paused["at"]))
+        return version
 
     # ----- internals ---------------------------------------------------------------------------
 
@@ -228,6 +238,15 @@ class Tenants:
         if key is not None:
             return SettingChange("key", org, "", check_key(key), values)
         return SettingChange("org", org, "", "", values)
+
+    def _record_pause(self, kind: str, at: float, change: SettingChange, by: Optional[str], since: Optional[float]) -> None:
+        """Appends a pause's start or end to the history, so charts can shade paused
+        periods (``figures``: the scope as users read it, who, and an end's start)."""
+        figures: dict[str, Any] = {"scope": describe((change.scope, change.name, change.kind, change.key)), "by": by}
+        if since is not None:
+            figures["since"] = since
+        org = None if change.scope == "queue" else change.name
+        self._store().history_append([HistoryEntry(at, kind, org, 0.0, figures)])
 
     def _check_tier_exists(self, tier: str) -> None:
         self.refresh(force=True)

@@ -54,6 +54,36 @@ window.results = {{}};
 </script></body></html>"""
 
 
+SETTINGS_ATTACK = """<!doctype html><html><body>
+<iframe name="sink1"></iframe><iframe name="sink2"></iframe><iframe name="sink3"></iframe><iframe name="sink4"></iframe>
+<form id="cap" method="POST" enctype="text/plain" target="sink1" action="{base}api/orgs/acme/settings">
+  <input name='{{"values": {{"cap": 1000}}, "x": "' value='"}}'></form>
+<form id="resume" method="POST" enctype="text/plain" target="sink2" action="{base}api/orgs/acme/settings/resume">
+  <input name='{{"x": "' value='"}}'></form>
+<form id="tier" method="POST" target="sink3" action="{base}api/tiers/default"><input name="cap" value="1000"></form>
+<form id="queue" method="POST" enctype="multipart/form-data" target="sink4" action="{base}api/queues/default/pause">
+  <input name="x" value="1"></form>
+<script>
+window.results = {{}};
+(async () => {{
+  const note = (k, v) => window.results[k] = v;
+  try {{ await fetch("{base}api/orgs/acme/settings", {{method: "POST", mode: "no-cors", credentials: "include",
+           body: '{{"values": {{"cap": 1000}}}}', headers: {{"Content-Type": "text/plain"}}}}); note("no-cors", "sent"); }}
+  catch (e) {{ note("no-cors", "blocked"); }}
+  try {{ const r = await fetch("{base}api/orgs/acme/settings/resume", {{method: "POST", credentials: "include", body: "{{}}",
+                                   headers: {{"Content-Type": "application/json", "X-Fairqueue-Request": "1"}}}});
+        note("cors-write", "read " + r.status); }}
+  catch (e) {{ note("cors-write", "blocked"); }}
+  try {{ const r = await fetch("{base}api/orgs/acme/settings", {{credentials: "include"}}); note("read", await r.text()); }}
+  catch (e) {{ note("read", "blocked"); }}
+  try {{ const r = await fetch("{base}api/settings/version", {{credentials: "include"}}); note("version", await r.text()); }}
+  catch (e) {{ note("version", "blocked"); }}
+  for (const f of ["cap", "resume", "tier", "queue"]) document.getElementById(f).submit();
+  note("done", true);
+}})();
+</script></body></html>"""
+
+
 def sign_in(page: Any, url: str) -> None:
     page.goto(url)
     page.fill("#login-token", TOKEN)
@@ -110,3 +140,35 @@ def test_a_rebound_host_name_and_a_token_in_the_url_are_refused(app: fq.FairQueu
     assert in_url.status == 400 and "never accepted in the URL" in in_url.text()
     assert page.goto(f"{url}?token={TOKEN}").status == 400
     assert page.goto(f"{url}api/orgs").status == 401
+
+
+@pytest.mark.parametrize("attacker_host", ["127.0.0.1", "127.0.0.2"])
+def test_another_origin_cannot_change_or_read_tenant_settings(
+    app: fq.FairQueue, serve: Any, page: Any, other_origin: Any, attacker_host: str
+) -> None:
+    sample.record.delay("acme", "a")
+    app.set_limits("acme", cap=2)
+    app.pause("acme", by="ops")
+    version = app.storage.settings_version()
+    url, recorder = serve(token=TOKEN)
+    sign_in(page, url)
+    page.goto(other_origin(attacker_host, SETTINGS_ATTACK.format(base=url)))
+    page.wait_for_function("() => window.results && window.results.done")
+    # The no-cors fetch and the four forms reach the server and are refused; the CORS
+    # write and both reads never hand the attacker anything.
+    deadline = time.monotonic() + 30
+    while len(attacks := [r for r in recorder.seen if r[0] == "POST" and "login" not in r[1]]) < 5:
+        assert time.monotonic() < deadline, f"the attacks did not all arrive: {recorder.seen}"
+        time.sleep(0.01)
+    print(f"\nfrom {attacker_host}: {attacks}")
+    assert len(attacks) == 5 and all(s in (401, 403, 415) for _, _, s in attacks), attacks
+    results = page.evaluate("() => window.results")
+    assert results["cors-write"] == results["read"] == results["version"] == "blocked", results
+    assert app.storage.settings_version() == version
+    assert app.settings.fresh().org_limits("acme")["cap"] == 2 and app.tenants.describe("acme")["paused"]["by"] == "ops"
+    assert app.tenants.paused_queues() == {} and app.tenants.tiers() == {}
+    # The victim's own page still changes them with the same cookie.
+    page.goto(url + "orgs/acme")
+    page.click("#org-resume")
+    page.wait_for_function("() => document.querySelector('#org-pause-state').textContent.startsWith('running')")
+    assert app.tenants.describe("acme")["paused"] is None

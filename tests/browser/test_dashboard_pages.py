@@ -275,7 +275,7 @@ def test_an_org_scoped_viewer_signs_in_and_sees_its_org_only(app: fq.FairQueue, 
     page.fill("#login-token", "acme-viewer-token")
     page.click("#login-form button")
     page.wait_for_selector("#orgs tbody tr")
-    assert rows(page, "orgs") == ["acme flex"] and page.locator("#viewer").inner_text() == "org acme"
+    assert rows(page, "orgs") == ["acme flex settings"] and page.locator("#viewer").inner_text() == "org acme"
     assert page.locator("#nav-workers").is_hidden()  # the workers are fleet-wide
     assert page.context.cookies()[0]["httpOnly"] and page.context.cookies()[0]["sameSite"] == "Strict"
     assert page.evaluate("() => document.cookie") == ""  # HttpOnly: no script reads it
@@ -308,7 +308,7 @@ def test_xss_payloads_in_orgs_arguments_errors_and_results_stay_text(app: fq.Fai
     url, _ = serve()
     page.goto(url)
     page.wait_for_selector("#orgs tbody tr")
-    assert rows(page, "orgs")[0] == f"{XSS_ORG} flex"
+    assert rows(page, "orgs")[0] == f"{XSS_ORG} flex settings"
     spark = page.evaluate(SPARKLINE, XSS_ORG)
     assert spark["title"] == f"{XSS_ORG}: pending jobs over the last hour, peak 2, now 2" == spark["label"]
     assert spark["children"] == ["title", "line", "circle"] and page.locator("img").count() == 0  # one sample: a dot

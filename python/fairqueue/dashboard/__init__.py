@@ -3,10 +3,12 @@
 Pages a team would rather look at than query — each org's pending, running and
 wait percentiles (sortable, searchable, paginated on the server for tens of
 thousands of orgs), pending jobs per org over time with throttle and
-extended-delay periods shaded, a jobs view with filters, pagination and bulk
+extended-delay and pause periods shaded, a jobs view with filters, pagination and bulk
 retry and abort, a page per job with its attempts, errors, result, explanation
 and timeline, the worker registry (fleet-wide viewers only), each org's flex
-queue — as one static page over a JSON API. The script, styles and chart library
+queue, and each org's tenant settings (caps, weights, rate limits, daily limit,
+tier, pauses) with where each value comes from, editable where the viewer may —
+as one static page over a JSON API. The script, styles and chart library
 (uPlot, MIT) ship in the package: nothing to build, nothing fetched elsewhere.
 
 Standalone: ``fairqueue dashboard`` serves it with uvicorn on loopback. Inside
@@ -56,6 +58,7 @@ def app(
     read_only: bool = False,
     org_scope: Optional[OrgScope] = None,
     trusted_origins: Iterable[str] = (),
+    tenant_edits: bool = False,
 ) -> Starlette:
     """The dashboard as an ASGI app, to serve (``uvicorn``) or mount.
 
@@ -71,6 +74,9 @@ def app(
             callback ``(request) -> org | None`` (see :data:`OrgScope`).
         trusted_origins: origins other than its own allowed to send changes (a
             page served by a proxy under another name).
+        tenant_edits: let an org-scoped viewer change its own org's limits and pauses
+            (never tiers or queues). Off by default: a customer shown its queue must
+            not be able to raise its own cap. Fleet-wide viewers may unless read-only.
 
     Raises:
         InvalidArgument: a bad token, org scope or host pattern.
@@ -83,7 +89,9 @@ def app(
         raise InvalidArgument(f"invalid store_or_app {shown(store_or_app)}: expected a FairQueue, a Storage or a store path")
     if isinstance(allowed_hosts, str):
         raise InvalidArgument(f"invalid allowed_hosts {shown(allowed_hosts)}: expected a list of host names, not one string")
-    access = Access(token=token, org_scope=org_scope, read_only=bool(read_only), trusted_origins=trusted_origins)
+    access = Access(
+        token=token, org_scope=org_scope, read_only=bool(read_only), trusted_origins=trusted_origins, tenant_edits=bool(tenant_edits)
+    )
     dashboard = Dashboard(queue, access)
     asgi = Starlette(
         routes=dashboard.routes(),

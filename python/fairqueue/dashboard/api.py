@@ -30,9 +30,10 @@ from starlette.staticfiles import StaticFiles
 
 from fairqueue.app import FairQueue
 from fairqueue.errors import FairQueueError, InvalidArgument, StorageError, StorageUnavailable
+from fairqueue.limits import RateLimit
 from fairqueue.records import JobRecord, JobStatus
 from fairqueue.storage import LIVE_STATUSES, RERUNNABLE
-from fairqueue.validate import MAX_ID, check_id, check_int, shown
+from fairqueue.validate import MAX_ID, check_id, check_int, check_org, shown
 
 from .security import COOKIE, Access, Refused, Viewer
 from .sparklines import Sparklines
@@ -95,6 +96,8 @@ class Dashboard:
             Route("/jobs", self.page),
             Route("/jobs/{job_id}", self.page),
             Route("/workers", self.page),
+            Route("/settings", self.page),
+            Route("/orgs/{org:path}", self.page),
             Mount("/static", StaticFiles(packages=[("fairqueue.dashboard", "static")]), name="static"),
             Route("/api/me", self.read(self.me)),
             Route("/api/login", self.login, methods=["POST"]),
@@ -108,6 +111,16 @@ class Dashboard:
             Route("/api/jobs/{job_id}/abort", self.write(self.abort), methods=["POST"]),
             Route("/api/jobs/{job_id}/retry", self.write(self.retry), methods=["POST"]),
             Route("/api/workers", self.read(self.workers)),
+            Route("/api/settings", self.read(self.fleet_settings)),
+            Route("/api/settings/version", self.read(self.settings_version)),
+            Route("/api/tiers/{name:path}", self.write(self.set_tier), methods=["POST"]),
+            Route("/api/queues/{queue:path}/pause", self.write(self.pause_queue), methods=["POST"]),
+            Route("/api/queues/{queue:path}/resume", self.write(self.resume_queue), methods=["POST"]),
+            # The org last: {org:path} would swallow a trailing /pause otherwise.
+            Route("/api/orgs/{org:path}/settings/pause", self.write(self.pause_org), methods=["POST"]),
+            Route("/api/orgs/{org:path}/settings/resume", self.write(self.resume_org), methods=["POST"]),
+            Route("/api/orgs/{org:path}/settings", self.read(self.org_settings), methods=["GET"]),
+            Route("/api/orgs/{org:path}/settings", self.write(self.set_org_settings), methods=["POST"]),
             # {org:path}: an org may hold a slash (sent as %2F, decoded by the server).
             Route("/api/flex/{org:path}/move", self.write(self.flex_move), methods=["POST"]),
             Route("/api/flex/{org:path}", self.read(self.flex)),
@@ -265,8 +278,16 @@ class Dashboard:
         pending: dict[str, list[list[float]]] = {}
         periods: list[dict[str, Any]] = []
         open_throttles: dict[str, dict[str, Any]] = {}
-        for e in self.app.storage.history_read(now - seconds, ["pending", "extended_delay", "throttle_start", "throttle_end"]):
+        since = now - seconds
+        kinds = ["pending", "extended_delay", "throttle_start", "throttle_end", "pause_end"]
+        for e in self.app.storage.history_read(since, kinds):
             if e.org is not None and viewer.org is not None and e.org != viewer.org:
+                continue
+            if e.kind == "pause_end":
+                # An end carries its pause's start; a pause still on is read from the settings below.
+                start = float(e.figures.get("since", e.at))
+                periods.append({"kind": "pause", "org": e.org, "scope": e.figures.get("scope"), "by": e.figures.get("by"),
+                                "start": max(start, since), "end": e.at})  # fmt: skip
                 continue
             if e.kind == "pending" and e.org is not None:
                 pending.setdefault(e.org, []).append([e.at, e.value])
@@ -288,8 +309,13 @@ class Dashboard:
             if record is None or not record.alive:
                 period["end"] = max(record.last_seen, period["start"]) if record is not None else period["start"]
             periods.append(period)
+        for (scope, name, _, _), pause in self.app.tenants.settings.fresh().pauses():
+            org = None if scope == "queue" else name
+            if viewer.org is None or org is None or org == viewer.org:
+                periods.append({"kind": "pause", "org": org, "scope": pause.scope, "by": pause.by,
+                                "start": max(pause.at, since), "end": None})  # fmt: skip
         top = sorted(pending, key=lambda o: (-max(v for _, v in pending[o]), o))[:series]
-        return {"now": now, "since": now - seconds, "orgs": len(pending), "pending": {o: pending[o] for o in top},
+        return {"now": now, "since": since, "orgs": len(pending), "pending": {o: pending[o] for o in top},
                 "periods": periods}  # fmt: skip
 
     # ----- jobs -----------------------------------------------------------------------------
@@ -398,6 +424,102 @@ class Dashboard:
             raise Refused(403, "the workers are fleet-wide: an org-scoped viewer does not see them")
         return [{**dataclasses.asdict(w.info), "last_seen": w.last_seen, "alive": w.alive, "running": w.running}
                 for w in self.app.storage.worker_list()]  # fmt: skip
+
+    # ----- tenant settings ----------------------------------------------------------------------
+
+    def settings_version(self, request: Request, viewer: Viewer) -> dict[str, Any]:
+        """The stored settings version: one cheap read the page polls, to redraw what it
+        shows of the settings when (only when) they change."""
+        return {"version": self.app.storage.settings_version()}
+
+    def org_settings(self, request: Request, viewer: Viewer) -> dict[str, Any]:
+        """An org's settings as they apply now, each value with its source (``org``,
+        ``kind``, ``key``, ``tier:<name>`` or ``code``), its pauses, and what the viewer
+        may change. The tiers to choose from are listed for fleet-wide viewers only."""
+        org = _path_org(request)
+        _check_scope(viewer, org)
+        described = self.app.tenants.describe(org)
+        tiers = sorted(self.app.tenants.tiers()) if viewer.org is None else []
+        return {**described, "version": self.app.settings.version, "editable": viewer.settings_edits,
+                "tier_editable": viewer.settings_edits and viewer.org is None, "tiers": tiers}  # fmt: skip
+
+    def set_org_settings(self, request: Request, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        """Stores ``{"values": {field: value | null}}`` for the org (``"kind"`` or ``"key"``
+        given: for that kind or key of it); null puts a field back to what it inherits.
+        Caps are integers or ``"none"``; a rate is ``{"rate": "10/s", "burst": n | null}``;
+        ``tier`` (fleet-wide viewers only) names a tier or is null for the default."""
+        org = self._settings_target(request, viewer)
+        _only_keys(body, {"kind", "key", "values"})
+        kind, key = _optional_text(body, "kind"), _optional_text(body, "key")
+        values = body.get("values")
+        if not isinstance(values, dict) or not values:
+            raise InvalidArgument(f'invalid values {shown(values)}: expected an object of at least one setting, e.g. {{"cap": 3}}')
+        if "paused" in values:
+            raise InvalidArgument("pause and resume through /settings/pause and /settings/resume, not as a value")
+        if "tier" in values and viewer.org is not None:
+            # Tiers are the plans an operator sells: a customer does not pick its own.
+            raise Refused(403, "only a fleet-wide viewer assigns tiers")
+        converted = {field: _setting_value(field, value) for field, value in values.items()}
+        version = self.app.tenants.set_limits(org, kind, key=key, by=_editor(viewer), **converted)
+        return {"version": version, "settings": self.app.tenants.describe(org)}
+
+    def pause_org(self, request: Request, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        """Pauses the org (``"kind"`` or ``"key"`` given: that kind or key of it)."""
+        return self._pause_or_resume(request, viewer, body, pause=True)
+
+    def resume_org(self, request: Request, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        """Ends a pause of the org (or of the given kind or key of it)."""
+        return self._pause_or_resume(request, viewer, body, pause=False)
+
+    def _pause_or_resume(self, request: Request, viewer: Viewer, body: dict[str, Any], *, pause: bool) -> dict[str, Any]:
+        org = self._settings_target(request, viewer)
+        _only_keys(body, {"kind", "key"})
+        kind, key = _optional_text(body, "kind"), _optional_text(body, "key")
+        act = self.app.tenants.pause if pause else self.app.tenants.resume
+        version = act(org, kind, key=key, by=_editor(viewer))
+        return {"version": version, "settings": self.app.tenants.describe(org)}
+
+    def _settings_target(self, request: Request, viewer: Viewer) -> str:
+        """The org a settings change names, if this viewer may change its settings."""
+        org = _path_org(request)
+        _check_scope(viewer, org)
+        if not viewer.settings_edits:
+            raise Refused(403, "this viewer may see its org's settings but not change them (the app did not allow tenant_edits)")
+        return org
+
+    def fleet_settings(self, request: Request, viewer: Viewer) -> dict[str, Any]:
+        """The fleet's settings: every tier, every paused queue and the orgs with stored
+        settings of their own. Fleet-wide (other orgs' names): org-scoped viewers are refused."""
+        _check_fleet(viewer, "the tiers, queues and other orgs' settings")
+        tenants = self.app.tenants
+        return {"version": self.app.settings.version, "tiers": tenants.tiers(), "paused_queues": tenants.paused_queues(),
+                "orgs": self.app.settings.orgs(), "editable": viewer.settings_edits}  # fmt: skip
+
+    def set_tier(self, request: Request, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        """Stores a tier's ``{"values": {...}}`` (``"kind"`` given: for that kind of its orgs)."""
+        _check_fleet(viewer, "tiers")
+        name = str(request.path_params["name"])
+        _only_keys(body, {"kind", "values"})
+        values = body.get("values")
+        if not isinstance(values, dict) or not values:
+            raise InvalidArgument(f'invalid values {shown(values)}: expected an object of at least one setting, e.g. {{"cap": 3}}')
+        converted = {field: _setting_value(field, value) for field, value in values.items()}
+        version = self.app.tenants.set_tier(name, _optional_text(body, "kind"), by=_editor(viewer), **converted)
+        return {"version": version, "tiers": self.app.tenants.tiers()}
+
+    def pause_queue(self, request: Request, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        """Pauses a named queue as a whole (every org's jobs in it)."""
+        _check_fleet(viewer, "queues")
+        _only_keys(body, set())
+        version = self.app.tenants.pause(queue=str(request.path_params["queue"]), by=_editor(viewer))
+        return {"version": version, "paused_queues": self.app.tenants.paused_queues()}
+
+    def resume_queue(self, request: Request, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        """Ends a named queue's pause."""
+        _check_fleet(viewer, "queues")
+        _only_keys(body, set())
+        version = self.app.tenants.resume(queue=str(request.path_params["queue"]), by=_editor(viewer))
+        return {"version": version, "paused_queues": self.app.tenants.paused_queues()}
 
     # ----- the flex queue ---------------------------------------------------------------------
 
@@ -562,6 +684,47 @@ def _check_scope(viewer: Viewer, org: str) -> None:
     """Refuses an org that is not the viewer's own, when they have one."""
     if viewer.org is not None and org != viewer.org:
         raise Refused(403, f"this viewer sees only org {viewer.org!r}")
+
+
+def _check_fleet(viewer: Viewer, what: str) -> None:
+    """Refuses an org-scoped viewer what is fleet-wide."""
+    if viewer.org is not None:
+        raise Refused(403, f"{what} are fleet-wide: an org-scoped viewer does not see or change them")
+
+
+def _path_org(request: Request) -> str:
+    return check_org(str(request.path_params["org"]))
+
+
+def _optional_text(body: dict[str, Any], name: str) -> Optional[str]:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidArgument(f"invalid {name} {shown(value)}: expected a string or null")
+    return value or None
+
+
+def _editor(viewer: Viewer) -> str:
+    """Who a change is recorded as made by (``explain`` says "paused … by" it)."""
+    return "dashboard" if viewer.org is None else f"dashboard (org {viewer.org})"
+
+
+RATE_FIELDS = ("rate", "key_rate")
+
+
+def _setting_value(field: str, value: Any) -> Any:
+    """A setting as the page sends it, as :meth:`Tenants.set_limits` takes it: a rate
+    ``{"rate": "10/s", "burst": n | null}`` (or the text alone) becomes a RateLimit;
+    the rest are checked there (:func:`fairqueue.settings.check_setting`)."""
+    if field not in RATE_FIELDS or value is None:
+        return value
+    if isinstance(value, str):
+        return RateLimit.parse(value.strip())
+    if isinstance(value, dict) and set(value) <= {"rate", "burst"} and isinstance(value.get("rate"), str):
+        burst = value.get("burst")
+        if burst is not None and (isinstance(burst, bool) or not isinstance(burst, int)):
+            raise InvalidArgument(f"invalid burst {shown(burst)}: expected an integer from 1 to 1,000,000,000, or null")
+        return RateLimit.parse(value["rate"].strip(), burst)
+    raise InvalidArgument(f'invalid {field} {shown(value)}: expected {{"rate": "10/s", "burst": 5}}, "10/s" or null')
 
 
 def _cookie_path(request: Request) -> str:

@@ -82,10 +82,12 @@ org the viewer may see, or None for every org (it may be ``async``, and may rais
 
 @dataclass(frozen=True)
 class Viewer:
-    """Who is asking: the one org they may see (None: every org), and whether they may act."""
+    """Who is asking: the one org they may see (None: every org), whether they may act,
+    and whether they may change tenant settings (limits, pauses, tiers)."""
 
     org: Optional[str]
     read_only: bool
+    settings_edits: bool = False
 
 
 class Refused(Exception):
@@ -187,6 +189,8 @@ class Access:
         token: if given, every API request must carry it (or an ``org_scope`` token).
         org_scope: see :data:`OrgScope`.
         read_only: no viewer may change anything.
+        tenant_edits: an org-scoped viewer may change its own org's settings and
+            pauses (see :meth:`viewer`); fleet-wide viewers always may, unless read-only.
         trusted_origins: origins besides the dashboard's own whose pages may write
             (e.g. ``https://ops.example.com`` when a proxy changes the Host).
     """
@@ -198,6 +202,7 @@ class Access:
         org_scope: Optional[OrgScope],
         read_only: bool,
         trusted_origins: Iterable[str] = (),
+        tenant_edits: bool = False,
     ) -> None:
         if token is not None and (not isinstance(token, str) or not token):
             raise InvalidArgument("invalid token: expected a non-empty string")
@@ -214,6 +219,7 @@ class Access:
         elif org_scope is not None:
             raise InvalidArgument(f"invalid org_scope {shown(org_scope)}: expected a mapping of token to org or a callable")
         self.read_only = read_only
+        self.tenant_edits = tenant_edits
         self.trusted_origins = frozenset(o.rstrip("/").lower() for o in trusted_origins)
 
     @property
@@ -250,7 +256,11 @@ class Access:
             if inspect.isawaitable(scoped):
                 scoped = await scoped
             org = check_org(scoped) if scoped is not None else None
-        return Viewer(org, self.read_only)
+        # An org-scoped viewer is typically a customer shown why its jobs wait: letting it
+        # raise its own cap, rate or daily limit (or lift a pause the operator set) would
+        # undo the fairness the limits exist for, so it may only when the app opts in.
+        edits = not self.read_only and (org is None or self.tenant_edits)
+        return Viewer(org, self.read_only, edits)
 
     def check_write(self, request: Request) -> None:
         """Refuses a state-changing request that is not a same-origin JSON request

@@ -49,7 +49,7 @@ function jobUrl(id) { return `${ROOT}/jobs/${encodeURIComponent(id)}`; }
 // ----- sign-in ------------------------------------------------------------------------
 
 function showLogin() {
-  for (const v of ["view-overview", "view-jobs", "view-job", "view-workers"]) $(v).hidden = true;
+  for (const v of ["view-overview", "view-jobs", "view-job", "view-workers", "view-org", "view-settings"]) $(v).hidden = true;
   $("login").hidden = false;
   say("this dashboard needs a token");
 }
@@ -66,11 +66,12 @@ $("sign-out").addEventListener("click", async () => { await api("/api/logout", {
 let plot = null, periods = [];
 const orgState = {sort: "pending", order: "desc", offset: 0, search: ""};
 
+const SHADES = {throttle: "rgba(255,140,0,.25)", extended_delay: "rgba(70,110,255,.18)", pause: "rgba(120,120,120,.28)"};
 function shade(u) {
   const ctx = u.ctx, top = u.bbox.top, height = u.bbox.height;
   for (const p of periods) {
     const x0 = u.valToPos(p.start, "x", true), x1 = u.valToPos(p.end || Date.now() / 1000, "x", true);
-    ctx.fillStyle = p.kind === "throttle" ? "rgba(255,140,0,.25)" : "rgba(70,110,255,.18)";
+    ctx.fillStyle = SHADES[p.kind] || SHADES.extended_delay;
     ctx.fillRect(x0, top, Math.max(x1 - x0, 2), height);
   }
 }
@@ -143,7 +144,8 @@ async function drawOrgs() {
     const name = el("td"); name.append(link(o.org, `${ROOT}/jobs?${new URLSearchParams({org: o.org})}`));
     const flex = el("button", "flex", "small"); flex.type = "button"; flex.title = "show this org's flex queue";
     flex.addEventListener("click", () => { $("flex-org").value = o.org; drawFlex().catch(failed); });
-    name.append(" ", flex);
+    const settings = link("settings", orgUrl(o.org)); settings.className = "small-link"; settings.title = "this org's limits and pauses";
+    name.append(" ", flex, " ", settings);
     const spark = el("td", null, "spark"); spark.append(sparkline(o.org, o.spark || []));
     tr.append(name, el("td", num(o.pending), "n"), spark, el("td", num(o.running), "n"), el("td", num(o.finished), "n"),
       el("td", secs(o.wait_p50), "n"), el("td", secs(o.wait_p95), "n"), el("td", secs(o.wait_p99), "n"));
@@ -360,6 +362,8 @@ async function drawJob(id) {
   $("job-title").textContent = `job ${record.id}: ${record.handler}`;
   $("job-summary").textContent = `${record.kind} job of org ${record.org}, ${record.status}`;
   $("job-summary").className = `status ${record.status}`;
+  $("job-org-settings").href = orgUrl(record.org);
+  $("job-org-settings").textContent = `settings of org ${record.org}`;
   $("job-reasons").replaceChildren(...explanation.reasons.map(r => el("li", r.message)));
   $("job-estimate").textContent = explanation.estimated_start ? `estimated start ${when(explanation.estimated_start)} (${explanation.estimate_basis})`
     : explanation.estimate_basis ? `no estimate: ${explanation.estimate_basis}` : "";
@@ -425,6 +429,288 @@ function job(id) {
   setInterval(() => drawJob(id).catch(failed), REFRESH_MS);
 }
 
+// ----- tenant settings: an org's page, and the fleet's tiers and queues ------------------
+// Every value is shown with where it comes from (org, kind, key, tier:NAME or code). An
+// input holds the scope's own value; emptied, it sends null: back to what it inherits.
+
+const ORG_FIELDS = [["cap", "org cap (all kinds)"], ["min", "min slots"], ["weight", "weight"], ["per_key_cap", "per-key cap"],
+  ["per_key_weight", "per-key weight"], ["daily_limit", "daily limit"], ["rate", "rate limit"], ["key_rate", "each key's rate"]];
+const KIND_FIELDS = ["cap", "min", "weight", "rate"], KEY_FIELDS = ["cap", "weight", "rate"];
+const SETTINGS_POLL_MS = 1000;
+function orgUrl(org) { return `${ROOT}/orgs/${encodeURIComponent(org)}`; }
+function orgApi(org, rest) { return `/api/orgs/${encodeURIComponent(org)}/settings${rest || ""}`; }
+const isRate = field => field === "rate" || field === "key_rate";
+const PERIODS = {1: "s", 60: "min", 3600: "h", 86400: "day"};  // what RateLimit.parse reads back
+const rateText = r => `${Number(r.rate)}/${PERIODS[Number(r.per)] || `${Number(r.per)}s`}`;
+function valueText(field, v) {
+  if (v === null || v === undefined) return field.endsWith("cap") ? "no cap" : isRate(field) ? "no limit" : "—";
+  if (isRate(field)) return `${rateText(v)} (burst ${v.burst})`;
+  return typeof v === "number" ? num(v) : String(v);
+}
+const pauseText = p => `paused since ${when(p.since)} by ${p.by || "someone unnamed"}`;
+
+// An input for one field: its own value (if the scope has one), the inherited one as placeholder.
+function fieldInputs(field, resolved, own) {
+  const wrap = el("span", null, "edit field-edit");
+  const mine = resolved.source === own && resolved.value !== null && resolved.value !== undefined;
+  const input = el("input"); input.dataset.field = field; input.size = isRate(field) ? 7 : 6;
+  input.setAttribute("aria-label", field);
+  input.value = mine ? (isRate(field) ? rateText(resolved.value) : String(resolved.value)) : (resolved.source === own ? "none" : "");
+  input.placeholder = isRate(field) ? "10/s" : valueText(field, resolved.source === own ? null : resolved.value);
+  input.dataset.original = input.value;
+  wrap.append(input);
+  if (isRate(field)) {
+    const burst = el("input"); burst.dataset.burstOf = field; burst.size = 4; burst.placeholder = "burst";
+    burst.setAttribute("aria-label", `${field} burst`);
+    burst.value = mine ? String(resolved.value.burst) : ""; burst.dataset.original = burst.value;
+    wrap.append(" ", burst);
+  }
+  return wrap;
+}
+
+// The changed fields of a row or form, as the API takes them (numbers as numbers; the rest,
+// "none" or a typo, as text: the server says what is wrong with it).
+function changedValues(container) {
+  const values = {};
+  for (const input of container.querySelectorAll("input[data-field]")) {
+    const field = input.dataset.field, burst = container.querySelector(`input[data-burst-of="${field}"]`);
+    const text = input.value.trim();
+    if (text === input.dataset.original && (!burst || burst.value.trim() === burst.dataset.original)) continue;
+    if (text === "") { values[field] = null; continue; }
+    if (isRate(field)) {
+      const b = burst ? burst.value.trim() : "";
+      values[field] = {rate: text, burst: b === "" ? null : /^\d+$/.test(b) ? Number(b) : b};
+    } else values[field] = /^-?\d+(\.\d+)?$/.test(text) ? Number(text) : text;
+  }
+  return values;
+}
+
+const sourceClass = source => `source source-${source.split(":")[0]}`;
+function sourceCell(resolved) { const td = el("td"); td.append(el("span", resolved.source, sourceClass(resolved.source))); return td; }
+function valueCell(field, resolved) {
+  const td = el("td");
+  td.append(el("span", valueText(field, resolved.value), "value"), " ", el("span", resolved.source, sourceClass(resolved.source)));
+  return td;
+}
+
+let orgShown = null;  // the settings version the org page shows
+async function settingsAct(path, body, org) {
+  $("settings-error").textContent = "";
+  try {
+    const answer = await api(path, body);
+    $("settings-result").textContent = `saved: settings version ${answer.version}`;
+    await drawOrgSettings(org, true);
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) { showLogin(); return; }
+    $("settings-error").textContent = e.message;
+  }
+}
+
+function pauseButtons(org, pause, body, what) {
+  const td = el("td", null, "edit actions");
+  const b = el("button", pause ? `Resume ${what}` : `Pause ${what}`, "small"); b.type = "button";
+  b.addEventListener("click", () => settingsAct(orgApi(org, pause ? "/resume" : "/pause"), body, org));
+  return [td, b];
+}
+
+async function drawOrgSettings(org, force) {
+  const dirty = new Map();  // what the reader is typing survives a redraw
+  for (const input of $("view-org").querySelectorAll("input")) {
+    if (input.value !== input.dataset.original) dirty.set(input.closest("[data-scope]").dataset.scope + "|" + (input.dataset.field || "b:" + input.dataset.burstOf), input.value);
+  }
+  const s = await api(`${orgApi(org)}`);
+  if (!force && s.version === orgShown) return;
+  orgShown = s.version;
+  document.title = `${org} settings · fairqueue`;
+  $("org-title").textContent = `Settings of org ${org}`;
+  $("view-org").classList.toggle("editable", s.editable);
+  $("settings-note").textContent = s.editable ? "" : viewer.read_only ? "read-only dashboard: settings are shown, not changed"
+    : "you may see this org's settings but not change them";
+  $("org-pause-state").textContent = s.paused ? pauseText(s.paused) : "running (not paused)";
+  $("org-pause-state").classList.toggle("paused", !!s.paused);
+  $("org-pause").hidden = !s.editable || !!s.paused;
+  $("org-resume").hidden = !s.editable || !s.paused;
+  $("org-jobs").href = `${ROOT}/jobs?${new URLSearchParams({org})}`;
+  const orgRows = ORG_FIELDS.map(([field, label]) => {
+    const tr = el("tr"); tr.dataset.field = field; const r = s.settings[field];
+    const edit = el("td", null, "edit"); edit.append(fieldInputs(field, r, "org"));
+    tr.append(el("th", label), el("td", valueText(field, r.value), "value"), sourceCell(r), edit);
+    return tr;
+  });
+  const tier = el("tr"); tier.dataset.field = "tier";
+  const tierEdit = el("td", null, "edit");
+  if (s.tier_editable) {
+    const select = el("select"); select.id = "org-tier"; select.dataset.original = s.settings.tier.source === "org" ? s.settings.tier.value : "";
+    select.append(el("option", "default (none assigned)")); select.options[0].value = "";
+    for (const t of s.tiers) if (t !== "default") { const o = el("option", t); o.value = t; select.append(o); }
+    select.value = select.dataset.original;
+    tierEdit.append(select);
+  } else tierEdit.append(el("span", "set by the operator", "muted"));
+  tier.append(el("th", "tier"), el("td", s.settings.tier.value, "value"), sourceCell(s.settings.tier), tierEdit);
+  $("org-settings").querySelector("tbody").replaceChildren(...orgRows, tier);
+  $("org-form").dataset.scope = "org";
+
+  $("kind-settings").querySelector("tbody").replaceChildren(...Object.entries(s.kinds).map(([kind, values]) => {
+    const tr = el("tr"); tr.dataset.kind = kind; tr.dataset.scope = `kind:${kind}`;
+    tr.append(el("th", kind));
+    for (const field of KIND_FIELDS) { const td = valueCell(field, values[field]); td.append(el("br", null, "edit"), fieldInputs(field, values[field], "kind")); tr.append(td); }
+    const paused = s.paused_kinds[kind];
+    tr.append(el("td", paused ? pauseText(paused) : "running", paused ? "pause-state paused" : "pause-state"));
+    const [actions, pause] = pauseButtons(org, paused, {kind}, "kind");
+    const save = el("button", "Save", "small"); save.type = "button";
+    save.addEventListener("click", () => { const values = changedValues(tr); if (Object.keys(values).length) settingsAct(orgApi(org), {kind, values}, org); });
+    actions.append(save, pause); tr.append(actions);
+    return tr;
+  }));
+
+  const keyRows = Object.entries(s.keys).map(([key, values]) => {
+    const tr = el("tr"); tr.dataset.key = key; tr.dataset.scope = `key:${key}`;
+    tr.append(el("th", key));
+    for (const field of KEY_FIELDS) { const td = valueCell(field, values[field]); td.append(el("br", null, "edit"), fieldInputs(field, values[field], "key")); tr.append(td); }
+    const paused = s.paused_keys[key];
+    tr.append(el("td", paused ? pauseText(paused) : "running", paused ? "pause-state paused" : "pause-state"));
+    const [actions, pause] = pauseButtons(org, paused, {key}, "key");
+    const save = el("button", "Save", "small"); save.type = "button";
+    save.addEventListener("click", () => { const values = changedValues(tr); if (Object.keys(values).length) settingsAct(orgApi(org), {key, values}, org); });
+    actions.append(save, pause); tr.append(actions);
+    return tr;
+  });
+  // Keys paused without settings of their own are listed too (so they can be resumed).
+  for (const [key, paused] of Object.entries(s.paused_keys)) {
+    if (key in s.keys) continue;
+    const tr = el("tr"); tr.dataset.key = key; tr.dataset.scope = `key:${key}`;
+    tr.append(el("th", key), el("td", "—"), el("td", "—"), el("td", "—"), el("td", pauseText(paused), "pause-state paused"));
+    const [actions, resume] = pauseButtons(org, paused, {key}, "key"); actions.append(resume); tr.append(actions);
+    keyRows.push(tr);
+  }
+  if (s.editable) {  // a key's first setting, or its pause
+    const tr = el("tr", null, "edit"); tr.dataset.scope = "key:+";
+    const name = el("input"); name.id = "new-key"; name.size = 12; name.placeholder = "key"; name.dataset.original = "";
+    name.setAttribute("aria-label", "new key"); const th = el("th"); th.append(name); tr.append(th);
+    for (const field of KEY_FIELDS) {  // empty: the org's per-key settings
+      const td = el("td"), inputs = fieldInputs(field, {value: null, source: "org"}, "key");
+      inputs.querySelector("input").placeholder = isRate(field) ? "10/s" : "org's"; td.append(inputs); tr.append(td);
+    }
+    tr.append(el("td"));
+    const actions = el("td", null, "actions"), save = el("button", "Add", "small"), pause = el("button", "Pause key", "small");
+    save.type = pause.type = "button";
+    save.addEventListener("click", () => settingsAct(orgApi(org), {key: name.value.trim(), values: changedValues(tr)}, org));
+    pause.addEventListener("click", () => settingsAct(orgApi(org, "/pause"), {key: name.value.trim()}, org));
+    actions.append(save, pause); tr.append(actions);
+    keyRows.push(tr);
+  }
+  $("key-settings").querySelector("tbody").replaceChildren(...(keyRows.length ? keyRows : [emptyRow(6, "no key has settings of its own")]));
+  for (const input of $("view-org").querySelectorAll("input")) {
+    const id = input.closest("[data-scope]").dataset.scope + "|" + (input.dataset.field || "b:" + input.dataset.burstOf);
+    if (dirty.has(id)) input.value = dirty.get(id);
+  }
+  say(`updated ${new Date().toLocaleTimeString()} (settings version ${s.version})`);
+}
+
+function orgPage(org) {
+  $("view-org").hidden = false;
+  $("org-form").addEventListener("submit", e => {
+    e.preventDefault();
+    const values = changedValues($("org-settings"));
+    const tier = $("org-tier");
+    if (tier && tier.value !== tier.dataset.original) values.tier = tier.value || null;
+    if (!Object.keys(values).length) { $("settings-result").textContent = "nothing changed"; return; }
+    settingsAct(orgApi(org), {values}, org);
+  });
+  $("org-pause").addEventListener("click", () => settingsAct(orgApi(org, "/pause"), {}, org));
+  $("org-resume").addEventListener("click", () => settingsAct(orgApi(org, "/resume"), {}, org));
+  drawOrgSettings(org, true).catch(failed);
+  pollSettings(() => orgShown, () => drawOrgSettings(org, false));
+}
+
+// Live: one cheap read of the settings version a second; the panel redraws only when it
+// differs from the version the panel shows (a change from another tab, the CLI, the app's code).
+function pollSettings(shownVersion, redraw) {
+  setInterval(async () => {
+    try {
+      const {version} = await api("/api/settings/version");
+      if (version !== shownVersion()) await redraw();
+    } catch (e) { failed(e); }
+  }, SETTINGS_POLL_MS);
+}
+
+// ----- the fleet's settings: tiers, paused queues (fleet-wide viewers only) --------------
+
+async function fleetAct(path, body) {
+  $("fleet-error").textContent = "";
+  try {
+    const answer = await api(path, body);
+    $("fleet-result").textContent = `saved: settings version ${answer.version}`;
+    if (path.startsWith("/api/tiers/")) fillTierForm("", "", {});  // saved: the form starts afresh
+    if (path.endsWith("/pause")) $("queue-name").value = "";
+    await drawFleetSettings();
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) { showLogin(); return; }
+    $("fleet-error").textContent = e.message;
+  }
+}
+
+const TIER_FIELDS = ["cap", "min", "weight", "per_key_cap", "daily_limit", "rate"];
+function fillTierForm(name, kind, values) {
+  $("tier-name").value = name; $("tier-kind").value = kind;
+  for (const field of TIER_FIELDS) {
+    const input = $(`tier-${field}`), v = values[field];
+    input.value = v === undefined || v === null ? "" : isRate(field) ? rateText(v) : String(v);
+    input.dataset.original = input.value;
+  }
+  const burst = $("tier-rate-burst"); burst.value = values.rate ? String(values.rate.burst) : ""; burst.dataset.original = burst.value;
+}
+
+let fleetShown = null;  // the settings version the fleet page shows
+async function drawFleetSettings() {
+  const s = await api("/api/settings");
+  fleetShown = s.version;
+  $("view-settings").classList.toggle("editable", s.editable);
+  const rows = [];
+  for (const [name, tier] of Object.entries(s.tiers)) {
+    for (const [kind, values] of [["", tier.settings], ...Object.entries(tier.kinds)]) {
+      if (kind && !Object.keys(values).length) continue;
+      const tr = el("tr"); tr.dataset.tier = name; tr.dataset.kind = kind;
+      const text = Object.entries(values).map(([f, v]) => `${f} ${valueText(f, v === "none" ? null : v)}`).join(", ") || "—";
+      const edit = el("td", null, "edit"), button = el("button", "Edit", "small"); button.type = "button";
+      button.addEventListener("click", () => fillTierForm(name, kind, values));
+      edit.append(button);
+      tr.append(el("td", name), el("td", kind || "all"), el("td", text), edit);
+      rows.push(tr);
+    }
+  }
+  $("tiers").querySelector("tbody").replaceChildren(...(rows.length ? rows : [emptyRow(4, "no tier is stored: every org takes the code's limits")]));
+  const queues = Object.entries(s.paused_queues).map(([name, p]) => {
+    const tr = el("tr"); tr.dataset.queue = name;
+    const edit = el("td", null, "edit"), button = el("button", "Resume", "small"); button.type = "button";
+    button.addEventListener("click", () => fleetAct(`/api/queues/${encodeURIComponent(name)}/resume`, {}));
+    edit.append(button);
+    tr.append(el("td", name), el("td", when(p.since)), el("td", p.by || "someone unnamed"), edit);
+    return tr;
+  });
+  $("paused-queues").querySelector("tbody").replaceChildren(...(queues.length ? queues : [emptyRow(4, "no queue is paused")]));
+  $("settings-orgs").replaceChildren(...s.orgs.map(o => { const li = el("li"); li.append(link(o, orgUrl(o))); return li; }));
+  if (!s.orgs.length) $("settings-orgs").replaceChildren(el("li", "none: every org takes its tier's and the code's limits", "muted"));
+  say(`updated ${new Date().toLocaleTimeString()} (settings version ${s.version})`);
+}
+
+function fleetSettings() {
+  $("view-settings").hidden = false;
+  fillTierForm("", "", {});
+  $("tier-form").addEventListener("submit", e => {
+    e.preventDefault();
+    const values = changedValues($("tier-form"));
+    if (!Object.keys(values).length) { $("fleet-result").textContent = "nothing changed"; return; }
+    fleetAct(`/api/tiers/${encodeURIComponent($("tier-name").value.trim())}`, {kind: $("tier-kind").value || null, values});
+  });
+  $("queue-form").addEventListener("submit", e => {
+    e.preventDefault();
+    fleetAct(`/api/queues/${encodeURIComponent($("queue-name").value.trim())}/pause`, {});
+  });
+  drawFleetSettings().catch(failed);
+  pollSettings(() => fleetShown, drawFleetSettings);
+}
+
 // ----- workers (fleet-wide: not for an org-scoped viewer) -------------------------------
 
 async function drawWorkers() {
@@ -456,9 +742,12 @@ async function start() {
   $("viewer").textContent = parts.join(" · ");
   $("sign-out").hidden = !viewer.signed_in;
   $("nav-workers").hidden = viewer.org !== null;
+  $("nav-settings").hidden = viewer.org !== null;
   const path = location.pathname.slice(ROOT.length).replace(/\/+$/, "");
-  const match = path.match(/^\/jobs\/([^/]+)$/);
-  if (match) { $("nav-jobs").classList.add("current"); job(decodeURIComponent(match[1])); }
+  const match = path.match(/^\/jobs\/([^/]+)$/), orgMatch = path.match(/^\/orgs\/(.+)$/);
+  if (orgMatch) { orgPage(decodeURIComponent(orgMatch[1])); }
+  else if (path === "/settings") { $("nav-settings").classList.add("current"); fleetSettings(); }
+  else if (match) { $("nav-jobs").classList.add("current"); job(decodeURIComponent(match[1])); }
   else if (path === "/jobs") { $("nav-jobs").classList.add("current"); jobs(); }
   else if (path === "/workers") { $("nav-workers").classList.add("current"); workers(); }
   else { $("nav-overview").classList.add("current"); overview(); }
