@@ -140,6 +140,7 @@ class Tenants:
             scope, change = "org", SettingChange("org", org, "", "", {})
         if not values:
             raise InvalidArgument(f"set_limits({org!r}) was given no setting: name at least one (cap=, weight=, rate=, …)")
+        self._check_policy(scope, values)
         where = describe((change.scope, change.name, change.kind, change.key))
         checked = {field: check_setting(scope, field, value, where) for field, value in values.items()}
         if checked.get("tier") is not None:
@@ -155,6 +156,7 @@ class Tenants:
         if not values:
             raise InvalidArgument(f"set_tier({name!r}) was given no setting: name at least one (cap=, weight=, rate=, …)")
         scope = "tier" if kind is None else "tier_kind"
+        self._check_policy(scope, values)
         where = describe(("tier", name, kind or "", ""))
         checked = {field: check_setting(scope, field, value, where) for field, value in values.items()}
         return self._write([SettingChange("tier", name, "" if kind is None else check_kind(kind), "", checked)], by)
@@ -247,6 +249,20 @@ class Tenants:
             figures["since"] = since
         org = None if change.scope == "queue" else change.name
         self._store().history_append([HistoryEntry(at, kind, org, 0.0, figures)])
+
+    def _check_policy(self, scope: str, values: Mapping[str, Any]) -> None:
+        """Under ``peek_set`` (the reference platform's semantics) only kind limits, daily
+        limits, tiers and pauses apply: refuse the rest rather than ignore it."""
+        if self.settings.policy != "peek_set":
+            return
+        refused = sorted(f for f in values if scope == "key" or f in ("rate", "key_rate", "per_key_cap", "per_key_weight")
+                         or (scope in ("org", "tier") and f in ("cap", "min", "weight")))  # fmt: skip
+        if refused:
+            whose = "a key" if scope == "key" else "an org" if scope in ("org", "tier") else "a kind"
+            raise InvalidArgument(
+                f"{', '.join(refused)} of {whose} is a fair_share feature: under peek_set (the reference platform's "
+                "exact semantics) only a kind's cap, min and weight, daily limits, tiers and pauses apply"
+            )
 
     def _check_tier_exists(self, tier: str) -> None:
         self.refresh(force=True)

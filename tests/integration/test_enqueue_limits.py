@@ -149,11 +149,17 @@ def test_a_queueable_must_define_execute() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("cap", 0), ("slots", -1), ("weight", float("nan")), ("max_delay", 0), ("min", 13), ("futures_per_transaction", -1)],
+    [("cap", 0), ("slots", -1), ("weight", float("nan")), ("max_delay", 0), ("min", -1), ("futures_per_transaction", -1)],
 )
 def test_bad_limits_name_the_value(field: str, value: object) -> None:
     with pytest.raises(fq.InvalidArgument, match=field):
         fq.Limits(**{field: value})  # type: ignore[arg-type]
+
+
+def test_a_min_above_the_cap_is_refused_and_with_no_cap_any_min_stands() -> None:
+    with pytest.raises(fq.InvalidArgument, match="invalid min 13: expected at most the cap \\(12\\)"):
+        fq.Limits(cap=12, min=13)
+    assert fq.Limits(min=13).cap is None  # fair_share's default: no cap to stay under
 
 
 def test_bad_per_kind_limits_name_the_kind() -> None:

@@ -9,7 +9,7 @@ from fairqueue._core import Dispatcher
 from fairqueue.kinds import KINDS
 from fairqueue.limits import PRIORITY_AGING
 from fairqueue.records import Admission, Rate, RateScope
-from fairqueue.settings import CORE_NO_CAP, DEFAULT_TIER, QueueSettings
+from fairqueue.settings import DEFAULT_TIER, QueueSettings, core_pair_limits
 
 __all__ = ["build_dispatcher", "CoreSettings", "Admissions"]
 
@@ -20,13 +20,14 @@ def build_dispatcher(settings: QueueSettings, slots: int, *, virtual_time: Optio
     given (test mode), else on the wall clock. :class:`CoreSettings` applies the
     stored settings to it."""
     limits = settings.limits
+    defaults = core_pair_limits(settings.default_cap, limits.min, limits.weight)
     return Dispatcher(
         policy=settings.policy,
         slots=slots,
         peek_set=limits.peek_set,
-        cap=CORE_NO_CAP if settings.default_cap is None else settings.default_cap,
-        min=limits.min,
-        weight=limits.weight,
+        cap=defaults["cap"],
+        min=defaults["min"],
+        weight=defaults["weight"],
         extended_delay=dict(limits.extended_delay),
         kind_slots=dict(limits.kind_slots),
         lease=limits.lease,

@@ -469,17 +469,16 @@ class Worker:
             if not pending:
                 return
             settings = self.app.settings
+            kept = pending
             if settings.pauses() or settings.default_org_settings():
                 # Paused jobs stay out of the core until their pause ends (then all are read again).
                 for p in pending:
                     self.core_settings.see(p.org)
-                fed = [p[:7] for p in pending if settings.paused(p.org, p.kind, p.key, p.queue) is None]
-            else:
-                fed = [p[:7] for p in pending]
+                kept = [p for p in pending if settings.paused(p.org, p.kind, p.key, p.queue) is None]
             try:
-                self.core.enqueue_many(fed, skip_held=True)
+                self.core.enqueue_many([p[:7] for p in kept], skip_held=True)
             except InvalidArgument:
-                self._feed_one_by_one(pending, now)
+                self._feed_one_by_one(kept, now)
             self._seen_seq = pending[-1].ready_seq
             if len(pending) < _PAGE:
                 return
