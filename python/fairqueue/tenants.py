@@ -288,4 +288,3 @@ def parse_cap(text: str) -> Any:
 def parse_rate(text: str, burst: Optional[int] = None) -> RateLimit:
     """A rate limit as the CLI takes it (see :meth:`RateLimit.parse`)."""
     return RateLimit.parse(text, burst)
-
