@@ -517,7 +517,8 @@ class Worker:
         if not outcomes and not grants:
             return
         lease_until = now + self.app.settings.limits.lease
-        # The store holds each pair to the cap this worker's core applies, across every worker.
+        # The store holds the claim to the caps and rate limits of the settings version
+        # this worker loaded, across every worker and host (or refuses it as stale).
         admission = self.admissions.build(self._lines(grants))
         try:
             applied, claim = self.store.job_finish_and_claim(
