@@ -311,14 +311,6 @@ class QueueSettings:
         """The keys of ``org`` with a stored row of their own."""
         return sorted(w[3] for w in self._by_org.get(org, []) if w[0] == "key")
 
-    def own_kinds(self, org: str) -> list[str]:
-        """The kinds of ``org`` with a stored row of their own."""
-        return sorted(w[2] for w in self._by_org.get(org, []) if w[0] == "kind")
-
-    def tiered(self) -> bool:
-        """True if a stored tier row exists (so every org may have settings of its own)."""
-        return any(w[0] == "tier" for w in self._rows)
-
     def daily_limit(self, org: str) -> int:
         """The most async executions ``org`` may have in any rolling 24 hours."""
         return int(self.org(org)["daily_limit"].value)
