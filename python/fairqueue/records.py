@@ -389,8 +389,10 @@ class HistoryEntry:
 
     ``kind`` is ``pending`` / ``running`` (``value``: an org's jobs queued /
     processing at ``at``), ``throttle_start`` / ``throttle_end`` (a worker's
-    capacity in ``figures``) or ``extended_delay`` (an org's jobs put back until
-    ``value``; kind and count in ``figures``).
+    capacity in ``figures``), ``extended_delay`` (an org's jobs put back until
+    ``value``; kind and count in ``figures``) or ``pause_start`` / ``pause_end`` (a
+    tenant pause and its resume; ``org`` None for a queue's, the scope and who in
+    ``figures``).
     """
 
     at: float
