@@ -44,6 +44,7 @@ __all__ = [
     "get_async",
     "insert",
     "insert_async",
+    "insert_counted",
     "insert_params",
     "insert_rows",
     "list_records",
@@ -140,7 +141,46 @@ def enqueue(
     """See :meth:`Storage.job_enqueue`; committed (durably) before it returns."""
     if not jobs:
         return []
-    return db.transaction(lambda cur: insert(db, cur.connection, jobs, now, daily_limits), jobs=jobs)
+    if any(j.kind == "batch" for j in jobs):
+        # A batch's status depends on its org's flex queue, read (locked) first.
+        return db.transaction(lambda cur: insert(db, cur.connection, jobs, now, daily_limits), jobs=jobs)
+    return db.transaction(lambda cur: insert_counted(db, cur, jobs, now, daily_limits), pipeline=True, jobs=jobs)
+
+
+def insert_counted(
+    db: Database, cur: Cursor, jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]]
+) -> list[int]:
+    """:func:`insert` for jobs with no batch among them, in two statements and two
+    round trips instead of six statements and seven round trips.
+
+    ``cur`` is in pipeline mode: the orgs' usage locks (the first statement, so that
+    the second's snapshot sees every enqueue committed before them) and
+    ``job_insert_counted`` (the jobs, the usage they add, the wake-up and the orgs'
+    usage before them) go out together with the BEGIN; then the counts are checked,
+    and a job past its org's daily limit rolls the transaction back (the caller's
+    block raises), so nothing of it ever existed; the commit is the second round
+    trip. With no batch every job is stored queued and, failing on a live duplicate
+    signature, every job or none is stored, so the usage it adds is known before
+    the insert returns.
+    """
+    limited = sorted({j.org for j in jobs if daily_limits and j.org in daily_limits})
+    if limited:
+        usage.lock(db, cur, limited)
+    orgs, hours, added = usage.add_params([(None, None, j.org, JobStatus.QUEUED.value) for j in jobs], now)
+    params = (*insert_params(jobs, now, [JobStatus.QUEUED] * len(jobs)), orgs, hours, added, db.channel,
+              limited, DailyUsage.window_start(now))  # fmt: skip
+    cur.execute(db.sql["job_insert_counted"], params)
+    ids: list[int] = []
+    counted: dict[str, DailyUsage] = {}
+    for job_id, org, count, first_hour in cur.fetchall():
+        if job_id is not None:
+            ids.append(int(job_id))
+        else:
+            counted[org] = DailyUsage(org, int(count), first_hour)
+    if daily_limits and limited:
+        check_daily_limits(jobs, daily_limits, counted.__getitem__, now)
+    # The identity column draws ids in insertion order, which is the jobs' order.
+    return sorted(ids)
 
 
 def check_connection(connection: Any) -> None:

@@ -105,3 +105,32 @@ ORDER BY j.id FOR UPDATE OF j
 UPDATE {s}.fq_jobs j SET status = 'queued', finished_at = NULL, run_at = NULL, handler_attempts = 0,
     cancel_requested = FALSE, extended_status = u.note, ready_seq = -nextval('{s}.fq_queued_seq')
 FROM unnest(%b::bigint[], %b::text[]) AS u(id, note) WHERE j.id = u.id
+
+-- name: job_insert_counted
+-- An enqueue with no batch in one statement (see jobs.insert_counted): the jobs
+-- (job_insert's parameters first), the usage they add, the wake-up, and, as the
+-- statement's snapshot shows them (without the usage added here), the usage of the
+-- orgs whose daily limits are checked. Rows: (id, NULL, NULL, NULL) per job,
+-- then (NULL, org, count, first hour) per such org.
+WITH stored AS (
+    INSERT INTO {s}.fq_jobs (org, kind, handler, payload, status, created_at, run_at, parent_id,
+        chain_depth, duplicate_signature, queue, key, priority, cost, ready_seq)
+    SELECT u.org, u.kind, u.handler, u.payload, u.status, %s, u.run_at, u.parent_id, u.chain_depth, u.sig,
+        u.queue, u.key, u.priority, u.cost, CASE WHEN u.status = 'queued' THEN -nextval('{s}.fq_queued_seq') END
+    FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::float8[], %b::bigint[], %b::int[],
+        %b::text[], %b::text[], %b::text[], %b::text[], %b::int2[], %b::int[]) WITH ORDINALITY
+        AS u(org, kind, handler, payload, run_at, parent_id, chain_depth, sig, status, queue, key, priority, cost, ord)
+    ORDER BY u.ord
+    RETURNING id
+), added AS (
+    INSERT INTO {s}.fq_usage (org, hour, count) SELECT * FROM unnest(%b::text[], %b::int[], %b::int[])
+    ON CONFLICT (org, hour) DO UPDATE SET count = fq_usage.count + EXCLUDED.count
+), woken AS (
+    SELECT pg_notify(%s, 'queued')
+)
+SELECT id, NULL::text, NULL::bigint, NULL::int FROM stored
+UNION ALL
+SELECT NULL, o.org, COALESCE(SUM(g.count), 0), MIN(g.hour)
+FROM unnest(%b::text[]) AS o(org) LEFT JOIN {s}.fq_usage g ON g.org = o.org AND g.hour >= %s
+    CROSS JOIN (SELECT COUNT(*) FROM woken) AS w
+GROUP BY o.org
