@@ -353,16 +353,17 @@ def noisy_round(url: str, effects: Path, flood: int) -> NoisyRound:
     )
 
 
-STAND_INS_SCAN_THE_FLOOD = (
-    "A claim that loses a granted job to another worker looks for a stand-in of the same (org, kind, key, queue) "
-    "(PostgreSQL claims.sql claim_stand_ins); 'key IS NOT DISTINCT FROM lost.key' can use no index, so for an "
-    "org-mate's key with no other job queued the lookup reads the org's whole backlog in id order (EXPLAIN: 20,001 "
-    "rows removed by filter, 6 ms at a 20,000-job flood): with 4 workers racing for every trickled job the server "
-    "spends its time there, throughput halves and the org-mates' p99 grows with the flood (seconds at 100,000)."
+MATES_WAIT_GROWS_WITH_THE_FLOOD = (
+    "The org-mates' p99 wait grows with the flood across 4 PostgreSQL workers: 302 ms at 10,000 and 880 ms at "
+    "100,000 (bound 5 service times, 500 ms, and within 2x), though shares hold (31.6/34.2/34.2 %) and throughput "
+    "stays at 116-127 starts/s since stand-ins are found through fq_jobs_line_queued (before: a scan of the flood "
+    "per lost job, 50 starts/s, p99 12-19 s). Every worker's core holds every queued job, so the four race for "
+    "each trickled job and three of them run a stand-in instead; the extra wait is between claim and handler "
+    "start and is not yet explained (issue #19's convergence work)."
 )
 
 
-@pytest.mark.xfail(strict=True, reason=STAND_INS_SCAN_THE_FLOOD)
+@pytest.mark.xfail(strict=True, reason=MATES_WAIT_GROWS_WITH_THE_FLOOD)
 @pytest.mark.timeout(300)
 def test_a_flooding_user_leaves_its_org_mates_waits_short_and_its_org_its_share(pg_url: str, pg_dsn: str, tmp_path: Path) -> None:
     rounds = []
@@ -541,17 +542,16 @@ def test_a_priority_9_job_behind_10000_of_its_orgs_jobs_starts_within_a_few_serv
     assert ahead < 1_000, "it started ahead of its org's backlog"
 
 
-STAND_INS_IGNORE_PRIORITY = (
-    "A claim that loses a granted job to another worker takes a stand-in: its line's oldest queued job by id "
-    "(PostgreSQL claims.sql claim_stand_ins and SQLite _stand_ins: ORDER BY id), whatever its priority. With 4 "
-    "workers racing for the same priority-9 jobs, priority-0 jobs run as stand-ins within about a second instead "
-    "of by aging after 9 x PRIORITY_AGING. (With stand-ins taken by priority, tried outside the suite, none started "
-    "within 180 s: each worker's core keeps the jobs other workers ran queued until it grants them itself, so the "
-    "head of its priority-9 line, which aging compares against, falls further and further behind.)"
+PHANTOMS_HOLD_AGING_BACK = (
+    "Stand-ins are taken by priority now (fq_jobs_line_queued), but a priority-0 job still does not start by "
+    "aging under a constant priority-9 stream across 4 workers: each worker's core keeps queued the jobs the other "
+    "workers ran until it grants them itself, so the head of its priority-9 line, which aging compares against, "
+    "grows older without bound (its line gains every new job and loses only its own grants). Needs the cores to "
+    "learn of other workers' claims (issue #19). Not run: it waits 9 x PRIORITY_AGING + DEADLINE (3 minutes) to fail."
 )
 
 
-@pytest.mark.xfail(strict=True, reason=STAND_INS_IGNORE_PRIORITY)
+@pytest.mark.xfail(strict=True, run=False, reason=PHANTOMS_HOLD_AGING_BACK)
 @pytest.mark.timeout(300)
 def test_priority_0_jobs_start_by_aging_under_a_constant_stream_of_priority_9_ones(pg_url: str, tmp_path: Path) -> None:
     """4 processes × 1 slot of 100 ms jobs. Org "stream" gets priority-9 jobs as fast

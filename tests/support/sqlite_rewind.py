@@ -11,6 +11,8 @@ from fairqueue.storage import SCHEMA_VERSION
 UNDO: dict[int, list[str]] = {
     7: [
         "DROP INDEX fq_jobs_processing_key",
+        "DROP INDEX fq_jobs_line_queued",
+        "CREATE INDEX fq_jobs_pair_queued ON fq_jobs (org, kind, id) WHERE status = 'queued'",
         "DROP TABLE fq_settings",
         "DROP TABLE fq_settings_version",
         "DROP TABLE fq_rate_state",

@@ -502,8 +502,9 @@ class Storage(abc.ABC):
         worker meanwhile is left out. Increments ``attempts``.
 
         A store that worker processes share (SQLite, PostgreSQL) claims a *stand-in*
-        for each asked-for job another worker took meanwhile: the oldest ready queued
-        job of the same (org, kind) that was not asked for, so that workers whose
+        for each asked-for job another worker took meanwhile: the highest-priority (then
+        oldest) ready queued job of the same line (org, kind, key, queue) that was not
+        asked for, so that workers whose
         dispatchers chose the same jobs all get work instead of racing for it. Stand-ins
         follow the asked-for records in the result; the caller recognises them by id.
 

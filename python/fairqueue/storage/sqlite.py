@@ -296,6 +296,11 @@ ALTER TABLE fq_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 5;
 ALTER TABLE fq_jobs ADD COLUMN cost INTEGER NOT NULL DEFAULT 1;
 -- Claims count each capped org's and key's processing jobs.
 CREATE INDEX IF NOT EXISTS fq_jobs_processing_key ON fq_jobs (org, key) WHERE status = 'processing';
+-- A claim that lost a job to another process takes a stand-in from the same line
+-- (org, kind, key, queue), highest priority first, through this index (the pair's
+-- index it replaces left the key to a filter: a scan of a flood for a quiet key).
+DROP INDEX IF EXISTS fq_jobs_pair_queued;
+CREATE INDEX IF NOT EXISTS fq_jobs_line_queued ON fq_jobs (org, kind, key, queue, priority DESC, id) WHERE status = 'queued';
 CREATE TABLE IF NOT EXISTS fq_settings (
     scope      TEXT NOT NULL,
     name       TEXT NOT NULL,
@@ -356,7 +361,8 @@ LIVE_COUNTS = " UNION ALL ".join(
 # What explain needs, read through indexes whose size follows the backlog or the
 # recent window, never through the store's whole history (alerts ask every second).
 WAITING_FACTS = """SELECT
-    (SELECT COUNT(*) FROM fq_jobs WHERE status = 'queued' AND org = ? AND kind = ? AND id < ?),
+    (SELECT COUNT(*) FROM fq_jobs INDEXED BY fq_jobs_line_queued
+     WHERE status = 'queued' AND org = ? AND kind = ? AND id < ?),
     (SELECT COUNT(*) FROM fq_jobs INDEXED BY fq_jobs_queued
      WHERE status = 'queued' AND id < ? AND (run_at IS NULL OR run_at <= ?)),
     (SELECT COUNT(*) FROM fq_jobs INDEXED BY fq_jobs_finished
@@ -863,9 +869,10 @@ class SQLiteStorage(Storage):
         lines: dict[int, tuple[str, str, Optional[str], int, str, bool]],
         now: float,
     ) -> list[Candidate]:
-        """For each asked job another process took meanwhile, its line's oldest ready
-        queued job that was not asked for (see :meth:`Storage.job_claim`): same org,
-        kind, key and queue, so it falls under the same limits."""
+        """For each asked job another process took meanwhile, its line's highest-priority
+        (then oldest) ready queued job that was not asked for (see
+        :meth:`Storage.job_claim`): same org, kind, key and queue, so it falls under the
+        same limits."""
         lost: dict[tuple[str, str, Optional[str], str], int] = {}
         for job_id in asked:
             if job_id in lines and not lines[job_id][5]:
@@ -877,8 +884,8 @@ class SQLiteStorage(Storage):
         stand_ins: list[Candidate] = []
         for (org, kind, key, queue), n in lost.items():
             rows = db.execute(
-                "SELECT id, cost FROM fq_jobs WHERE org = ? AND kind = ? AND key IS ? AND queue = ? AND status = 'queued' "
-                "AND (run_at IS NULL OR run_at <= ?) ORDER BY id LIMIT ?",
+                "SELECT id, cost FROM fq_jobs INDEXED BY fq_jobs_line_queued WHERE org = ? AND kind = ? AND key IS ? "
+                "AND queue = ? AND status = 'queued' AND (run_at IS NULL OR run_at <= ?) ORDER BY priority DESC, id LIMIT ?",
                 (org, kind, key, queue, now, n + len(skip)),
             )
             stand_ins += [Candidate(job_id, org, kind, key, cost, queue) for job_id, cost in rows if job_id not in skip][:n]

@@ -34,15 +34,16 @@ ORDER BY id FOR UPDATE
 
 -- name: claim_stand_ins
 -- For each (org, kind, key, queue) of the asked-for jobs another claimer took, as
--- many of its oldest ready queued jobs not asked for, skipping rows other claimers
--- hold locked. The same key and queue as well as org and kind: a stand-in falls
--- under the same caps and rate limits, and its worker serves its queue.
+-- many of its highest-priority, then oldest, ready queued jobs not asked for,
+-- skipping rows other claimers hold locked, through fq_jobs_line_queued. The same
+-- key and queue as well as org and kind: a stand-in falls under the same caps and
+-- rate limits, and its worker serves its queue.
 WITH lost AS (SELECT org, kind, key, queue, COUNT(*) AS n FROM {s}.fq_jobs WHERE id = ANY(%s)
               GROUP BY org, kind, key, queue)
 SELECT q.id, lost.org, lost.kind, lost.key, q.cost, lost.queue FROM lost CROSS JOIN LATERAL (
 SELECT id, cost FROM {s}.fq_jobs WHERE org = lost.org AND kind = lost.kind AND status = 'queued'
-AND key IS NOT DISTINCT FROM lost.key AND queue = lost.queue
-AND (run_at IS NULL OR run_at <= %s) AND id <> ALL(%s) ORDER BY id LIMIT lost.n FOR UPDATE SKIP LOCKED
+AND COALESCE(key, '') = COALESCE(lost.key, '') AND queue = lost.queue
+AND (run_at IS NULL OR run_at <= %s) AND id <> ALL(%s) ORDER BY priority DESC, id LIMIT lost.n FOR UPDATE SKIP LOCKED
 ) AS q ORDER BY q.id
 
 -- name: claim_lock_settings

@@ -9,6 +9,12 @@ ALTER TABLE {s}.fq_jobs ADD COLUMN priority SMALLINT NOT NULL DEFAULT 5;
 ALTER TABLE {s}.fq_jobs ADD COLUMN cost INTEGER NOT NULL DEFAULT 1;
 -- Claims count each capped org's and key's processing jobs.
 CREATE INDEX fq_jobs_processing_key ON {s}.fq_jobs (org, key) WHERE status = 'processing';
+-- A claim that lost a job to another worker takes a stand-in from the same line
+-- (org, kind, key, queue), highest priority first, through this index (the pair's
+-- index it replaces left the key to a filter: a scan of a flood for a quiet key).
+DROP INDEX {s}.fq_jobs_pair_queued;
+CREATE INDEX fq_jobs_line_queued ON {s}.fq_jobs (org, kind, (COALESCE(key, '')), queue, priority DESC, id)
+    WHERE status = 'queued';
 CREATE TABLE {s}.fq_settings (
     scope      TEXT             NOT NULL,
     name       TEXT             NOT NULL,
