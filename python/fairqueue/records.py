@@ -255,9 +255,9 @@ RateScope = tuple[str, str, str]
 or ``(org, "key", key)`` (a key's own limit, or its org's limit for every key)."""
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A queued job a claim may take, with what its limits are counted by."""
+class Candidate(NamedTuple):
+    """A queued job a claim may take, with what its limits are counted by (a named
+    tuple: a claim builds one per job)."""
 
     id: int
     org: str

@@ -866,42 +866,46 @@ def admit(
     A job is charged to its rate limits only once it fits under its caps too.
     """
     pairs, orgs, keys = dict(held.pairs), dict(held.orgs), dict(held.keys)
+    pair_caps, org_caps, key_caps = admission.pair_caps, admission.org_caps, admission.key_caps
+    paused, rated = bool(admission.paused), bool(admission.rates)
     state = dict(tats)
     waiting: dict[RateScope, float] = {}  # scope -> when the job it holds back will have room
     out = Admitted()
     for c in candidates:
-        pair, key = (c.org, c.kind), (c.org, c.key)
-        if admission.pauses(c):
+        org = c.org
+        if paused and admission.pauses(c):
             out.paused.append(c.id)
             continue
+        pair, key = (org, c.kind), (org, c.key)
         if (
-            pairs.get(pair, 0) >= admission.pair_caps.get(pair, _NO_CAP)
-            or orgs.get(c.org, 0) >= admission.org_caps.get(c.org, _NO_CAP)
-            or keys.get(key, 0) >= admission.key_caps.get(key, _NO_CAP)
+            (pair_caps and pairs.get(pair, 0) >= pair_caps.get(pair, _NO_CAP))
+            or (org_caps and orgs.get(org, 0) >= org_caps.get(org, _NO_CAP))
+            or (key_caps and keys.get(key, 0) >= key_caps.get(key, _NO_CAP))
         ):
             out.at_cap.append(c.id)
             continue
-        moved: dict[RateScope, float] = {}
-        room = now
-        for scope in admission.rate_scopes(c):
-            rate = admission.rates[scope]
-            after = max(state.get(scope, now), now) + c.cost * rate.interval
-            # A float's last bits must not refuse a job that fits exactly.
-            latest = now + rate.burst * rate.interval * (1 + 1e-9)
-            if after > latest:
-                room = max(room, after - rate.burst * rate.interval)
-            # A scope's jobs start in the order given: none passes one that waits for room.
-            room = max(room, waiting.get(scope, now))
-            moved[scope] = after
-        if room > now:
-            out.rate_limited[c.id] = room
-            for scope in moved:
-                waiting[scope] = max(waiting.get(scope, now), room)
-            continue
-        state.update(moved)
-        out.tats.update(moved)
+        if rated:
+            moved: dict[RateScope, float] = {}
+            room = now
+            for scope in admission.rate_scopes(c):
+                rate = admission.rates[scope]
+                after = max(state.get(scope, now), now) + c.cost * rate.interval
+                # A float's last bits must not refuse a job that fits exactly.
+                latest = now + rate.burst * rate.interval * (1 + 1e-9)
+                if after > latest:
+                    room = max(room, after - rate.burst * rate.interval)
+                # A scope's jobs start in the order given: none passes one that waits for room.
+                room = max(room, waiting.get(scope, now))
+                moved[scope] = after
+            if room > now:
+                out.rate_limited[c.id] = room
+                for scope in moved:
+                    waiting[scope] = max(waiting.get(scope, now), room)
+                continue
+            state.update(moved)
+            out.tats.update(moved)
         pairs[pair] = pairs.get(pair, 0) + 1
-        orgs[c.org] = orgs.get(c.org, 0) + 1
+        orgs[org] = orgs.get(org, 0) + 1
         keys[key] = keys.get(key, 0) + 1
         out.ids.append(c.id)
     return out

@@ -46,6 +46,7 @@ from fairqueue.storage.interface import (
     Storage,
     WebhookDelivery,
     admit,
+    capped_scopes,
     check_daily_limits,
     check_finishes,
     dead_worker_outcome,
@@ -330,15 +331,20 @@ class MemoryStorage(Storage):
             if admission is not None:
                 if admission.version is not None and admission.version != self._settings_version:
                     return Claimed(stale=True)
-                held = Held()
-                for job_id in self._processing:
-                    r = self._jobs[job_id]
-                    held.pairs[(r.org, r.kind)] = held.pairs.get((r.org, r.kind), 0) + 1
-                    held.orgs[r.org] = held.orgs.get(r.org, 0) + 1
-                    held.keys[(r.org, r.key)] = held.keys.get((r.org, r.key), 0) + 1
                 candidates = [
                     Candidate(r.id, r.org, r.kind, r.key, r.cost, r.queue) for r in (self._jobs[i] for i in queued)
                 ]
+                held = Held()
+                pairs, orgs, keys = capped_scopes(candidates, admission)
+                if pairs or orgs or keys:
+                    for job_id in self._processing:
+                        r = self._jobs[job_id]
+                        if (r.org, r.kind) in pairs:
+                            held.pairs[(r.org, r.kind)] = held.pairs.get((r.org, r.kind), 0) + 1
+                        if r.org in orgs:
+                            held.orgs[r.org] = held.orgs.get(r.org, 0) + 1
+                        if (r.org, r.key) in keys:
+                            held.keys[(r.org, r.key)] = held.keys.get((r.org, r.key), 0) + 1
                 admitted = admit(candidates, held, self._rate_state, admission, now)
                 self._rate_state.update(admitted.tats)
                 queued, at_cap, rate_limited, paused = admitted.ids, admitted.at_cap, admitted.rate_limited, admitted.paused
