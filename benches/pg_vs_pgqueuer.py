@@ -546,8 +546,9 @@ def main() -> None:
         return
     import pgqueuer
 
-    processes = [int(p) for p in args.processes.split(",")]
-    org_counts = [int(o) for o in args.orgs.split(",")]
+    # An empty list (--processes "") leaves the drain rows out.
+    processes = [int(p) for p in args.processes.split(",") if p]
+    org_counts = [int(o) for o in args.orgs.split(",") if o]
     codes = {"fairqueue": HERE.parent / "python"}
     if args.baseline:
         codes = {"baseline": Path(args.baseline).resolve(), **codes}

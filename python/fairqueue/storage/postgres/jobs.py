@@ -144,24 +144,25 @@ def enqueue(
     if any(j.kind == "batch" for j in jobs):
         # A batch's status depends on its org's flex queue, read (locked) first.
         return db.transaction(lambda cur: insert(db, cur.connection, jobs, now, daily_limits), jobs=jobs)
-    return db.transaction(lambda cur: insert_counted(db, cur, jobs, now, daily_limits), pipeline=True, jobs=jobs)
+    # Not in pipeline mode: psycopg's pipeline costs more client CPU than the two
+    # round trips it saves on a local server (benches/README.md, "PostgreSQL against pgqueuer").
+    return db.transaction(lambda cur: insert_counted(db, cur, jobs, now, daily_limits), jobs=jobs)
 
 
 def insert_counted(
     db: Database, cur: Cursor, jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]]
 ) -> list[int]:
-    """:func:`insert` for jobs with no batch among them, in two statements and two
-    round trips instead of six statements and seven round trips.
+    """:func:`insert` for jobs with no batch among them, in two statements (four round
+    trips with the BEGIN and the COMMIT) instead of six (seven).
 
-    ``cur`` is in pipeline mode: the orgs' usage locks (the first statement, so that
-    the second's snapshot sees every enqueue committed before them) and
-    ``job_insert_counted`` (the jobs, the usage they add, the wake-up and the orgs'
-    usage before them) go out together with the BEGIN; then the counts are checked,
-    and a job past its org's daily limit rolls the transaction back (the caller's
-    block raises), so nothing of it ever existed; the commit is the second round
-    trip. With no batch every job is stored queued and, failing on a live duplicate
-    signature, every job or none is stored, so the usage it adds is known before
-    the insert returns.
+    The orgs' usage locks come first, in a statement of their own, so that the
+    next statement's snapshot sees every enqueue committed before them; then
+    ``job_insert_counted`` stores the jobs, adds their usage, sends the wake-up and
+    reads the orgs' usage as it stood before them. A job past its org's daily
+    limit then rolls the transaction back (the caller's block raises), so nothing
+    of it ever existed. With no batch every job is stored queued and, failing on a
+    live duplicate signature, every job or none is stored, so the usage it adds is
+    known before the insert returns.
     """
     limited = sorted({j.org for j in jobs if daily_limits and j.org in daily_limits})
     if limited:
