@@ -825,19 +825,13 @@ class Admitted:
 
 
 def capped_scopes(
-    candidates: Iterable[Candidate], admission: Admission
+    candidates: Sequence[Candidate], admission: Admission
 ) -> tuple[set[tuple[str, str]], set[str], set[tuple[str, Optional[str]]]]:
     """The capped pairs, orgs and keys among ``candidates``: what a claim counts."""
-    pairs: set[tuple[str, str]] = set()
-    orgs: set[str] = set()
-    keys: set[tuple[str, Optional[str]]] = set()
-    for c in candidates:
-        if (c.org, c.kind) in admission.pair_caps:
-            pairs.add((c.org, c.kind))
-        if c.org in admission.org_caps:
-            orgs.add(c.org)
-        if (c.org, c.key) in admission.key_caps:
-            keys.add((c.org, c.key))
+    pair_caps, org_caps, key_caps = admission.pair_caps, admission.org_caps, admission.key_caps
+    pairs = {(c.org, c.kind) for c in candidates if (c.org, c.kind) in pair_caps} if pair_caps else set()
+    orgs = {c.org for c in candidates if c.org in org_caps} if org_caps else set()
+    keys = {(c.org, c.key) for c in candidates if (c.org, c.key) in key_caps} if key_caps else set()
     return pairs, orgs, keys
 
 
@@ -876,11 +870,12 @@ def admit(
         if paused and admission.pauses(c):
             out.paused.append(c.id)
             continue
-        pair, key = (org, c.kind), (org, c.key)
+        pair = (org, c.kind)
+        key = (org, c.key) if key_caps else None
         if (
             (pair_caps and pairs.get(pair, 0) >= pair_caps.get(pair, _NO_CAP))
             or (org_caps and orgs.get(org, 0) >= org_caps.get(org, _NO_CAP))
-            or (key_caps and keys.get(key, 0) >= key_caps.get(key, _NO_CAP))
+            or (key is not None and keys.get(key, 0) >= key_caps.get(key, _NO_CAP))
         ):
             out.at_cap.append(c.id)
             continue
@@ -904,9 +899,13 @@ def admit(
                 continue
             state.update(moved)
             out.tats.update(moved)
-        pairs[pair] = pairs.get(pair, 0) + 1
-        orgs[org] = orgs.get(org, 0) + 1
-        keys[key] = keys.get(key, 0) + 1
+        # Only the capped counts matter (an uncapped scope's count is never read).
+        if pair_caps:
+            pairs[pair] = pairs.get(pair, 0) + 1
+        if org_caps:
+            orgs[org] = orgs.get(org, 0) + 1
+        if key is not None:
+            keys[key] = keys.get(key, 0) + 1
         out.ids.append(c.id)
     return out
 
