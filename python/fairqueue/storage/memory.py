@@ -10,7 +10,7 @@ import json
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 from fairqueue.errors import DuplicateSignature, LimitExceeded
 from fairqueue.records import (
@@ -66,6 +66,18 @@ from fairqueue.storage.waiting import FinishedFanout
 __all__ = ["MemoryStorage"]
 
 
+_Scope = TypeVar("_Scope")
+
+
+def _step(counts: dict[_Scope, int], scope: _Scope, step: int) -> None:
+    """Moves one count, dropping it at zero (the maps stay as small as what runs)."""
+    n = counts.get(scope, 0) + step
+    if n:
+        counts[scope] = n
+    else:
+        del counts[scope]
+
+
 class MemoryStorage(Storage):
     """A store held in dicts, safe to share between threads.
 
@@ -82,6 +94,7 @@ class MemoryStorage(Storage):
         self._ready_seq: dict[int, int] = {}  # job id -> its current ready_seq
         self._signatures: dict[str, int] = {}  # live duplicate signature -> job id
         self._processing: set[int] = set()
+        self._held = Held()  # processing jobs per (org, kind), org and (org, key), kept by _set
         self._usage: dict[tuple[str, int], int] = {}  # (org, usage hour) -> jobs stored
         self._triggers: dict[int, TriggerRecord] = {}
         self._batch_errors: list[BatchErrorEvent] = []
@@ -111,14 +124,23 @@ class MemoryStorage(Storage):
             self._ready_log.append((seq, job_id))
             self._ready_seq[job_id] = seq
         if record.status is JobStatus.PROCESSING:
-            self._processing.add(job_id)
-        else:
+            if job_id not in self._processing:
+                self._processing.add(job_id)
+                self._count_processing(record, 1)
+        elif job_id in self._processing:
             self._processing.discard(job_id)
+            self._count_processing(old, -1)
         if record.status.finished and record.duplicate_signature:
             self._signatures.pop(record.duplicate_signature, None)
         if record.status.finished and "status" in changes and self._finished.listening:
             self._finished.publish((job_id,))  # every path to an outcome passes here, under the lock
         return record
+
+    def _count_processing(self, record: JobRecord, step: int) -> None:
+        """Keeps the processing counts per (org, kind), org and (org, key) that claims check caps against."""
+        _step(self._held.pairs, (record.org, record.kind), step)
+        _step(self._held.orgs, record.org, step)
+        _step(self._held.keys, (record.org, record.key), step)
 
     def _usage_of(self, org: str, now: float) -> DailyUsage:
         start = DailyUsage.window_start(now)
@@ -334,17 +356,13 @@ class MemoryStorage(Storage):
                 candidates = [
                     Candidate(r.id, r.org, r.kind, r.key, r.cost, r.queue) for r in (self._jobs[i] for i in queued)
                 ]
-                held = Held()
                 pairs, orgs, keys = capped_scopes(candidates, admission)
-                if pairs or orgs or keys:
-                    for job_id in self._processing:
-                        r = self._jobs[job_id]
-                        if (r.org, r.kind) in pairs:
-                            held.pairs[(r.org, r.kind)] = held.pairs.get((r.org, r.kind), 0) + 1
-                        if r.org in orgs:
-                            held.orgs[r.org] = held.orgs.get(r.org, 0) + 1
-                        if (r.org, r.key) in keys:
-                            held.keys[(r.org, r.key)] = held.keys.get((r.org, r.key), 0) + 1
+                running = self._held
+                held = Held(
+                    {scope: running.pairs[scope] for scope in pairs if scope in running.pairs},
+                    {scope: running.orgs[scope] for scope in orgs if scope in running.orgs},
+                    {scope: running.keys[scope] for scope in keys if scope in running.keys},
+                )
                 admitted = admit(candidates, held, self._rate_state, admission, now)
                 self._rate_state.update(admitted.tats)
                 queued, at_cap, rate_limited, paused = admitted.ids, admitted.at_cap, admitted.rate_limited, admitted.paused
