@@ -246,6 +246,15 @@ class AwaitedTransaction(Transaction):
     by the store, rather than at the enqueue call: a read there would block the event loop."""
 
 
+def joined_transaction(connection: Optional[Any]) -> Optional[Transaction]:
+    """The transaction already open here, which a new one joins (None if none is);
+    refuses one on another connection than ``connection``."""
+    outer = current_transaction()
+    if outer is not None and connection is not None and connection is not outer.connection:
+        raise InvalidArgument("a transaction on another connection is already open here: pass the same connection, or none")
+    return outer
+
+
 class Enqueuer:
     """Checks, encodes and stores new work (see the module docstring).
 
@@ -272,12 +281,8 @@ class Enqueuer:
     @contextmanager
     def transaction(self, *, connection: Optional[Any] = None) -> Iterator[Transaction]:
         """A synchronous transaction (see :meth:`fairqueue.FairQueue.transaction`)."""
-        outer = current_transaction()
+        outer = joined_transaction(connection)
         if outer is not None:
-            if connection is not None and connection is not outer.connection:
-                raise InvalidArgument(
-                    "a transaction on another connection is already open here: pass the same connection, or none"
-                )
             yield outer
             return
         if connection is not None:
@@ -385,12 +390,8 @@ class Enqueuer:
     @asynccontextmanager
     async def transaction_async(self, *, connection: Optional[Any] = None) -> AsyncIterator[Transaction]:
         """:meth:`transaction` for a coroutine (see :meth:`fairqueue.FairQueue.transaction_async`)."""
-        outer = current_transaction()
+        outer = joined_transaction(connection)
         if outer is not None:
-            if connection is not None and connection is not outer.connection:
-                raise InvalidArgument(
-                    "a transaction on another connection is already open here: pass the same connection, or none"
-                )
             yield outer
             return
         if connection is not None:
