@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import enum
 import json
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -461,8 +462,21 @@ class Context:
         self.in_finalizer = in_finalizer
         self.cancel = cancel or CancelFlag()
         """The flag the worker raises when the job is aborted (read it as :attr:`cancelled`)."""
-        self.transaction = Transaction(limits, asynchronous=True, kind=kind, parent=self)
+        self._tx: Optional[Transaction] = None
         self.finalizers: list[Finalizer] = []
+
+    @property
+    def transaction(self) -> Transaction:
+        """The running job's transaction: what it enqueues is held there, and stored with its outcome."""
+        tx = self._tx
+        if tx is None:
+            # Made on the first enqueue, as most jobs enqueue nothing; under a lock, as threads the handler
+            # started with its context (``asyncio.to_thread``) may enqueue at once, and must share one.
+            with _TRANSACTION_MADE:
+                tx = self._tx
+                if tx is None:
+                    tx = self._tx = Transaction(self.limits, asynchronous=True, kind=self.kind, parent=self)
+        return tx
 
     def derive(self, *, kind: Optional[str] = None, in_finalizer: Optional[bool] = None) -> Context:
         """A fresh context (with a fresh transaction) for the same delivery: one per
@@ -484,7 +498,8 @@ class Context:
     @property
     def children(self) -> list[NewJob]:
         """What this context's handler enqueued so far (stored with its outcome)."""
-        return self.transaction.news
+        tx = self._tx
+        return [] if tx is None else tx.news
 
     def enqueue(
         self,
@@ -515,8 +530,12 @@ class Context:
         self.finalizers.append(finalizer)
 
 
+_TRANSACTION_MADE = threading.Lock()
+"""Held while a context makes its transaction (once per job that enqueues)."""
+
 _current: contextvars.ContextVar[Optional[Context]] = contextvars.ContextVar("fairqueue_context", default=None)
-_transaction: contextvars.ContextVar[Optional[Transaction]] = contextvars.ContextVar("fairqueue_transaction", default=None)
+# The open transaction: a Transaction, or the running job's Context, whose transaction is made when first asked for.
+_transaction: contextvars.ContextVar[Union[Transaction, Context, None]] = contextvars.ContextVar("fairqueue_transaction", default=None)
 
 
 def current_context() -> Context:
@@ -535,7 +554,8 @@ def running_context() -> Optional[Context]:
 def current_transaction() -> Optional[Transaction]:
     """The transaction open in this thread or task (a running job's, or a ``with
     app.transaction()`` block's), or None."""
-    return _transaction.get()
+    open_ = _transaction.get()
+    return open_.transaction if isinstance(open_, Context) else open_
 
 
 class running:  # lower case: it reads as a function, ``with running(ctx):``
@@ -549,7 +569,7 @@ class running:  # lower case: it reads as a function, ``with running(ctx):``
         self.ctx = ctx
 
     def __enter__(self) -> Context:
-        self.tokens = (_current.set(self.ctx), _transaction.set(self.ctx.transaction))
+        self.tokens = (_current.set(self.ctx), _transaction.set(self.ctx))
         return self.ctx
 
     def __exit__(self, *exc: object) -> None:

@@ -9,8 +9,8 @@ another process or on another host; no column of the schema holds it.
 
 Off costs a couple of attribute reads per enqueue and run: without opentelemetry
 installed, or until the application sets a tracer provider
-(``opentelemetry.trace.set_tracer_provider``), :func:`tracer` returns ``None``
-and no span, context or carrier is made.
+(``opentelemetry.trace.set_tracer_provider``, at any time: the next run or enqueue
+sees it), :func:`tracer` returns ``None`` and no span, context or carrier is made.
 """
 
 from __future__ import annotations
@@ -43,13 +43,33 @@ _PROPAGATOR = TraceContextTextMapPropagator() if otel is not None else None
 # (the provider last seen, its fairqueue tracer or None when it traces nothing): one tuple, swapped whole, so threads need no lock.
 _seen: tuple[Any, Optional[Tracer]] = (None, None)
 
+# Until a provider is set, opentelemetry.trace.get_tracer_provider() looks OTEL_PYTHON_TRACER_PROVIDER up in
+# os.environ on every call: a microsecond per job and per enqueue with tracing off. The API module keeps the
+# provider it was given in its global _TRACER_PROVIDER, which set_tracer_provider() assigns, so once the first
+# call went through get_tracer_provider() (which loads the provider the environment names, if it names one),
+# reading that global sees a provider set at any later time on the very next call. The name is opentelemetry's
+# private one, read as a key of the module's namespace: should a release drop it, every call goes through
+# get_tracer_provider() again, as before. (OTEL_PYTHON_TRACER_PROVIDER set in os.environ after the first call
+# is not seen: the environment names a provider at start, code sets one with set_tracer_provider().)
+_PROVIDER_GLOBAL = "_TRACER_PROVIDER"
+_api_globals: Optional[dict[str, Any]] = None
+"""The opentelemetry API module's namespace, once the environment was consulted (and if it holds the provider)."""
+
 
 def tracer() -> Optional[Tracer]:
     """fairqueue's tracer from the global tracer provider, or ``None`` while tracing is off."""
-    global _seen
+    global _seen, _api_globals
     if otel is None:
         return None
-    provider = otel.get_tracer_provider()
+    if _api_globals is not None:
+        provider = _api_globals[_PROVIDER_GLOBAL]
+        if provider is None:
+            return None
+    else:
+        provider = otel.get_tracer_provider()
+        namespace = vars(otel)
+        if _PROVIDER_GLOBAL in namespace:
+            _api_globals = namespace
     if provider is not _seen[0]:
         # Until a provider is set, the API's proxy hands out non-recording spans: skip them altogether.
         off = isinstance(provider, (ProxyTracerProvider, NoOpTracerProvider))

@@ -35,12 +35,27 @@ __all__ = ["Runner"]
 
 log = logging.getLogger("fairqueue.worker")
 
+_COMPLETED = Outcome(JobStatus.COMPLETED, ran=True)
+"""A job that ran to its end and returned, enqueued and noted nothing (immutable: one serves them all)."""
+
+
+# json.loads checks its argument's type and skips whitespace around the document before and after
+# decoding: most of its cost on a payload as short as most jobs'. The decoder's raw_decode does the
+# decoding alone, which is all a payload fairqueue encoded needs (no whitespace around it).
+_decode = json.JSONDecoder().raw_decode
+
 
 def _payload(record: JobRecord) -> dict[str, Any]:
+    text = record.payload
     try:
-        body = json.loads(record.payload)
-    except ValueError as e:
-        raise MalformedRecord(f"job {record.id}'s stored payload is not JSON ({e})") from None
+        body, end = _decode(text)
+        if end != len(text):  # whitespace after it (or more than one document): loads says which
+            body = json.loads(text)
+    except ValueError:
+        try:  # whitespace before it (or no JSON at all): loads says which
+            body = json.loads(text)
+        except ValueError as e:
+            raise MalformedRecord(f"job {record.id}'s stored payload is not JSON ({e})") from None
     if not isinstance(body, dict):
         raise MalformedRecord(f"job {record.id}'s stored payload is {type(body).__name__}, not a JSON object")
     return body
@@ -57,6 +72,10 @@ class Runner:
         self._loop_thread: Optional[threading.Thread] = None
         self._loop_lock = threading.Lock()
         self._batch = BatchRunner(self.in_context, app.settings.limits.max_payload_bytes, self.policy)
+        # Each handler path's checked handler and whether it is async, found on its first job: a path a
+        # job names is a module-level definition of the app's code, so these grow no further than it.
+        self._futures: dict[str, tuple[Callable[..., Any], bool]] = {}
+        self._queueables: dict[str, tuple[type[Queueable], bool]] = {}
 
     def execute(self, record: JobRecord, cancel: Optional[CancelFlag] = None, now: Optional[float] = None) -> Outcome:
         """Runs one delivery of ``record``; never raises for the job's own failures.
@@ -105,6 +124,8 @@ class Runner:
         except BaseException as e:  # the job's failure is its own; the worker goes on
             error = e
             tracing.failed(span, e)
+        if error is None and value is None and not ctx.finalizers and not ctx.children:
+            return _COMPLETED  # most jobs: nothing to store but the status
         at = time.time() if now is None else now
         if error is not None:
             retry = self._retry(record, error, at)
@@ -136,7 +157,8 @@ class Runner:
             return Outcome(status, error=message + finalizer_note, children=tuple(children), ran=True,
                            attempt_error=_attempt_error(attempt, at, error))  # fmt: skip
         stored, note = self._result(value)
-        note = "; ".join(n for n in (note, finalizer_note.removeprefix("; ")) if n)
+        if finalizer_note:
+            note = note + finalizer_note if note else finalizer_note.removeprefix("; ")
         return Outcome(JobStatus.COMPLETED, error=note or None, children=tuple(children), ran=True, result=stored)
 
     def policy(self, record: JobRecord) -> RetryPolicy:
@@ -187,24 +209,43 @@ class Runner:
         return text, ""
 
     def _call(self, ctx: Context, record: JobRecord, body: dict[str, Any]) -> Any:
-        handler = resolve(record.handler)
         if record.kind == "future":
-            if not isinstance(handler, FutureFunction):
-                raise HandlerNotFound(f"{record.handler!r} is not a function declared with @app.future")
-            fn: Callable[..., Any] = handler.fn
+            fn, asynchronous = self._future(record.handler)
             args, kwargs = body.get("args", []), body.get("kwargs", {})
         else:
+            cls, asynchronous = self._queueable(record.handler)
+            fn, args, kwargs = restore_queueable(cls, body.get("state", {})).execute, [ctx], {}
+        return self._run(ctx, fn, args, kwargs, asynchronous)
+
+    def _future(self, path: str) -> tuple[Callable[..., Any], bool]:
+        """The function of the future at ``path``, and whether it is ``async def``."""
+        found = self._futures.get(path)
+        if found is None:
+            handler = resolve(path)
+            if not isinstance(handler, FutureFunction):
+                raise HandlerNotFound(f"{path!r} is not a function declared with @app.future")
+            found = self._futures[path] = (handler.fn, is_async(handler.fn))
+        return found
+
+    def _queueable(self, path: str) -> tuple[type[Queueable], bool]:
+        """The Queueable subclass at ``path``, and whether its ``execute`` is ``async def``."""
+        found = self._queueables.get(path)
+        if found is None:
+            handler = resolve(path)
             if not (isinstance(handler, type) and issubclass(handler, Queueable)):
-                raise HandlerNotFound(f"{record.handler!r} is not a fairqueue.Queueable subclass")
-            job = restore_queueable(handler, body.get("state", {}))
-            fn, args, kwargs = job.execute, [ctx], {}
-        return self.in_context(ctx, fn, args, kwargs)
+                raise HandlerNotFound(f"{path!r} is not a fairqueue.Queueable subclass")
+            found = self._queueables[path] = (handler, is_async(handler.execute))
+        return found
 
     def in_context(self, ctx: Context, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Calls ``fn(*args, **kwargs)`` as the job of ``ctx`` (so ``current_context()``
         and enqueues see it); an ``async def`` runs on the runner's event loop."""
+        return self._run(ctx, fn, args, kwargs, is_async(fn))
+
+    def _run(self, ctx: Context, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any],
+             asynchronous: bool) -> Any:  # fmt: skip
         with running(ctx):
-            if is_async(fn):
+            if asynchronous:
                 return asyncio.run_coroutine_threadsafe(_with_context(ctx, fn, args, kwargs), self._event_loop()).result()
             return fn(*args, **kwargs)
 
