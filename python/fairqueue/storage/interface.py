@@ -470,6 +470,19 @@ class Storage(abc.ABC):
         With ``queues``, only the jobs of those named queues (a worker serving them);
         ``limit`` counts the jobs returned."""
 
+    def job_left_queue(self, since: float, worker: str) -> list[int]:
+        """Jobs that other workers took off the queue: those processing under another
+        worker's lease now, and those finished (in any final status) at or after
+        ``since``, by anyone.
+
+        Every worker's dispatcher holds every queued job it serves; one that another
+        worker took stays there until this worker grants it and finds it gone, and
+        meanwhile it holds its line back (see :class:`fairqueue.runtime.duties.taken_jobs.TakenJobs`,
+        which removes them). Read through indexes whose size is the running jobs and
+        the recent finishes, not the backlog. A store that cannot tell returns ``[]``:
+        its workers then learn of a taken job only when their claim misses it."""
+        return []
+
     @abc.abstractmethod
     def job_signature_taken(self, signature: str) -> bool:
         """True while a job with this duplicate signature is holding, queued or running."""

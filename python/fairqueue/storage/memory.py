@@ -327,6 +327,14 @@ class MemoryStorage(Storage):
                         break
         return pending
 
+    def job_left_queue(self, since: float, worker: str) -> list[int]:
+        with self._lock:
+            return [
+                r.id for r in self._jobs.values()
+                if (r.status is JobStatus.PROCESSING and r.lease_owner != worker)
+                or (r.finished_at is not None and r.finished_at >= since)
+            ]  # fmt: skip
+
     def job_counts(self, live: bool = False) -> dict[tuple[str, str, JobStatus], int]:
         counts: dict[tuple[str, str, JobStatus], int] = {}
         with self._lock:

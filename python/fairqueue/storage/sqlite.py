@@ -730,6 +730,14 @@ class SQLiteStorage(Storage):
         )
         return [PendingJob(*r) for r in rows]
 
+    def job_left_queue(self, since: float, worker: str) -> list[int]:
+        rows = self._read(
+            "SELECT id FROM fq_jobs INDEXED BY fq_jobs_processing WHERE status = 'processing' AND lease_owner IS NOT ? "
+            "UNION ALL SELECT id FROM fq_jobs INDEXED BY fq_jobs_finished WHERE finished_at >= ?",
+            (worker, since),
+        )
+        return [r[0] for r in rows]
+
     def job_counts(self, live: bool = False) -> dict[tuple[str, str, JobStatus], int]:
         if live:
             rows = self._read(LIVE_COUNTS)
