@@ -18,7 +18,7 @@ import contextvars
 import enum
 import json
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -60,6 +60,7 @@ __all__ = [
     "Queueable",
     "Retry",
     "Transaction",
+    "call_running",
     "current_context",
     "current_transaction",
     "declared_flow",
@@ -575,6 +576,17 @@ class running:  # lower case: it reads as a function, ``with running(ctx):``
     def __exit__(self, *exc: object) -> None:
         _transaction.reset(self.tokens[1])
         _current.reset(self.tokens[0])
+
+
+def call_running(ctx: Context, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """``fn(*args, **kwargs)`` called as :class:`running` would call it inside its block
+    (half its cost, which a worker pays once per job: no object, no method calls)."""
+    current, transaction = _current.set(ctx), _transaction.set(ctx)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _transaction.reset(transaction)
+        _current.reset(current)
 
 
 @contextmanager

@@ -21,7 +21,16 @@ from fairqueue import tracing
 from fairqueue.enqueue import FutureFunction
 from fairqueue.errors import HandlerNotFound, MalformedRecord
 from fairqueue.handlers import is_async, resolve
-from fairqueue.jobs import CancelFlag, Context, FinalizerResult, Queueable, Retry, restore_queueable, running
+from fairqueue.jobs import (
+    CancelFlag,
+    Context,
+    FinalizerResult,
+    Queueable,
+    Retry,
+    call_running,
+    restore_queueable,
+    running,
+)
 from fairqueue.records import JobRecord, JobStatus, NewJob
 from fairqueue.retry import RetryPolicy
 from fairqueue.runtime.batch_runner import BatchRunner
@@ -244,10 +253,10 @@ class Runner:
 
     def _run(self, ctx: Context, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any],
              asynchronous: bool) -> Any:  # fmt: skip
-        with running(ctx):
-            if asynchronous:
+        if asynchronous:
+            with running(ctx):
                 return asyncio.run_coroutine_threadsafe(_with_context(ctx, fn, args, kwargs), self._event_loop()).result()
-            return fn(*args, **kwargs)
+        return call_running(ctx, fn, args, kwargs)
 
     def _run_finalizers(self, ctx: Context, result: FinalizerResult, children: list[NewJob]) -> str:
         """Runs the job's finalizer; its enqueues join ``children``. Returns a note on failure."""
