@@ -405,6 +405,13 @@ def _load_app(path: str) -> Any:
     metavar="NAME,NAME",
     help="Serve only these named queues, comma-separated (e.g. reports,default); default: every queue.",
 )
+@click.option(
+    "--affinity/--no-affinity",
+    default=True,
+    show_default=True,
+    help="With other workers on the store, serve this worker's home orgs first (a preference: every worker "
+    "still serves every org); --no-affinity: every worker takes every org's next job alike.",
+)
 def worker(
     app_path: str,
     slots: Optional[int],
@@ -425,6 +432,7 @@ def worker(
     store_retry_for: Optional[float],
     log_format: str,
     queues: Optional[str],
+    affinity: bool,
 ) -> None:
     """Run a worker for the app at APP (module:attribute) until SIGTERM or SIGINT, then drain.
 
@@ -441,7 +449,7 @@ def worker(
         job_worker = app.worker(
             slots=slots, mode=mode, app_path=app_path, metrics_port=metrics_port, metrics_host=metrics_host,
             health_port=health_port, health_host=health_host, store_retry_for=store_retry_for,
-            queues=None if queues is None else [name.strip() for name in queues.split(",")],
+            queues=None if queues is None else [name.strip() for name in queues.split(",")], affinity=affinity,
         )  # fmt: skip
         if job_worker.metrics is not None:
             job_worker.metrics.limit_orgs(metrics_orgs)

@@ -44,6 +44,7 @@ from test_crash import SUPPORT
 import fairqueue as fq
 import fq_flow_hosts as flow
 from fairqueue.limits import PRIORITY_AGING
+from fairqueue.runtime.duties.affinity import Affinity, home_of
 from fairqueue.storage import open_storage
 
 T = TypeVar("T")
@@ -574,3 +575,62 @@ def test_priority_0_jobs_start_by_aging_under_a_constant_stream_of_priority_9_on
     assert first_low <= 9 * PRIORITY_AGING + HIGH_QUEUED * PRIORITY_SERVICE / 4 + 5 * PRIORITY_SERVICE + 2.0, (
         f"the first priority-0 job started {first_low:.1f} s after its enqueue"
     )
+
+
+# ----- 7. org affinity ---------------------------------------------------------------------------
+
+def orgs_at_homes(names: list[str], per_worker: list[int]) -> list[str]:
+    """Org names whose homes among ``names`` are ``per_worker[i]`` orgs at worker i."""
+    wanted = dict(zip(names, per_worker))
+    chosen: list[str] = []
+    for i in range(100_000):
+        org = f"tenant-{i}"
+        home = home_of(org, names)
+        if wanted[home] > 0:
+            wanted[home] -= 1
+            chosen.append(org)
+            if not any(wanted.values()):
+                return chosen
+    raise AssertionError("no such orgs among 100,000 names")
+
+
+@pytest.mark.timeout(300)
+def test_with_affinity_orgs_run_more_at_home_and_keep_equal_shares_across_four_processes(
+    store_url: str, tmp_path: Path
+) -> None:
+    """8 orgs flood 4 processes × 8 slots, their homes as uneven as 1, 1, 2 and 4 orgs
+    a worker. Home workers weight their orgs up (fairqueue.runtime.duties.affinity:
+    here as if each org had one slot at home and an equal part of the rest): each org
+    gets the same slot-time (within 15 % of the mean), 37-47 % of its runs are at home
+    against the quarter they would be without affinity, and every org still runs on
+    every worker (a preference, not a partition)."""
+    effects = tmp_path / "effects.log"
+    with app_on(store_url) as app, fleet(store_url, effects, slots=8):
+        live = wait_for("4 live workers", lambda: [w.info for w in app.storage.worker_list() if w.alive]
+                        if sum(w.alive for w in app.storage.worker_list()) == PROCESSES else None)  # fmt: skip
+        names = [w.name for w in live]
+        orgs = orgs_at_homes(names, [1, 1, 2, 4])
+        for org in orgs:
+            flow.work.delay_many(org, [(SERVICE,)] * 1_500)
+        wait_for("every org running", lambda: {r.org for r in runs(effects)} >= set(orgs))
+        time.sleep(2 * Affinity.every)  # every worker has computed its homes (pass or fail is decided from the logs)
+        began = time.time()
+        time.sleep(SHARE_FOR)
+        ended = time.time()
+    found = runs(effects)
+    started = collections.Counter(r.org for r in found if r.start <= ended)
+    assert all(started[org] < 1_500 for org in orgs), f"an org ran out of backlog: {started}"
+    home_pid = {org: next(w.pid for w in live if w.name == home_of(org, names)) for org in orgs}
+    window = [r for r in found if began <= r.start <= ended]
+    shares = {org: slot_time(found, began, ended, lambda r, o=org: r.org == o) for org in orgs}
+    at_home = {org: sum(r.pid == home_pid[org] for r in window if r.org == org) / max(1, sum(r.org == org for r in window))
+               for org in orgs}  # fmt: skip
+    mean = sum(shares.values()) / len(shares)
+    print(f"\naffinity, 4 processes x 8 slots, 8 orgs at homes 1/1/2/4, {SERVICE * 1e3:.0f} ms jobs, {SHARE_FOR:.0f} s: "
+          f"slot-s per org {min(shares.values()):.1f}-{max(shares.values()):.1f} (mean {mean:.1f}); runs at home "
+          f"{min(at_home.values()):.0%}-{max(at_home.values()):.0%}, mean {sum(at_home.values()) / len(at_home):.0%} "
+          f"(without affinity: 25 %)")  # fmt: skip
+    assert all(abs(s - mean) <= 0.15 * mean for s in shares.values()), f"unequal shares: {shares}"
+    assert sum(at_home.values()) / len(at_home) >= 0.3, f"orgs ran at home no more than anywhere: {at_home}"
+    pids = {w.pid for w in live}
+    assert all({r.pid for r in window if r.org == org} == pids for org in orgs), "an org ran on only some workers"

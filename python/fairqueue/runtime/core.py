@@ -58,6 +58,25 @@ class CoreSettings:
         self._defaults: set[str] = set()  # kinds whose defaults the default tier set
         self._keys: dict[str, set[str]] = {}  # org -> keys given limits of their own
         self._rates: dict[str, set[tuple[str, str]]] = {}  # org -> rate scopes set in the core
+        self.preferred: dict[str, float] = {}
+        """This worker's home orgs and the factor on each one's weight (:mod:`~fairqueue.runtime.duties.affinity`)."""
+
+    def prefer(self, preferred: dict[str, float]) -> None:
+        """Multiplies the weight of each of this worker's home orgs by its factor;
+        orgs no longer listed go back to their settings' weight."""
+        if self.settings.policy == "peek_set":
+            return  # weights are a fair_share feature; peek_set keeps the reference's order
+        changed = sorted(org for org in preferred.keys() | self.preferred.keys()
+                         if preferred.get(org) != self.preferred.get(org))  # fmt: skip
+        self.preferred = dict(preferred)
+        for org in changed:
+            self.core.set_org_limits(org, **self._org_limits(org))
+            self.configured.add(org)
+
+    def _org_limits(self, org: str) -> dict[str, Any]:
+        limits = self.settings.org_limits(org)
+        limits["weight"] *= self.preferred.get(org, 1.0)
+        return limits
 
     def apply(self) -> bool:
         """Applies the settings if their version is new; True if it did."""
@@ -90,7 +109,7 @@ class CoreSettings:
             core.set_limits(org, kind, **settings.pair_limits(org, kind))
         if settings.policy == "peek_set":
             return  # org, key and rate limits are fair_share features (refused at the edge)
-        core.set_org_limits(org, **settings.org_limits(org))
+        core.set_org_limits(org, **self._org_limits(org))
         keys = set(settings.own_keys(org))
         for key in sorted(keys):
             resolved = settings.key(org, key)

@@ -36,6 +36,7 @@ from fairqueue.handlers import resolve
 from fairqueue.records import Claimed, Finish, HistoryEntry, JobRecord, JobStatus, PendingJob, WorkerInfo
 from fairqueue.runtime.core import Admissions, CoreSettings, build_dispatcher
 from fairqueue.runtime.duties import Duty
+from fairqueue.runtime.duties.affinity import Affinity
 from fairqueue.runtime.duties.alert_evaluation import AlertEvaluation
 from fairqueue.runtime.duties.cancel_requests import CancelRequests
 from fairqueue.runtime.duties.dead_workers import DeadWorkers
@@ -116,6 +117,10 @@ class Worker:
         queues: the named queues it serves (``["reports", "default"]``); None, the
             default, serves every queue. Jobs of other queues are never fed to its
             dispatcher, so it never runs them.
+        affinity: with other workers on the store, serve this worker's home orgs first
+            (True, the default; see :mod:`fairqueue.runtime.duties.affinity`): workers
+            then choose different jobs rather than all the same ones. A preference,
+            never a partition: every worker still serves every org.
     """
 
     _count = 0
@@ -137,6 +142,7 @@ class Worker:
         health_host: str = "127.0.0.1",
         store_retry_for: Optional[float] = None,
         queues: Optional[Sequence[str]] = None,
+        affinity: bool = True,
     ) -> None:
         limits = app.settings.limits
         self.app = app
@@ -223,6 +229,10 @@ class Worker:
             WebhookDelivering(self.store, app.alerts, every),
         ]
         """The periodic duties, run in this order when due (see :mod:`fairqueue.runtime.duties`)."""
+        self.affinity = Affinity(self.store, self.name, self.core_settings) if affinity else None
+        """Weights this worker's home orgs up (None: ``affinity=False``)."""
+        if self.affinity is not None:
+            self.duties.append(self.affinity)
         self._due = [0.0] * len(self.duties)
         self._metrics_at = (metrics_host, metrics_port) if metrics_port is not None else None
         self.metrics: Optional[WorkerMetrics] = (
