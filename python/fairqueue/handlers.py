@@ -63,7 +63,8 @@ _ASYNC: dict[Any, bool] = {}
 
 def is_async(fn: Callable[..., Any]) -> bool:
     """True for ``async def`` functions and methods."""
-    # Asked once per job run: remembered per function (a method by its class's function).
+    # Asked for every finalizer and batch phase run (a job's own handler: once per path, by the runner):
+    # remembered per function (a method by its class's function).
     key = getattr(fn, "__func__", fn)
     answer = _ASYNC.get(key)
     if answer is None:

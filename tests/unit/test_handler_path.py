@@ -7,6 +7,7 @@ The jobs are in ``tests/support/fq_handler_path_jobs.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 
@@ -77,6 +78,12 @@ def test_a_job_that_enqueues_nothing_stores_nothing_but_its_status(runner: Runne
 @pytest.mark.parametrize("payload", [' {"args":[],"kwargs":{}}', '{"args":[],"kwargs":{}}\n', '\t{"args":[]}  '])
 def test_a_payload_with_whitespace_around_it_runs(runner: Runner, payload: str) -> None:
     assert runner.execute(future(jobs.noop, payload)).status is JobStatus.COMPLETED
+
+
+def test_a_payload_read_back_as_bytes_runs(runner: Runner) -> None:
+    # SQLite hands back a BLOB written into the payload column (a damaged or hand-edited row) as bytes.
+    record = dataclasses.replace(future(jobs.noop), payload=b'{"args":[],"kwargs":{}}')
+    assert runner.execute(record).status is JobStatus.COMPLETED
 
 
 @pytest.mark.parametrize(

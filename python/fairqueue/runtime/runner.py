@@ -48,9 +48,9 @@ _COMPLETED = Outcome(JobStatus.COMPLETED, ran=True)
 """A job that ran to its end and returned, enqueued and noted nothing (immutable: one serves them all)."""
 
 
-# json.loads checks its argument's type and skips whitespace around the document before and after
-# decoding: most of its cost on a payload as short as most jobs'. The decoder's raw_decode does the
-# decoding alone, which is all a payload fairqueue encoded needs (no whitespace around it).
+# json.loads checks its argument's type and matches whitespace before and after the document around
+# decoding it: most of its cost on a payload as short as most jobs'. The decoder's raw_decode does the
+# decoding alone, which is all a payload fairqueue encoded needs (text, no whitespace around it).
 _decode = json.JSONDecoder().raw_decode
 
 
@@ -60,8 +60,8 @@ def _payload(record: JobRecord) -> dict[str, Any]:
         body, end = _decode(text)
         if end != len(text):  # whitespace after it (or more than one document): loads says which
             body = json.loads(text)
-    except ValueError:
-        try:  # whitespace before it (or no JSON at all): loads says which
+    except (ValueError, TypeError):
+        try:  # whitespace before it, bytes from a damaged row, or no JSON at all: loads takes it or says why
             body = json.loads(text)
         except ValueError as e:
             raise MalformedRecord(f"job {record.id}'s stored payload is not JSON ({e})") from None
