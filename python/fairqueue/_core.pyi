@@ -5,7 +5,7 @@ from typing import Any, Literal, Optional, TypedDict, Union, final
 
 from typing_extensions import Self, disjoint_base
 
-__all__ = ["Dispatcher", "Grant", "Release", "NAME_RULE", "check_name", "encode_payload", "simulate"]
+__all__ = ["Dispatcher", "EmbeddedTurns", "Grant", "Release", "NAME_RULE", "check_name", "encode_payload", "simulate"]
 
 _Policy = Literal["fair_share", "peek_set"]
 _Shares = Literal["per_pair", "per_org"]
@@ -290,3 +290,33 @@ def check_name(value: object, what: str = "org") -> str:
     Raises ``InvalidArgument`` naming the value and the rule (for a non-str or a str
     with a lone surrogate too).
     """
+
+@final
+class EmbeddedTurns:
+    """The embedded store's pick-up and worker-turn statements on a connection of their
+    own (``fairqueue.storage.sqlite`` runs them), with the interpreter released. SQLite's
+    errors are raised as ``sqlite3.OperationalError(message, extended_code)``."""
+
+    def __new__(cls, path: str, columns: str) -> EmbeddedTurns:
+        """Opens the store at ``path``; a claim returns ``columns`` (comma-separated) of each job."""
+    def pending(
+        self, after_seq: int, limit: int, queues: Optional[str] = None
+    ) -> list[tuple[int, str, str, Optional[float], Optional[str], int, int, int, int, str]]:
+        """Queued jobs with ``ready_seq`` > ``after_seq`` in that order, ``limit`` at most
+        (negative: all), of the queues in the JSON array ``queues`` (None: every queue):
+        ``(id, org, kind, run_at, key, priority, cost, attempts, ready_seq, queue)``."""
+    def turn(
+        self,
+        finishes: Sequence[tuple[int, str, float, bool]],
+        asked: Sequence[int],
+        worker: str,
+        lease_until: float,
+        now: float,
+        version: Optional[int],
+    ) -> tuple[list[int], list[tuple[Any, ...]], bool]:
+        """One turn in one transaction: stores the plain outcomes ``finishes`` (``(id,
+        worker, at, ran)``; batch jobs are skipped) and claims ``asked`` (see
+        ``Storage.job_claim``). Returns the applied outcomes' ids, the claimed rows (in
+        the store's column order) and whether the settings ``version`` was stale."""
+    def close(self) -> None:
+        """Closes the connection (later calls raise)."""

@@ -19,6 +19,8 @@ pub enum CoreError {
     UnknownRequest(u64),
     /// A lease that is not active: never issued, already acked or nacked, or expired.
     UnknownLease(u64),
+    /// The embedded store's SQLite failed; `code` is SQLite's extended result code.
+    Storage { code: i32, message: String },
 }
 
 /// Result alias used throughout the core.
@@ -54,6 +56,7 @@ impl fmt::Display for CoreError {
                 f,
                 "lease {lease} is not active: it was never issued, was already acked or nacked, or expired and its request was re-delivered"
             ),
+            CoreError::Storage { code, message } => write!(f, "{message} (SQLite result code {code})"),
         }
     }
 }

@@ -3,12 +3,15 @@
 //! The modules are named after the concepts of the spec and know nothing of Python:
 //! [`dispatcher`] (requests, slot accounting, leases and delays under a policy),
 //! [`policy`] (`peek_set` and hierarchical `fair_share`), [`rate`] (rate limits), [`delay`], [`lease`], [`clock`], [`name`],
-//! [`sim`] (the dispatcher on a virtual clock). The `python` feature adds the thin
-//! PyO3 binding that is built into `fairqueue._core`.
+//! [`sim`] (the dispatcher on a virtual clock). The `embedded` feature adds the embedded
+//! store's hot statements (`embedded`, on the system SQLite); the `python` feature adds
+//! the thin PyO3 binding that is built into `fairqueue._core`.
 
 pub mod clock;
 pub mod delay;
 pub mod dispatcher;
+#[cfg(feature = "embedded")]
+pub mod embedded;
 pub mod error;
 pub mod lease;
 pub mod limits;

@@ -17,8 +17,9 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeVar, Union
 
+from fairqueue._core import EmbeddedTurns
 from fairqueue.errors import (
     DuplicateSignature,
     FairQueueError,
@@ -88,6 +89,8 @@ from fairqueue.storage.lock_files import HeldLock, probe
 from fairqueue.storage.waiting import FinishedFanout
 
 __all__ = ["SQLiteStorage"]
+
+_T = TypeVar("_T")
 
 _INSERT_ROW = (
     "INSERT INTO fq_jobs (org, kind, handler, payload, status, created_at, run_at, parent_id, "
@@ -374,7 +377,20 @@ WAITING_FACTS = """SELECT
                            UNION SELECT org, kind FROM fq_jobs WHERE status = 'processing'))"""
 
 
-def _record(row: sqlite3.Row) -> JobRecord:
+def _is_plain(f: Finish) -> bool:
+    """A completion with nothing to store but its end (most outcomes)."""
+    return (f.status is JobStatus.COMPLETED and f.error is None and f.result is None and not f.children
+            and f.progress is None)  # fmt: skip
+
+
+def _plain(admission: Optional[Admission]) -> bool:
+    """Whether a claim under ``admission`` has no cap, rate limit or pause to check."""
+    return admission is None or not (
+        admission.pair_caps or admission.org_caps or admission.key_caps or admission.rates or admission.paused
+    )
+
+
+def _record(row: Sequence[Any]) -> JobRecord:
     # Built field by field rather than through __init__: the worker reads many
     # records per second and the values come from our own schema.
     record = JobRecord.__new__(JobRecord)
@@ -509,6 +525,9 @@ class SQLiteStorage(Storage):
                     "it away to start an empty store; fairqueue will not write to it"
                 )
             self._create_or_check_schema()
+            # The pick-up's and the worker turn's statements, run in Rust on a connection
+            # of their own (see fairqueue._core.EmbeddedTurns): the same schema and file.
+            self._turns = self._native(lambda: EmbeddedTurns(str(self.path), _COLUMNS), opening=True)
         except BaseException:
             self._db.close()
             raise
@@ -534,6 +553,16 @@ class SQLiteStorage(Storage):
                     db.execute(statement)
             if version < SCHEMA_VERSION:
                 db.execute("UPDATE fq_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+    def _native(self, call: Callable[[], _T], opening: bool = False) -> _T:
+        """Runs a call of the Rust statements, translating SQLite's errors as the Python ones are."""
+        try:
+            return call()
+        except sqlite3.Error as e:
+            message, code = e.args if len(e.args) == 2 else (str(e), 0)
+            error = sqlite3.OperationalError(message)
+            error.sqlite_errorcode = code
+            raise storage_error(error, self.path, opening=opening) from None
 
     @contextmanager
     def _transaction(self, durable: bool = False, jobs: Sequence[NewJob] = ()) -> Iterator[sqlite3.Connection]:
@@ -722,12 +751,8 @@ class SQLiteStorage(Storage):
     def job_pending(
         self, after_seq: int = 0, limit: Optional[int] = None, queues: Optional[Sequence[str]] = None
     ) -> list[PendingJob]:
-        served = "" if queues is None else "AND queue IN (SELECT value FROM json_each(?)) "
-        rows = self._read(
-            "SELECT id, org, kind, run_at, key, priority, cost, attempts, ready_seq, queue FROM fq_jobs "
-            f"WHERE status = 'queued' AND ready_seq > ? {served}ORDER BY ready_seq LIMIT ?",
-            (after_seq, *(() if queues is None else (_JSON.encode(list(queues)),)), -1 if limit is None else limit),
-        )
+        served = None if queues is None else _JSON.encode(list(queues))
+        rows = self._native(lambda: self._turns.pending(after_seq, -1 if limit is None else limit, served))
         return [PendingJob(*r) for r in rows]
 
     def job_left_queue(self, since: float, worker: str) -> list[int]:
@@ -753,6 +778,8 @@ class SQLiteStorage(Storage):
         now: float,
         admission: Optional[Admission] = None,
     ) -> Claimed:
+        if _plain(admission):
+            return self._native_turn([], list(job_ids), worker, lease_until, now, admission)[1]
         # The write transaction is taken up front, so the cap counts cannot change
         # before the claim commits: every process's claims take turns.
         with self._transaction() as db:
@@ -770,9 +797,38 @@ class SQLiteStorage(Storage):
         check_finishes(finishes)
         if not finishes and not job_ids:
             return [], Claimed()
+        if _plain(admission):
+            return self._native_turn(finishes, list(job_ids), worker, lease_until, now, admission)
         with self._transaction() as db:
             applied = self._finish(db, finishes)
             return applied, self._claim(db, list(job_ids), worker, lease_until, now, admission)
+
+    def _native_turn(
+        self,
+        finishes: Sequence[Finish],
+        asked: list[int],
+        worker: str,
+        lease_until: float,
+        now: float,
+        admission: Optional[Admission],
+    ) -> tuple[list[int], Claimed]:
+        """A turn whose claim has no caps, rate limits or pauses to check: the plain
+        outcomes and the claim in one transaction of the Rust statements, then any
+        other outcome (and a batch job's plain one, whose end may promote its org's
+        held batches) through the Python ones, in a transaction of its own."""
+        plain = [(f.job_id, f.worker, f.at, f.ran) for f in finishes if _is_plain(f)]
+        version = None if admission is None else admission.version
+        applied, rows, stale = self._native(lambda: self._turns.turn(plain, asked, worker, lease_until, now, version))
+        if applied and self._finished.listening:
+            self._finished.publish(applied)
+        done = set(applied)
+        rest = [f for f in finishes if f.job_id not in done]
+        if rest:
+            with self._transaction() as db:
+                done.update(self._finish(db, rest))
+        if stale:
+            return [f.job_id for f in finishes if f.job_id in done], Claimed(stale=True)
+        return [f.job_id for f in finishes if f.job_id in done], Claimed([_record(r) for r in rows])
 
     def _claim(
         self,
@@ -917,8 +973,7 @@ class SQLiteStorage(Storage):
         plain: dict[tuple[float, bool], list[Finish]] = {}
         rest: list[Finish] = []
         for f in finishes:
-            if (f.status is JobStatus.COMPLETED and f.error is None and f.result is None and not f.children
-                    and f.progress is None):  # fmt: skip
+            if _is_plain(f):
                 plain.setdefault((f.at, f.ran), []).append(f)
             else:
                 rest.append(f)
@@ -1595,5 +1650,6 @@ class SQLiteStorage(Storage):
         for _, held in self._registered.values():
             held.release()
         self._registered.clear()
+        self._turns.close()
         with self._lock:
             self._db.close()

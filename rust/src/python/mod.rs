@@ -21,6 +21,7 @@ use crate::name;
 use crate::request::{KeyId, Kind, OrgId, KINDS};
 use crate::sim::{self, Baseline, KeyRow, OrgRow, ScenarioOptions};
 
+mod embedded;
 mod payload;
 
 pyo3::import_exception!(fairqueue.errors, InvalidArgument);
@@ -29,6 +30,9 @@ pyo3::import_exception!(fairqueue.errors, UnknownPolicy);
 pyo3::import_exception!(fairqueue.errors, DuplicateRequest);
 pyo3::import_exception!(fairqueue.errors, UnknownRequest);
 pyo3::import_exception!(fairqueue.errors, UnknownLease);
+// The embedded store's failures reach `fairqueue.storage.sqlite` as sqlite3's own, with
+// (message, extended result code) as arguments, for its one translation (`storage_error`).
+pyo3::import_exception!(sqlite3, OperationalError);
 
 impl From<CoreError> for PyErr {
     fn from(err: CoreError) -> PyErr {
@@ -40,6 +44,7 @@ impl From<CoreError> for PyErr {
             CoreError::DuplicateRequest(_) => DuplicateRequest::new_err(message),
             CoreError::UnknownRequest(_) => UnknownRequest::new_err(message),
             CoreError::UnknownLease(_) => UnknownLease::new_err(message),
+            CoreError::Storage { code, message } => OperationalError::new_err((message, code)),
         }
     }
 }
@@ -1022,5 +1027,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<DispatcherPy>()?;
     m.add_class::<GrantPy>()?;
     m.add_class::<ReleasePy>()?;
+    m.add_class::<embedded::EmbeddedTurnsPy>()?;
     Ok(())
 }
