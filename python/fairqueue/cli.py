@@ -45,7 +45,7 @@ from fairqueue.records import JobRecord, JobStatus, TriggerState
 from fairqueue.runtime.metrics import DEFAULT_TOP_ORGS, StoreMetrics
 from fairqueue.runtime.metrics import serve as serve_metrics
 from fairqueue.settings import QueueSettings
-from fairqueue.storage import LIVE_STATUSES, RERUNNABLE, SCHEMA_VERSION, Storage, open_storage
+from fairqueue.storage import LIVE_STATUSES, RERUNNABLE, Storage, open_storage
 from fairqueue.validate import MAX_ID, check_org, check_policy
 
 __all__ = ["main", "SCENARIOS", "POLICY_CHOICES", "format_seconds"]
@@ -944,7 +944,7 @@ def upgrade(store: str, as_json: bool) -> None:
     if "://" not in store and store != ":memory:" and not Path(store).parent.exists():
         raise click.UsageError(f"no directory for the store {store!r}: create it, or pass --store PATH")
     with _open_store(store, must_exist=False) as storage:
-        version = SCHEMA_VERSION
+        version = storage.schema_version
         where = getattr(storage, "schema", None)
     if as_json:
         click.echo(json.dumps({"store": store, "schema_version": version}))

@@ -312,6 +312,10 @@ class WebhookDelivery:
 class Storage(abc.ABC):
     """What fairqueue needs from a store. Every method is atomic: it happens whole or not at all."""
 
+    schema_version: int = SCHEMA_VERSION
+    """The schema version this store creates and migrates its data to (a store may be
+    ahead of the version every store shares, :data:`SCHEMA_VERSION`)."""
+
     @abc.abstractmethod
     def job_enqueue(
         self, jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]] = None
