@@ -15,7 +15,7 @@ import pytest
 
 from fairqueue.errors import DuplicateSignature, InvalidArgument, SchemaVersionError, StorageError
 from fairqueue.records import Admission, Finish, JobStatus, NewJob
-from fairqueue.storage import Storage, job_filter, open_storage
+from fairqueue.storage import SCHEMA_VERSION, Storage, job_filter, open_storage
 
 NOW = 1_700_000_000.0
 _T = TypeVar("_T")
@@ -263,7 +263,6 @@ def test_listing_running_jobs_reads_their_index_never_the_history(pg: Any, pg_ds
 
 def test_upgrade_is_idempotent_and_safe_to_race(pg_dsn: str, pg_schema: str) -> None:
     from fairqueue.storage.postgres import PostgresStorage
-    from fairqueue.storage.postgres.schema import SCHEMA_VERSION
 
     stores = _race(*[lambda: PostgresStorage(pg_dsn, schema=pg_schema) for _ in range(3)])
     try:
@@ -279,7 +278,7 @@ def test_upgrade_is_idempotent_and_safe_to_race(pg_dsn: str, pg_schema: str) -> 
 
 def test_a_version_2_schema_upgrades_in_place_and_keeps_its_jobs(pg: Any, pg_dsn: str, pg_schema: str) -> None:
     from fairqueue.storage.postgres import PostgresStorage
-    from fairqueue.storage.postgres.schema import MIGRATIONS, SCHEMA_VERSION
+    from fairqueue.storage.postgres.schema import MIGRATIONS
 
     with pg.connect(pg_dsn) as conn:  # the schema as fairqueue 0.1 with schema version 2 left it
         conn.execute(f"CREATE SCHEMA {pg_schema}")
@@ -303,7 +302,7 @@ def test_a_version_2_schema_upgrades_in_place_and_keeps_its_jobs(pg: Any, pg_dsn
             # A one-row table is cheapest to scan whole: ask which index the sweep would use.
             conn.execute("SET enable_seqscan = off")
             sweep = "\n".join(r[0] for r in conn.execute(
-                f"EXPLAIN UPDATE {pg_schema}.fq_jobs_live SET status = 'queued' WHERE status = 'processing' AND lease_expires_at < 0"
+                f"EXPLAIN UPDATE {pg_schema}.fq_jobs SET status = 'queued' WHERE status = 'processing' AND lease_expires_at < 0"
             ))  # fmt: skip
         assert functions == [], "the claim function of version 2 is gone"
         assert "fq_jobs_leases" not in indexes and "fq_jobs_processing" in sweep, (indexes, sweep)
@@ -322,7 +321,6 @@ def test_a_version_2_schema_upgrades_in_place_and_keeps_its_jobs(pg: Any, pg_dsn
 
 def test_a_schema_from_a_newer_fairqueue_is_refused(pg: Any, pg_dsn: str, pg_schema: str) -> None:
     from fairqueue.storage.postgres import PostgresStorage
-    from fairqueue.storage.postgres.schema import SCHEMA_VERSION
 
     PostgresStorage(pg_dsn, schema=pg_schema).close()
     with pg.connect(pg_dsn) as conn:
@@ -349,8 +347,7 @@ def test_the_tables_live_in_the_chosen_schema(pg: Any, pg_dsn: str, store: Any) 
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", (store.schema,)
         ).fetchall()
     assert rows == [
-        ("fq_alert_episodes",), ("fq_batch_errors",), ("fq_flex",), ("fq_history",), ("fq_jobs",), ("fq_jobs_done",),
-        ("fq_jobs_live",), ("fq_meta",),
+        ("fq_alert_episodes",), ("fq_batch_errors",), ("fq_flex",), ("fq_history",), ("fq_jobs",), ("fq_meta",),
         ("fq_rate_state",), ("fq_settings",), ("fq_settings_version",), ("fq_triggers",), ("fq_usage",),
         ("fq_webhook_outbox",), ("fq_workers",),
     ]  # fmt: skip
@@ -402,7 +399,7 @@ def test_database_errors_become_fairqueue_errors_in_one_place(pg: Any, pg_dsn: s
     with pg.connect(pg_dsn) as conn:
         with pytest.raises(pg.errors.UniqueViolation) as caught:
             conn.execute(
-                f"INSERT INTO {store.schema}.fq_jobs_live (org, kind, handler, payload, status, created_at, duplicate_signature) "
+                f"INSERT INTO {store.schema}.fq_jobs (org, kind, handler, payload, status, created_at, duplicate_signature) "
                 "VALUES ('o', 'future', 'm:f', '{}', 'queued', 0, 'once')"
             )
     duplicate = translate(caught.value, store.db.where, jobs=[job(duplicate_signature="once")])
@@ -565,20 +562,14 @@ def test_hosts_firing_at_the_same_moment_fire_each_schedule_once(pg_dsn: str, pg
 def test_a_flex_queue_left_stalled_by_a_crash_is_promoted_by_the_next_sweep(
     pg: Any, pg_dsn: str, pg_schema: str, store: Any
 ) -> None:
-    from fairqueue.storage.postgres.rows import FIELDS
-
     batches = store.job_enqueue([NewJob(org="acme", kind="batch", handler="app.jobs:Sync", payload="{}") for _ in range(6)], 0.0)
     assert store.job_get(batches[5]).status is JobStatus.HOLDING
     store.job_claim(batches[:5], "w1", 60.0, 1.0)
     # The five outcomes committed, then the process died before the promotion's own
     # transaction: nothing is left that would ever end another batch of this org.
     with pg.connect(pg_dsn, autocommit=True) as conn:
-        # As an outcome does it: out of the live table, into the finished one.
-        finished = ", ".join("'completed'" if f == "status" else "NULL" if f == "lease_owner" else f for f in FIELDS)
         conn.execute(
-            f'WITH gone AS (DELETE FROM "{pg_schema}".fq_jobs_live WHERE id = ANY(%s) RETURNING *) '
-            f'INSERT INTO "{pg_schema}".fq_jobs_done ({", ".join(FIELDS)}) SELECT {finished} FROM gone',
-            (batches[:5],),
+            f"UPDATE \"{pg_schema}\".fq_jobs SET status = 'completed', lease_owner = NULL WHERE id = ANY(%s)", (batches[:5],)
         )
     assert store.job_get(batches[5]).status is JobStatus.HOLDING
     store.job_requeue_expired(2.0)

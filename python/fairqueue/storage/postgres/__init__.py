@@ -9,27 +9,6 @@ schema is versioned (``fq_meta``) and created or migrated by
 runs on open unless ``upgrade=False``; a schema written by a newer fairqueue is
 refused with :class:`~fairqueue.errors.SchemaVersionError`.
 
-Live jobs apart from finished ones (schema version 8). ``fq_jobs_live`` holds
-the jobs that wait or run (holding, queued, processing; a CHECK keeps any other
-status out) with only the indexes the hot statements read: the primary key, the
-org's, the queued ones in ``ready_seq`` order and by line, the processing ones by
-(org, kind) and (org, key), the holding ones, the live signatures.
-``fq_jobs_done`` holds the finished jobs with the indexes of the dashboard and
-retention (org, finish time, status and finish time). An outcome moves its job in
-one statement (``WITH gone AS (DELETE … RETURNING …) INSERT INTO fq_jobs_done``):
-a delete writes no index entry and the insert writes the finished table's few, so
-a job's outcome is one row write where an update of the wide row was one that
-could never be HOT (every status change meets a partial index on status) and
-added entries to every index of both lives. Aborts of waiting jobs and dead
-workers' quarantines move the same way; a re-run moves the job back; retention
-deletes from ``fq_jobs_done`` only. The job keeps its id (one identity sequence
-for both). ``fq_jobs`` is a view of the two (``UNION ALL``), so the readers of
-any job (:meth:`PostgresStorage.job_get`, ``job_list`` without a status,
-``job_counts``) and an operator's own queries see what they saw before; the hot
-statements name their table. Why not a partitioned table by status: a row that
-changes partition is a delete plus an insert too, but every index of the parent
-is created on every partition, which is the cost this avoids.
-
 How hosts stay out of each other's way:
 
 * **Claims** lock the still-queued rows in id order (``SELECT … ORDER BY id FOR

@@ -341,16 +341,14 @@ def insert_children(db: Database, cur: Cursor, f: Finish) -> None:
             usage.check_limits(db, cur, f.children, f.daily_limits, f.at)
         stored = jobs.insert_rows(db, cur, f.children, f.at, skip_taken=True)
     except LimitExceeded as e:  # past the daily limit, or a batch child past a full flex queue
-        note(db, cur, f.job_id, f"children not enqueued: {e}")
+        cur.execute(db.sql["finish_note"], (f"children not enqueued: {e}", f.job_id))
         return
     taken = jobs.missing(f.children, [r[1] for r in stored])
     if taken:
-        note(db, cur, f.job_id, f"child not enqueued: duplicate signature {taken!r} already queued or running")
-
-
-def note(db: Database, cur: Cursor, job_id: int, text: str) -> None:
-    """Writes ``text`` into the extended status of job ``job_id``, live or finished."""
-    cur.execute(db.sql["finish_note"], (text, job_id, text, job_id))
+        cur.execute(
+            db.sql["finish_note"],
+            (f"child not enqueued: duplicate signature {taken!r} already queued or running", f.job_id),
+        )
 
 
 def requeue_expired(db: Database, now: float) -> list[int]:

@@ -110,8 +110,7 @@ def record_progress(db: Database, cur: Cursor, f: Finish) -> None:
     """Stores the batch progress of outcome ``f`` (it applied) and its error events."""
     p = f.progress
     assert p is not None
-    values = (p.payload, p.items_processed, p.items_total, p.error_count, f.job_id)
-    cur.execute(db.sql["batch_progress"], values * 2)
+    cur.execute(db.sql["batch_progress"], (p.payload, p.items_processed, p.items_total, p.error_count, f.job_id))
     if p.errors:
         cur.executemany(
             db.sql["batch_error_add"],

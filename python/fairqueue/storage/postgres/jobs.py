@@ -248,14 +248,7 @@ def list_sql(db: Database, where: str, status: Optional[JobStatus]) -> str:
     # "id + 0" keeps the planner off the primary key's order, so a status of
     # FEW_STATUSES is read through its partial index and sorted (see FEW_STATUSES).
     order = "id + 0" if status in FEW_STATUSES else "id"
-    # A status lives in one of the two tables; with none, the view reads both
-    # (a merge of their primary keys, newest first).
-    table = "fq_jobs" if status is None else "fq_jobs_live" if status in _WAITING_OR_RUNNING else "fq_jobs_done"
-    return f"SELECT {COLUMNS} FROM {db.s}.{table} WHERE {where} ORDER BY {order} DESC LIMIT %s"
-
-
-_WAITING_OR_RUNNING = (JobStatus.HOLDING, JobStatus.QUEUED, JobStatus.PREPARING, JobStatus.PROCESSING)
-"""The statuses of the live table's jobs (the rest are fq_jobs_done's)."""
+    return f"SELECT {COLUMNS} FROM {db.s}.fq_jobs WHERE {where} ORDER BY {order} DESC LIMIT %s"
 
 
 def list_records(
@@ -306,15 +299,11 @@ def abort(db: Database, job_id: int, now: float, org: Optional[str]) -> Optional
     def body(cur: Cursor) -> Optional[JobStatus]:
         cur.execute(db.sql["job_abort_lock"], (job_id,))
         row = cur.fetchone()
-        if row is None:
-            # Finished (or unknown): nothing to change, so nothing to lock.
-            cur.execute(db.sql["job_abort_finished"], (job_id,))
-            row = cur.fetchone()
         if row is None or (org is not None and row[0] != org):
             return None
         status = JobStatus(row[1])
         if status in (JobStatus.HOLDING, JobStatus.QUEUED):
-            cur.execute(db.sql["job_abort_waiting"], (job_id, float(now)))
+            cur.execute(db.sql["job_abort_waiting"], (float(now), job_id))
             completions.notify(db, cur, [job_id])
             if status is JobStatus.HOLDING:
                 flex.remove(db, cur, job_id)

@@ -6,7 +6,7 @@
 -- %b), the rows come out in the jobs' order, so the identity column draws their
 -- ids in that order. A queued job's ready_seq is provisional: its place in line
 -- (see the package docstring).
-INSERT INTO {s}.fq_jobs_live (org, kind, handler, payload, status, created_at, run_at, parent_id,
+INSERT INTO {s}.fq_jobs (org, kind, handler, payload, status, created_at, run_at, parent_id,
     chain_depth, duplicate_signature, queue, key, priority, cost, ready_seq)
 SELECT u.org, u.kind, u.handler, u.payload, u.status, %s, u.run_at, u.parent_id, u.chain_depth, u.sig,
     u.queue, u.key, u.priority, u.cost, CASE WHEN u.status = 'queued' THEN -nextval('{s}.fq_queued_seq') END
@@ -19,7 +19,7 @@ RETURNING id, duplicate_signature, org, status
 -- name: job_insert_skip_taken
 -- job_insert, leaving out a job whose duplicate signature is live instead of
 -- failing the statement (and with it the transaction).
-INSERT INTO {s}.fq_jobs_live (org, kind, handler, payload, status, created_at, run_at, parent_id,
+INSERT INTO {s}.fq_jobs (org, kind, handler, payload, status, created_at, run_at, parent_id,
     chain_depth, duplicate_signature, queue, key, priority, cost, ready_seq)
 SELECT u.org, u.kind, u.handler, u.payload, u.status, %s, u.run_at, u.parent_id, u.chain_depth, u.sig,
     u.queue, u.key, u.priority, u.cost, CASE WHEN u.status = 'queued' THEN -nextval('{s}.fq_queued_seq') END
@@ -32,7 +32,6 @@ ON CONFLICT (duplicate_signature)
 RETURNING id, duplicate_signature, org, status
 
 -- name: job_get
--- Through the view of both tables: one primary-key probe each.
 SELECT id, org, kind, handler, payload, status, created_at, run_at, started_at, finished_at,
     attempts, items_processed, items_total, error_count, extended_status, parent_id, chain_depth,
     duplicate_signature, lease_owner, lease_expires_at, cancel_requested, handler_attempts, result, errors, worker_deaths,
@@ -40,7 +39,7 @@ SELECT id, org, kind, handler, payload, status, created_at, run_at, started_at, 
 FROM {s}.fq_jobs WHERE id = %s
 
 -- name: job_signature_taken
-SELECT 1 FROM {s}.fq_jobs_live
+SELECT 1 FROM {s}.fq_jobs
 WHERE duplicate_signature = %s AND status IN ('holding', 'queued', 'preparing', 'processing') LIMIT 1
 
 -- name: job_cancel_requested
@@ -51,50 +50,36 @@ SELECT org, kind, status, COUNT(*) FROM {s}.fq_jobs GROUP BY org, kind, status
 
 -- name: job_counts_live
 -- One query per status of LIVE_STATUSES, its literal matching a partial index's
--- condition, in the live table: the cost follows the backlog, never the store's history.
-SELECT org, kind, status, COUNT(*) FROM {s}.fq_jobs_live WHERE status = 'holding' GROUP BY org, kind, status
+-- condition: the cost follows the backlog, never the store's history.
+SELECT org, kind, status, COUNT(*) FROM {s}.fq_jobs WHERE status = 'holding' GROUP BY org, kind, status
 UNION ALL
-SELECT org, kind, status, COUNT(*) FROM {s}.fq_jobs_live WHERE status = 'queued' GROUP BY org, kind, status
+SELECT org, kind, status, COUNT(*) FROM {s}.fq_jobs WHERE status = 'queued' GROUP BY org, kind, status
 UNION ALL
-SELECT org, kind, status, COUNT(*) FROM {s}.fq_jobs_live WHERE status = 'processing' GROUP BY org, kind, status
+SELECT org, kind, status, COUNT(*) FROM {s}.fq_jobs WHERE status = 'processing' GROUP BY org, kind, status
 
 -- name: job_abort_lock
--- A live job, locked; a finished one needs no lock (job_abort_finished).
-SELECT org, status, kind FROM {s}.fq_jobs_live WHERE id = %s FOR UPDATE
-
--- name: job_abort_finished
-SELECT org, status, kind FROM {s}.fq_jobs_done WHERE id = %s
+SELECT org, status, kind FROM {s}.fq_jobs WHERE id = %s FOR UPDATE
 
 -- name: job_abort_waiting
--- The waiting job moves to the finished ones, aborted, in one statement.
-WITH gone AS (DELETE FROM {s}.fq_jobs_live WHERE id = %s RETURNING *)
-INSERT INTO {s}.fq_jobs_done (id, org, kind, handler, payload, status, created_at, run_at, started_at, finished_at,
-    attempts, items_processed, items_total, error_count, extended_status, parent_id, chain_depth,
-    duplicate_signature, lease_owner, lease_expires_at, cancel_requested, handler_attempts, result, errors, worker_deaths,
-    queue, key, priority, cost)
-SELECT id, org, kind, handler, payload, 'aborted', created_at, run_at, started_at, %s,
-    attempts, items_processed, items_total, error_count, 'aborted while waiting', parent_id, chain_depth,
-    duplicate_signature, lease_owner, lease_expires_at, cancel_requested, handler_attempts, result, errors, worker_deaths,
-    queue, key, priority, cost
-FROM gone
+UPDATE {s}.fq_jobs SET status = 'aborted', finished_at = %s, extended_status = 'aborted while waiting'
+WHERE id = %s
 
 -- name: job_request_cancel
-UPDATE {s}.fq_jobs_live SET cancel_requested = TRUE WHERE id = %s
+UPDATE {s}.fq_jobs SET cancel_requested = TRUE WHERE id = %s
 
 -- name: job_waiting_facts
--- Waiting and running jobs from the live table, finishes from the finished one.
 SELECT
-    (SELECT COUNT(*) FROM {s}.fq_jobs_live WHERE status = 'queued' AND org = %s AND kind = %s AND id < %s),
-    (SELECT COUNT(*) FROM {s}.fq_jobs_live WHERE status = 'queued' AND id < %s AND (run_at IS NULL OR run_at <= %s)),
-    (SELECT COUNT(*) FROM {s}.fq_jobs_done WHERE org = %s AND kind = %s AND finished_at >= %s),
-    (SELECT COUNT(*) FROM {s}.fq_jobs_done WHERE finished_at >= %s),
-    (SELECT COUNT(*) FROM {s}.fq_jobs_live WHERE status = 'processing'),
-    (SELECT MIN(finished_at) FROM {s}.fq_jobs_done WHERE finished_at >= %s),
-    (SELECT COUNT(*) FROM (SELECT org, kind FROM {s}.fq_jobs_live WHERE status = 'queued'
-                           UNION SELECT org, kind FROM {s}.fq_jobs_live WHERE status = 'processing') AS lines)
+    (SELECT COUNT(*) FROM {s}.fq_jobs WHERE status = 'queued' AND org = %s AND kind = %s AND id < %s),
+    (SELECT COUNT(*) FROM {s}.fq_jobs WHERE status = 'queued' AND id < %s AND (run_at IS NULL OR run_at <= %s)),
+    (SELECT COUNT(*) FROM {s}.fq_jobs WHERE org = %s AND kind = %s AND finished_at >= %s),
+    (SELECT COUNT(*) FROM {s}.fq_jobs WHERE finished_at >= %s),
+    (SELECT COUNT(*) FROM {s}.fq_jobs WHERE status = 'processing'),
+    (SELECT MIN(finished_at) FROM {s}.fq_jobs WHERE finished_at >= %s),
+    (SELECT COUNT(*) FROM (SELECT org, kind FROM {s}.fq_jobs WHERE status = 'queued'
+                           UNION SELECT org, kind FROM {s}.fq_jobs WHERE status = 'processing') AS lines)
 
 -- name: job_holders
-SELECT id FROM {s}.fq_jobs_live WHERE status = 'processing' AND org = %s AND kind = %s ORDER BY id
+SELECT id FROM {s}.fq_jobs WHERE status = 'processing' AND org = %s AND kind = %s ORDER BY id
 
 -- name: enqueue_savepoint
 -- An enqueue inside the caller's transaction runs in a savepoint: a refused
@@ -108,30 +93,18 @@ RELEASE SAVEPOINT fairqueue_enqueue
 ROLLBACK TO SAVEPOINT fairqueue_enqueue
 
 -- name: job_rerun_lock
--- The re-runnable jobs among the ids (all finished: RERUNNABLE), locked in id order;
--- a job whose duplicate signature a live job holds now is left out (it would break
--- the unique index).
-SELECT j.id, j.status, j.extended_status FROM {s}.fq_jobs_done j
+-- The re-runnable jobs among the ids, locked in id order; a job whose duplicate
+-- signature a live job holds now is left out (it would break the unique index).
+SELECT j.id, j.status, j.extended_status FROM {s}.fq_jobs j
 WHERE j.id = ANY(%s) AND j.status = ANY(%s) AND j.kind <> 'batch' AND (%s::text IS NULL OR j.org = %s::text)
-    AND (j.duplicate_signature IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.fq_jobs_live live
+    AND (j.duplicate_signature IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.fq_jobs live
          WHERE live.duplicate_signature = j.duplicate_signature AND live.status IN ('holding', 'queued', 'processing')))
 ORDER BY j.id FOR UPDATE OF j
 
 -- name: job_rerun
--- The jobs move back to the live table, queued, in one statement.
-WITH gone AS (
-    DELETE FROM {s}.fq_jobs_done j USING unnest(%b::bigint[], %b::text[]) AS u(id, note) WHERE j.id = u.id
-    RETURNING j.*, u.note
-)
-INSERT INTO {s}.fq_jobs_live (id, org, kind, handler, payload, status, created_at, run_at, started_at, finished_at,
-    attempts, items_processed, items_total, error_count, extended_status, parent_id, chain_depth,
-    duplicate_signature, lease_owner, lease_expires_at, cancel_requested, handler_attempts, result, errors, worker_deaths,
-    queue, key, priority, cost, ready_seq)
-SELECT id, org, kind, handler, payload, 'queued', created_at, NULL, started_at, NULL,
-    attempts, items_processed, items_total, error_count, note, parent_id, chain_depth,
-    duplicate_signature, lease_owner, lease_expires_at, FALSE, 0, result, errors, worker_deaths,
-    queue, key, priority, cost, -nextval('{s}.fq_queued_seq')
-FROM gone
+UPDATE {s}.fq_jobs j SET status = 'queued', finished_at = NULL, run_at = NULL, handler_attempts = 0,
+    cancel_requested = FALSE, extended_status = u.note, ready_seq = -nextval('{s}.fq_queued_seq')
+FROM unnest(%b::bigint[], %b::text[]) AS u(id, note) WHERE j.id = u.id
 
 -- name: job_insert_counted
 -- An enqueue with no batch in one statement (see jobs.insert_counted): the jobs
@@ -140,7 +113,7 @@ FROM gone
 -- orgs whose daily limits are checked. Rows: (id, NULL, NULL, NULL) per job,
 -- then (NULL, org, count, first hour) per such org.
 WITH stored AS (
-    INSERT INTO {s}.fq_jobs_live (org, kind, handler, payload, status, created_at, run_at, parent_id,
+    INSERT INTO {s}.fq_jobs (org, kind, handler, payload, status, created_at, run_at, parent_id,
         chain_depth, duplicate_signature, queue, key, priority, cost, ready_seq)
     SELECT u.org, u.kind, u.handler, u.payload, u.status, %s, u.run_at, u.parent_id, u.chain_depth, u.sig,
         u.queue, u.key, u.priority, u.cost, CASE WHEN u.status = 'queued' THEN -nextval('{s}.fq_queued_seq') END

@@ -14,11 +14,11 @@ WITH cutoffs AS (
     SELECT * FROM unnest(%b::text[], %b::float8[]) WITH ORDINALITY AS c(status, before, ord)
 ), candidates AS (
     SELECT j.id, c.status, c.before FROM cutoffs c CROSS JOIN LATERAL (
-        SELECT q.id, q.finished_at FROM {s}.fq_jobs_done q WHERE q.finished_at < c.before AND q.status = c.status
+        SELECT q.id, q.finished_at FROM {s}.fq_jobs q WHERE q.finished_at < c.before AND q.status = c.status
         ORDER BY q.finished_at, q.id LIMIT %s FOR UPDATE SKIP LOCKED
     ) j ORDER BY c.ord, j.finished_at, j.id LIMIT %s
 ), gone AS (
-    DELETE FROM {s}.fq_jobs_done d USING candidates c
+    DELETE FROM {s}.fq_jobs d USING candidates c
     WHERE d.id = c.id AND d.status = c.status AND d.finished_at < c.before RETURNING d.id
 ), errors AS (
     DELETE FROM {s}.fq_batch_errors WHERE job_id IN (SELECT id FROM gone)
@@ -30,7 +30,7 @@ SELECT COUNT(*) FROM gone
 -- name: job_prune_count
 SELECT COUNT(*) FROM (
     SELECT j.id FROM unnest(%b::text[], %b::float8[]) WITH ORDINALITY AS c(status, before, ord) CROSS JOIN LATERAL (
-        SELECT q.id FROM {s}.fq_jobs_done q WHERE q.finished_at < c.before AND q.status = c.status
+        SELECT q.id FROM {s}.fq_jobs q WHERE q.finished_at < c.before AND q.status = c.status
         ORDER BY q.finished_at, q.id LIMIT %s
     ) j LIMIT %s
 ) AS found

@@ -6,21 +6,12 @@ import re
 from importlib import resources
 
 from fairqueue.errors import SchemaVersionError, StorageError
-from fairqueue.storage.interface import SCHEMA_VERSION as SHARED_VERSION
+from fairqueue.storage.interface import SCHEMA_VERSION
 
 from .connection import LOCK_UPGRADE, Cursor, Database
 from .queries import read_sql
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "check_version", "upgrade", "version"]
-
-SCHEMA_VERSION = 8
-"""The schema this PostgreSQL store writes; a schema with a higher version is refused.
-
-Versions 1 to 7 are the ones every store shares (the interface's ``SCHEMA_VERSION``);
-8 is this store's own, the live jobs apart from the finished ones (the package
-docstring), which the other stores have no reason to follow.
-"""
-assert SCHEMA_VERSION >= SHARED_VERSION, "the PostgreSQL store is at least at the shared schema version"
+__all__ = ["MIGRATIONS", "check_version", "upgrade", "version"]
 
 _MIGRATION_FILE = re.compile(r"(\d{3})_\w+\.sql")
 

@@ -38,7 +38,7 @@ ORDER BY next_fire_at, id LIMIT %s FOR UPDATE SKIP LOCKED
 
 -- name: trigger_refused_job
 -- The job of a fire past its org's daily limit: stored failed, with the reason.
-INSERT INTO {s}.fq_jobs_done (org, kind, handler, payload, status, created_at, finished_at,
+INSERT INTO {s}.fq_jobs (org, kind, handler, payload, status, created_at, finished_at,
     error_count, extended_status) VALUES (%s, %s, %s, %s, 'failed', %s, %s, 1, %s) RETURNING id
 
 -- name: trigger_advance

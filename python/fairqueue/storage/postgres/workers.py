@@ -204,7 +204,7 @@ def reap_one(db: Database, cur: Cursor, name: str, key: int, now: float, reaped:
             cur.execute(db.sql["worker_job_requeue"], (note, deaths, job_id))
             reaped.requeued.append(job_id)
         else:
-            cur.execute(db.sql["worker_job_quarantine"], (job_id, now, note, deaths))
+            cur.execute(db.sql["worker_job_quarantine"], (now, note, deaths, job_id))
             reaped.quarantined.append(job_id)
             failed.append(job_id)
             if kind == "batch":

@@ -28,7 +28,7 @@ SELECT w.name, w.host, w.pid, w.mode, w.slots, w.started_at, w.last_seen,
     EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
             AND l.classid = %s::oid AND l.objid = w.lock_key::oid),
-    (SELECT count(*) FROM {s}.fq_jobs_live j WHERE j.status = 'processing' AND j.lease_owner = w.name), w.queues
+    (SELECT count(*) FROM {s}.fq_jobs j WHERE j.status = 'processing' AND j.lease_owner = w.name), w.queues
 FROM {s}.fq_workers w ORDER BY w.name
 
 -- name: worker_dead
@@ -52,27 +52,19 @@ SELECT pg_try_advisory_xact_lock(%s, %s)
 DELETE FROM {s}.fq_workers WHERE name = %s AND lock_key = %s RETURNING mode, alone
 
 -- name: worker_jobs
-SELECT id, org, kind, worker_deaths FROM {s}.fq_jobs_live
+SELECT id, org, kind, worker_deaths FROM {s}.fq_jobs
 WHERE status = 'processing' AND lease_owner = %s ORDER BY id FOR UPDATE
 
 -- name: worker_job_requeue
-UPDATE {s}.fq_jobs_live SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, extended_status = %s,
+UPDATE {s}.fq_jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, extended_status = %s,
     worker_deaths = %s, ready_seq = -nextval('{s}.fq_queued_seq')
 WHERE id = %s
 
 -- name: worker_job_quarantine
--- The job moves to the finished ones, failed, in one statement.
-WITH gone AS (DELETE FROM {s}.fq_jobs_live WHERE id = %s RETURNING *)
-INSERT INTO {s}.fq_jobs_done (id, org, kind, handler, payload, status, created_at, run_at, started_at, finished_at,
-    attempts, items_processed, items_total, error_count, extended_status, parent_id, chain_depth,
-    duplicate_signature, lease_owner, lease_expires_at, cancel_requested, handler_attempts, result, errors, worker_deaths,
-    queue, key, priority, cost)
-SELECT id, org, kind, handler, payload, 'failed', created_at, run_at, started_at, %s,
-    attempts, items_processed, items_total, error_count + 1, %s, parent_id, chain_depth,
-    duplicate_signature, NULL, NULL, cancel_requested, handler_attempts, result, errors, %s,
-    queue, key, priority, cost
-FROM gone
+UPDATE {s}.fq_jobs SET status = 'failed', lease_owner = NULL, lease_expires_at = NULL, finished_at = %s,
+    extended_status = %s, worker_deaths = %s, error_count = error_count + 1
+WHERE id = %s
 
 -- name: worker_leave
 DELETE FROM {s}.fq_workers w WHERE w.name = %s
-    AND NOT EXISTS (SELECT 1 FROM {s}.fq_jobs_live j WHERE j.status = 'processing' AND j.lease_owner = w.name)
+    AND NOT EXISTS (SELECT 1 FROM {s}.fq_jobs j WHERE j.status = 'processing' AND j.lease_owner = w.name)
