@@ -197,3 +197,16 @@ def test_a_stand_in_is_ready_of_the_same_pair_and_within_its_cap(shared_store: S
     claim = store.job_claim([a[0]], "w1", NOW + 30, NOW, admission=Admission(pair_caps={("a", "future"): 3}))
     assert list(claim) == [] and claim.at_cap == []
     assert store.job_get(c).status is JobStatus.QUEUED  # type: ignore[union-attr]
+
+
+def test_jobs_that_left_the_queue_are_others_running_ones_and_recent_finishes(store: Storage) -> None:
+    if type(store).job_left_queue is Storage.job_left_queue:
+        pytest.skip("this store cannot tell (Storage.job_left_queue's default)")
+    running, finished, old, queued = store.job_enqueue([job() for _ in range(4)], NOW)
+    store.job_claim([running, finished, old], "w1", NOW + 30, NOW)
+    store.job_finish([Finish(old, "w1", JobStatus.COMPLETED, NOW + 1)])
+    store.job_finish([Finish(finished, "w1", JobStatus.FAILED, NOW + 5, error="boom")])
+    assert sorted(store.job_left_queue(NOW + 3, "w2")) == [running, finished]
+    assert sorted(store.job_left_queue(NOW + 3, "w1")) == [finished]
+    assert sorted(store.job_left_queue(NOW, "w2")) == [running, finished, old]
+    assert queued not in store.job_left_queue(0.0, "w2")

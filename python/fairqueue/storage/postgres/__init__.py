@@ -23,15 +23,31 @@ How hosts stay out of each other's way:
   has seen and later asks only for larger ones (:class:`~fairqueue.records.PendingJob`).
   A sequence alone cannot promise that: a transaction that drew 10 may commit
   after one that drew 11 was already seen, and job 10 would be skipped forever.
-  So a job that becomes queued (enqueued, retried, lease expired) gets a
-  *provisional* negative ``ready_seq`` (``-nextval('fq_queued_seq')``: its place in
-  line), and :meth:`PostgresStorage.job_pending` *publishes* committed provisional
-  rows first: under a transaction-scoped advisory lock it numbers them from
-  ``fq_ready_seq``, in provisional order, and commits. Only publishers draw from
-  ``fq_ready_seq`` and they take turns, so every published number is larger than
-  every number committed before it, and a reader never skips a job. Enqueuers
-  take no lock at all, which is what lets an enqueue join the caller's own
-  transaction (:meth:`PostgresStorage.job_enqueue_in`) for as long as it likes.
+  Every positive ``ready_seq`` is drawn from ``fq_ready_seq`` by a transaction
+  holding the *publish lock* (a transaction-scoped advisory lock) until it ends,
+  and :meth:`PostgresStorage.job_pending` reads only up to a *horizon*: in a
+  statement of its own it takes the lock exclusively, which is granted only once
+  no transaction holds it, and then reads the sequence's last value. Every number
+  up to that value was drawn by a transaction that held the lock before the grant
+  and has therefore ended (committed, so visible to the read that follows, or
+  rolled back, so never visible); a number above it is left for a later read. So
+  a reader never skips a job. Two kinds of transactions draw:
+
+  - An enqueue in fairqueue's own transaction (:meth:`PostgresStorage.job_enqueue`
+    without a batch) draws its jobs' final numbers in its insert, holding the lock
+    *shared* (enqueuers never wait for each other), and sends that statement and
+    its COMMIT in one round trip (pipeline mode), so the lock is held on the
+    server from the insert to the commit and never across a round trip of the
+    client: a stalled client cannot hold the readers up. The job's row is written
+    once for its enqueue; there is no publish write.
+  - A job that becomes queued any other way (an enqueue in the caller's own
+    transaction, :meth:`PostgresStorage.job_enqueue_in`, which may stay open as
+    long as the caller likes; the async client; a retry, an expired lease, a
+    re-run, a batch let out of its flex queue) gets a *provisional* negative
+    ``ready_seq`` (``-nextval('fq_queued_seq')``: its place in line) and no lock,
+    and :meth:`PostgresStorage.job_pending` *publishes* committed provisional rows
+    first: holding the lock exclusively, it numbers them from ``fq_ready_seq`` in
+    provisional order and commits, then reads the horizon again.
 * **Wake-ups**: every transaction that makes a job queued sends a NOTIFY on the
   channel ``fairqueue_<schema>`` (:attr:`PostgresStorage.channel`, payload
   ``"queued"``), delivered when it commits and never if it rolls back. Workers
@@ -277,6 +293,11 @@ class PostgresStorage(Storage):
     def job_signature_taken(self, signature: str) -> bool:
         """See :meth:`Storage.job_signature_taken`."""
         return _jobs.signature_taken(self.db, signature)
+
+    def job_left_queue(self, since: float, worker: str) -> list[int]:
+        """See :meth:`Storage.job_left_queue`: through the processing jobs' partial index
+        and the index of finish times."""
+        return _jobs.left_queue(self.db, since, worker)
 
     def job_cancel_requested(self, job_ids: Sequence[int]) -> list[int]:
         """See :meth:`Storage.job_cancel_requested`."""

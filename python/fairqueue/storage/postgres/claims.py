@@ -57,15 +57,19 @@ def publish(db: Database, cur: Cursor) -> None:
 def pending(db: Database, after_seq: int, limit: Optional[int], queues: Optional[Sequence[str]]) -> list[PendingJob]:
     """See :meth:`Storage.job_pending`.
 
-    First publishes the jobs queued by transactions committed since anyone last
-    looked (gives them their ``ready_seq``, in a short transaction of its own),
-    so a job whose enqueue committed late still comes after the largest
-    ``ready_seq`` any reader has seen.
+    First takes the horizon (``pending_horizon``): the last ``ready_seq`` drawn once
+    every enqueue drawing under the publish lock has ended, and publishes the jobs
+    queued provisionally by transactions committed since anyone last looked (gives
+    them their ``ready_seq``, in a short transaction of its own); then reads up to
+    the horizon only, so a job whose enqueue commits late still comes after the
+    largest ``ready_seq`` any reader has seen (the package docstring).
     """
-    if db.read(db.sql["pending_unpublished"]):
+    [(horizon, unpublished)] = db.read(db.sql["pending_horizon"], (LOCK_PUBLISH, db.schema))
+    if unpublished:
         db.transaction(lambda cur: publish(db, cur))
+        [(horizon, _)] = db.read(db.sql["pending_horizon"], (LOCK_PUBLISH, db.schema))
     chosen = None if queues is None else list(queues)
-    rows = db.read(db.sql["pending_read"], (max(after_seq, 0), chosen, chosen, limit))
+    rows = db.read(db.sql["pending_read"], (max(after_seq, 0), int(horizon), chosen, chosen, limit))
     return [PendingJob(*r) for r in rows]
 
 

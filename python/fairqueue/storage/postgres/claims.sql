@@ -1,8 +1,14 @@
 -- Statements of the worker's side (claims.py): publishing and reading pending jobs,
 -- claims, outcomes, heartbeats and re-deliveries.
 
--- name: pending_unpublished
-SELECT 1 FROM {s}.fq_jobs WHERE status = 'queued' AND ready_seq < 0 LIMIT 1
+-- name: pending_horizon
+-- The publish lock, exclusive, for this statement alone (autocommit): granted once
+-- every enqueue that drew a ready_seq under it (shared) has ended, so every number
+-- up to the sequence's last value, read after the grant, is committed or never will
+-- be. Also: whether committed provisional rows wait to be published.
+SELECT COALESCE(pg_sequence_last_value('{s}.fq_ready_seq'), 0) * l.granted,
+    EXISTS (SELECT 1 FROM {s}.fq_jobs WHERE status = 'queued' AND ready_seq < 0)
+FROM (SELECT 1 AS granted FROM (SELECT pg_advisory_xact_lock(%s, hashtext(%s)) OFFSET 0) AS g) AS l
 
 -- name: pending_to_publish
 SELECT id FROM {s}.fq_jobs WHERE status = 'queued' AND ready_seq < 0 ORDER BY ready_seq DESC, id
@@ -20,7 +26,7 @@ WHERE j.id = u.id AND j.status = 'queued' AND j.ready_seq < 0
 -- The columns of PendingJob, in order. One statement with or without a choice of
 -- queues (NULL: all), so that its plan is the same: the queued index in ready_seq order.
 SELECT id, org, kind, run_at, key, priority, cost, attempts, ready_seq, queue FROM {s}.fq_jobs
-WHERE status = 'queued' AND ready_seq > %s AND (%s::text[] IS NULL OR queue = ANY(%s::text[]))
+WHERE status = 'queued' AND ready_seq > %s AND ready_seq <= %s AND (%s::text[] IS NULL OR queue = ANY(%s::text[]))
 ORDER BY ready_seq LIMIT %s
 
 -- name: claim_lock_asked

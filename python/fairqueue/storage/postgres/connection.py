@@ -221,6 +221,39 @@ class Database:
                 raise translate(e, self.where, jobs=jobs) from e
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def sent_with_commit(self, body: Callable[[Cursor], Callable[[], T]], jobs: Sequence[NewJob] = ()) -> T:
+        """Runs ``body``'s statements and the COMMIT in one round trip; returns what the
+        function ``body`` returns gives, called once they have all run.
+
+        For a transaction that holds a lock others wait for (the shared publish lock of
+        an enqueue, :func:`.jobs.insert_published`): it is granted and released on the
+        server, never across a round trip of this client, so a client that stalls
+        holds nobody up. ``body`` only sends statements (pipeline mode); the function
+        it returns reads their results. Committed durably; retried and translated as
+        :meth:`transaction`.
+        """
+        for attempt in range(RETRIES):
+            retry_if_broken = True
+            conn: Optional[psycopg.Connection[tuple[Any, ...]]] = None
+            try:
+                with self.pool.connection() as conn:
+                    with conn.pipeline() as pipe, conn.cursor() as cur:
+                        with conn.transaction():
+                            read = body(cur)
+                            # From here the COMMIT may reach the server: never run twice.
+                            retry_if_broken = False
+                        pipe.sync()
+                        return read()
+            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as e:
+                if attempt == RETRIES - 1:
+                    raise translate(e, self.where, conflicts=RETRIES) from e
+            except psycopg.OperationalError as e:
+                if not (retry_if_broken and conn is not None and conn.broken) or attempt == RETRIES - 1:
+                    raise translate(e, self.where) from e
+            except psycopg.Error as e:
+                raise translate(e, self.where, jobs=jobs) from e
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def read(self, sql: str, params: Sequence[Any] = (), durable: bool = True) -> list[tuple[Any, ...]]:
         """The rows of one statement, its own transaction (one consistent snapshot);
         ``durable=False`` for a statement that writes, as in :meth:`transaction`."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
 import psycopg
@@ -24,7 +24,7 @@ from fairqueue.storage.interface import (
 
 from . import completions, flex, usage
 from .async_connection import AsyncDatabase
-from .connection import LOCK_FLEX, LOCK_USAGE, Cursor, Database
+from .connection import LOCK_FLEX, LOCK_PUBLISH, LOCK_USAGE, Cursor, Database
 from .errors import translate
 from .queries import QUERIES
 from .rows import COLUMNS, floats, record
@@ -44,7 +44,8 @@ __all__ = [
     "get_async",
     "insert",
     "insert_async",
-    "insert_counted",
+    "insert_published",
+    "left_queue",
     "insert_params",
     "insert_rows",
     "list_records",
@@ -144,44 +145,59 @@ def enqueue(
     if any(j.kind == "batch" for j in jobs):
         # A batch's status depends on its org's flex queue, read (locked) first.
         return db.transaction(lambda cur: insert(db, cur.connection, jobs, now, daily_limits), jobs=jobs)
-    # Not in pipeline mode: psycopg's pipeline costs more client CPU than the two
-    # round trips it saves on a local server (benches/README.md, "PostgreSQL against pgqueuer").
-    return db.transaction(lambda cur: insert_counted(db, cur, jobs, now, daily_limits), jobs=jobs)
+    return db.sent_with_commit(lambda cur: insert_published(db, cur, jobs, now, daily_limits), jobs=jobs)
 
 
-def insert_counted(
+def insert_published(
     db: Database, cur: Cursor, jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]]
-) -> list[int]:
-    """:func:`insert` for jobs with no batch among them, in two statements (four round
-    trips with the BEGIN and the COMMIT) instead of six (seven).
+) -> Callable[[], list[int]]:
+    """Sends :func:`insert` for jobs with no batch among them, already published
+    (final ``ready_seq``): the orgs' usage locks, then ``job_insert_published``, which
+    takes the publish lock shared, refuses the lot if an org's daily limit would be
+    passed, and otherwise stores the jobs, adds their usage and sends the wake-up.
+    Returns the function that reads the new ids (or raises the refusal) once the
+    COMMIT sent with them has run (:meth:`Database.sent_with_commit`): the publish
+    lock is held from that statement to the commit, on the server alone, so
+    :func:`.claims.pending` waits for no client.
 
-    The orgs' usage locks come first, in a statement of their own, so that the
-    next statement's snapshot sees every enqueue committed before them; then
-    ``job_insert_counted`` stores the jobs, adds their usage, sends the wake-up and
-    reads the orgs' usage as it stood before them. A job past its org's daily
-    limit then rolls the transaction back (the caller's block raises), so nothing
-    of it ever existed. With no batch every job is stored queued and, failing on a
-    live duplicate signature, every job or none is stored, so the usage it adds is
-    known before the insert returns.
+    The usage locks come first, in a statement of their own, so that the next
+    statement's snapshot sees every enqueue committed before them; the publish lock
+    comes last (after every other lock of the transaction), so a reader waiting for
+    it never waits on an enqueuer that waits for a lock the reader holds up. With no
+    batch every job is stored queued and, failing on a live duplicate signature,
+    every job or none is stored, so the usage it adds is known beforehand.
     """
     limited = sorted({j.org for j in jobs if daily_limits and j.org in daily_limits})
     if limited:
         usage.lock(db, cur, limited)
+    adding = {org: 0 for org in limited}
+    for j in jobs:
+        if j.org in adding:
+            adding[j.org] += 1
+    limits = [int(daily_limits[org]) for org in limited] if daily_limits else []
     orgs, hours, added = usage.add_params([(None, None, j.org, JobStatus.QUEUED.value) for j in jobs], now)
-    params = (*insert_params(jobs, now, [JobStatus.QUEUED] * len(jobs)), orgs, hours, added, db.channel,
-              limited, DailyUsage.window_start(now))  # fmt: skip
-    cur.execute(db.sql["job_insert_counted"], params)
-    ids: list[int] = []
-    counted: dict[str, DailyUsage] = {}
-    for job_id, org, count, first_hour in cur.fetchall():
-        if job_id is not None:
-            ids.append(int(job_id))
-        else:
-            counted[org] = DailyUsage(org, int(count), first_hour)
-    if daily_limits and limited:
-        check_daily_limits(jobs, daily_limits, counted.__getitem__, now)
-    # The identity column draws ids in insertion order, which is the jobs' order.
-    return sorted(ids)
+    params = (LOCK_PUBLISH, db.schema, limited, limits, [adding[org] for org in limited], DailyUsage.window_start(now),
+              *insert_params(jobs, now, [JobStatus.QUEUED] * len(jobs)), orgs, hours, added, db.channel)  # fmt: skip
+    results = cur.connection.cursor()
+    results.execute(db.sql["job_insert_published"], params)
+
+    def read() -> list[int]:
+        ids: list[int] = []
+        counted: dict[str, DailyUsage] = {}
+        for job_id, org, count, first_hour in results.fetchall():
+            if job_id is not None:
+                ids.append(int(job_id))
+            else:
+                counted[org] = DailyUsage(org, int(count), first_hour)
+        results.close()
+        if not ids and daily_limits:
+            # Refused in the statement, by the same figures: nothing was stored.
+            check_daily_limits(jobs, daily_limits, counted.__getitem__, now)
+            raise AssertionError(f"job_insert_published stored none of {len(jobs)} jobs, within their daily limits")
+        # The identity column draws ids in insertion order, which is the jobs' order.
+        return sorted(ids)
+
+    return read
 
 
 def check_connection(connection: Any) -> None:
@@ -267,6 +283,11 @@ def list_records(
 def signature_taken(db: Database, signature: str) -> bool:
     """See :meth:`Storage.job_signature_taken`."""
     return bool(db.read(db.sql["job_signature_taken"], (signature,)))
+
+
+def left_queue(db: Database, since: float, worker: str) -> list[int]:
+    """See :meth:`Storage.job_left_queue`."""
+    return [r[0] for r in db.read(db.sql["job_left_queue"], (worker, float(since)))]
 
 
 def cancel_requested(db: Database, job_ids: Sequence[int]) -> list[int]:

@@ -106,31 +106,51 @@ UPDATE {s}.fq_jobs j SET status = 'queued', finished_at = NULL, run_at = NULL, h
     cancel_requested = FALSE, extended_status = u.note, ready_seq = -nextval('{s}.fq_queued_seq')
 FROM unnest(%b::bigint[], %b::text[]) AS u(id, note) WHERE j.id = u.id
 
--- name: job_insert_counted
--- An enqueue with no batch in one statement (see jobs.insert_counted): the jobs
--- (job_insert's parameters first), the usage they add, the wake-up, and, as the
--- statement's snapshot shows them (without the usage added here), the usage of the
--- orgs whose daily limits are checked. Rows: (id, NULL, NULL, NULL) per job,
--- then (NULL, org, count, first hour) per such org.
-WITH stored AS (
+-- name: job_insert_published
+-- An enqueue with no batch in one statement, sent with its COMMIT (see
+-- jobs.insert_published): the publish lock, shared, then the jobs with their final
+-- ready_seq (job_insert's parameters after the lock's), the usage they add and the
+-- wake-up, unless an org's daily limit refuses them (the limited orgs' names, limits
+-- and jobs here, their usage as the statement's snapshot shows it): then none of
+-- it. Rows: (id, NULL, NULL, NULL) per job stored, then (NULL, org, count, first
+-- hour) per limited org. The lock's row feeds the jobs' rows, so it is granted
+-- before any number is drawn.
+WITH locked AS MATERIALIZED (
+    SELECT 1 AS granted FROM (SELECT pg_advisory_xact_lock_shared(%s, hashtext(%s)) OFFSET 0) AS l
+), counted AS (
+    SELECT o.org, o.lim, o.adding, COALESCE(SUM(g.count), 0) AS count, MIN(g.hour) AS first_hour
+    FROM unnest(%b::text[], %b::int8[], %b::int8[]) AS o(org, lim, adding)
+    LEFT JOIN {s}.fq_usage g ON g.org = o.org AND g.hour >= %s
+    GROUP BY o.org, o.lim, o.adding
+), allowed AS (
+    SELECT NOT EXISTS (SELECT 1 FROM counted WHERE count + adding > lim) AS yes
+), stored AS (
     INSERT INTO {s}.fq_jobs (org, kind, handler, payload, status, created_at, run_at, parent_id,
         chain_depth, duplicate_signature, queue, key, priority, cost, ready_seq)
     SELECT u.org, u.kind, u.handler, u.payload, u.status, %s, u.run_at, u.parent_id, u.chain_depth, u.sig,
-        u.queue, u.key, u.priority, u.cost, CASE WHEN u.status = 'queued' THEN -nextval('{s}.fq_queued_seq') END
+        u.queue, u.key, u.priority, u.cost, nextval('{s}.fq_ready_seq') * l.granted
     FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::float8[], %b::bigint[], %b::int[],
         %b::text[], %b::text[], %b::text[], %b::text[], %b::int2[], %b::int[]) WITH ORDINALITY
         AS u(org, kind, handler, payload, run_at, parent_id, chain_depth, sig, status, queue, key, priority, cost, ord)
+    CROSS JOIN locked l CROSS JOIN allowed a WHERE a.yes
     ORDER BY u.ord
     RETURNING id
 ), added AS (
     INSERT INTO {s}.fq_usage (org, hour, count) SELECT * FROM unnest(%b::text[], %b::int[], %b::int[])
+    WHERE (SELECT yes FROM allowed)
     ON CONFLICT (org, hour) DO UPDATE SET count = fq_usage.count + EXCLUDED.count
 ), woken AS (
+    -- Read with the stored rows: sent when there are some.
     SELECT pg_notify(%s, 'queued')
 )
-SELECT id, NULL::text, NULL::bigint, NULL::int FROM stored
+SELECT s.id, NULL::text, NULL::bigint, NULL::int FROM stored s CROSS JOIN (SELECT COUNT(*) FROM woken) AS w
 UNION ALL
-SELECT NULL, o.org, COALESCE(SUM(g.count), 0), MIN(g.hour)
-FROM unnest(%b::text[]) AS o(org) LEFT JOIN {s}.fq_usage g ON g.org = o.org AND g.hour >= %s
-    CROSS JOIN (SELECT COUNT(*) FROM woken) AS w
-GROUP BY o.org
+SELECT NULL, c.org, c.count, c.first_hour FROM counted c
+
+-- name: job_left_queue
+-- See Storage.job_left_queue: the processing jobs of other workers (the partial
+-- index of processing jobs) and the jobs finished since (the index of finish
+-- times), never the backlog.
+SELECT id FROM {s}.fq_jobs WHERE status = 'processing' AND lease_owner IS DISTINCT FROM %s
+UNION ALL
+SELECT id FROM {s}.fq_jobs WHERE finished_at >= %s

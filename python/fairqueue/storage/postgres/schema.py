@@ -55,6 +55,7 @@ def upgrade(db: Database) -> int:
             cur.execute(MIGRATIONS[target].replace("{s}", db.s))
         if found < SCHEMA_VERSION:
             cur.execute(db.sql["schema_set_version"], (str(SCHEMA_VERSION),))
+        cur.execute(db.sql["schema_ready_seq_horizon"])
         return SCHEMA_VERSION
 
     return db.transaction(body)
