@@ -82,8 +82,7 @@ def test_db_upgrade_creates_and_migrates_idempotently_and_refuses_a_newer_store(
 def test_db_upgrade_on_postgres_creates_the_schema_it_is_given(pg_dsn: str, pg_schema: str) -> None:
     import psycopg
 
-    # The PostgreSQL store's own version: it is ahead of the one the stores share (its live table).
-    from fairqueue.storage.postgres.schema import SCHEMA_VERSION
+    from fairqueue.storage import SCHEMA_VERSION
 
     url = f"{pg_dsn}?schema={pg_schema}"
     for _ in range(2):

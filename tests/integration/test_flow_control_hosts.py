@@ -536,7 +536,6 @@ def test_a_priority_9_job_behind_10000_of_its_orgs_jobs_starts_within_a_few_serv
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_priority_0_jobs_start_by_aging_under_a_constant_stream_of_priority_9_ones(store_url: str, tmp_path: Path) -> None:
     """4 processes × 1 slot of 100 ms jobs. Org "stream" gets priority-9 jobs as fast
     as it runs them (always HIGH_QUEUED queued: a constant stream, not a growing

@@ -58,7 +58,10 @@ class Affinity:
         core_settings: applies the weights to the worker's core.
     """
 
-    every = 2.0
+    every = 5.0
+    """Seconds between recomputations: the live counts it reads cost the store about
+    60 ms at 100,000 queued jobs (PostgreSQL), and a stale weight only shifts a
+    preference for a few seconds."""
 
     def __init__(self, store: Storage, worker: str, core_settings: CoreSettings) -> None:
         self.store = store
