@@ -25,7 +25,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Optional
 
 from fairqueue._core import Dispatcher, Grant
@@ -521,8 +521,8 @@ class Worker:
         """One turn: the outcomes that came in free their slots, the dispatcher fills
         the free slots, and the store records both in one call (one transaction on
         SQLite)."""
-        for task, _ in outcomes:
-            self._release(task)
+        if outcomes:
+            self._release_all([task for task, _ in outcomes])
         self._pick_up(now)
         self._apply_capacity(now)
         # While a suspect waits for the running jobs to finish, or runs, nothing new starts.
@@ -533,9 +533,10 @@ class Worker:
         # The store holds the claim to the caps and rate limits of the settings version
         # this worker loaded, across every worker and host (or refuses it as stale).
         admission = self.admissions.build(self._lines(grants))
+        ids = [g.id for g in grants]
         try:
             applied, claim = self.store.job_finish_and_claim(
-                self._finishes(outcomes, now), [g.id for g in grants], self.name, lease_until, now, admission
+                self._finishes(outcomes, now), ids, self.name, lease_until, now, admission
             )
         except (StorageFull, StorageUnavailable):
             # Nothing was stored: the outcomes wait in _unsaved for the next try, the
@@ -552,7 +553,7 @@ class Worker:
                 self.core.retry(grant.lease, now)
             self.settings_sync.run(now, force=True)
         elif grants:
-            self._start(grants, claim, now)
+            self._start(grants, ids, claim, now)
 
     def _apply_capacity(self, now: float) -> None:
         if self.conservation is not None:
@@ -576,13 +577,53 @@ class Worker:
                     )  # fmt: skip
                 self._capacity = capacity
 
-    def _start(self, grants: list[Grant], claim: Claimed, now: float) -> None:
+    def _start(self, grants: list[Grant], ids: list[int], claim: Claimed, now: float) -> None:
         """Hands each claimed job to a handler slot; offers at-cap ones again shortly."""
+        starts: Iterable[tuple[int, JobRecord]]
+        if claim.at_cap or claim.paused or claim.rate_limited or [r.id for r in claim] != ids:
+            starts = self._sort_out(grants, claim, now)
+        else:
+            # The usual claim: every grant claimed as granted, in order (no stand-ins, nothing left queued).
+            starts = zip([g.lease for g in grants], claim)
+        max_attempts = self.app.settings.limits.max_attempts
+        timeouts = self._timeouts
+        job_started = self.alerting.job_started
+        metrics = self.metrics
+        suspects_too = self.mode == "thread"
+        submit = self.pool.submit
+        started = time.monotonic()
+        for lease, record in starts:
+            timeout = timeouts.get((record.kind, record.handler))
+            if timeout is None:
+                timeout = self._timeout(record.kind, record.handler)
+            task = Task(lease, record, timeout, started)
+            self._running[lease] = task
+            job_started(record.org)
+            if metrics is not None:
+                metrics.started(record)
+            lost = record.attempts - record.handler_attempts - 1  # earlier deliveries that never reached an outcome
+            if lost >= max_attempts:
+                error = (
+                    f"delivered {lost} times without an outcome (its worker died or stalled each time); "
+                    f"the limit is {max_attempts} (Limits.max_attempts)"
+                )
+                self._outcomes.put((task, Outcome(JobStatus.FAILED, error=error)))
+            elif suspects_too and record.worker_deaths:
+                # It was running when a thread-mode worker died: if it is what kills its
+                # workers, it must take no other job down with it (see _run_alone).
+                self._suspects.append((task, task.timeout))
+                task.deadline = math.inf
+            else:
+                submit(task)
+
+    def _sort_out(self, grants: list[Grant], claim: Claimed, now: float) -> list[tuple[int, JobRecord]]:
+        """The (lease, record) pairs to start of a claim that did not take every grant as
+        granted; the grants left queued go back to the core, each as its reason says."""
         claimed = {r.id: r for r in claim}
         at_cap = set(claim.at_cap)
         paused = set(claim.paused)
         stand_ins = self._stand_ins(claim, {g.id for g in grants})
-        limits = self.app.settings.limits
+        starts: list[tuple[int, JobRecord]] = []
         for grant in grants:
             if grant.id in at_cap:
                 # Other workers sharing the store hold the pair's cap: offer it again shortly.
@@ -607,25 +648,8 @@ class Worker:
                 self.core.ack(grant.lease)
                 self.app.enqueuer.wakeup.set()
                 continue
-            task = Task(grant.lease, record, self._timeout(record.kind, record.handler))
-            self._running[grant.lease] = task
-            self.alerting.job_started(record.org)
-            if self.metrics is not None:
-                self.metrics.started(record)
-            lost = record.attempts - record.handler_attempts - 1  # earlier deliveries that never reached an outcome
-            if lost >= limits.max_attempts:
-                error = (
-                    f"delivered {lost} times without an outcome (its worker died or stalled each time); "
-                    f"the limit is {limits.max_attempts} (Limits.max_attempts)"
-                )
-                self._outcomes.put((task, Outcome(JobStatus.FAILED, error=error)))
-            elif self.mode == "thread" and record.worker_deaths:
-                # It was running when a thread-mode worker died: if it is what kills its
-                # workers, it must take no other job down with it (see _run_alone).
-                self._suspects.append((task, task.timeout))
-                task.deadline = math.inf
-            else:
-                self.pool.submit(task)
+            starts.append((grant.lease, record))
+        return starts
 
     def _run_alone(self) -> None:
         """Starts the next suspect once every other job of this worker has finished.
@@ -738,6 +762,17 @@ class Worker:
             record = self.store.job_get(job_id)
             if record is not None and record.status is JobStatus.QUEUED:
                 self.core.enqueue_many([(record.id, record.org, record.kind, record.run_at)], skip_held=True)
+
+    def _release_all(self, tasks: list[Task]) -> None:
+        """Releases many tasks at once (one call into the core), as :meth:`_release` does one."""
+        for task in tasks:
+            self._running.pop(task.lease, None)
+        try:
+            self.core.ack_many([task.lease for task in tasks])
+        except UnknownLease:
+            # Some lease lapsed while the loop stalled, so the core acked none: one by one.
+            for task in tasks:
+                self._release(task)
 
     def _release(self, task: Task) -> None:
         # Popped, not deleted: an outcome the store did not take is released again when retried.

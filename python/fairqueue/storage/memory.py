@@ -130,9 +130,10 @@ class MemoryStorage(Storage):
         elif job_id in self._processing:
             self._processing.discard(job_id)
             self._count_processing(old, -1)
-        if record.status.finished and record.duplicate_signature:
+        finished = record.status.finished
+        if finished and record.duplicate_signature:
             self._signatures.pop(record.duplicate_signature, None)
-        if record.status.finished and "status" in changes and self._finished.listening:
+        if finished and "status" in changes and self._finished.listening:
             self._finished.publish((job_id,))  # every path to an outcome passes here, under the lock
         return record
 
@@ -374,22 +375,26 @@ class MemoryStorage(Storage):
                 admitted = admit(candidates, held, self._rate_state, admission, now)
                 self._rate_state.update(admitted.tats)
                 queued, at_cap, rate_limited, paused = admitted.ids, admitted.at_cap, admitted.rate_limited, admitted.paused
-            return Claimed(
-                (
-                    self._set(
-                        job_id,
-                        status=JobStatus.PROCESSING,
-                        lease_owner=worker,
-                        lease_expires_at=lease_until,
-                        started_at=self._jobs[job_id].started_at or now,
-                        attempts=self._jobs[job_id].attempts + 1,
-                    )
-                    for job_id in queued
-                ),
-                at_cap,
-                rate_limited,
-                paused=paused,
-            )
+            return Claimed((self._claim_one(job_id, worker, lease_until, now) for job_id in queued),
+                           at_cap, rate_limited, paused=paused)  # fmt: skip
+
+    def _claim_one(self, job_id: int, worker: str, lease_until: float, now: float) -> JobRecord:
+        """Claims a queued job: what ``_set(job_id, status=PROCESSING, …)`` does, less the
+        checks that cannot apply to a queued job (no ready-log entry to add, not
+        finished): a claim's per-job cost."""
+        old = self._jobs[job_id]
+        record = JobRecord.__new__(JobRecord)
+        fields = record.__dict__
+        fields.update(old.__dict__)
+        fields["status"] = JobStatus.PROCESSING
+        fields["lease_owner"] = worker
+        fields["lease_expires_at"] = lease_until
+        fields["started_at"] = old.started_at or now
+        fields["attempts"] = old.attempts + 1
+        self._jobs[job_id] = record
+        self._processing.add(job_id)
+        self._count_processing(record, 1)
+        return record
 
     def job_heartbeat(self, job_ids: Sequence[int], worker: str, lease_until: float) -> None:
         with self._lock:
