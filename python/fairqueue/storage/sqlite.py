@@ -383,7 +383,7 @@ def _is_plain(f: Finish) -> bool:
             and f.progress is None)  # fmt: skip
 
 
-def _plain(admission: Optional[Admission]) -> bool:
+def _unlimited(admission: Optional[Admission]) -> bool:
     """Whether a claim under ``admission`` has no cap, rate limit or pause to check."""
     return admission is None or not (
         admission.pair_caps or admission.org_caps or admission.key_caps or admission.rates or admission.paused
@@ -782,7 +782,7 @@ class SQLiteStorage(Storage):
         now: float,
         admission: Optional[Admission] = None,
     ) -> Claimed:
-        if _plain(admission):
+        if _unlimited(admission):
             return self._native_turn([], list(job_ids), worker, lease_until, now, admission)[1]
         # The write transaction is taken up front, so the cap counts cannot change
         # before the claim commits: every process's claims take turns.
@@ -801,7 +801,7 @@ class SQLiteStorage(Storage):
         check_finishes(finishes)
         if not finishes and not job_ids:
             return [], Claimed()
-        if _plain(admission):
+        if _unlimited(admission):
             return self._native_turn(finishes, list(job_ids), worker, lease_until, now, admission)
         with self._transaction() as db:
             applied = self._finish(db, finishes)
