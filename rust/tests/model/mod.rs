@@ -659,7 +659,11 @@ impl Model {
     fn select_fair_share(&mut self) -> Option<RequestId> {
         loop {
             let candidates = self.fair_candidates();
-            let &(tier, _, _, o, first) = candidates.iter().min_by_key(|c| (c.0, c.1, c.2, c.3))?;
+            // An exact tie (same tier, tag, head order and org: two kinds of one org whose
+            // heads' aged orders coincide) goes to the lower kind, as the core files an
+            // org's kinds (not to the pair created first).
+            let &(tier, _, _, o, first) =
+                candidates.iter().min_by_key(|c| (c.0, c.1, c.2, c.3, self.pairs[c.4].kind.index()))?;
             let p = if !self.per_org {
                 first
             } else {
