@@ -80,7 +80,7 @@ def unfinished(store: Storage) -> bool:
     return exists(store, "status = 'queued'") or exists(store, "status = 'processing'")
 
 
-def start_workers(url: str, processes: int) -> list[subprocess.Popen[bytes]]:
+def start_workers(url: str, processes: int, affinity: bool = False) -> list[subprocess.Popen[bytes]]:
     environment = {
         **os.environ,
         "FQ_STORE": url,
@@ -90,7 +90,8 @@ def start_workers(url: str, processes: int) -> list[subprocess.Popen[bytes]]:
     return [
         subprocess.Popen(
             # Without resource conservation: it would (rightly) throttle a host this busy.
-            [sys.executable, "-m", "fairqueue", "worker", "fq_sample_jobs:app", "--slots", str(SLOTS), "--no-conservation"],
+            [sys.executable, "-m", "fairqueue", "worker", "fq_sample_jobs:app", "--slots", str(SLOTS), "--no-conservation",
+             *(["--affinity"] if affinity else [])],
             env=environment,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -151,7 +152,7 @@ def test_drain(benchmark: Any, store_url: Any, kind: str, processes: int) -> Non
     def run() -> None:
         url = store_url(kind)
         store = use(url)
-        workers = start_workers(url, processes)
+        workers = start_workers(url, processes, affinity=True)
         try:
             sample.noop.delay("warm-up")
             wait_for_drain(store)
@@ -176,7 +177,7 @@ def test_drain(benchmark: Any, store_url: Any, kind: str, processes: int) -> Non
 @pytest.mark.parametrize("processes", [1, 4])
 @pytest.mark.parametrize("kind", ["postgres", "sqlite"])
 def test_quiet_org_wait_under_a_noisy_flood(benchmark: Any, store_url: Any, kind: str, processes: int) -> None:
-    """Worker processes (1 or 4, org affinity on, as by default) drain a 100,000-job
+    """Worker processes (1 or 4, org affinity on) drain a 100,000-job
     flood from one org while a quiet org enqueues a job every 10 ms; the quiet jobs'
     waits (start - enqueue) are reported."""
 
@@ -186,7 +187,7 @@ def test_quiet_org_wait_under_a_noisy_flood(benchmark: Any, store_url: Any, kind
         calls = [() for _ in range(10_000)]
         for _ in range(FLOOD // len(calls)):
             sample.noop.delay_many("noisy", calls)
-        workers = start_workers(url, processes)
+        workers = start_workers(url, processes, affinity=True)
         try:
             # The quiet org arrives once the flood is being drained (not while the
             # worker starts and loads the backlog).

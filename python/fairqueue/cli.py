@@ -407,10 +407,10 @@ def _load_app(path: str) -> Any:
 )
 @click.option(
     "--affinity/--no-affinity",
-    default=True,
+    default=False,
     show_default=True,
     help="With other workers on the store, serve this worker's home orgs first (a preference: every worker "
-    "still serves every org); --no-affinity: every worker takes every org's next job alike.",
+    "still serves every org). Off by default: it cost org-mates' waits under a large flood (benches/README).",
 )
 def worker(
     app_path: str,

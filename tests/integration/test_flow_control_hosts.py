@@ -170,7 +170,9 @@ def per_org(counts: dict[tuple[str, str], int]) -> collections.Counter[str]:
 
 
 @contextmanager
-def fleet(url: str, effects: Path, processes: int = PROCESSES, slots: int = 4, cap: int = 12) -> Iterator[None]:
+def fleet(
+    url: str, effects: Path, processes: int = PROCESSES, slots: int = 4, cap: int = 12, affinity: bool = False
+) -> Iterator[None]:
     """``processes`` worker processes of fq_flow_hosts:app, each in a session of its own;
     SIGTERMed (they drain their running jobs) and checked to exit 0 at the end."""
     environment = {
@@ -183,7 +185,8 @@ def fleet(url: str, effects: Path, processes: int = PROCESSES, slots: int = 4, c
             procs.append(subprocess.Popen(
                 # No resource conservation: the workers share two cores with the database
                 # and the test, and a throttled worker would measure the machine, not the policy.
-                [sys.executable, "-m", "fairqueue", "worker", "fq_flow_hosts:app", "--slots", str(slots), "--no-conservation"],
+                [sys.executable, "-m", "fairqueue", "worker", "fq_flow_hosts:app", "--slots", str(slots), "--no-conservation",
+                 *(["--affinity"] if affinity else [])],
                 env=environment, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
             ))  # fmt: skip
     try:
@@ -604,7 +607,7 @@ def test_with_affinity_orgs_run_more_at_home_and_keep_equal_shares_across_four_p
     against the quarter they would be without affinity, and every org still runs on
     other workers too (a preference, not a partition)."""
     effects = tmp_path / "effects.log"
-    with app_on(store_url) as app, fleet(store_url, effects, slots=8):
+    with app_on(store_url) as app, fleet(store_url, effects, slots=8, affinity=True):
         live = wait_for("4 live workers", lambda: [w.info for w in app.storage.worker_list() if w.alive]
                         if sum(w.alive for w in app.storage.worker_list()) == PROCESSES else None)  # fmt: skip
         names = [w.name for w in live]

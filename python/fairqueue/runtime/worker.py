@@ -118,9 +118,10 @@ class Worker:
             default, serves every queue. Jobs of other queues are never fed to its
             dispatcher, so it never runs them.
         affinity: with other workers on the store, serve this worker's home orgs first
-            (True, the default; see :mod:`fairqueue.runtime.duties.affinity`): workers
-            then choose different jobs rather than all the same ones. A preference,
-            never a partition: every worker still serves every org.
+            (see :mod:`fairqueue.runtime.duties.affinity`): workers then choose different
+            jobs rather than all the same ones. A preference, never a partition: every
+            worker still serves every org. Off by default (False): measured, it cost a
+            flooded org's other users' waits (benches/README, "Many workers on one store").
     """
 
     _count = 0
@@ -142,7 +143,7 @@ class Worker:
         health_host: str = "127.0.0.1",
         store_retry_for: Optional[float] = None,
         queues: Optional[Sequence[str]] = None,
-        affinity: bool = True,
+        affinity: bool = False,
     ) -> None:
         limits = app.settings.limits
         self.app = app
