@@ -200,8 +200,6 @@ def test_a_stand_in_is_ready_of_the_same_pair_and_within_its_cap(shared_store: S
 
 
 def test_jobs_that_left_the_queue_are_others_running_ones_and_recent_finishes(store: Storage) -> None:
-    if type(store).job_left_queue is Storage.job_left_queue:
-        pytest.skip("this store cannot tell (Storage.job_left_queue's default)")
     running, finished, old, queued = store.job_enqueue([job() for _ in range(4)], NOW)
     store.job_claim([running, finished, old], "w1", NOW + 30, NOW)
     store.job_finish([Finish(old, "w1", JobStatus.COMPLETED, NOW + 1)])
