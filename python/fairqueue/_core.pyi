@@ -154,6 +154,10 @@ class Dispatcher:
         """Fills up to ``max`` free slots (all free slots when None)."""
     def ack(self, lease: int) -> Release:
         """The request under ``lease`` is done."""
+    def gone(self, lease: int) -> Release:
+        """The request under ``lease`` never ran here (its store gave it to another
+        worker, or it was aborted or paused meanwhile): it leaves, and its slot is not
+        charged."""
     def ack_many(self, leases: Sequence[int]) -> int:
         """Acks many leases, all or none; returns how many."""
     def fail(self, lease: int) -> Release:

@@ -192,6 +192,11 @@ pub enum Outcome {
     Fail,
     /// Failed; deliver again, not before this time.
     Retry(Nanos),
+    /// Never ran under this lease: its store gave the job to another worker, or it
+    /// was aborted or paused, before this slot could claim it. The request leaves the
+    /// dispatcher and nothing is charged for the slot: the worker that runs the job
+    /// charges it, and a grant lost in a race is no run-time sample.
+    Gone,
 }
 
 /// What [`Dispatcher::abort`] did.
@@ -236,6 +241,8 @@ pub struct Counters {
     pub retried: u64,
     pub expired: u64,
     pub aborted: u64,
+    /// Releases with [`Outcome::Gone`].
+    pub gone: u64,
     pub extended_delays: u64,
     pub events_dropped: u64,
 }
@@ -1214,13 +1221,14 @@ impl Dispatcher {
         let active = self.leases.release(lease).expect("checked above");
         let slot = active.slot;
         let (id, l) = (self.requests[slot as usize].id, self.requests[slot as usize].leaf);
-        self.free_slot_of(l, active.charged, run_time);
+        let ran = if outcome == Outcome::Gone { None } else { Some(run_time) };
+        self.free_slot_of(l, active.charged, ran);
         match outcome {
-            Outcome::Ack | Outcome::Fail => {
-                if outcome == Outcome::Ack {
-                    self.counters.acked += 1;
-                } else {
-                    self.counters.failed += 1;
+            Outcome::Ack | Outcome::Fail | Outcome::Gone => {
+                match outcome {
+                    Outcome::Ack => self.counters.acked += 1,
+                    Outcome::Fail => self.counters.failed += 1,
+                    _ => self.counters.gone += 1,
                 }
                 self.by_id.remove(id, &self.requests);
                 self.dealloc(slot);
@@ -1630,7 +1638,8 @@ impl Dispatcher {
     }
 
     /// Accounts a released slot of line `l`.
-    fn free_slot_of(&mut self, l: u32, charged: f64, run_time: Nanos) {
+    /// Accounts a freed slot; `run_time` is `None` for a grant that never ran (refunded).
+    fn free_slot_of(&mut self, l: u32, charged: f64, run_time: Option<Nanos>) {
         let leaf = &mut self.leaves[l as usize];
         let pair = &mut self.pairs[leaf.pair as usize];
         let key = &mut self.keys[leaf.key as usize];
@@ -1641,7 +1650,7 @@ impl Dispatcher {
         if let Some(fair) = self.policy.fair() {
             let weights = Weights { org: org.limits.weight, pair: pair.limits.weight, key: key.limits.weight };
             let path = Path { org: &mut org.flow, pair: &mut pair.flow, line: &mut leaf.tag };
-            fair.on_release(path, pair.kind.index(), weights, charged, run_time as f64);
+            fair.on_release(path, pair.kind.index(), weights, charged, run_time.map(|t| t as f64));
         }
         self.running -= 1;
         self.kind_running[pair.kind.index()] -= 1;
@@ -1655,7 +1664,7 @@ impl Dispatcher {
             let slot = active.slot;
             let request = self.requests[slot as usize];
             let held = now.saturating_sub(active.dispatched_at);
-            self.free_slot_of(request.leaf, active.charged, held);
+            self.free_slot_of(request.leaf, active.charged, Some(held));
             self.counters.expired += 1;
             let pair = &self.pairs[self.leaves[request.leaf as usize].pair as usize];
             self.push_event(Event::LeaseExpired {

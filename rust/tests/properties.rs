@@ -56,6 +56,8 @@ enum Op {
     Dispatch(usize),
     Ack(usize),
     Fail(usize),
+    /// Release a grant that never ran (another worker took its job): refunded.
+    Gone(usize),
     /// Retry at now + ms (0: now; a negative offset is modelled as 1 ms in the past).
     Retry(usize, i32),
     Heartbeat(usize),
@@ -194,6 +196,7 @@ fn op(policy: PolicyKind) -> impl Strategy<Value = Op> {
         14 => (0usize..6).prop_map(Op::Dispatch),
         8 => any::<usize>().prop_map(Op::Ack),
         2 => any::<usize>().prop_map(Op::Fail),
+        1 => any::<usize>().prop_map(Op::Gone),
         3 => (any::<usize>(), -1i32..15_000).prop_map(|(i, ms)| Op::Retry(i, ms)),
         2 => any::<usize>().prop_map(Op::Heartbeat),
         1 => any::<usize>().prop_map(Op::AckStale),
@@ -361,7 +364,7 @@ impl Harness {
         compare_results(&got, &expected, "release");
         if let Ok(release) = got {
             self.dead_leases.push(lease);
-            if matches!(outcome, Outcome::Ack | Outcome::Fail) {
+            if matches!(outcome, Outcome::Ack | Outcome::Fail | Outcome::Gone) {
                 self.finished.insert(release.id);
             }
         }
@@ -423,6 +426,11 @@ impl Harness {
             Op::Fail(pick) => {
                 if let Some(lease) = self.held_lease(pick) {
                     self.release(lease, Outcome::Fail);
+                }
+            }
+            Op::Gone(pick) => {
+                if let Some(lease) = self.held_lease(pick) {
+                    self.release(lease, Outcome::Gone);
                 }
             }
             Op::Retry(pick, ms) => {
@@ -608,13 +616,13 @@ impl Harness {
         let c = stats.counters;
         assert_eq!(c.dispatched, c.released + u64::from(stats.running));
 
-        // Conservation: live = enqueued − acked − failed − aborted, each exactly once.
+        // Conservation: live = enqueued − acked − failed − gone − aborted, each exactly once.
         let live: HashSet<RequestId> = self.enqueued.difference(&self.finished).copied().collect();
         let model_live: HashSet<RequestId> = m.reqs.keys().copied().collect();
         assert_eq!(live, model_live, "live ids");
         assert_eq!(live.len(), stats.queued + stats.delayed + stats.running as usize, "no request lost or duplicated");
         assert_eq!(c.enqueued as usize, self.enqueued.len());
-        assert_eq!((c.acked + c.failed + c.aborted) as usize, self.finished.len());
+        assert_eq!((c.acked + c.failed + c.gone + c.aborted) as usize, self.finished.len());
         for &id in &self.finished {
             assert_eq!(self.real.locate(id), Err(CoreError::UnknownRequest(id)), "finished request {id} still held");
         }

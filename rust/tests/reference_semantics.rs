@@ -367,6 +367,28 @@ fn lease_expiry_redelivers_exactly_once() {
 }
 
 #[test]
+fn a_grant_gone_before_it_ran_is_not_charged_to_its_org() {
+    // Another worker took the job first: the org's slot-time is what its jobs ran.
+    for (outcome, next) in [(Outcome::Ack, 3), (Outcome::Gone, 2)] {
+        let (mut d, clock) = setup(fair_share(1));
+        let (a, b) = (d.org("org-a").unwrap(), d.org("org-b").unwrap());
+        enqueue(&mut d, a, Kind::Future, [1, 2]);
+        enqueue(&mut d, b, Kind::Future, [3, 4]);
+        let first = d.dispatch(1);
+        assert_eq!(ids(&first), vec![1]);
+        clock.advance(SEC);
+        let release = d.release(first[0].lease, outcome).unwrap();
+        assert_eq!((release.id, release.run_time), (1, SEC));
+        assert_eq!(d.locate(1), Err(CoreError::UnknownRequest(1)), "{outcome:?}: the request left");
+        // Charged a second, org-a waits for org-b; refunded, it is next again.
+        assert_eq!(ids(&d.dispatch(1)), vec![next], "after {outcome:?}");
+        let counters = d.stats().counters;
+        assert_eq!((counters.acked, counters.gone), if outcome == Outcome::Gone { (0, 1) } else { (1, 0) });
+        d.check_invariants();
+    }
+}
+
+#[test]
 fn expired_leases_rejoin_before_requests_due_at_the_same_time() {
     let (mut d, clock) = setup(Config { policy: PolicyKind::PeekSet, slots: 1, lease: MINUTE, ..Config::default() });
     let org = d.org("org-1").unwrap();

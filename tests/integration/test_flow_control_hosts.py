@@ -282,6 +282,14 @@ def most_overlapping(found: list[Run], group: Callable[[Run], str]) -> dict[str,
     return most
 
 
+def every_worker_runs(effects: Path, orgs: set[str], processes: int = PROCESSES) -> bool:
+    """True once each of the ``processes`` workers has started jobs of every org in ``orgs``."""
+    ran: dict[int, set[str]] = collections.defaultdict(set)
+    for r in runs(effects):
+        ran[r.pid].add(r.org)
+    return len(ran) == processes and all(orgs <= seen for seen in ran.values())
+
+
 def pace(began: float, tick: int, every: float) -> None:
     """Sleeps until the ``tick``-th instant of a stream starting at ``began`` (pacing, not a check)."""
     time.sleep(max(0.0, began + tick * every - time.time()))
@@ -294,8 +302,11 @@ OTHERS = ("org-b", "org-c")
 BACKLOG = 3_000  # each other org's backlog: more than it can run while the test lasts
 NOISY_SERVICE = 0.1  # long enough that "a few service times" is above a busy machine's claim latency
 NOISY_SLOTS = 6
-TRICKLE_EVERY = 0.05  # one job of each other org's stream every 50 ms
-MATE_EVERY = 2  # one job of each org-mate's stream every other tick: every 100 ms
+# Every org trickles the same way (user-1's org-mates, and three "live" keys of each
+# other org): claims that race other workers for a fresh job cost a slot a turn, so
+# orgs that trickle alike pay alike, and the shares compare what the flood does.
+LIVE = ("live-1", "live-2", "live-3")
+TRICKLE_EVERY = 0.1  # one job of each trickling key every 100 ms
 TRICKLE_FOR = 6.0
 
 
@@ -320,7 +331,7 @@ class NoisyRound:
 def noisy_round(url: str, effects: Path, flood: int) -> NoisyRound:
     """user-1 of org "noisy" floods; org-b and org-c are backlogged too (so that every
     org is, and shares can be compared); user-2..4 of noisy trickle one job every
-    100 ms each, a "live" key of each other org one every 50 ms. 4 processes × 6
+    100 ms each, and so do three "live" keys of each other org. 4 processes × 6
     slots of 100 ms jobs: about 200 starts/s, each org's share about 8 slots, each of
     noisy's four keys' about 2, twice what a mate asks for."""
     enqueued: dict[str, tuple[str, str, float]] = {}  # job id -> org, key, when its enqueue began
@@ -329,13 +340,13 @@ def noisy_round(url: str, effects: Path, flood: int) -> NoisyRound:
         for org in OTHERS:
             flow.work.delay_many(org, [(NOISY_SERVICE,)] * BACKLOG)
         with fleet(url, effects, slots=NOISY_SLOTS):
-            wait_for("every backlogged org running", lambda: {"noisy", *OTHERS} <= {r.org for r in runs(effects)})
+            # Each worker reads the whole backlog before its first turn: measure once all
+            # of them run (the first turns are a start-up, not the steady state under a flood).
+            wait_for("every worker running every backlogged org", lambda: every_worker_runs(effects, {"noisy", *OTHERS}))
             began = time.time()
+            streams = [("noisy", mate) for mate in MATES] + [(org, key) for org in OTHERS for key in LIVE]
             for tick in range(round(TRICKLE_FOR / TRICKLE_EVERY)):
                 pace(began, tick, TRICKLE_EVERY)
-                streams = [(org, "live") for org in OTHERS]
-                if tick % MATE_EVERY == 0:
-                    streams += [("noisy", mate) for mate in MATES]
                 for org, key in streams:
                     at = time.time()
                     enqueued[str(flow.work.options(key=key).delay(org, NOISY_SERVICE).id)] = (org, key, at)

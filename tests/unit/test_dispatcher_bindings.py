@@ -174,6 +174,20 @@ def test_heartbeat_keeps_a_lease_alive() -> None:
     d.ack(g.lease)
 
 
+def test_a_grant_gone_before_it_ran_leaves_and_is_not_charged() -> None:
+    """A worker whose claim found its grant's job taken by another worker releases it
+    with gone(): the org is not charged for a slot that ran nothing, so it keeps its turn."""
+    for release, next_id in (("ack", 3), ("gone", 2)):
+        d = Dispatcher(policy="fair_share", slots=1, virtual_time=0.0)
+        d.enqueue_many([(1, "org-a", "future"), (2, "org-a", "future"), (3, "org-b", "future")])
+        (g,) = d.dispatch()
+        d.advance(1.0)
+        assert getattr(d, release)(g.lease).run_time == 1.0
+        assert not d.holds(1)
+        assert ids(d.dispatch()) == [next_id], release
+        assert d.stats()["gone"] == (release == "gone")
+
+
 # ----- bad input: a typed error, and nothing changes ------------------------------------
 
 

@@ -632,7 +632,7 @@ class Worker:
                 continue
             if grant.id in paused:
                 # Paused since this worker fed it to its core: out of the core until resumed.
-                self.core.ack(grant.lease)
+                self.core.gone(grant.lease)
                 continue
             if grant.id in claim.rate_limited:
                 # Other workers used the rate limit's room: offer it again when the store says it has room.
@@ -645,8 +645,9 @@ class Worker:
                 record = stand_ins[(grant.org, grant.kind)].pop()
             if record is None:
                 # Aborted, or claimed by another worker process, since we last looked:
-                # look again at once, the dispatcher may hold more jobs others took.
-                self.core.ack(grant.lease)
+                # look again at once, the dispatcher may hold more jobs others took. Not
+                # charged: the slot ran nothing (the worker that runs the job charges it).
+                self.core.gone(grant.lease)
                 self.app.enqueuer.wakeup.set()
                 continue
             starts.append((grant.lease, record))

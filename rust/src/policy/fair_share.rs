@@ -102,14 +102,17 @@ impl FairShare {
         charge
     }
 
-    /// Corrects the up-front charge to the measured run time on every level.
-    pub fn on_release(&mut self, path: Path<'_>, kind: usize, w: Weights, charged: f64, run: f64) {
-        let extra = run - charged;
+    /// Corrects the up-front charge to the measured run time on every level; a grant
+    /// that never ran (`run` is `None`) is refunded and is no run-time sample.
+    pub fn on_release(&mut self, path: Path<'_>, kind: usize, w: Weights, charged: f64, run: Option<f64>) {
+        let extra = run.unwrap_or(0.0) - charged;
         path.org.tag = (path.org.tag + extra / (w.org * w.pair)).max(0.0);
         path.pair.tag = (path.pair.tag + extra / w.pair).max(0.0);
         *path.line = (*path.line + extra / w.key).max(0.0);
-        path.pair.estimate = Some(blend(path.pair.estimate, run));
-        self.kind_estimate[kind] = Some(blend(self.kind_estimate[kind], run));
+        if let Some(run) = run {
+            path.pair.estimate = Some(blend(path.pair.estimate, run));
+            self.kind_estimate[kind] = Some(blend(self.kind_estimate[kind], run));
+        }
     }
 }
 

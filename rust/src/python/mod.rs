@@ -481,6 +481,12 @@ impl DispatcherPy {
         self.release_with(lease, Outcome::Ack)
     }
 
+    /// The request under `lease` never ran here (its store gave it to another worker,
+    /// or it was aborted or paused meanwhile): it leaves, and its slot is not charged.
+    fn gone(&self, lease: &Bound<'_, PyAny>) -> PyResult<ReleasePy> {
+        self.release_with(lease, Outcome::Gone)
+    }
+
     /// Acks many leases; all must be active or none is acked. Returns how many.
     fn ack_many(&self, leases: Vec<Bound<'_, PyAny>>) -> PyResult<usize> {
         let leases = leases.iter().map(|l| id64("lease", l)).collect::<Result<Vec<_>, _>>()?;
@@ -638,6 +644,7 @@ impl DispatcherPy {
             ("retried", c.retried),
             ("expired", c.expired),
             ("aborted", c.aborted),
+            ("gone", c.gone),
             ("extended_delays", c.extended_delays),
             ("events_dropped", c.events_dropped),
         ] {

@@ -500,8 +500,9 @@ impl Model {
         self.reqs.get_mut(&id).unwrap().state = MState::Delayed(due);
     }
 
-    /// Takes lease `i` off the active list and accounts the freed slot.
-    fn free_lease(&mut self, i: usize, run: Nanos) -> MLease {
+    /// Takes lease `i` off the active list and accounts the freed slot: charged `run`,
+    /// or refunded when the grant never ran (`None`).
+    fn free_lease(&mut self, i: usize, run: Option<Nanos>) -> MLease {
         let lease = self.leases.remove(i);
         let (o, p, k, l, kind) = {
             let r = &self.reqs[&lease.id];
@@ -510,16 +511,18 @@ impl Model {
         if self.policy == PolicyKind::FairShare {
             let (ow, pw, kw) =
                 (self.org_nodes[o].limits.weight, self.pairs[p].limits.weight, self.keys[k].limits.weight);
-            let extra = run as f64 - lease.charged;
+            let extra = run.map_or(0.0, |r| r as f64) - lease.charged;
             let org = &mut self.org_nodes[o];
             org.tag = (org.tag + extra / (ow * pw)).max(0.0);
             let pair = &mut self.pairs[p];
             pair.tag = (pair.tag + extra / pw).max(0.0);
             let leaf = &mut self.leaves[l];
             leaf.tag = (leaf.tag + extra / kw).max(0.0);
-            let pair = &mut self.pairs[p];
-            pair.estimate = Some(blend(pair.estimate, run as f64));
-            self.kind_estimate[kind.index()] = Some(blend(self.kind_estimate[kind.index()], run as f64));
+            if let Some(run) = run {
+                let pair = &mut self.pairs[p];
+                pair.estimate = Some(blend(pair.estimate, run as f64));
+                self.kind_estimate[kind.index()] = Some(blend(self.kind_estimate[kind.index()], run as f64));
+            }
         }
         self.counters.released += 1;
         lease
@@ -535,7 +538,7 @@ impl Model {
                 .min_by_key(|&i| (self.leases[i].expires_at, self.leases[i].lease));
             let Some(i) = next else { break };
             let run = now.saturating_sub(self.leases[i].dispatched_at);
-            let lease = self.free_lease(i, run);
+            let lease = self.free_lease(i, Some(run));
             self.counters.expired += 1;
             let r = &self.reqs[&lease.id];
             self.events.push(Event::LeaseExpired { id: lease.id, org: r.org, kind: r.kind, attempt: r.attempts });
@@ -804,14 +807,14 @@ impl Model {
     pub fn release(&mut self, lease: LeaseId, outcome: Outcome) -> CoreResult<Release> {
         let i = self.leases.iter().position(|l| l.lease == lease).ok_or(CoreError::UnknownLease(lease))?;
         let run = self.now.saturating_sub(self.leases[i].dispatched_at);
-        let l = self.free_lease(i, run);
+        let l = self.free_lease(i, if outcome == Outcome::Gone { None } else { Some(run) });
         let (org, kind) = (self.reqs[&l.id].org, self.reqs[&l.id].kind);
         match outcome {
-            Outcome::Ack | Outcome::Fail => {
-                if outcome == Outcome::Ack {
-                    self.counters.acked += 1;
-                } else {
-                    self.counters.failed += 1;
+            Outcome::Ack | Outcome::Fail | Outcome::Gone => {
+                match outcome {
+                    Outcome::Ack => self.counters.acked += 1,
+                    Outcome::Fail => self.counters.failed += 1,
+                    _ => self.counters.gone += 1,
                 }
                 self.reqs.remove(&l.id);
             }
