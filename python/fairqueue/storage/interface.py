@@ -73,7 +73,7 @@ __all__ = [
     "WebhookDelivery",
 ]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 """The schema this fairqueue writes; a store with a higher version is refused."""
 
 FinishedCallback = Callable[[Optional[Sequence[int]]], None]

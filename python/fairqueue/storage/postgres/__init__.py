@@ -35,10 +35,10 @@ How hosts stay out of each other's way:
 
   - An enqueue in fairqueue's own transaction (:meth:`PostgresStorage.job_enqueue`
     without a batch) draws its jobs' final numbers in its insert, holding the lock
-    *shared* (enqueuers never wait for each other), and sends that statement and
-    its COMMIT in one round trip (pipeline mode), so the lock is held on the
-    server from the insert to the commit and never across a round trip of the
-    client: a stalled client cannot hold the readers up. The job's row is written
+    *shared* (enqueuers never wait for each other) in one autocommit statement
+    (its own transaction, one round trip), so the lock is held on the server from
+    the insert to the commit and never across a round trip of the client: a
+    stalled client cannot hold the readers up. The job's row is written
     once for its enqueue; there is no publish write.
   - A job that becomes queued any other way (an enqueue in the caller's own
     transaction, :meth:`PostgresStorage.job_enqueue_in`, which may stay open as

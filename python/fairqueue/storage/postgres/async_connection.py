@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from fairqueue.records import NewJob
 
-from .connection import RETRIES, Database
+from .connection import RETRIES, Database, dropped_by_server
 from .errors import translate
 
 __all__ = ["AsyncCursor", "AsyncDatabase"]
@@ -124,6 +124,27 @@ class AsyncDatabase:
             except psycopg.OperationalError as e:
                 if not (retry_if_broken and conn is not None and conn.broken) or attempt == RETRIES - 1:
                     raise translate(e, self.db.where) from e
+            except psycopg.Error as e:
+                raise translate(e, self.db.where, jobs=jobs) from e
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def statement(self, sql: str, params: Sequence[Any], jobs: Sequence[NewJob] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one statement that writes, its own transaction (autocommit),
+        committed durably; retried and translated as :meth:`.connection.Database.statement`."""
+        for attempt in range(RETRIES):
+            try:
+                async with (await self.pool()).connection() as conn:
+                    if attempt < RETRIES - 1 and dropped_by_server(conn):
+                        await conn.close()  # the pool replaces a closed connection
+                        continue
+                    async with conn.cursor() as cur:
+                        await cur.execute(sql, params)
+                        return await cur.fetchall()
+            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as e:
+                if attempt == RETRIES - 1:
+                    raise translate(e, self.db.where, conflicts=RETRIES) from e
+            except psycopg.OperationalError as e:
+                raise translate(e, self.db.where) from e
             except psycopg.Error as e:
                 raise translate(e, self.db.where, jobs=jobs) from e
         raise AssertionError("unreachable")  # pragma: no cover

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import select
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, TypeVar
@@ -37,6 +38,7 @@ __all__ = [
     "Cursor",
     "Database",
     "Listener",
+    "dropped_by_server",
     "split_url",
 ]
 
@@ -78,6 +80,14 @@ RETRIES = 5
 
 def _without_commit_flush(conn: psycopg.Connection[Any]) -> None:
     conn.execute(QUERIES["commit_without_flush"])
+
+
+def dropped_by_server(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle connection has something to read: the server's farewell (a
+    terminated backend, a restart) or end of file. An idle pooled connection listens
+    to nothing, so a healthy one has nothing; asked without waiting."""
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    return bool(readable)
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -221,35 +231,32 @@ class Database:
                 raise translate(e, self.where, jobs=jobs) from e
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def sent_with_commit(self, body: Callable[[Cursor], Callable[[], T]], jobs: Sequence[NewJob] = ()) -> T:
-        """Runs ``body``'s statements and the COMMIT in one round trip; returns what the
-        function ``body`` returns gives, called once they have all run.
+    def statement(self, body: Callable[[Cursor], T], jobs: Sequence[NewJob] = ()) -> T:
+        """Runs ``body``, one statement that writes, as its own transaction (autocommit:
+        one round trip, no BEGIN or COMMIT); returns what ``body`` returns.
 
-        For a transaction that holds a lock others wait for (the shared publish lock of
+        For a statement that takes a lock others wait for (the shared publish lock of
         an enqueue, :func:`.jobs.insert_published`): it is granted and released on the
         server, never across a round trip of this client, so a client that stalls
-        holds nobody up. ``body`` only sends statements (pipeline mode); the function
-        it returns reads their results. Committed durably; retried and translated as
-        :meth:`transaction`.
+        holds nobody up. Committed durably. Run again after a deadlock or
+        serialization failure (the statement was rolled back whole), and on another
+        connection when the pooled one was dropped by the server before the statement
+        went out (a restart); never once it went out and the connection broke (its
+        commit may have happened). Other errors are translated as in :meth:`transaction`.
         """
         for attempt in range(RETRIES):
-            retry_if_broken = True
-            conn: Optional[psycopg.Connection[tuple[Any, ...]]] = None
             try:
                 with self.pool.connection() as conn:
-                    with conn.pipeline() as pipe, conn.cursor() as cur:
-                        with conn.transaction():
-                            read = body(cur)
-                            # From here the COMMIT may reach the server: never run twice.
-                            retry_if_broken = False
-                        pipe.sync()
-                        return read()
+                    if attempt < RETRIES - 1 and dropped_by_server(conn):
+                        conn.close()  # the pool replaces a closed connection
+                        continue
+                    with conn.cursor() as cur:
+                        return body(cur)
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as e:
                 if attempt == RETRIES - 1:
                     raise translate(e, self.where, conflicts=RETRIES) from e
             except psycopg.OperationalError as e:
-                if not (retry_if_broken and conn is not None and conn.broken) or attempt == RETRIES - 1:
-                    raise translate(e, self.where) from e
+                raise translate(e, self.where) from e
             except psycopg.Error as e:
                 raise translate(e, self.where, jobs=jobs) from e
         raise AssertionError("unreachable")  # pragma: no cover

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 import psycopg
@@ -45,6 +45,8 @@ __all__ = [
     "insert",
     "insert_async",
     "insert_published",
+    "published_ids",
+    "published_params",
     "left_queue",
     "insert_params",
     "insert_rows",
@@ -145,59 +147,63 @@ def enqueue(
     if any(j.kind == "batch" for j in jobs):
         # A batch's status depends on its org's flex queue, read (locked) first.
         return db.transaction(lambda cur: insert(db, cur.connection, jobs, now, daily_limits), jobs=jobs)
-    return db.sent_with_commit(lambda cur: insert_published(db, cur, jobs, now, daily_limits), jobs=jobs)
+    return db.statement(lambda cur: insert_published(db, cur, jobs, now, daily_limits), jobs=jobs)
 
 
 def insert_published(
     db: Database, cur: Cursor, jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]]
-) -> Callable[[], list[int]]:
-    """Sends :func:`insert` for jobs with no batch among them, already published
-    (final ``ready_seq``): the orgs' usage locks, then ``job_insert_published``, which
-    takes the publish lock shared, refuses the lot if an org's daily limit would be
-    passed, and otherwise stores the jobs, adds their usage and sends the wake-up.
-    Returns the function that reads the new ids (or raises the refusal) once the
-    COMMIT sent with them has run (:meth:`Database.sent_with_commit`): the publish
-    lock is held from that statement to the commit, on the server alone, so
-    :func:`.claims.pending` waits for no client.
-
-    The usage locks come first, in a statement of their own, so that the next
-    statement's snapshot sees every enqueue committed before them; the publish lock
-    comes last (after every other lock of the transaction), so a reader waiting for
-    it never waits on an enqueuer that waits for a lock the reader holds up. With no
-    batch every job is stored queued and, failing on a live duplicate signature,
-    every job or none is stored, so the usage it adds is known beforehand.
+) -> list[int]:
+    """Stores ``jobs``, with no batch among them, already published (final
+    ``ready_seq``) in one statement, ``job_insert_published``, which is its own
+    transaction on an autocommit connection (one round trip): it locks the limited
+    orgs' usage and reads it under the locks, takes the publish lock shared,
+    refuses the lot if an org's daily limit would be passed, and otherwise stores
+    the jobs, adds their usage and sends the wake-up. Returns the new ids in the
+    jobs' order, or raises the refusal. The publish lock is held from that
+    statement to its commit, on the server alone, so :func:`.claims.pending` waits
+    for no client.
     """
+    cur.execute(db.sql["job_insert_published"], published_params(db, jobs, now, daily_limits))
+    return published_ids(cur.fetchall(), jobs, now, daily_limits)
+
+
+def published_params(
+    db: Database, jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]]
+) -> tuple[Any, ...]:
+    """The parameters of ``job_insert_published`` (:func:`insert_published` and its
+    async twin). With no batch every job is stored queued and, failing on a live
+    duplicate signature, every job or none is stored, so the usage it adds is known
+    beforehand."""
     limited = sorted({j.org for j in jobs if daily_limits and j.org in daily_limits})
-    if limited:
-        usage.lock(db, cur, limited)
     adding = {org: 0 for org in limited}
     for j in jobs:
         if j.org in adding:
             adding[j.org] += 1
     limits = [int(daily_limits[org]) for org in limited] if daily_limits else []
     orgs, hours, added = usage.add_params([(None, None, j.org, JobStatus.QUEUED.value) for j in jobs], now)
-    params = (LOCK_PUBLISH, db.schema, limited, limits, [adding[org] for org in limited], DailyUsage.window_start(now),
-              *insert_params(jobs, now, [JobStatus.QUEUED] * len(jobs)), orgs, hours, added, db.channel)  # fmt: skip
-    results = cur.connection.cursor()
-    results.execute(db.sql["job_insert_published"], params)
+    return (LOCK_USAGE, db.schema, limited, DailyUsage.window_start(now), limited, limits, [adding[org] for org in limited],
+            LOCK_PUBLISH, db.schema, *insert_params(jobs, now, [JobStatus.QUEUED] * len(jobs)),
+            orgs, hours, added, db.channel)  # fmt: skip
 
-    def read() -> list[int]:
-        ids: list[int] = []
-        counted: dict[str, DailyUsage] = {}
-        for job_id, org, count, first_hour in results.fetchall():
-            if job_id is not None:
-                ids.append(int(job_id))
-            else:
-                counted[org] = DailyUsage(org, int(count), first_hour)
-        results.close()
-        if not ids and daily_limits:
-            # Refused in the statement, by the same figures: nothing was stored.
-            check_daily_limits(jobs, daily_limits, counted.__getitem__, now)
-            raise AssertionError(f"job_insert_published stored none of {len(jobs)} jobs, within their daily limits")
-        # The identity column draws ids in insertion order, which is the jobs' order.
-        return sorted(ids)
 
-    return read
+def published_ids(
+    rows: Sequence[tuple[Any, ...]], jobs: Sequence[NewJob], now: float, daily_limits: Optional[Mapping[str, int]]
+) -> list[int]:
+    """The ids ``job_insert_published`` stored, in the jobs' order (``rows``, its
+    result); raises :class:`DailyLimitExceeded` if it refused them."""
+    ids: list[int] = []
+    counted: dict[str, DailyUsage] = {}
+    for job_id, org, count, first_hour in rows:
+        if job_id is not None:
+            ids.append(int(job_id))
+        else:
+            counted[org] = DailyUsage(org, int(count), first_hour)
+    if not ids and daily_limits:
+        # Refused in the statement, by the same figures: nothing was stored.
+        check_daily_limits(jobs, daily_limits, counted.__getitem__, now)
+        raise AssertionError(f"job_insert_published stored none of {len(jobs)} jobs, within their daily limits")
+    # The identity column draws ids in insertion order, which is the jobs' order.
+    return sorted(ids)
 
 
 def check_connection(connection: Any) -> None:
@@ -402,7 +408,10 @@ async def enqueue_async(
     """:func:`enqueue` through the running loop's async pool."""
     if not jobs:
         return []
-    return await adb.transaction(lambda cur: insert_async(adb.db, cur.connection, jobs, now, daily_limits), jobs=jobs)
+    if any(j.kind == "batch" for j in jobs):
+        return await adb.transaction(lambda cur: insert_async(adb.db, cur.connection, jobs, now, daily_limits), jobs=jobs)
+    sql, params = adb.db.sql["job_insert_published"], published_params(adb.db, jobs, now, daily_limits)
+    return published_ids(await adb.statement(sql, params, jobs=jobs), jobs, now, daily_limits)
 
 
 async def enqueue_in_async(

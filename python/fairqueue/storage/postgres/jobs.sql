@@ -107,21 +107,24 @@ UPDATE {s}.fq_jobs j SET status = 'queued', finished_at = NULL, run_at = NULL, h
 FROM unnest(%b::bigint[], %b::text[]) AS u(id, note) WHERE j.id = u.id
 
 -- name: job_insert_published
--- An enqueue with no batch in one statement, sent with its COMMIT (see
--- jobs.insert_published): the publish lock, shared, then the jobs with their final
--- ready_seq (job_insert's parameters after the lock's), the usage they add and the
--- wake-up, unless an org's daily limit refuses them (the limited orgs' names, limits
--- and jobs here, their usage as the statement's snapshot shows it): then none of
--- it. Rows: (id, NULL, NULL, NULL) per job stored, then (NULL, org, count, first
--- hour) per limited org. The lock's row feeds the jobs' rows, so it is granted
+-- An enqueue with no batch, one autocommit statement (see jobs.insert_published):
+-- the limited orgs' usage locked and read (fq_usage_locked: the limited orgs'
+-- names, their window), then the publish lock, shared, then the jobs with their
+-- final ready_seq (job_insert's parameters after the lock's), the usage they add
+-- and the wake-up, unless an org's daily limit (limits and jobs per limited org
+-- here) refuses them: then none of it. Rows: (id, NULL, NULL, NULL) per job
+-- stored, then (NULL, org, count, first hour) per limited org. Each lock's row
+-- feeds the next step's, so the usage locks are granted before the publish lock
+-- (which comes last of a transaction's locks, see the package docstring) and both
 -- before any number is drawn.
-WITH locked AS MATERIALIZED (
-    SELECT 1 AS granted FROM (SELECT pg_advisory_xact_lock_shared(%s, hashtext(%s)) OFFSET 0) AS l
-), counted AS (
-    SELECT o.org, o.lim, o.adding, COALESCE(SUM(g.count), 0) AS count, MIN(g.hour) AS first_hour
-    FROM unnest(%b::text[], %b::int8[], %b::int8[]) AS o(org, lim, adding)
-    LEFT JOIN {s}.fq_usage g ON g.org = o.org AND g.hour >= %s
-    GROUP BY o.org, o.lim, o.adding
+WITH usage_locked AS MATERIALIZED (
+    SELECT * FROM {s}.fq_usage_locked(%s::int, %s::text, %b::text[], %s::int)
+), counted AS MATERIALIZED (
+    SELECT u.locked_org AS org, o.lim, o.adding, u.used AS count, u.first_hour
+    FROM usage_locked u JOIN unnest(%b::text[], %b::int8[], %b::int8[]) AS o(org, lim, adding) ON o.org = u.locked_org
+), locked AS MATERIALIZED (
+    SELECT 1 AS granted
+    FROM (SELECT pg_advisory_xact_lock_shared(%s, hashtext(%s)) FROM (SELECT COUNT(*) FROM counted) AS c OFFSET 0) AS l
 ), allowed AS (
     SELECT NOT EXISTS (SELECT 1 FROM counted WHERE count + adding > lim) AS yes
 ), stored AS (
