@@ -9,7 +9,7 @@ import sqlite3
 from fairqueue.storage import SCHEMA_VERSION
 
 UNDO: dict[int, list[str]] = {
-    8: [],  # PostgreSQL's alone
+    8: ["CREATE INDEX fq_jobs_finished ON fq_jobs (finished_at) WHERE finished_at IS NOT NULL"],
     7: [
         "DROP INDEX fq_jobs_processing_key",
         "DROP INDEX fq_jobs_line_queued",

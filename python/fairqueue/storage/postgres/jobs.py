@@ -60,6 +60,10 @@ __all__ = [
 assert all(f"status = '{status.value}'" in QUERIES["job_counts_live"] for status in LIVE_STATUSES), (
     "job_counts_live counts every status of LIVE_STATUSES"
 )
+_FINISHED = ", ".join(f"'{status.value}'" for status in JobStatus if status.finished)
+assert all(f"status IN ({_FINISHED}) AND finished_at" in QUERIES[name] for name in ("job_left_queue", "job_waiting_facts")), (
+    "the reads of jobs finished since a time name every finished status"
+)
 
 
 def insert(

@@ -68,13 +68,15 @@ WHERE id = %s
 UPDATE {s}.fq_jobs SET cancel_requested = TRUE WHERE id = %s
 
 -- name: job_waiting_facts
+-- The finished counts read the index of finished jobs by status and finish time
+-- (a range per finished status), never the store's whole history.
 SELECT
     (SELECT COUNT(*) FROM {s}.fq_jobs WHERE status = 'queued' AND org = %s AND kind = %s AND id < %s),
     (SELECT COUNT(*) FROM {s}.fq_jobs WHERE status = 'queued' AND id < %s AND (run_at IS NULL OR run_at <= %s)),
-    (SELECT COUNT(*) FROM {s}.fq_jobs WHERE org = %s AND kind = %s AND finished_at >= %s),
-    (SELECT COUNT(*) FROM {s}.fq_jobs WHERE finished_at >= %s),
+    (SELECT COUNT(*) FROM {s}.fq_jobs WHERE status IN ('completed', 'failed', 'aborted', 'discarded') AND org = %s AND kind = %s AND finished_at >= %s),
+    (SELECT COUNT(*) FROM {s}.fq_jobs WHERE status IN ('completed', 'failed', 'aborted', 'discarded') AND finished_at >= %s),
     (SELECT COUNT(*) FROM {s}.fq_jobs WHERE status = 'processing'),
-    (SELECT MIN(finished_at) FROM {s}.fq_jobs WHERE finished_at >= %s),
+    (SELECT MIN(finished_at) FROM {s}.fq_jobs WHERE status IN ('completed', 'failed', 'aborted', 'discarded') AND finished_at >= %s),
     (SELECT COUNT(*) FROM (SELECT org, kind FROM {s}.fq_jobs WHERE status = 'queued'
                            UNION SELECT org, kind FROM {s}.fq_jobs WHERE status = 'processing') AS lines)
 
@@ -152,8 +154,8 @@ SELECT NULL, c.org, c.count, c.first_hour FROM counted c
 
 -- name: job_left_queue
 -- See Storage.job_left_queue: the processing jobs of other workers (the partial
--- index of processing jobs) and the jobs finished since (the index of finish
--- times), never the backlog.
+-- index of processing jobs) and the jobs finished since (the index of finished
+-- jobs by status and finish time, a range per status), never the backlog.
 SELECT id FROM {s}.fq_jobs WHERE status = 'processing' AND lease_owner IS DISTINCT FROM %s
 UNION ALL
-SELECT id FROM {s}.fq_jobs WHERE finished_at >= %s
+SELECT id FROM {s}.fq_jobs WHERE status IN ('completed', 'failed', 'aborted', 'discarded') AND finished_at >= %s
