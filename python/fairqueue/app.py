@@ -428,7 +428,9 @@ class FairQueue:
             cron: ``"seconds minutes hours day-of-month month day-of-week [year]"``
                 (``? * , - / L W #``; day-of-week 1 = Sunday) or the 5-field form
                 (see :mod:`fairqueue.cron`).
-            job: a :class:`Queueable` instance; its state is stored as JSON.
+            job: a :class:`Queueable` instance; its state is stored as JSON. Its
+                fires wait in its class's ``queue`` with its ``priority`` and
+                ``cost``, as the schedule stored them.
             org: whose job it is.
             timezone: the IANA zone the cron expression's times are in.
 

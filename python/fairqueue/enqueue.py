@@ -671,14 +671,7 @@ class Enqueuer:
         check_name(name, "schedule name")
         if not isinstance(job, Queueable):
             raise InvalidArgument(f"app.schedule runs a Queueable instance, not {shown(job)}")
-        queue = declared_flow(type(job), type(job).__qualname__)[0]
-        if queue != DEFAULT_QUEUE:
-            # A fire is stored by the store from the schedule's row, which has no queue yet:
-            # refused rather than run by a worker the class was meant to stay off.
-            raise InvalidArgument(
-                f"{type(job).__qualname__} waits in queue {queue!r}, but a schedule's fires go to the "
-                f"{DEFAULT_QUEUE!r} queue: schedule a job of the default queue (it may enqueue the other)"
-            )
+        queue, priority, cost = declared_flow(type(job), type(job).__qualname__)
         if not isinstance(cron, str):
             raise InvalidArgument(f"invalid cron expression {shown(cron)}: expected a str such as '0 0 2 * * ?'")
         schedule = CronSchedule(cron, timezone)
@@ -691,7 +684,7 @@ class Enqueuer:
         body = {"state": state, "max_depth": None, "finalizer_requeues": 0}
         payload = encode(body, f"the state of {path}", limits.max_payload_bytes)
         new = NewTrigger(org=org, name=name, cron=schedule.expression, timezone=timezone, handler=path,
-                         payload=payload, next_fire_at=first)  # fmt: skip
+                         payload=payload, next_fire_at=first, queue=queue, priority=priority, cost=cost)  # fmt: skip
         store = self.store()
         trigger_id = store.trigger_create(new, now, limits.schedules_per_org)
         record = store.trigger_get(trigger_id)

@@ -329,7 +329,8 @@ class TriggerState(str, enum.Enum):
 @dataclass(frozen=True)
 class NewTrigger:
     """A schedule to store: ``handler`` with ``payload`` runs as a ``scheduled`` job of
-    ``org`` at each fire time of ``cron`` in ``timezone``, the first at ``next_fire_at``."""
+    ``org`` at each fire time of ``cron`` in ``timezone``, the first at ``next_fire_at``,
+    in ``queue`` with ``priority`` and ``cost`` (its job class's)."""
 
     org: str
     name: str
@@ -338,6 +339,9 @@ class NewTrigger:
     handler: str
     payload: str
     next_fire_at: float
+    queue: str = "default"
+    priority: int = 5
+    cost: int = 1
 
 
 @dataclass(frozen=True)
@@ -357,6 +361,10 @@ class TriggerRecord:
     previous_fire_at: Optional[float]
     times_fired: int
     last_job_id: Optional[int]
+    queue: str = "default"
+    """The named queue its fires wait in."""
+    priority: int = 5
+    cost: int = 1
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Workers serving named queues, and priorities, with real worker threads on the
 memory, SQLite and PostgreSQL stores: a worker serving only ``reports`` never runs a
 ``default`` job (and explain says nobody serves it); one serving both runs both; a
-priority-9 job behind 200 of its org's priority-5 jobs starts within the first few."""
+schedule's fires wait in its job class's queue; a priority-9 job behind 200 of its
+org's priority-5 jobs starts within the first few."""
 
 from __future__ import annotations
 
@@ -71,6 +72,23 @@ def test_a_priority_9_job_behind_200_priority_5_jobs_starts_within_the_first_few
     assert len(order) == 201
     # Whatever was in flight when the worker first looked may start before it; no more.
     assert order.index(urgent.id) <= 3, order[:10]
+
+
+def test_a_schedule_of_a_reports_class_fires_into_reports_and_only_its_worker_runs_it(store: Storage) -> None:
+    schedule = jobs.app.schedule("reports-every-second", "* * * * * ?", jobs.Child("scheduled"), "org-1")
+    assert (schedule.queue, schedule.priority) == ("reports", 7), "the class's queue and priority, stored"
+    with jobs.app.worker(slots=1, queues=["default"]) as worker:
+        # Fires happen (this worker fires due schedules) but none of them runs here.
+        wait_until(lambda: bool(jobs.app.jobs(org="org-1", kind="scheduled")), timeout=60)
+        worker.pick_up()
+        assert jobs.ran == []
+    fired = jobs.app.jobs(org="org-1", kind="scheduled")
+    assert {(j.queue, j.priority, j.status) for j in fired} == {("reports", 7, fq.JobStatus.QUEUED)}
+    jobs.app.unschedule(schedule.id)
+    with jobs.app.worker(slots=1, queues=["reports"]):
+        for j in jobs.app.jobs(org="org-1", kind="scheduled"):
+            jobs.app.wait(j.id, timeout=60)
+    assert {handler for handler, _, _ in jobs.ran} == {"child"}
 
 
 def test_a_workers_queues_are_checked() -> None:

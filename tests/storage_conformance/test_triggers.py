@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from fairqueue.errors import InvalidArgument, LimitExceeded
@@ -56,6 +58,25 @@ def test_due_schedules_fire_once_and_move_to_their_next_fire_time(store: Storage
     assert store.trigger_fire_due(NOW, every_minute) == [], "nothing is due twice"
     assert store.trigger_get(later).times_fired == 0  # type: ignore[union-attr]
     assert store.usage_daily("org-1", NOW).count == 1
+
+
+def test_a_schedules_fires_wait_in_its_queue_with_its_priority_and_cost(store: Storage) -> None:
+    gpu = store.trigger_create(replace(trigger(next_fire_at=NOW - 1), queue="gpu", priority=8, cost=3), NOW, max_per_org=100)
+    plain = store.trigger_create(trigger(name="plain", next_fire_at=NOW - 1), NOW, max_per_org=100)
+    records = [store.trigger_get(t) for t in (gpu, plain)]
+    assert [(r.queue, r.priority, r.cost) for r in records if r is not None] == [("gpu", 8, 3), ("default", 5, 1)]
+    assert [(t.queue, t.priority, t.cost) for t in store.trigger_list()] == [("gpu", 8, 3), ("default", 5, 1)]
+    fired = store.trigger_fire_due(NOW, every_minute)
+    jobs = [store.job_get(job_id) for job_id in fired]
+    assert sorted((j.queue, j.priority, j.cost) for j in jobs if j is not None) == [("default", 5, 1), ("gpu", 8, 3)]
+    gpu_job = store.trigger_get(gpu).last_job_id  # type: ignore[union-attr]
+    assert [p.id for p in store.job_pending(queues=["gpu"])] == [gpu_job], "a worker serving only 'gpu' sees its fire"
+    assert gpu_job not in [p.id for p in store.job_pending(queues=["default"])]
+    # A fire refused by the daily limit is stored failed with the same queue.
+    again = store.trigger_create(replace(trigger(name="again", next_fire_at=NOW - 1), queue="gpu"), NOW, max_per_org=100)
+    store.trigger_fire_due(NOW, every_minute, daily_limit=lambda org: 0)
+    refused = store.job_get(store.trigger_get(again).last_job_id)  # type: ignore[arg-type, union-attr]
+    assert refused is not None and (refused.status, refused.queue) == (JobStatus.FAILED, "gpu")
 
 
 def test_a_fire_past_the_orgs_daily_limit_stores_a_failed_job_and_the_schedule_moves_on(store: Storage) -> None:

@@ -9,7 +9,8 @@ import sqlite3
 from fairqueue.storage import SCHEMA_VERSION
 
 UNDO: dict[int, list[str]] = {
-    8: ["CREATE INDEX fq_jobs_finished ON fq_jobs (finished_at) WHERE finished_at IS NOT NULL"],
+    8: ["CREATE INDEX fq_jobs_finished ON fq_jobs (finished_at) WHERE finished_at IS NOT NULL",
+        *(f"ALTER TABLE fq_triggers DROP COLUMN {column}" for column in ("queue", "priority", "cost"))],
     7: [
         "DROP INDEX fq_jobs_processing_key",
         "DROP INDEX fq_jobs_line_queued",

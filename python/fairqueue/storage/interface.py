@@ -235,7 +235,8 @@ def flex_order(order: list[int], job_id: int, before: Optional[int], after: Opti
 
 def scheduled_job(trigger: TriggerRecord) -> NewJob:
     """The job one fire of ``trigger`` enqueues."""
-    return NewJob(org=trigger.org, kind="scheduled", handler=trigger.handler, payload=trigger.payload)
+    return NewJob(org=trigger.org, kind="scheduled", handler=trigger.handler, payload=trigger.payload,
+                  queue=trigger.queue, priority=trigger.priority, cost=trigger.cost)
 
 
 def too_many_schedules(org: str, count: int, most: int) -> LimitExceeded:

@@ -229,6 +229,7 @@ class MemoryStorage(Storage):
                 id=trigger_id, org=trigger.org, name=trigger.name, cron=trigger.cron, timezone=trigger.timezone,
                 handler=trigger.handler, payload=trigger.payload, state=TriggerState.WAITING, created_at=now,
                 next_fire_at=trigger.next_fire_at, previous_fire_at=None, times_fired=0, last_job_id=None,
+                queue=trigger.queue, priority=trigger.priority, cost=trigger.cost,
             )  # fmt: skip
             return trigger_id
 

@@ -325,11 +325,18 @@ CREATE TABLE IF NOT EXISTS fq_rate_state (
 ) WITHOUT ROWID;
 ALTER TABLE fq_workers ADD COLUMN queues TEXT
 """
-# Version 8: one index less for every outcome to write — the finish-time index repeats
+# Version 8: each schedule's queue, priority and cost (its fires carry them); one index
+# less for every outcome to write — the finish-time index repeats
 # fq_jobs_status_finished (status, finished_at), which the reads of jobs finished since
 # a time take a range per finished status of. (PostgreSQL's version 8 also reads the
 # daily usage under the enqueue's locks in one statement; one writer needs nothing.)
-_MIGRATIONS[8] = "DROP INDEX IF EXISTS fq_jobs_finished"
+_MIGRATIONS[8] = """
+DROP INDEX IF EXISTS fq_jobs_finished;
+-- A schedule's fires wait in its job class's queue, with its priority and cost.
+ALTER TABLE fq_triggers ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE fq_triggers ADD COLUMN priority INTEGER NOT NULL DEFAULT 5;
+ALTER TABLE fq_triggers ADD COLUMN cost INTEGER NOT NULL DEFAULT 1
+"""
 assert max(_MIGRATIONS) == SCHEMA_VERSION, "every schema version needs its migration"
 
 _COLUMNS = (
@@ -348,7 +355,7 @@ _FIELDS = tuple(name.strip() for name in _COLUMNS.split(","))
 
 _TRIGGER_COLUMNS = (
     "id, org, name, cron, timezone, handler, payload, state, created_at, next_fire_at, previous_fire_at, "
-    "times_fired, last_job_id"
+    "times_fired, last_job_id, queue, priority, cost"
 )
 
 
@@ -1425,10 +1432,10 @@ class SQLiteStorage(Storage):
             if len(names) >= max_per_org:
                 raise too_many_schedules(trigger.org, len(names), max_per_org)
             cursor = db.execute(
-                "INSERT INTO fq_triggers (org, name, cron, timezone, handler, payload, state, created_at, next_fire_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'waiting', ?, ?)",
+                "INSERT INTO fq_triggers (org, name, cron, timezone, handler, payload, state, created_at, next_fire_at, "
+                "queue, priority, cost) VALUES (?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?, ?, ?)",
                 (trigger.org, trigger.name, trigger.cron, trigger.timezone, trigger.handler, trigger.payload, now,
-                 trigger.next_fire_at),
+                 trigger.next_fire_at, trigger.queue, trigger.priority, trigger.cost),
             )  # fmt: skip
             assert cursor.lastrowid is not None
             return cursor.lastrowid
@@ -1475,8 +1482,9 @@ class SQLiteStorage(Storage):
                 if trigger.id in refused:
                     job_id = db.execute(
                         "INSERT INTO fq_jobs (org, kind, handler, payload, status, created_at, finished_at, error_count, "
-                        "extended_status) VALUES (?, ?, ?, ?, 'failed', ?, ?, 1, ?)",
-                        (job.org, job.kind, job.handler, job.payload, now, now, refused[trigger.id]),
+                        "extended_status, queue, priority, cost) VALUES (?, ?, ?, ?, 'failed', ?, ?, 1, ?, ?, ?, ?)",
+                        (job.org, job.kind, job.handler, job.payload, now, now, refused[trigger.id], job.queue,
+                         job.priority, job.cost),
                     ).lastrowid
                 else:
                     [job_id] = self._insert(db, [job], now)

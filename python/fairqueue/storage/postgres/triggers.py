@@ -41,7 +41,7 @@ def create(db: Database, trigger: NewTrigger, now: float, max_per_org: int) -> i
         cur.execute(
             db.sql["trigger_insert"],
             (trigger.org, trigger.name, trigger.cron, trigger.timezone, trigger.handler, trigger.payload, now,
-             trigger.next_fire_at),
+             trigger.next_fire_at, trigger.queue, trigger.priority, trigger.cost),
         )  # fmt: skip
         row = cur.fetchone()
         assert row is not None
@@ -105,7 +105,8 @@ def fire_due(
             if t.id in refused:
                 job = scheduled_job(t)
                 cur.execute(
-                    db.sql["trigger_refused_job"], (job.org, job.kind, job.handler, job.payload, now, now, refused[t.id])
+                    db.sql["trigger_refused_job"],
+                    (job.org, job.kind, job.handler, job.payload, now, now, refused[t.id], job.queue, job.priority, job.cost),
                 )
                 job_ids[t.id] = cur.fetchone()[0]  # type: ignore[index]
         following = [next_fire(t, now) for t in due]

@@ -1,5 +1,5 @@
 -- Schema version 8: an enqueue is one autocommit statement, daily limits included;
--- one index less for every outcome to write.
+-- one index less for every outcome to write; each schedule's queue, priority and cost.
 -- A statement's snapshot is taken before it waits for a lock, so a statement that
 -- locks orgs' usage cannot read it itself: this function takes the locks (the
 -- same ones as lock_orgs, in the same order) and then reads the usage in a
@@ -23,3 +23,7 @@ $$;
 -- the queries of finished jobs since a time read a range per finished status of;
 -- each outcome wrote an entry in both.
 DROP INDEX {s}.fq_jobs_finished;
+-- A schedule's fires wait in its job class's queue, with its priority and cost.
+ALTER TABLE {s}.fq_triggers ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE {s}.fq_triggers ADD COLUMN priority SMALLINT NOT NULL DEFAULT 5;
+ALTER TABLE {s}.fq_triggers ADD COLUMN cost INTEGER NOT NULL DEFAULT 1;
