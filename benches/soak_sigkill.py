@@ -77,7 +77,9 @@ class Config:
     dsn: str = DSN
     seed: Optional[int] = None
     orgs: int = ORGS
-    cap: int = CAP
+    cap: Optional[int] = CAP
+    """The per-(org, kind) cap; None: fair_share's default, no cap (the embedded
+    store's workers then take their turns in native code)."""
     slots: int = SLOTS
 
 
@@ -155,7 +157,7 @@ class Workers:
         self.env = {
             **os.environ,
             "FQ_SOAK_STORE": store.url,
-            "FQ_SOAK_CAP": str(config.cap),
+            "FQ_SOAK_CAP": "none" if config.cap is None else str(config.cap),
             "FQ_SOAK_SLOTS": str(config.slots),
             "FQ_EFFECTS": str(effects),
             "PYTHONPATH": os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")]),

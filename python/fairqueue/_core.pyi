@@ -5,7 +5,7 @@ from typing import Any, Literal, Optional, TypedDict, Union, final
 
 from typing_extensions import Self, disjoint_base
 
-__all__ = ["Dispatcher", "EmbeddedTurns", "Grant", "Release", "NAME_RULE", "check_name", "encode_payload", "simulate"]
+__all__ = ["Dispatcher", "EmbeddedTurns", "Grant", "Release", "SlotLine", "NAME_RULE", "check_name", "encode_payload", "simulate"]
 
 _Policy = Literal["fair_share", "peek_set"]
 _Shares = Literal["per_pair", "per_org"]
@@ -322,5 +322,54 @@ class EmbeddedTurns:
         worker, at, ran)``; batch jobs are skipped) and claims ``asked`` (see
         ``Storage.job_claim``). Returns the applied outcomes' ids, the claimed rows (in
         the store's column order) and whether the settings ``version`` was stale."""
+    def worker_turns(
+        self,
+        line: SlotLine,
+        core: Dispatcher,
+        worker: str,
+        lease: float,
+        version: Optional[int],
+        max_attempts: int,
+        retry_delay: float,
+        until: float,
+    ) -> tuple[
+        list[tuple[int, int]], list[tuple[int, int]], int, list[str], list[Grant], list[tuple[Any, ...]], bool
+    ]:
+        """A thread-mode worker's usual turns, with the interpreter released throughout,
+        until ``until`` (UNIX seconds) or until the worker needs its Python: each turn
+        takes the plain completions the slots put in ``line``, releases their slots in
+        ``core``, fills the free slots, stores the completions and claims the granted
+        jobs for ``worker`` in one transaction (as ``turn``), and puts the claimed rows in
+        ``line``; between turns it sleeps until a slot completes a job. It returns once
+        ``until`` passes, ``line.attend()`` is called, no slot is leased, a completion
+        was not stored, or a claim did not take every grant as granted (or was stale):
+        that claim's grants and rows are returned. If the store fails, the turn's
+        completions go back into the line, its grants are offered again ``retry_delay``
+        seconds later, and the error is raised. Returns ``(applied, not_applied,
+        started, orgs, grants, rows, stale)``."""
     def close(self) -> None:
         """Closes the connection (later calls raise)."""
+
+@final
+class SlotLine:
+    """The hand-off between a worker's loop and its handler slots, both ways: tasks
+    (and rows a native turn claimed) to the slots, plain completions back."""
+
+    def __new__(cls) -> SlotLine: ...
+    def put(self, item: object) -> None:
+        """Puts ``item`` in for the next free slot."""
+    def take(self) -> Any:
+        """The next item, waiting (the interpreter released) until there is one: an
+        object put in, or a claimed row as ``(lease, row)``."""
+    def drain(self) -> list[Any]:
+        """Everything waiting, taken out (claimed rows as ``(lease, row)``)."""
+    def rows_waiting(self) -> int:
+        """How many claimed rows wait for a slot."""
+    def done(self, lease: int, job_id: int) -> None:
+        """A slot's job under ``lease`` completed with nothing to store but its end."""
+    def completions(self) -> int:
+        """How many plain completions wait to be taken."""
+    def take_done(self) -> list[tuple[int, int]]:
+        """The plain completions delivered so far, as ``(lease, job id)``, taken out."""
+    def attend(self) -> None:
+        """The worker's Python wants its loop back: turns in Rust return now, or after their next turn."""

@@ -1253,6 +1253,11 @@ impl Dispatcher {
     }
 
     /// True while `lease` holds a slot.
+    /// How many slots are leased now.
+    pub fn leased(&self) -> u32 {
+        self.running
+    }
+
     pub fn is_active(&self, lease: LeaseId) -> bool {
         self.leases.get(lease).is_some()
     }

@@ -91,6 +91,11 @@ impl Embedded {
         Ok(Embedded { db, columns: columns.to_owned() })
     }
 
+    /// Where `name` is among the columns a claim returns.
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.columns.split(',').position(|c| c.trim() == name)
+    }
+
     /// Queued jobs with `ready_seq` > `after_seq`, in that order, `limit` at most
     /// (negative: all); with `queues` (a JSON array of names), only theirs.
     pub fn pending(&self, after_seq: i64, limit: i64, queues: Option<&str>) -> CoreResult<Vec<Pending>> {
@@ -140,19 +145,34 @@ impl Embedded {
     ) -> CoreResult<Turn> {
         let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(storage)?;
         let mut turn = Turn::default();
-        for f in finishes {
-            let applied = tx
-                .prepare_cached(
-                    "UPDATE fq_jobs SET status = 'completed', finished_at = ?1, lease_owner = NULL, \
-                     lease_expires_at = NULL, handler_attempts = handler_attempts + ?2 \
-                     WHERE id = ?3 AND status = 'processing' AND lease_owner = ?4 AND kind <> 'batch'",
-                )
+        // One statement for each run of outcomes alike but for their job (a worker's
+        // turn: all of them), a chunk of ids at a time.
+        let mut rest = finishes;
+        while let Some(first) = rest.first() {
+            let alike = rest
+                .iter()
+                .take(CHUNK)
+                .take_while(|f| f.worker == first.worker && f.at == first.at && f.ran == first.ran)
+                .count();
+            let (run, after) = rest.split_at(alike);
+            let sql = format!(
+                "UPDATE fq_jobs SET status = 'completed', finished_at = ?, lease_owner = NULL, lease_expires_at = NULL, \
+                 handler_attempts = handler_attempts + ? WHERE id IN ({}) AND status = 'processing' \
+                 AND lease_owner = ? AND kind <> 'batch' RETURNING id",
+                marks(run.len())
+            );
+            let mut params: Vec<Value> = vec![first.at.into(), i64::from(first.ran).into()];
+            params.extend(run.iter().map(|f| Value::Integer(f.id)));
+            params.push(first.worker.clone().into());
+            let mut statement = tx.prepare_cached(&sql).map_err(storage)?;
+            let applied: std::collections::HashSet<i64> = statement
+                .query_map(params_from_iter(params), |r| r.get(0))
                 .map_err(storage)?
-                .execute(rusqlite::params![f.at, f.ran, f.id, f.worker])
+                .collect::<Result<_, _>>()
                 .map_err(storage)?;
-            if applied > 0 {
-                turn.applied.push(f.id);
-            }
+            // In the order given, as one statement per outcome would have applied them.
+            turn.applied.extend(run.iter().map(|f| f.id).filter(|id| applied.contains(id)));
+            rest = after;
         }
         if !asked.is_empty() {
             let current: Option<i64> = match version {

@@ -30,10 +30,11 @@ for first in range(start, total, 50):
 """
 
 
-def env(store: Path, effects: Path) -> dict[str, str]:
+def env(store: Path, effects: Path, cap: str = "12") -> dict[str, str]:
     return {
         **os.environ,
         "FQ_STORE": str(store),
+        "FQ_CAP": cap,
         "FQ_EFFECTS": str(effects),
         "FQ_LEASE": "1.0",
         "FQ_SLOTS": "4",
@@ -56,9 +57,11 @@ def counts(store: Path) -> dict[str, int]:
 
 
 @pytest.mark.timeout(600)
-def test_sigkilled_workers_and_enqueuers_lose_nothing(tmp_path: Path) -> None:
+# Capped, the workers' turns are Python's; with no cap (fair_share's default), native code's.
+@pytest.mark.parametrize("cap", ["12", "none"], ids=["capped", "native-turns"])
+def test_sigkilled_workers_and_enqueuers_lose_nothing(tmp_path: Path, cap: str) -> None:
     store, effects = tmp_path / "fq.db", tmp_path / "effects.log"
-    environment = env(store, effects)
+    environment = env(store, effects, cap)
     rng = random.Random(20261124)
     total = 10_000
     acknowledged: set[int] = set()

@@ -10,6 +10,7 @@ import random
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Optional
 
 import pytest
 
@@ -29,9 +30,12 @@ soak_sigkill = load_soak()
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("store", ["sqlite", "postgres"])
-def test_sigkilled_workers_lose_nothing_and_every_repeat_is_recorded(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    config = soak_sigkill.Config(store=store, jobs=2000, kills=5, workers=3, seed=13)
+@pytest.mark.parametrize(("store", "cap"), [("sqlite", 2), ("sqlite", None), ("postgres", 2)],
+                         ids=["sqlite", "sqlite-native-turns", "postgres"])  # fmt: skip
+def test_sigkilled_workers_lose_nothing_and_every_repeat_is_recorded(
+    store: str, cap: Optional[int], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    config = soak_sigkill.Config(store=store, jobs=2000, kills=5, workers=3, seed=13, cap=cap)
     if store == "postgres":
         config.dsn = request.getfixturevalue("pg_dsn")
     phase = soak_sigkill.run_phase("kill", config, tmp_path, random.Random(13))

@@ -5,9 +5,6 @@ StorageFull and loses nothing (a real file, a real small tmpfs)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,22 +54,6 @@ def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
         SQLiteStorage(path)
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs of this test's own."""
-    mount = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if done.returncode != 0:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"cannot mount a tmpfs for the full-disk test: {done.stderr.strip()}", pytrace=False)
-        pytest.skip(f"cannot mount a tmpfs here (root needed): {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_a_full_disk_refuses_an_enqueue_with_storage_full_and_loses_nothing(small_disk: Path) -> None:
     app = fq.FairQueue(small_disk / "fq.db")
     stored = [app.enqueue_whole_batch(Filler(), org="acme").id]
@@ -102,23 +83,9 @@ class Filler(fq.Batchable):
         pass
 
 
-def fill(disk: Path) -> Path:
-    """Takes every free byte of ``disk``; returns the file to delete to give them back."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        while os.write(fd, b"\0" * 4096):
-            pass
-    except OSError:  # ENOSPC: full
-        pass
-    finally:
-        os.close(fd)
-    return filler
-
-
 def test_a_worker_waits_out_a_full_disk_and_runs_every_job_once(small_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
     import fq_sample_jobs as sample
-    from conftest import wait_until
+    from conftest import fill, wait_until
 
     original = sample.app.storage
     sample.app.storage = SQLiteStorage(small_disk / "fq.db")

@@ -161,6 +161,27 @@ class Admissions:
         self._lines: dict[Line, tuple[Any, ...]] = {}
         self._paused: frozenset[tuple[str, ...]] = frozenset()
         self._keyed = False
+        self._unlimited: Optional[bool] = None
+
+    @property
+    def version(self) -> Optional[int]:
+        """The settings version the admissions are built at (a claim under an older one is refused)."""
+        self._follow()
+        return self._version
+
+    def unlimited(self) -> bool:
+        """True if no claim at the loaded settings has a cap, rate limit or pause to
+        count: nothing is paused, and neither the code's limits nor any org's stored
+        settings give a job of any kind a cap or a rate limit."""
+        self._follow()
+        if self._unlimited is None:
+            orgs = {name for (scope, name, _, _) in self.settings.rows() if scope in ("org", "kind")}
+            # "\0" names no org: its lines are an org's without settings of its own.
+            lines = (self._line(org, kind, None) for org in [*orgs, "\0"] for kind in KINDS)
+            self._unlimited = not self._paused and not self._keyed and not any(
+                pair_cap is not None or org_cap is not None or rates for pair_cap, org_cap, _, rates in lines
+            )
+        return self._unlimited
 
     def needs_keys(self) -> bool:
         """True if some key has a cap or a rate limit (a claim's lines then need their keys)."""
@@ -194,6 +215,7 @@ class Admissions:
         if self._version == self.settings.version and self._version is not None:
             return
         self._lines.clear()
+        self._unlimited = None
         self._paused = frozenset(
             (scope, name) if scope in ("org", "queue") else (scope, name, kind or key)
             for (scope, name, kind, key), _ in self.settings.pauses()

@@ -6,7 +6,7 @@ from typing import NamedTuple, Optional
 
 from fairqueue.records import JobStatus, NewJob, Progress
 
-__all__ = ["Outcome"]
+__all__ = ["COMPLETED", "Outcome"]
 
 
 class Outcome(NamedTuple):
@@ -27,3 +27,8 @@ class Outcome(NamedTuple):
     """The handler's return value as JSON text."""
     attempt_error: Optional[str] = None
     """The attempt's error as a JSON object, kept on the record."""
+
+
+COMPLETED = Outcome(JobStatus.COMPLETED, ran=True)
+"""The outcome of most jobs: completed, with nothing to store but its end. A slot
+hands it back as ``(lease, job id)`` through the worker's line, not as an object."""

@@ -34,7 +34,7 @@ from fairqueue.jobs import (
 from fairqueue.records import JobRecord, JobStatus, NewJob
 from fairqueue.retry import RetryPolicy
 from fairqueue.runtime.batch_runner import BatchRunner
-from fairqueue.runtime.outcome import Outcome
+from fairqueue.runtime.outcome import COMPLETED, Outcome
 from fairqueue.runtime.queue_app import QueueApp
 
 if TYPE_CHECKING:
@@ -43,9 +43,6 @@ if TYPE_CHECKING:
 __all__ = ["Runner"]
 
 log = logging.getLogger("fairqueue.worker")
-
-_COMPLETED = Outcome(JobStatus.COMPLETED, ran=True)
-"""A job that ran to its end and returned, enqueued and noted nothing (immutable: one serves them all)."""
 
 
 # json.loads checks its argument's type and matches whitespace before and after the document around
@@ -134,7 +131,7 @@ class Runner:
             error = e
             tracing.failed(span, e)
         if error is None and value is None and not ctx.finalizers and not ctx.children:
-            return _COMPLETED  # most jobs: nothing to store but the status
+            return COMPLETED  # most jobs: nothing to store but the status
         at = time.time() if now is None else now
         if error is not None:
             retry = self._retry(record, error, at)

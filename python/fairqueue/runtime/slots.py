@@ -2,7 +2,10 @@
 a child process running them (``mode="process"``).
 
 Slots do no storage I/O and never touch the dispatcher: they take tasks from one
-queue and hand each outcome to the loop through a callback.
+line (:class:`fairqueue._core.SlotLine`) and hand each outcome to the loop through a
+callback. The line also carries jobs a turn run in Rust claimed, as rows: a thread
+slot makes their task itself (the worker's ``start``), so that the loop builds no
+Python object for them.
 
 A process slot starts its child (which imports the app) as soon as the slot is
 spawned, and again when its child died, and takes a task only once the child
@@ -21,7 +24,6 @@ import logging
 import math
 import multiprocessing
 import os
-import queue
 import signal
 import threading
 import time
@@ -31,6 +33,7 @@ from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import Any, Optional
 
+from fairqueue._core import SlotLine
 from fairqueue.errors import HandlerNotFound
 from fairqueue.handlers import resolve
 from fairqueue.records import JobRecord, JobStatus
@@ -70,18 +73,26 @@ class Slots:
         app_path: ``module:attribute`` of the app, which child processes import
             (process mode); None runs handlers in threads.
         deliver: called from a slot with each task and its outcome.
+        start: called from a thread slot with a claimed row's ``(lease, row)``, which
+            the line carries for a turn run in Rust: returns its task, now running.
     """
 
     def __init__(
-        self, name: str, runner: Runner, app_path: Optional[str], deliver: Callable[[Task, Outcome], None]
+        self,
+        name: str,
+        runner: Runner,
+        app_path: Optional[str],
+        deliver: Callable[[Task, Outcome], None],
+        start: Callable[[int, tuple[Any, ...]], Task],
     ) -> None:
         self.name = name
         self.runner = runner
         self.app_path = app_path
         self.deliver = deliver
+        self.start = start
         self.threads: list[threading.Thread] = []
-        # Each task with the seconds it may run (a process slot starts the clock at the hand-over).
-        self._tasks: queue.SimpleQueue[Optional[tuple[Task, float]]] = queue.SimpleQueue()
+        self.line = SlotLine()
+        """The tasks (and claimed rows) waiting for a slot, and the plain completions back."""
         self._closed = False
         self._process_slots: list[_ProcessSlot] = []
         self._halt = threading.Event()
@@ -107,11 +118,15 @@ class Slots:
 
     def submit(self, task: Task) -> None:
         """Hands ``task`` to the next free slot."""
-        timeout = task.timeout
         if self.app_path is not None:
             # Not running yet: a process slot sets the deadline when its ready child takes the job.
             task.deadline = math.inf
-        self._tasks.put((task, timeout))
+        self.line.put(task)
+
+    def take_unstarted(self) -> list[Task]:
+        """The tasks no slot has taken yet, taken out of the line (each claimed row's
+        task made now): a stopping or crashed worker gives their jobs back."""
+        return [item if isinstance(item, Task) else self.start(*item) for item in self.line.drain() if item is not None]
 
     def hold(self) -> None:
         """The worker is stopping: process slots hand their children no more jobs, and
@@ -120,18 +135,12 @@ class Slots:
         if self.app_path is None:
             return
         self._halt.set()
-        sentinels = 0
-        while True:
-            try:
-                item = self._tasks.get_nowait()
-            except queue.Empty:
-                break
+        items = self.line.drain()
+        for item in items:
             if item is None:
-                sentinels += 1
+                self.line.put(None)
             else:
-                self.deliver(item[0], _STOPPED)
-        for _ in range(sentinels):
-            self._tasks.put(None)
+                self.deliver(item, _STOPPED)
 
     def interrupt(self, kill_after: float = 1.0) -> None:
         """Grace is over: stops the children still running a job and reaps them.
@@ -170,7 +179,7 @@ class Slots:
             return
         self._closed = True
         for _ in self.threads:
-            self._tasks.put(None)
+            self.line.put(None)
 
     def join(self, timeout: float = 5.0) -> None:
         """After :meth:`close`: waits up to ``timeout`` seconds for the process slots
@@ -182,11 +191,16 @@ class Slots:
                 slot.thread.join(max(deadline - time.monotonic(), 0.0))
 
     def _thread_slot(self) -> None:
+        take = self.line.take
         while True:
-            item = self._tasks.get()
+            item = take()
             if item is None:
                 return
-            task = item[0]
+            try:
+                task = item if isinstance(item, Task) else self.start(*item)
+            except Exception:  # a fault of fairqueue's own: the job's lease lapses and the store re-queues it
+                log.exception("fairqueue worker %s: a claimed job could not be started", self.name)
+                continue
             try:
                 outcome = self.runner.execute(task.record, task.cancel)
             except Exception as e:  # a fault of fairqueue's own: the job fails, the slot lives on
@@ -203,10 +217,10 @@ class Slots:
             while True:
                 if slot.child is None and start_error is None and not self._halt.is_set():
                     start_error = self._start_child(slot)
-                item = self._tasks.get()
-                if item is None:
+                task = self.line.take()
+                if task is None:
                     return
-                task, timeout = item
+                timeout = task.timeout
                 if slot.child is None and not self._halt.is_set():
                     start_error = self._start_child(slot)  # the last start failed: try again for this job
                 with self._changed:

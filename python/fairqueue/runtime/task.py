@@ -22,17 +22,14 @@ class Task:
             many jobs in one turn reads the clock once for all of them.
     """
 
-    __slots__ = ("lease", "record", "cancel", "started", "deadline", "timed_out")
+    __slots__ = ("lease", "record", "timeout", "cancel", "started", "deadline", "timed_out")
 
     def __init__(self, lease: int, record: JobRecord, timeout: float, started: Optional[float] = None) -> None:
         self.lease = lease
         self.record = record
+        self.timeout = timeout
+        """Seconds the handler may run (its clock starts at ``started``)."""
         self.cancel = CancelFlag()
         self.started = time.monotonic() if started is None else started
         self.deadline = self.started + timeout
         self.timed_out = False
-
-    @property
-    def timeout(self) -> float:
-        """Seconds the handler may run."""
-        return self.deadline - self.started

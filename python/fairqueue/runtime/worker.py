@@ -11,6 +11,17 @@ signature and its org's daily usage), read from the handler's thread so the
 handler can react to a refusal. ``async def`` handlers run on one event loop
 thread. Outcomes and the jobs handlers enqueued are committed together (group
 commit), so a crash either keeps both or neither.
+
+On a store with native turns (the embedded store), a thread-mode worker whose claims
+have no cap, rate limit or pause to count (fair_share's defaults) takes its usual
+turns in Rust with the interpreter released (``Storage.job_turn_in_line``): plain
+completions come back from the slots as ``(lease, job id)``, the claimed rows go to
+the slots as they are, and a slot builds the job's record and task itself, so the
+loop makes no Python object per job. The loop comes back to Python when a duty, a
+timeout or a delayed job is due, every ``poll_interval`` (its next look at the
+store), when anything else needs it (an outcome with more than its end to store, a
+claim to sort out, a stop, a settings change), and when nothing runs; all of that
+is handled as on a Python turn.
 """
 
 from __future__ import annotations
@@ -51,7 +62,7 @@ from fairqueue.runtime.duties.taken_jobs import TakenJobs
 from fairqueue.runtime.duties.webhook_delivery import WebhookDelivering
 from fairqueue.runtime.health import HealthServer
 from fairqueue.runtime.metrics import WorkerMetrics
-from fairqueue.runtime.outcome import Outcome
+from fairqueue.runtime.outcome import COMPLETED, Outcome
 from fairqueue.runtime.queue_app import QueueApp
 from fairqueue.runtime.runner import Runner
 from fairqueue.runtime.slots import Slots
@@ -188,14 +199,21 @@ class Worker:
         self._owns_monitor = False
         self._capacity = 1.0
         self._seen_seq = 0
+        # The running tasks by lease, from their start until the store took their outcome.
+        # Thread slots add the tasks of rows a turn in Rust claimed, so the loop reads it
+        # through snapshots (list(...), which no other thread can interleave).
         self._running: dict[int, Task] = {}
         # Thread mode: claimed jobs that were running when a worker died, each waiting
-        # to run alone (with its timeout), and the one running alone now.
-        self._suspects: collections.deque[tuple[Task, float]] = collections.deque()
+        # to run alone, and the one running alone now.
+        self._suspects: collections.deque[Task] = collections.deque()
         self._alone: Optional[Task] = None
+        # Outcomes other than a plain completion (those come back through the slots' line).
         self._outcomes: queue.SimpleQueue[tuple[Task, Outcome]] = queue.SimpleQueue()
-        self.pool = Slots(self.name, self.runner, app_path if mode == "process" else None, self._deliver)
+        self.pool = Slots(self.name, self.runner, app_path if mode == "process" else None, self._deliver, self._start_row)
         """The handler slots."""
+        # Whether the usual turn may run in the store's native code: thread slots, the
+        # built-in core (a subclass may change what it grants) and a store that has one.
+        self._line_turns = mode == "thread" and type(self.core) is Dispatcher and self.store.native_turns
         self._main: Optional[threading.Thread] = None
         self._stopping = threading.Event()
         # True while the loop may be asleep: only then must a finished slot wake it
@@ -278,7 +296,7 @@ class Worker:
         the children still running a job at the deadline are stopped first)."""
         self._grace = grace
         self._stopping.set()
-        self.app.enqueuer.wakeup.set()
+        self._attend()
         if self._main is not None:
             self._main.join()
 
@@ -292,7 +310,7 @@ class Worker:
         def on_signal(signum: int, _frame: Any) -> None:
             log.info("fairqueue worker %s: signal %d, draining", self.name, signum)
             self._stopping.set()
-            self.app.enqueuer.wakeup.set()
+            self._attend()
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -351,7 +369,7 @@ class Worker:
                 continue
             self._trouble_since, self._troubles = None, 0
             self._idle = True
-            if self._outcomes.empty():
+            if self._outcomes.empty() and not self.pool.line.completions():
                 wakeup.wait(self._sleep_for(now))
             self._idle = False
 
@@ -366,19 +384,21 @@ class Worker:
         outcomes = self._unsaved = self._unsaved + self._take_outcomes()
         if not self._stopping.is_set():
             self._turn(outcomes, now)
+            now = time.time()  # a turn in native code may have lasted up to poll_interval
         else:
             if self._drain_deadline is None:
                 self._drain_deadline = time.monotonic() + self._grace
                 # Process slots hand their children no more jobs; those not handed over come back now.
                 self.pool.hold()
+            outcomes = self._unsaved = outcomes + self._plain_outcomes()
             if outcomes:
                 for task, _ in outcomes:
                     self._release(task)
                 applied = self.store.job_finish(self._finishes(outcomes, now))
                 self._unsaved = []
                 self._settle(outcomes, applied)
-            if not self._running or time.monotonic() >= self._drain_deadline:
-                if self._running:
+            if (not self._running and not self.pool.line.rows_waiting()) or time.monotonic() >= self._drain_deadline:
+                if self._running or self.pool.line.rows_waiting():
                     self._requeue_running(now)
                 # Idle children exit now (and are reaped) rather than at interpreter exit.
                 self.pool.close()
@@ -410,7 +430,8 @@ class Worker:
         if self.crash is not None:
             self.pool.hold()
             self.pool.interrupt()
-            for task in self._running.values():
+            self.pool.take_unstarted()  # not started: their leases lapse, and other workers run them
+            for task in list(self._running.values()):
                 task.cancel.set()
         if not self._registered:
             return
@@ -446,24 +467,33 @@ class Worker:
 
     def _sleep_for(self, now: float) -> float:
         wake = self.core.next_wakeup()
-        deadlines = [t.deadline for t in self._running.values()]
+        deadlines = [t.deadline for t in list(self._running.values())]
         until = min([self.poll_interval] + ([wake - now] if wake is not None else []) + [d - time.monotonic() for d in deadlines])
         return max(until, 0.0)
 
     def _deliver(self, task: Task, outcome: Outcome) -> None:
         """A slot's outcome, handed to the loop (called from the slot's thread)."""
-        self._outcomes.put((task, outcome))
+        if outcome is COMPLETED:
+            self.pool.line.done(task.lease, task.record.id)
+        else:
+            self._outcomes.put((task, outcome))
+            self.pool.line.attend()  # the loop stores it (and sorts out what it asks for) in Python
         if self._idle:
             self.app.enqueuer.wakeup.set()
 
     def _on_settings_changed(self) -> None:
         # From the store's listener thread: the loop loads the settings at its next turn.
         self._due[self.duties.index(self.settings_sync)] = 0.0
-        self.app.enqueuer.wakeup.set()
+        self._attend()
 
     def _on_queued(self) -> None:
         self._queued_news.set()
+        self._attend()
+
+    def _attend(self) -> None:
+        """Wakes the loop: from its sleep, and from turns it runs in native code."""
         self.app.enqueuer.wakeup.set()
+        self.pool.line.attend()
 
     def _pick_up(self, now: float) -> None:
         """Feeds the dispatcher every job that became queued since the last look.
@@ -521,11 +551,22 @@ class Worker:
     def _turn(self, outcomes: list[tuple[Task, Outcome]], now: float) -> None:
         """One turn: the outcomes that came in free their slots, the dispatcher fills
         the free slots, and the store records both in one call (one transaction on
-        SQLite)."""
+        SQLite) — in the store's native code when it can (:meth:`_line_turn`)."""
+        in_line = self._line_turns and not (self._suspects or self._alone) and self.admissions.unlimited()
+        if not in_line:
+            outcomes = self._unsaved = outcomes + self._plain_outcomes()
         if outcomes:
             self._release_all([task for task, _ in outcomes])
         self._pick_up(now)
         self._apply_capacity(now)
+        if in_line:
+            if outcomes:
+                # Outcomes with more to store than their end: in a transaction of their own, first.
+                applied = self.store.job_finish(self._finishes(outcomes, now))
+                self._unsaved = []
+                self._settle(outcomes, applied)
+            self._line_turn(now)
+            return
         # While a suspect waits for the running jobs to finish, or runs, nothing new starts.
         grants = self.core.dispatch() if not (self._suspects or self._alone) else []
         if not outcomes and not grants:
@@ -555,6 +596,63 @@ class Worker:
             self.settings_sync.run(now, force=True)
         elif grants:
             self._start(grants, ids, claim, now)
+
+    def _line_turn(self, now: float) -> None:
+        """The usual turns in the store's native code, the interpreter released: the
+        slots' plain completions stored and the free slots filled, the claimed jobs put
+        in the slots' line as rows (no Python object per job here: a slot makes each
+        task, see :meth:`_start_row`), until this loop's Python is due (a duty, a
+        timeout, a delayed job, the next look at the store) or is asked for
+        (:meth:`_attend`). What the native turns leave — completions they did not
+        store, a claim to sort out — is handled as in a Python turn."""
+        limits = self.app.settings.limits
+        until = min(now + self.poll_interval, *self._due)
+        wake = self.core.next_wakeup()
+        if wake is not None:
+            until = min(until, wake)
+        deadlines = [t.deadline for t in list(self._running.values())]
+        if deadlines:
+            until = min(until, now + min(deadlines) - time.monotonic())
+        turn = self.store.job_turn_in_line(
+            self.pool.line, self.core, self.name, limits.lease, self.admissions.version, limits.max_attempts,
+            _RETRY_FIRST, until,
+        )  # fmt: skip
+        now = time.time()
+        running, metrics = self._running, self.metrics
+        for lease, _ in turn.applied:
+            task = running.pop(lease, None)
+            if metrics is not None and task is not None:
+                metrics.finished_one(task.record, JobStatus.COMPLETED, ran_for=time.monotonic() - task.started)
+        self.completed += len(turn.applied)
+        for org in turn.orgs:
+            self.alerting.job_started(org)
+        if turn.not_applied:
+            tasks = [running.get(lease) for lease, _ in turn.not_applied]
+            outcomes = self._unsaved = [(t, COMPLETED) for t in tasks if t is not None and not t.timed_out]
+            for task, _ in outcomes:
+                self._release(task)
+            applied = self.store.job_finish(self._finishes(outcomes, now))
+            self._unsaved = []
+            self._settle(outcomes, applied)
+        if turn.claim.stale:
+            for grant in turn.grants:
+                self.core.retry(grant.lease, now)
+            self.settings_sync.run(now, force=True)
+        elif turn.grants:
+            self._start(turn.grants, [g.id for g in turn.grants], turn.claim, now)
+
+    def _start_row(self, lease: int, row: tuple[Any, ...]) -> Task:
+        """The task of a row a native turn claimed, now running (called from the thread
+        slot that took the row)."""
+        record = self.store.claimed_record(row)
+        timeout = self._timeouts.get((record.kind, record.handler))
+        if timeout is None:
+            timeout = self._timeout(record.kind, record.handler)
+        task = Task(lease, record, timeout)
+        self._running[lease] = task
+        if self.metrics is not None:
+            self.metrics.started(record)
+        return task
 
     def _apply_capacity(self, now: float) -> None:
         if self.conservation is not None:
@@ -612,7 +710,7 @@ class Worker:
             elif suspects_too and record.worker_deaths:
                 # It was running when a thread-mode worker died: if it is what kills its
                 # workers, it must take no other job down with it (see _run_alone).
-                self._suspects.append((task, task.timeout))
+                self._suspects.append(task)
                 task.deadline = math.inf
             else:
                 submit(task)
@@ -664,10 +762,10 @@ class Worker:
                 return
             self.store.worker_alone(self.name, None)
             self._alone = None
-        waiting = {t.lease for t, _ in self._suspects}
-        if not waiting or any(lease not in waiting for lease in self._running):
+        waiting = {t.lease for t in self._suspects}
+        if not waiting or any(lease not in waiting for lease in list(self._running)):
             return
-        task, timeout = self._suspects.popleft()
+        task = self._suspects.popleft()
         if self._running.get(task.lease) is not task:
             return  # given back or failed meanwhile (a stop, its attempts used up)
         log.warning(
@@ -676,7 +774,7 @@ class Worker:
         )  # fmt: skip
         self.store.worker_alone(self.name, task.record.id)
         task.started = time.monotonic()
-        task.deadline = task.started + timeout
+        task.deadline = task.started + task.timeout
         self._alone = task
         self.pool.submit(task)
 
@@ -727,6 +825,11 @@ class Worker:
             except queue.Empty:
                 break
         return [(t, o) for t, o in outcomes if self._running.get(t.lease) is t and not t.timed_out]
+
+    def _plain_outcomes(self) -> list[tuple[Task, Outcome]]:
+        """The plain completions in the slots' line (of tasks still ours), as outcomes."""
+        tasks = [self._running.get(lease) for lease, _ in self.pool.line.take_done()]
+        return [(t, COMPLETED) for t in tasks if t is not None and not t.timed_out]
 
     def _finishes(self, outcomes: list[tuple[Task, Outcome]], now: float) -> list[Finish]:
         settings = self.app.settings
@@ -788,7 +891,7 @@ class Worker:
     def _enforce_timeouts(self, now: float) -> None:
         if self.mode == "process":
             return  # process slots kill their own overdue child
-        overdue = [t for t in self._running.values() if not t.timed_out and time.monotonic() > t.deadline]
+        overdue = [t for t in list(self._running.values()) if not t.timed_out and time.monotonic() > t.deadline]
         if not overdue:
             return
         for task in overdue:
@@ -817,13 +920,14 @@ class Worker:
         meanwhile, or a re-queue) is committed as it is, and the rest re-queued.
         """
         self.pool.interrupt()
-        outcomes = self._take_outcomes()
+        self.pool.take_unstarted()  # their tasks are in _running now: re-queued below
+        outcomes = self._take_outcomes() + self._plain_outcomes()
         if outcomes:
             now = time.time()
             for task, _ in outcomes:
                 self._release(task)
             self._settle(outcomes, self.store.job_finish(self._finishes(outcomes, now)))
-        running = [t for t in self._running.values() if not t.timed_out]
+        running = [t for t in list(self._running.values()) if not t.timed_out]
         self.store.job_finish(
             [Finish(t.record.id, self.name, JobStatus.QUEUED, now, error="re-queued: worker stopped", given_back=True)
              for t in running]  # fmt: skip

@@ -15,8 +15,9 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, NamedTuple, Optional
 
+from fairqueue._core import Dispatcher, Grant, SlotLine
 from fairqueue.errors import DailyLimitExceeded, FlexQueueFull, InvalidArgument, LimitExceeded, StorageError
 from fairqueue.records import (
     Admission,
@@ -43,6 +44,7 @@ from fairqueue.records import (
 
 __all__ = [
     "Storage",
+    "LineTurn",
     "check_finishes",
     "job_filter",
     "FEW_STATUSES",
@@ -297,6 +299,25 @@ def refused_fires(
     return refused
 
 
+class LineTurn(NamedTuple):
+    """What a worker turn run in the store's native code did (see
+    :meth:`Storage.job_turn_in_line`)."""
+
+    applied: list[tuple[int, int]]
+    """The plain completions stored, as ``(lease, job id)``."""
+    not_applied: list[tuple[int, int]]
+    """The plain completions this turn did not store (``(lease, job id)``): the job is
+    no longer the worker's, or its end needs the store's other statements (a batch)."""
+    started: int
+    """How many claimed jobs went into the line as rows, for the slots to start."""
+    orgs: list[str]
+    """Their distinct orgs."""
+    grants: list[Grant]
+    """A claim the worker must sort out (see ``Storage.job_turn_in_line``): its grants."""
+    claim: Claimed
+    """... and what it claimed."""
+
+
 @dataclass(frozen=True)
 class WebhookDelivery:
     """One event's POST to one webhook, as the outbox holds it."""
@@ -410,6 +431,9 @@ class Storage(abc.ABC):
         )
 
     # ----- finishes heard, and the async client (``await …_async``) ------------------------
+
+    native_turns: ClassVar[bool] = False
+    """True if the store has :meth:`job_turn_in_line`: a worker's usual turn in native code."""
 
     hears_every_finish: ClassVar[bool] = False
     """True if :meth:`job_finished_subscribe` hears every outcome stored by any process
@@ -563,6 +587,42 @@ class Storage(abc.ABC):
         transaction (the outcomes first, so the slots they free count for the claim)."""
         applied = self.job_finish(finishes) if finishes else []
         return applied, self.job_claim(job_ids, worker, lease_until, now, admission) if job_ids else Claimed()
+
+    def job_turn_in_line(
+        self,
+        line: SlotLine,
+        core: Dispatcher,
+        worker: str,
+        lease: float,
+        version: Optional[int],
+        max_attempts: int,
+        retry_delay: float,
+        until: float,
+    ) -> LineTurn:
+        """A thread-mode worker's usual turns in the store's native code, until ``until``
+        (UNIX seconds) or until the worker needs its Python (a store with
+        :attr:`native_turns` only; other workers' turns are Python's).
+
+        For claims with no cap, rate limit or pause to check, at the settings
+        ``version``: each turn takes the plain completions the slots put in ``line``,
+        releases their slots in ``core``, fills the free slots, stores the completions
+        and claims the granted jobs for leases of ``lease`` seconds (as
+        :meth:`job_finish_and_claim`), and puts the claimed rows in ``line``, where a
+        slot makes each one's task (:meth:`claimed_record`); between turns it waits for
+        a completion. It returns once ``until`` passes, ``line.attend()`` is called, no
+        slot is leased, a completion was not stored, or a claim did not take every grant
+        as granted (stand-ins, jobs gone, a job that was running when a worker died or
+        has had ``max_attempts`` deliveries without an outcome) or was stale: such a
+        claim starts nothing, and its grants and records are returned for the worker to
+        start. If the store fails, nothing is lost: the completions wait in the line,
+        the grants are offered again ``retry_delay`` seconds later, and the error is
+        raised.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no turn in native code")
+
+    def claimed_record(self, row: tuple[Any, ...]) -> JobRecord:
+        """The record of a row :meth:`job_turn_in_line` claimed."""
+        raise NotImplementedError(f"{type(self).__name__} has no turn in native code")
 
     @abc.abstractmethod
     def history_append(self, entries: Sequence[HistoryEntry]) -> None:

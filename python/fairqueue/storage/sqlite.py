@@ -19,7 +19,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Optional, TypeVar, Union
 
-from fairqueue._core import EmbeddedTurns
+from fairqueue._core import Dispatcher, EmbeddedTurns, SlotLine
 from fairqueue.errors import (
     DuplicateSignature,
     FairQueueError,
@@ -63,6 +63,7 @@ from fairqueue.storage.interface import (
     DailyUsage,
     FinishedCallback,
     Held,
+    LineTurn,
     NextFire,
     Storage,
     WebhookDelivery,
@@ -509,6 +510,8 @@ class SQLiteStorage(Storage):
         path: the database file; its directory must exist.
     """
 
+    native_turns = True  # fairqueue._core.EmbeddedTurns.worker_turn
+
     def __init__(self, path: Union[str, Path]) -> None:
         self.path = Path(path)
         if not self.path.parent.is_dir():
@@ -848,6 +851,27 @@ class SQLiteStorage(Storage):
         if stale:
             return [f.job_id for f in finishes if f.job_id in done], Claimed(stale=True)
         return [f.job_id for f in finishes if f.job_id in done], Claimed([_record(r) for r in rows])
+
+    def job_turn_in_line(
+        self,
+        line: SlotLine,
+        core: Dispatcher,
+        worker: str,
+        lease: float,
+        version: Optional[int],
+        max_attempts: int,
+        retry_delay: float,
+        until: float,
+    ) -> LineTurn:
+        applied, not_applied, started, orgs, grants, rows, stale = self._native(
+            lambda: self._turns.worker_turns(line, core, worker, lease, version, max_attempts, retry_delay, until)
+        )
+        if applied and self._finished.listening:
+            self._finished.publish([job_id for _, job_id in applied])
+        return LineTurn(applied, not_applied, started, orgs, grants, Claimed([_record(r) for r in rows], stale=stale))
+
+    def claimed_record(self, row: tuple[Any, ...]) -> JobRecord:
+        return _record(row)
 
     def _claim(
         self,

@@ -1,6 +1,9 @@
 //! `EmbeddedTurns`: the embedded store's hot statements (`crate::embedded`) for
-//! `fairqueue.storage.sqlite`, run with the interpreter released.
+//! `fairqueue.storage.sqlite`, run with the interpreter released — and a thread-mode
+//! worker's whole usual turn, from its slots' plain completions to its next jobs in
+//! their line, without a Python object per job.
 
+use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
 use pyo3::exceptions::PyRuntimeError;
@@ -8,10 +11,71 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 use rusqlite::types::Value;
 
+use super::slot_line::SlotLinePy;
+use super::{nanos, DispatcherPy, GrantPy};
+use crate::dispatcher::Outcome;
 use crate::embedded::{Embedded, PlainFinish, Turn};
-use crate::error::CoreResult;
+use crate::error::{CoreError, CoreResult};
 
 type PendingRow = (i64, String, String, Option<f64>, Option<String>, i64, i64, i64, i64, String);
+
+/// What a worker turn did: see `EmbeddedTurns.worker_turn`.
+type WorkerTurn<'py> =
+    (Vec<(u64, i64)>, Vec<(u64, i64)>, usize, Vec<String>, Vec<GrantPy>, Vec<Bound<'py, PyTuple>>, bool);
+
+/// Where a claimed row holds what decides whether it starts as it is.
+struct RowShape {
+    id: usize,
+    attempts: usize,
+    handler_attempts: usize,
+    worker_deaths: usize,
+}
+
+impl RowShape {
+    fn of(store: &Embedded) -> CoreResult<Self> {
+        let at = |name: &'static str| {
+            store.column(name).ok_or_else(|| CoreError::invalid("columns", name, "a claim returning this column"))
+        };
+        Ok(RowShape {
+            id: at("id")?,
+            attempts: at("attempts")?,
+            handler_attempts: at("handler_attempts")?,
+            worker_deaths: at("worker_deaths")?,
+        })
+    }
+
+    fn int(row: &[Value], at: usize) -> i64 {
+        match row.get(at) {
+            Some(Value::Integer(n)) => *n,
+            _ => 0,
+        }
+    }
+
+    /// Whether the job starts as claimed: not a suspect of a worker's death, its
+    /// deliveries without an outcome under the limit (the worker's Python decides those).
+    fn usual(&self, row: &[Value], max_attempts: i64) -> bool {
+        let lost = Self::int(row, self.attempts) - Self::int(row, self.handler_attempts) - 1;
+        lost < max_attempts && Self::int(row, self.worker_deaths) == 0
+    }
+}
+
+/// What the turn did without the interpreter; its rows become Python tuples after.
+#[derive(Default)]
+struct Done {
+    applied: Vec<(u64, i64)>,
+    not_applied: Vec<(u64, i64)>,
+    started: usize,
+    orgs: Vec<String>,
+    grants: Vec<GrantPy>,
+    rows: Vec<Vec<Value>>,
+    stale: bool,
+}
+
+impl Done {
+    fn did_something(&self) -> bool {
+        self.started > 0 || !self.applied.is_empty() || !self.not_applied.is_empty()
+    }
+}
 
 /// The embedded store's pick-up and turn statements on a connection of their own.
 #[pyclass(name = "EmbeddedTurns", module = "fairqueue._core", frozen)]
@@ -32,7 +96,7 @@ impl EmbeddedTurnsPy {
     }
 }
 
-fn to_python<'py>(py: Python<'py>, value: Value) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn to_python<'py>(py: Python<'py>, value: Value) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
         Value::Null => py.None().into_bound(py),
         Value::Integer(n) => n.into_pyobject(py)?.into_any(),
@@ -92,8 +156,168 @@ impl EmbeddedTurnsPy {
         Ok((applied, rows, stale))
     }
 
+    /// A thread-mode worker's usual turns, with the interpreter released throughout,
+    /// until ``until`` (UNIX seconds) or until the worker needs its Python: each turn
+    /// takes the plain completions the slots put in ``line``, releases their slots in
+    /// ``core``, fills the free slots, stores the completions and claims the granted
+    /// jobs for ``worker`` (leases of ``lease`` seconds) in one transaction (as
+    /// ``turn``), and puts the claimed rows in ``line`` for the slots; between turns it
+    /// sleeps until a slot completes a job. It returns after a turn once ``until`` has
+    /// passed, ``line.attend()`` was called, no slot is leased, a completion was not
+    /// stored (the job is no longer this worker's, or is a batch's), or a claim did not
+    /// take every grant as granted, in order and as a plain start (a stand-in, a job
+    /// gone, a suspect of a worker's death, a job out of deliveries) or was stale —
+    /// such a claim starts nothing: its grants and rows are returned for the worker to
+    /// sort out. If the store fails, that turn's completions go back into the line and
+    /// its grants are offered again ``retry_delay`` seconds later; the error is raised,
+    /// or, if earlier turns did anything, their results are returned (the next call
+    /// meets the error).
+    ///
+    /// Returns ``(applied, not_applied, started, orgs, grants, rows, stale)``: the
+    /// completions stored and those that were not (``(lease, job id)``), how many jobs
+    /// were put in the line and their distinct orgs, and the grants and rows left to
+    /// the worker.
+    #[allow(clippy::too_many_arguments)]
+    fn worker_turns<'py>(
+        &self,
+        py: Python<'py>,
+        line: &SlotLinePy,
+        core: &DispatcherPy,
+        worker: String,
+        lease: f64,
+        version: Option<i64>,
+        max_attempts: i64,
+        retry_delay: f64,
+        until: f64,
+    ) -> PyResult<WorkerTurn<'py>> {
+        let retry_delay = nanos("retry_delay", retry_delay)?;
+        let done = self.run(py, |store| {
+            let shape = RowShape::of(store)?;
+            let mut done = Done::default();
+            loop {
+                let now = wall_clock();
+                let leased = match turn_once(
+                    store,
+                    &shape,
+                    line,
+                    core,
+                    &worker,
+                    now,
+                    lease,
+                    version,
+                    max_attempts,
+                    retry_delay,
+                    &mut done,
+                ) {
+                    Ok(leased) => leased,
+                    // What the earlier turns did goes back first; the next call meets the error.
+                    Err(_) if done.did_something() => return Ok(done),
+                    Err(error) => return Err(error),
+                };
+                let left = done.stale || !done.grants.is_empty() || !done.not_applied.is_empty();
+                if left || leased == 0 || wall_clock() >= until || !line.sleep_until_done(until) {
+                    line.wake_all_behind();
+                    return Ok(done);
+                }
+            }
+        })?;
+        let rows = done
+            .rows
+            .into_iter()
+            .map(|row| PyTuple::new(py, row.into_iter().map(|v| to_python(py, v)).collect::<PyResult<Vec<_>>>()?))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok((done.applied, done.not_applied, done.started, done.orgs, done.grants, rows, done.stale))
+    }
+
     /// Closes the connection (later calls raise).
     fn close(&self, py: Python<'_>) {
         py.detach(|| self.store.lock().unwrap_or_else(PoisonError::into_inner).take());
     }
+}
+
+/// Seconds since the UNIX epoch, as Python's ``time.time()``.
+pub(crate) fn wall_clock() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// One turn of `EmbeddedTurns.worker_turns`, adding what it did to `done`; returns
+/// how many of the core's slots are leased after it.
+#[allow(clippy::too_many_arguments)]
+fn turn_once(
+    store: &mut Embedded,
+    shape: &RowShape,
+    line: &SlotLinePy,
+    core: &DispatcherPy,
+    worker: &str,
+    now: f64,
+    lease: f64,
+    version: Option<i64>,
+    max_attempts: i64,
+    retry_delay: u64,
+    done: &mut Done,
+) -> CoreResult<u32> {
+    let completions = line.lock().take_done();
+    let (grants, leased) = core.with_core(|core| {
+        for &(lease, _) in &completions {
+            // A lease the worker released meanwhile (the job timed out) is already free.
+            if core.is_active(lease) {
+                core.ack(lease)?;
+            }
+        }
+        let grants = core.dispatch(usize::MAX);
+        Ok::<_, CoreError>((grants, core.leased()))
+    })?;
+    if completions.is_empty() && grants.is_empty() {
+        return Ok(leased);
+    }
+    let finishes: Vec<PlainFinish> =
+        completions.iter().map(|&(_, id)| PlainFinish { id, worker: worker.to_owned(), at: now, ran: true }).collect();
+    let asked: Vec<i64> = grants.iter().map(|g| g.id as i64).collect();
+    let turn = match store.turn(&finishes, &asked, worker, now + lease, now, version) {
+        Ok(turn) => turn,
+        Err(error) => {
+            line.lock().give_back_done(completions);
+            core.with_core(|core| {
+                let at = core.now() + retry_delay;
+                for g in &grants {
+                    core.release(g.lease, Outcome::Retry(at))?;
+                }
+                Ok::<_, CoreError>(())
+            })?;
+            return Err(error);
+        }
+    };
+    let stored: HashSet<i64> = turn.applied.iter().copied().collect();
+    for completion in completions {
+        if stored.contains(&completion.1) {
+            done.applied.push(completion);
+        } else {
+            done.not_applied.push(completion);
+        }
+    }
+    done.stale = turn.stale;
+    let usual = !turn.stale
+        && turn.claimed.len() == grants.len()
+        && turn
+            .claimed
+            .iter()
+            .zip(&grants)
+            .all(|(row, g)| RowShape::int(row, shape.id) == g.id as i64 && shape.usual(row, max_attempts));
+    if usual {
+        core.with_core(|core| {
+            for g in &grants {
+                let org = core.org_name(g.org).unwrap_or_default();
+                if !done.orgs.iter().any(|o| o == org) {
+                    done.orgs.push(org.to_string());
+                }
+            }
+        });
+        let mut waiting = line.lock();
+        done.started += waiting.push_rows(grants.iter().map(|g| g.lease).zip(turn.claimed));
+        line.wake(waiting);
+    } else {
+        done.grants = core.with_core(|core| grants.into_iter().map(|g| DispatcherPy::grant(core, g)).collect());
+        done.rows = turn.claimed;
+    }
+    Ok(leased)
 }

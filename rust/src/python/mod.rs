@@ -23,6 +23,7 @@ use crate::sim::{self, Baseline, KeyRow, OrgRow, ScenarioOptions};
 
 mod embedded;
 mod payload;
+mod slot_line;
 
 pyo3::import_exception!(fairqueue.errors, InvalidArgument);
 pyo3::import_exception!(fairqueue.errors, UnknownKind);
@@ -1035,5 +1036,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<GrantPy>()?;
     m.add_class::<ReleasePy>()?;
     m.add_class::<embedded::EmbeddedTurnsPy>()?;
+    m.add_class::<slot_line::SlotLinePy>()?;
     Ok(())
 }
