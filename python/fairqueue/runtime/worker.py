@@ -209,11 +209,12 @@ class Worker:
         self._alone: Optional[Task] = None
         # Outcomes other than a plain completion (those come back through the slots' line).
         self._outcomes: queue.SimpleQueue[tuple[Task, Outcome]] = queue.SimpleQueue()
-        self.pool = Slots(self.name, self.runner, app_path if mode == "process" else None, self._deliver, self._start_row)
-        """The handler slots."""
         # Whether the usual turn may run in the store's native code: thread slots, the
         # built-in core (a subclass may change what it grants) and a store that has one.
         self._line_turns = mode == "thread" and type(self.core) is Dispatcher and self.store.native_turns
+        self.pool = Slots(self.name, self.runner, app_path if mode == "process" else None, self._deliver,
+                          self._start_row, in_line=self._line_turns)  # fmt: skip
+        """The handler slots."""
         self._main: Optional[threading.Thread] = None
         self._stopping = threading.Event()
         # True while the loop may be asleep: only then must a finished slot wake it
@@ -473,7 +474,7 @@ class Worker:
 
     def _deliver(self, task: Task, outcome: Outcome) -> None:
         """A slot's outcome, handed to the loop (called from the slot's thread)."""
-        if outcome is COMPLETED:
+        if outcome is COMPLETED and self._line_turns:
             self.pool.line.done(task.lease, task.record.id)
         else:
             self._outcomes.put((task, outcome))

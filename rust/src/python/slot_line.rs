@@ -180,22 +180,23 @@ impl SlotLinePy {
     /// The next item, waiting (the interpreter released) until there is one: an
     /// object put in, or a claimed row as ``(lease, row)``.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let item = self.lock().pop();
-        let item = match item {
-            Some(item) => item,
-            None => py.detach(|| {
+        // Taken only with the interpreter held: a slot that holds it (it just finished a
+        // job) takes the next item before one that woke up and waits for it, so short
+        // jobs run one after the other on the slots already running, with few hand-offs
+        // of the interpreter (queue.SimpleQueue.get does the same).
+        loop {
+            if let Some(item) = self.lock().pop() {
+                return Self::python(py, item);
+            }
+            py.detach(|| {
                 let mut line = self.lock();
-                loop {
-                    if let Some(item) = line.pop() {
-                        return item;
-                    }
+                while line.items.is_empty() {
                     line.sleeping += 1;
                     line = self.ready.wait(line).unwrap_or_else(PoisonError::into_inner);
                     line.sleeping -= 1;
                 }
-            }),
-        };
-        Self::python(py, item)
+            });
+        }
     }
 
     /// Everything waiting, taken out (claimed rows as ``(lease, row)``).
