@@ -79,6 +79,18 @@ fn marks(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 
+/// `ids` padded to the next power of two with copies of the last one: an `IN` list
+/// matches the same rows, and the statements of a few list lengths stay prepared
+/// (one per length up to 64 would overflow the statement cache and be parsed anew
+/// each turn).
+fn padded(ids: impl Iterator<Item = i64>) -> Vec<Value> {
+    let mut values: Vec<Value> = ids.map(Value::Integer).collect();
+    if let Some(last) = values.last().cloned() {
+        values.resize(values.len().next_power_of_two(), last);
+    }
+    values
+}
+
 impl Embedded {
     /// Opens the store file the Python store created (WAL mode is the file's own); a
     /// claim returns `columns` (a comma-separated list of `fq_jobs` columns) of each job.
@@ -155,14 +167,15 @@ impl Embedded {
                 .take_while(|f| f.worker == first.worker && f.at == first.at && f.ran == first.ran)
                 .count();
             let (run, after) = rest.split_at(alike);
+            let ids = padded(run.iter().map(|f| f.id));
             let sql = format!(
                 "UPDATE fq_jobs SET status = 'completed', finished_at = ?, lease_owner = NULL, lease_expires_at = NULL, \
                  handler_attempts = handler_attempts + ? WHERE id IN ({}) AND status = 'processing' \
                  AND lease_owner = ? AND kind <> 'batch' RETURNING id",
-                marks(run.len())
+                marks(ids.len())
             );
             let mut params: Vec<Value> = vec![first.at.into(), i64::from(first.ran).into()];
-            params.extend(run.iter().map(|f| Value::Integer(f.id)));
+            params.extend(ids);
             params.push(first.worker.clone().into());
             let mut statement = tx.prepare_cached(&sql).map_err(storage)?;
             let applied: std::collections::HashSet<i64> = statement
@@ -254,15 +267,16 @@ impl Embedded {
     ) -> CoreResult<Vec<Vec<Value>>> {
         let mut rows = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(CHUNK) {
+            let listed = padded(chunk.iter().copied());
             let sql = format!(
                 "UPDATE fq_jobs SET status = 'processing', lease_owner = ?, lease_expires_at = ?, \
                  started_at = COALESCE(started_at, ?), attempts = attempts + 1 \
                  WHERE id IN ({}) AND status = 'queued' RETURNING {columns}",
-                marks(chunk.len())
+                marks(listed.len())
             );
             let mut statement = tx.prepare_cached(&sql).map_err(storage)?;
             let mut params: Vec<Value> = vec![worker.to_owned().into(), lease_until.into(), now.into()];
-            params.extend(chunk.iter().map(|&id| Value::Integer(id)));
+            params.extend(listed);
             let width = statement.column_count();
             let found = statement
                 .query_map(params_from_iter(params), |r| (0..width).map(|i| r.get::<_, Value>(i)).collect())
