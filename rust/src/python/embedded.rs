@@ -19,7 +19,7 @@ use crate::error::{CoreError, CoreResult};
 
 type PendingRow = (i64, String, String, Option<f64>, Option<String>, i64, i64, i64, i64, String);
 
-/// What a worker turn did: see `EmbeddedTurns.worker_turn`.
+/// What a worker's turns did: see `EmbeddedTurns.worker_turns`.
 type WorkerTurn<'py> =
     (Vec<(u64, i64)>, Vec<(u64, i64)>, usize, Vec<String>, Vec<GrantPy>, Vec<Bound<'py, PyTuple>>, bool);
 
@@ -192,23 +192,11 @@ impl EmbeddedTurnsPy {
     ) -> PyResult<WorkerTurn<'py>> {
         let retry_delay = nanos("retry_delay", retry_delay)?;
         let done = self.run(py, |store| {
-            let shape = RowShape::of(store)?;
+            let turns =
+                Turns { shape: RowShape::of(store)?, worker: &worker, lease, version, max_attempts, retry_delay };
             let mut done = Done::default();
             loop {
-                let now = wall_clock();
-                let leased = match turn_once(
-                    store,
-                    &shape,
-                    line,
-                    core,
-                    &worker,
-                    now,
-                    lease,
-                    version,
-                    max_attempts,
-                    retry_delay,
-                    &mut done,
-                ) {
+                let leased = match turns.once(store, line, core, &mut done) {
                     Ok(leased) => leased,
                     // What the earlier turns did goes back first; the next call meets the error.
                     Err(_) if done.did_something() => return Ok(done),
@@ -240,84 +228,87 @@ pub(crate) fn wall_clock() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// One turn of `EmbeddedTurns.worker_turns`, adding what it did to `done`; returns
-/// how many of the core's slots are leased after it.
-#[allow(clippy::too_many_arguments)]
-fn turn_once(
-    store: &mut Embedded,
-    shape: &RowShape,
-    line: &SlotLinePy,
-    core: &DispatcherPy,
-    worker: &str,
-    now: f64,
+/// What every turn of one `EmbeddedTurns.worker_turns` call claims under.
+struct Turns<'a> {
+    shape: RowShape,
+    worker: &'a str,
+    /// Seconds a claim's lease lasts.
     lease: f64,
+    /// The settings version the claims are made at.
     version: Option<i64>,
     max_attempts: i64,
+    /// How long after a failed turn its grants are offered again.
     retry_delay: u64,
-    done: &mut Done,
-) -> CoreResult<u32> {
-    let completions = line.lock().take_done();
-    let (grants, leased) = core.with_core(|core| {
-        for &(lease, _) in &completions {
-            // A lease the worker released meanwhile (the job timed out) is already free.
-            if core.is_active(lease) {
-                core.ack(lease)?;
-            }
-        }
-        let grants = core.dispatch(usize::MAX);
-        Ok::<_, CoreError>((grants, core.leased()))
-    })?;
-    if completions.is_empty() && grants.is_empty() {
-        return Ok(leased);
-    }
-    let finishes: Vec<PlainFinish> =
-        completions.iter().map(|&(_, id)| PlainFinish { id, worker: worker.to_owned(), at: now, ran: true }).collect();
-    let asked: Vec<i64> = grants.iter().map(|g| g.id as i64).collect();
-    let turn = match store.turn(&finishes, &asked, worker, now + lease, now, version) {
-        Ok(turn) => turn,
-        Err(error) => {
-            line.lock().give_back_done(completions);
-            core.with_core(|core| {
-                let at = core.now() + retry_delay;
-                for g in &grants {
-                    core.release(g.lease, Outcome::Retry(at))?;
+}
+
+impl Turns<'_> {
+    /// One turn, adding what it did to `done`; returns how many of the core's slots
+    /// are leased after it.
+    fn once(&self, store: &mut Embedded, line: &SlotLinePy, core: &DispatcherPy, done: &mut Done) -> CoreResult<u32> {
+        let now = wall_clock();
+        let completions = line.lock().take_done();
+        let (grants, leased) = core.with_core(|core| {
+            for &(lease, _) in &completions {
+                // A lease the worker released meanwhile (the job timed out) is already free.
+                if core.is_active(lease) {
+                    core.ack(lease)?;
                 }
-                Ok::<_, CoreError>(())
-            })?;
-            return Err(error);
+            }
+            let grants = core.dispatch(usize::MAX);
+            Ok::<_, CoreError>((grants, core.leased()))
+        })?;
+        if completions.is_empty() && grants.is_empty() {
+            return Ok(leased);
         }
-    };
-    let stored: HashSet<i64> = turn.applied.iter().copied().collect();
-    for completion in completions {
-        if stored.contains(&completion.1) {
-            done.applied.push(completion);
-        } else {
-            done.not_applied.push(completion);
-        }
-    }
-    done.stale = turn.stale;
-    let usual = !turn.stale
-        && turn.claimed.len() == grants.len()
-        && turn
-            .claimed
+        let finishes: Vec<PlainFinish> = completions
             .iter()
-            .zip(&grants)
-            .all(|(row, g)| RowShape::int(row, shape.id) == g.id as i64 && shape.usual(row, max_attempts));
-    if usual {
-        core.with_core(|core| {
-            for g in &grants {
-                let org = core.org_name(g.org).unwrap_or_default();
-                if !done.orgs.iter().any(|o| o == org) {
-                    done.orgs.push(org.to_string());
-                }
+            .map(|&(_, id)| PlainFinish { id, worker: self.worker.to_owned(), at: now, ran: true })
+            .collect();
+        let asked: Vec<i64> = grants.iter().map(|g| g.id as i64).collect();
+        let turn = match store.turn(&finishes, &asked, self.worker, now + self.lease, now, self.version) {
+            Ok(turn) => turn,
+            Err(error) => {
+                line.lock().give_back_done(completions);
+                core.with_core(|core| {
+                    let at = core.now() + self.retry_delay;
+                    for g in &grants {
+                        core.release(g.lease, Outcome::Retry(at))?;
+                    }
+                    Ok::<_, CoreError>(())
+                })?;
+                return Err(error);
             }
-        });
-        let mut waiting = line.lock();
-        done.started += waiting.push_rows(grants.iter().map(|g| g.lease).zip(turn.claimed));
-        line.wake(waiting);
-    } else {
-        done.grants = core.with_core(|core| grants.into_iter().map(|g| DispatcherPy::grant(core, g)).collect());
-        done.rows = turn.claimed;
+        };
+        let stored: HashSet<i64> = turn.applied.iter().copied().collect();
+        for completion in completions {
+            if stored.contains(&completion.1) {
+                done.applied.push(completion);
+            } else {
+                done.not_applied.push(completion);
+            }
+        }
+        done.stale = turn.stale;
+        let usual = !turn.stale
+            && turn.claimed.len() == grants.len()
+            && turn.claimed.iter().zip(&grants).all(|(row, g)| {
+                RowShape::int(row, self.shape.id) == g.id as i64 && self.shape.usual(row, self.max_attempts)
+            });
+        if usual {
+            core.with_core(|core| {
+                for g in &grants {
+                    let org = core.org_name(g.org).unwrap_or_default();
+                    if !done.orgs.iter().any(|o| o == org) {
+                        done.orgs.push(org.to_string());
+                    }
+                }
+            });
+            let mut waiting = line.lock();
+            done.started += waiting.push_rows(grants.iter().map(|g| g.lease).zip(turn.claimed));
+            line.wake(waiting);
+        } else {
+            done.grants = core.with_core(|core| grants.into_iter().map(|g| DispatcherPy::grant(core, g)).collect());
+            done.rows = turn.claimed;
+        }
+        Ok(leased)
     }
-    Ok(leased)
 }

@@ -1,11 +1,12 @@
 //! `SlotLine`: the hand-off between a worker's loop and its handler slots, both ways.
 //!
 //! Jobs go to the slots as Python objects the worker builds, or as claimed rows a
-//! turn run in Rust put in without the interpreter (`EmbeddedTurns.worker_turn`);
+//! turn run in Rust put in without the interpreter (`EmbeddedTurns.worker_turns`);
 //! plain completions come back as `(lease, job id)` pairs, which such a turn stores
-//! without building a Python object per job. A slot that finds work waiting takes it
-//! without releasing the interpreter; only an idle slot sleeps, on a condition
-//! variable, with the interpreter released. An object put in wakes one sleeping slot;
+//! without building a Python object per job. A slot takes an item only while it
+//! holds the interpreter (so the slot that just finished a job takes the next before
+//! one that woke up and waits for the interpreter); only an idle slot sleeps, on a
+//! condition variable, with the interpreter released. An object put in wakes one sleeping slot;
 //! rows a turn in Rust put in wake one, and while rows wait, that loop (which holds
 //! no interpreter) wakes one more slot each time no slot has taken an item for
 //! `NUDGE`: slots wake as fast as the awake ones fall behind, not all at once to
