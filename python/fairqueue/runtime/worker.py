@@ -474,7 +474,9 @@ class Worker:
 
     def _deliver(self, task: Task, outcome: Outcome) -> None:
         """A slot's outcome, handed to the loop (called from the slot's thread)."""
-        if outcome is COMPLETED and self._line_turns:
+        if not self._line_turns:
+            self._outcomes.put((task, outcome))
+        elif outcome is COMPLETED:
             self.pool.line.done(task.lease, task.record.id)
         else:
             self._outcomes.put((task, outcome))

@@ -6,13 +6,14 @@
 //! without building a Python object per job. A slot takes an item only while it
 //! holds the interpreter (so the slot that just finished a job takes the next before
 //! one that woke up and waits for the interpreter); only an idle slot sleeps, on a
-//! condition variable, with the interpreter released. An object put in wakes one sleeping slot;
-//! rows a turn in Rust put in wake one, and while rows wait, that loop (which holds
-//! no interpreter) wakes one more slot each time no slot has taken an item for
-//! `NUDGE`: slots wake as fast as the awake ones fall behind, not all at once to
-//! fight for the interpreter — handlers that hold it (short jobs) are run one after
-//! the other by the slots already awake, handlers that release it (I/O, sleeps) let
-//! the next slot in.
+//! condition variable, with the interpreter released. New items wake one sleeping
+//! slot, and a slot that takes an item while more wait wakes the next — one slot on
+//! its way at a time; while rows wait, the loop (which holds no interpreter) also
+//! wakes one more each time no slot has taken an item for `NUDGE`. So slots wake as
+//! fast as the awake ones fall behind, not all at once to fight for the interpreter:
+//! handlers that hold it (short jobs) are run one after the other by the slots
+//! already awake, and each handler that releases it (I/O, sleeps) lets the next
+//! slot in.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -41,6 +42,8 @@ pub(crate) struct Line {
     done: Vec<(u64, i64)>,
     /// Slots asleep waiting for an item.
     sleeping: usize,
+    /// Slots woken and not yet back at the line.
+    waking: usize,
     /// Items taken so far (the loop sees whether slots keep up).
     taken: u64,
     /// The loop is asleep waiting for a completion.
@@ -87,6 +90,15 @@ impl Line {
     fn behind(&self) -> bool {
         !self.items.is_empty() && self.sleeping > 0
     }
+
+    /// Whether to wake a sleeping slot for the items waiting: none is on its way yet.
+    fn wake_one(&mut self) -> bool {
+        let wake = !self.items.is_empty() && self.sleeping > 0 && self.waking == 0;
+        if wake {
+            self.waking += 1;
+        }
+        wake
+    }
 }
 
 /// A worker's hand-off to its handler slots and back.
@@ -105,11 +117,11 @@ impl SlotLinePy {
         self.line.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Wakes a sleeping slot, if one sleeps, for items just put in (it wakes the next).
-    pub(crate) fn wake(&self, line: MutexGuard<'_, Line>) {
-        let sleeping = line.sleeping > 0;
+    /// Wakes a sleeping slot for items just put in, unless one is on its way (it wakes the next).
+    pub(crate) fn wake(&self, mut line: MutexGuard<'_, Line>) {
+        let wake = line.wake_one();
         drop(line);
-        if sleeping {
+        if wake {
             self.ready.notify_one();
         }
     }
@@ -139,6 +151,7 @@ impl SlotLinePy {
             line = self.completed.wait_timeout(line, wait).unwrap_or_else(PoisonError::into_inner).0;
             line.loop_sleeping = false;
             if behind && line.taken == taken && line.behind() {
+                line.waking += 1;
                 self.ready.notify_one();
             }
         }
@@ -147,7 +160,10 @@ impl SlotLinePy {
     /// Wakes every sleeping slot if items wait (the loop is going back to Python, where
     /// it wakes none).
     pub(crate) fn wake_all_behind(&self) {
-        if self.lock().behind() {
+        let mut line = self.lock();
+        if line.behind() {
+            line.waking = line.sleeping;
+            drop(line);
             self.ready.notify_all();
         }
     }
@@ -186,15 +202,23 @@ impl SlotLinePy {
         // jobs run one after the other on the slots already running, with few hand-offs
         // of the interpreter (queue.SimpleQueue.get does the same).
         loop {
-            if let Some(item) = self.lock().pop() {
+            let mut line = self.lock();
+            if let Some(item) = line.pop() {
+                let wake = line.wake_one();
+                drop(line);
+                if wake {
+                    self.ready.notify_one();
+                }
                 return Self::python(py, item);
             }
+            drop(line);
             py.detach(|| {
                 let mut line = self.lock();
                 while line.items.is_empty() {
                     line.sleeping += 1;
                     line = self.ready.wait(line).unwrap_or_else(PoisonError::into_inner);
                     line.sleeping -= 1;
+                    line.waking = line.waking.saturating_sub(1);
                 }
             });
         }
@@ -229,8 +253,13 @@ impl SlotLinePy {
     /// The worker's Python wants its loop back: turns in Rust return now, or after
     /// their next turn.
     fn attend(&self) {
-        self.lock().attention = true;
-        self.completed.notify_one();
+        let mut line = self.lock();
+        line.attention = true;
+        let sleeping = line.loop_sleeping;
+        drop(line);
+        if sleeping {
+            self.completed.notify_one();
+        }
     }
 
     /// How many plain completions wait to be taken.
