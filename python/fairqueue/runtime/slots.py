@@ -34,7 +34,7 @@ import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from types import FrameType
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from fairqueue._core import SlotLine
 from fairqueue.errors import HandlerNotFound
@@ -100,7 +100,7 @@ class Slots:
         self.line = SlotLine()
         """With ``in_line``: the tasks and claimed rows waiting for a slot, and the plain
         completions back."""
-        self._tasks: "SlotLine | queue.SimpleQueue[Optional[Task]]" = self.line if in_line else queue.SimpleQueue()
+        self._tasks: Union[SlotLine, queue.SimpleQueue[Optional[Task]]] = self.line if in_line else queue.SimpleQueue()
         self._closed = False
         self._process_slots: list[_ProcessSlot] = []
         self._halt = threading.Event()
