@@ -391,13 +391,9 @@ class Worker:
                 self._drain_deadline = time.monotonic() + self._grace
                 # Process slots hand their children no more jobs; those not handed over come back now.
                 self.pool.hold()
-            outcomes = self._unsaved = outcomes + self._plain_outcomes()
+            outcomes = outcomes + self._plain_outcomes()
             if outcomes:
-                for task, _ in outcomes:
-                    self._release(task)
-                applied = self.store.job_finish(self._finishes(outcomes, now))
-                self._unsaved = []
-                self._settle(outcomes, applied)
+                self._store_outcomes(outcomes, now)
             if (not self._running and not self.pool.line.rows_waiting()) or time.monotonic() >= self._drain_deadline:
                 if self._running or self.pool.line.rows_waiting():
                     self._requeue_running(now)
@@ -558,16 +554,15 @@ class Worker:
         in_line = self._line_turns and not (self._suspects or self._alone) and self.admissions.unlimited()
         if not in_line:
             outcomes = self._unsaved = outcomes + self._plain_outcomes()
+        elif outcomes:
+            # Outcomes with more to store than their end: in a transaction of their own, first.
+            self._store_outcomes(outcomes, now)
+            outcomes = []
         if outcomes:
             self._release_all([task for task, _ in outcomes])
         self._pick_up(now)
         self._apply_capacity(now)
         if in_line:
-            if outcomes:
-                # Outcomes with more to store than their end: in a transaction of their own, first.
-                applied = self.store.job_finish(self._finishes(outcomes, now))
-                self._unsaved = []
-                self._settle(outcomes, applied)
             self._line_turn(now)
             return
         # While a suspect waits for the running jobs to finish, or runs, nothing new starts.
@@ -631,12 +626,7 @@ class Worker:
             self.alerting.job_started(org)
         if turn.not_applied:
             tasks = [running.get(lease) for lease, _ in turn.not_applied]
-            outcomes = self._unsaved = [(t, COMPLETED) for t in tasks if t is not None and not t.timed_out]
-            for task, _ in outcomes:
-                self._release(task)
-            applied = self.store.job_finish(self._finishes(outcomes, now))
-            self._unsaved = []
-            self._settle(outcomes, applied)
+            self._store_outcomes([(t, COMPLETED) for t in tasks if t is not None and not t.timed_out], now)
         if turn.claim.stale:
             for grant in turn.grants:
                 self.core.retry(grant.lease, now)
@@ -829,6 +819,15 @@ class Worker:
                 break
         return [(t, o) for t, o in outcomes if self._running.get(t.lease) is t and not t.timed_out]
 
+    def _store_outcomes(self, outcomes: list[tuple[Task, Outcome]], now: float) -> None:
+        """Frees the outcomes' slots and stores them in a transaction of their own; kept
+        in ``_unsaved`` until the store has taken them."""
+        self._unsaved = outcomes
+        self._release_all([task for task, _ in outcomes])
+        applied = self.store.job_finish(self._finishes(outcomes, now))
+        self._unsaved = []
+        self._settle(outcomes, applied)
+
     def _plain_outcomes(self) -> list[tuple[Task, Outcome]]:
         """The plain completions in the slots' line (of tasks still ours), as outcomes."""
         tasks = [self._running.get(lease) for lease, _ in self.pool.line.take_done()]
@@ -927,9 +926,7 @@ class Worker:
         outcomes = self._take_outcomes() + self._plain_outcomes()
         if outcomes:
             now = time.time()
-            for task, _ in outcomes:
-                self._release(task)
-            self._settle(outcomes, self.store.job_finish(self._finishes(outcomes, now)))
+            self._store_outcomes(outcomes, now)
         running = [t for t in list(self._running.values()) if not t.timed_out]
         self.store.job_finish(
             [Finish(t.record.id, self.name, JobStatus.QUEUED, now, error="re-queued: worker stopped", given_back=True)
