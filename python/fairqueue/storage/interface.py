@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -49,6 +50,7 @@ __all__ = [
     "job_filter",
     "FEW_STATUSES",
     "LIVE_STATUSES",
+    "FINISHED_SQL",
     "SCHEMA_VERSION",
     "FinishedCallback",
     "NextFire",
@@ -89,6 +91,10 @@ NextFire = Callable[[TriggerRecord, float], Optional[float]]
 LIVE_STATUSES = (JobStatus.HOLDING, JobStatus.QUEUED, JobStatus.PROCESSING)
 """What ``job_counts(live=True)`` counts: every status a stored job waits or runs in
 (``preparing`` is the reference platform's, never stored here)."""
+
+FINISHED_SQL = ", ".join(f"'{status.value}'" for status in JobStatus if status.finished)
+"""The finished statuses as an SQL list, for ``status IN (…)``: what the reads of
+jobs finished since a time name."""
 
 FEW_STATUSES = (JobStatus.HOLDING, JobStatus.PROCESSING)
 """Statuses few jobs are in at once (bounded by slots and the flex queue), each with
@@ -962,9 +968,14 @@ def admit(
             room = now
             for scope in admission.rate_scopes(c):
                 rate = admission.rates[scope]
-                after = max(state.get(scope, now), now) + c.cost * rate.interval
-                # A float's last bits must not refuse a job that fits exactly.
-                latest = now + rate.burst * rate.interval * (1 + 1e-9)
+                # Rounded up: a sum rounded down would let a long run of jobs start
+                # a fraction of a float's last place early each, which adds up (the
+                # core keeps integer nanoseconds; the store keeps floats).
+                after = math.nextafter(max(state.get(scope, now), now) + c.cost * rate.interval, math.inf)
+                # A float's last bits must not refuse a job that fits exactly: two
+                # last places of slack, which do not add up (``after`` rounds up).
+                latest = now + rate.burst * rate.interval
+                latest += 2 * math.ulp(latest)
                 if after > latest:
                     room = max(room, after - rate.burst * rate.interval)
                 # A scope's jobs start in the order given: none passes one that waits for room.

@@ -56,6 +56,7 @@ from fairqueue.records import (
 from fairqueue.retention import DOWNSAMPLE_STEP, SAMPLED_HISTORY, prune_order
 from fairqueue.storage.interface import (
     FEW_STATUSES,
+    FINISHED_SQL,
     FLEX_ACTIVE,
     LIVE_STATUSES,
     RERUNNABLE,
@@ -377,7 +378,6 @@ LIVE_COUNTS = " UNION ALL ".join(
 # What explain needs, read through indexes whose size follows the backlog or the
 # recent window, never through the store's whole history (alerts ask every second).
 # The finished jobs are read a range per finished status of (status, finished_at).
-_FINISHED = ", ".join(f"'{status.value}'" for status in JobStatus if status.finished)
 WAITING_FACTS = """SELECT
     (SELECT COUNT(*) FROM fq_jobs INDEXED BY fq_jobs_line_queued
      WHERE status = 'queued' AND org = ? AND kind = ? AND id < ?),
@@ -390,7 +390,7 @@ WAITING_FACTS = """SELECT
     (SELECT MIN(finished_at) FROM fq_jobs INDEXED BY fq_jobs_status_finished
      WHERE status IN (_FINISHED_) AND finished_at >= ?),
     (SELECT COUNT(*) FROM (SELECT org, kind FROM fq_jobs WHERE status = 'queued'
-                           UNION SELECT org, kind FROM fq_jobs WHERE status = 'processing'))""".replace("_FINISHED_", _FINISHED)
+                           UNION SELECT org, kind FROM fq_jobs WHERE status = 'processing'))""".replace("_FINISHED_", FINISHED_SQL)
 
 
 def _is_plain(f: Finish) -> bool:
@@ -780,7 +780,7 @@ class SQLiteStorage(Storage):
     def job_left_queue(self, since: float, worker: str) -> list[int]:
         rows = self._read(
             "SELECT id FROM fq_jobs INDEXED BY fq_jobs_processing WHERE status = 'processing' AND lease_owner IS NOT ? "
-            f"UNION ALL SELECT id FROM fq_jobs INDEXED BY fq_jobs_status_finished WHERE status IN ({_FINISHED}) AND finished_at >= ?",
+            f"UNION ALL SELECT id FROM fq_jobs INDEXED BY fq_jobs_status_finished WHERE status IN ({FINISHED_SQL}) AND finished_at >= ?",
             (worker, since),
         )
         return [r[0] for r in rows]

@@ -13,6 +13,7 @@ from fairqueue.errors import DailyLimitExceeded, DuplicateSignature, InvalidArgu
 from fairqueue.records import JobRecord, JobStatus, NewJob, WaitingFacts
 from fairqueue.storage.interface import (
     FEW_STATUSES,
+    FINISHED_SQL,
     LIVE_STATUSES,
     RERUNNABLE,
     DailyUsage,
@@ -60,8 +61,7 @@ __all__ = [
 assert all(f"status = '{status.value}'" in QUERIES["job_counts_live"] for status in LIVE_STATUSES), (
     "job_counts_live counts every status of LIVE_STATUSES"
 )
-_FINISHED = ", ".join(f"'{status.value}'" for status in JobStatus if status.finished)
-assert all(f"status IN ({_FINISHED}) AND finished_at" in QUERIES[name] for name in ("job_left_queue", "job_waiting_facts")), (
+assert all(f"status IN ({FINISHED_SQL}) AND finished_at" in QUERIES[name] for name in ("job_left_queue", "job_waiting_facts")), (
     "the reads of jobs finished since a time name every finished status"
 )
 
