@@ -446,9 +446,9 @@ def over_any_window(starts: list[float], rate: float, burst: int) -> Optional[st
     for i, first in enumerate(starts):
         for j in range(i, len(starts)):
             n, t = j - i + 1, starts[j] - first
-            # A few last places of slack: the store keeps times as floats and a claim
-            # may round by that much (never more over a run: tests/unit/test_store_rate_limits.py).
-            if n > rate * (t + 4 * math.ulp(starts[j])) + burst:
+            # The store keeps times as floats: n starts may open (n + 2) last places
+            # early, and no more (tests/unit/test_store_rate_limits.py).
+            if n > rate * (t + (n + 2) * math.ulp(starts[j])) + burst:
                 return f"{n} starts in {t:.4f} s (from the {i + 1}th), above {rate:g}/s × t + {burst}"
     return None
 

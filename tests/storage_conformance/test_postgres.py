@@ -296,7 +296,7 @@ def test_a_version_2_schema_upgrades_in_place_and_keeps_its_jobs(pg: Any, pg_dsn
     with PostgresStorage(pg_dsn, schema=pg_schema) as store:
         with pg.connect(pg_dsn) as conn:
             functions = conn.execute(
-                "SELECT proname FROM pg_proc WHERE pronamespace = %s::regnamespace", (pg_schema,)
+                "SELECT proname, proconfig FROM pg_proc WHERE pronamespace = %s::regnamespace", (pg_schema,)
             ).fetchall()
             indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (pg_schema,))}
             # A one-row table is cheapest to scan whole: ask which index the sweep would use.
@@ -304,7 +304,9 @@ def test_a_version_2_schema_upgrades_in_place_and_keeps_its_jobs(pg: Any, pg_dsn
             sweep = "\n".join(r[0] for r in conn.execute(
                 f"EXPLAIN UPDATE {pg_schema}.fq_jobs SET status = 'queued' WHERE status = 'processing' AND lease_expires_at < 0"
             ))  # fmt: skip
-        assert functions == [("fq_usage_locked",)], "the claim function of version 2 is gone, version 8's is there"
+        assert functions == [("fq_usage_locked", ["plan_cache_mode=force_generic_plan"])], (
+            "the claim function of version 2 is gone, version 8's is there, planning once per session (version 9)"
+        )
         assert "fq_jobs_leases" not in indexes and "fq_jobs_processing" in sweep, (indexes, sweep)
         [pending] = store.job_pending()
         [claimed] = store.job_claim([pending.id], "w", NOW + 10, NOW, Admission(pair_caps={("o", "future"): 1}))

@@ -9,6 +9,7 @@ import sqlite3
 from fairqueue.storage import SCHEMA_VERSION
 
 UNDO: dict[int, list[str]] = {
+    9: [],  # PostgreSQL's alone
     8: ["CREATE INDEX fq_jobs_finished ON fq_jobs (finished_at) WHERE finished_at IS NOT NULL",
         *(f"ALTER TABLE fq_triggers DROP COLUMN {column}" for column in ("queue", "priority", "cost"))],
     7: [

@@ -23,13 +23,14 @@ SCOPE = ("acme", "org", "")
 def first_window_over(starts: list[float], rate: Rate) -> str | None:
     """The first window holding more starts than the limit allows, described; None if none.
 
-    Exact arithmetic on the floats; the slack is what one claim may round (a few
-    last places of ``now``), which must not add up over a run of claims."""
+    Exact arithmetic on the floats. The slack is the store's rounding: each admitted
+    job's arrival time rounds by up to half a last place, so a window of n starts
+    may open (n + 2) last places early, and no more."""
     per_second = Fraction(rate.rate) / Fraction(rate.per)
-    slack = Fraction(4 * math.ulp(starts[-1])) if starts else Fraction(0)
     for i, first in enumerate(starts):
         for j in range(i, len(starts)):
             n, t = j - i + 1, Fraction(starts[j]) - Fraction(first)
+            slack = (n + 2) * Fraction(math.ulp(starts[j]))
             if n > per_second * (t + slack) + rate.burst:
                 return f"{n} starts in {float(t):.9f} s from the {i + 1}th, above {float(per_second)}/s × t + {rate.burst}"
     return None
