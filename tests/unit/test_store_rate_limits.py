@@ -43,7 +43,7 @@ def first_window_over(starts: list[float], rate: Rate) -> str | None:
     burst=st.integers(1, 6),
     claims=st.lists(st.tuples(st.floats(0.0, 0.08), st.integers(1, 8)), min_size=50, max_size=250),
 )
-def test_admitted_starts_never_exceed_the_rate_over_any_window(
+def test_admitted_starts_keep_to_the_rate_over_every_window_within_float_rounding(
     start: float, per_second: float, burst: int, claims: list[tuple[float, int]]
 ) -> None:
     rate = Rate(per_second, 1.0, burst)
