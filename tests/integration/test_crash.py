@@ -97,24 +97,33 @@ def test_sigkilled_workers_and_enqueuers_lose_nothing(tmp_path: Path, cap: str) 
 
     # Meanwhile workers drain and are SIGKILLed at random points: mid-job, mid-commit.
     worker = start_worker(environment)
-    while worker_kills < 20:
-        time.sleep(rng.uniform(0.15, 0.6))
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
-        worker_kills += 1
-        worker = start_worker(environment)
-    assert proc.wait(timeout=120) == 0
-    read_acks(proc)
-    proc.stdout.close()  # type: ignore[union-attr]
+    try:
+        while worker_kills < 20:
+            time.sleep(rng.uniform(0.15, 0.6))
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            worker_kills += 1
+            worker = start_worker(environment)
+        assert proc.wait(timeout=120) == 0
+        read_acks(proc)
+        proc.stdout.close()  # type: ignore[union-attr]
 
-    # A last worker finishes everything, then drains on SIGTERM and exits 0.
-    deadline = time.monotonic() + 300
-    while set(counts(store)) - {"completed"}:
-        assert time.monotonic() < deadline, f"jobs left unfinished: {counts(store)}"
-        assert worker.poll() is None, "the worker died"
-        time.sleep(0.1)
-    worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=60) == 0
+        # A last worker finishes everything, then drains on SIGTERM and exits 0.
+        deadline = time.monotonic() + 300
+        while set(counts(store)) - {"completed"}:
+            assert "failed" not in counts(store), f"jobs failed: {counts(store)}"
+            assert time.monotonic() < deadline, f"jobs left unfinished: {counts(store)}"
+            assert worker.poll() is None, "the worker died"
+            time.sleep(0.1)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+    finally:
+        for left in (worker, proc):  # on a failure, no process outlives the test
+            if left.poll() is None:
+                left.kill()
+                left.wait()
+            if left.stdout is not None:
+                left.stdout.close()
 
     with closing(sqlite3.connect(store)) as db:
         attempts = dict(db.execute("SELECT id, attempts FROM fq_jobs").fetchall())

@@ -8,7 +8,10 @@ Real SQLite files, a worker in this process."""
 from __future__ import annotations
 
 import collections
+import sqlite3
+import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +101,30 @@ def test_a_job_over_its_timeout_fails_and_the_others_complete(store: Spied) -> N
                    what="the other jobs")  # fmt: skip
     record = native.app.get(hung)
     assert record is not None and record.status is JobStatus.FAILED and "TimeoutError" in (record.extended_status or "")
+
+
+@pytest.mark.parametrize("turns", ["native", "python"])
+def test_a_job_that_returned_in_time_is_not_timed_out_while_its_outcome_waits_for_the_store(store: Spied, turns: str) -> None:
+    # Two jobs return while another writer holds the store, so the worker's turn that
+    # stores them waits; two more return during that wait, within their 2 s timeout,
+    # and their outcomes wait for the store past it. All four completed.
+    if turns == "python":
+        native.app.set_limits("a", cap=100)  # a cap: the worker's turns are Python's
+    first = [native.brief.delay("a", f"t{i}", "gate").id for i in range(2)]
+    then = [native.brief.delay("a", f"u{i}", "release").id for i in range(2)]
+    with native.app.worker(slots=4):
+        wait_until(lambda: len(native.runs) == 4, timeout=30, what="the jobs to start")
+        with closing(sqlite3.connect(store.path, timeout=30, isolation_level=None)) as writer:
+            writer.execute("BEGIN IMMEDIATE")
+            native.gate.set()
+            time.sleep(0.5)  # the worker's turn meets the held store (if not yet, the test asks less of it)
+            native.release.set()
+            time.sleep(4)  # the store stays held past the handlers' timeout
+            writer.execute("COMMIT")
+        wait_until(lambda: all(native.app.get(i).status.finished for i in first + then), timeout=60, what="the outcomes")
+    records = [native.app.get(i) for i in first + then]
+    assert [r.status for r in records] == [JobStatus.COMPLETED] * 4, [r.extended_status for r in records]
+    assert (store.native_turns_run > 0) == (turns == "native")
 
 
 def test_a_stop_gives_back_what_runs_past_its_grace_and_a_second_worker_runs_it_once(store: Spied) -> None:

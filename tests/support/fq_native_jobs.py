@@ -82,3 +82,11 @@ class Numbers(fq.Batchable):
 
     def execute(self, ctx: fq.Context, scope: list[Any]) -> None:
         runs.append(("chunk", ctx.org, [r["id"] for r in scope]))
+
+
+@app.future(timeout=2.0)
+def brief(tag: str, opened_by: str) -> None:
+    """Runs until ``gate`` or ``release`` opens (``opened_by``); a test opens it well
+    within the 2 s timeout."""
+    runs.append((tag, fq.current_context().org, fq.current_context().job_id))
+    (gate if opened_by == "gate" else release).wait(30)

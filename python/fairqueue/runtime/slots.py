@@ -224,6 +224,9 @@ class Slots:
             except Exception as e:  # a fault of fairqueue's own: the job fails, the slot lives on
                 log.exception("fairqueue worker %s: running job %d failed outside its handler", self.name, task.record.id)
                 outcome = Outcome(JobStatus.FAILED, error=f"{type(e).__name__} in fairqueue's runner: {e}")
+            # The handler has returned: its timeout is over, however long the outcome
+            # then waits for the store (a turn held up by another writer).
+            task.deadline = math.inf
             self.deliver(task, outcome)
             if task.timed_out:
                 return  # a replacement thread already took this slot
