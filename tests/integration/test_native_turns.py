@@ -106,7 +106,7 @@ def test_a_job_over_its_timeout_fails_and_the_others_complete(store: Spied) -> N
 @pytest.mark.parametrize("turns", ["native", "python"])
 def test_a_job_that_returned_in_time_is_not_timed_out_while_its_outcome_waits_for_the_store(store: Spied, turns: str) -> None:
     # Two jobs return while another writer holds the store, so the worker's turn that
-    # stores them waits; two more return during that wait, within their 2 s timeout,
+    # stores them waits; two more return during that wait, within their 4 s timeout,
     # and their outcomes wait for the store past it. All four completed.
     if turns == "python":
         native.app.set_limits("a", cap=100)  # a cap: the worker's turns are Python's
@@ -119,7 +119,7 @@ def test_a_job_that_returned_in_time_is_not_timed_out_while_its_outcome_waits_fo
             native.gate.set()
             time.sleep(0.5)  # the worker's turn meets the held store (if not yet, the test asks less of it)
             native.release.set()
-            time.sleep(4)  # the store stays held past the handlers' timeout
+            time.sleep(6)  # the store stays held past the handlers' timeout
             writer.execute("COMMIT")
         wait_until(lambda: all(native.app.get(i).status.finished for i in first + then), timeout=60, what="the outcomes")
     records = [native.app.get(i) for i in first + then]

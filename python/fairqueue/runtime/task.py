@@ -32,4 +32,6 @@ class Task:
         self.cancel = CancelFlag()
         self.started = time.monotonic() if started is None else started
         self.deadline = self.started + timeout
+        """When the handler is overdue (``time.monotonic()``); infinite once it has
+        returned, however long its outcome then waits for the store."""
         self.timed_out = False
